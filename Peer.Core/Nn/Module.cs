@@ -1,0 +1,119 @@
+// The Module base: explicit registration of parameters, buffers and child modules under dotted
+// PyTorch-style names ("blocks.3.attn.qkv.weight"), train/eval mode, and deterministic disposal.
+namespace Peer.Nn;
+
+/// <summary>A layer or model: owns parameters (tensors that require gradient), buffers and child modules.</summary>
+public abstract class Module : IDisposable
+{
+    readonly List<(string Name, Tensor Tensor)> parameters = new();
+    readonly List<(string Name, Tensor Tensor)> buffers = new();
+    readonly List<(string Name, Module Module)> children = new();
+
+    /// <summary>The device holding this module's tensors.</summary>
+    public Device Device { get; }
+
+    /// <summary>True in training mode (the default), false in evaluation mode.</summary>
+    public bool IsTraining { get; private set; } = true;
+
+    /// <summary>Creates a module on <paramref name="device"/>.</summary>
+    protected Module(Device device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        Device = device;
+    }
+
+    /// <summary>Registers a parameter: it requires gradient, is owned by this module and is not owned by any scope.</summary>
+    protected Tensor Parameter(string name, Tensor t)
+    {
+        CheckName(name);
+        Scope.Unscope(t);
+        t.RequiresGrad = true;
+        t.Name = name;
+        parameters.Add((name, t));
+        return t;
+    }
+
+    /// <summary>Registers a buffer: state saved with the module that receives no gradient (e.g. BatchNorm running statistics).</summary>
+    protected Tensor Buffer(string name, Tensor t)
+    {
+        CheckName(name);
+        Scope.Unscope(t);
+        t.Name = name;
+        buffers.Add((name, t));
+        return t;
+    }
+
+    /// <summary>Registers a child module under <paramref name="name"/>.</summary>
+    protected T Child<T>(string name, T module) where T : Module
+    {
+        CheckName(name);
+        children.Add((name, module));
+        return module;
+    }
+
+    void CheckName(string name)
+    {
+        Check.That(!string.IsNullOrEmpty(name) && !name.Contains(' '), nameof(name), name, "a non-empty name without spaces");
+        Check.That(parameters.All(p => p.Name != name) && buffers.All(p => p.Name != name) && children.All(c => c.Name != name),
+            nameof(name), name, "a name not already registered in this module");
+    }
+
+    /// <summary>Every parameter of this module and its descendants, with dotted names, in registration order.</summary>
+    public IEnumerable<(string Name, Tensor Tensor)> NamedParameters(string prefix = "")
+    {
+        foreach (var (n, t) in parameters) yield return (prefix + n, t);
+        foreach (var (n, m) in children)
+            foreach (var p in m.NamedParameters(prefix + n + ".")) yield return p;
+    }
+
+    /// <summary>Every buffer of this module and its descendants, with dotted names.</summary>
+    public IEnumerable<(string Name, Tensor Tensor)> NamedBuffers(string prefix = "")
+    {
+        foreach (var (n, t) in buffers) yield return (prefix + n, t);
+        foreach (var (n, m) in children)
+            foreach (var p in m.NamedBuffers(prefix + n + ".")) yield return p;
+    }
+
+    /// <summary>Parameters and buffers together: everything a checkpoint of the module holds.</summary>
+    public IEnumerable<(string Name, Tensor Tensor)> StateDict() => NamedParameters().Concat(NamedBuffers());
+
+    /// <summary>The direct children with their names.</summary>
+    public IEnumerable<(string Name, Module Module)> Children => children;
+
+    /// <summary>Every parameter tensor.</summary>
+    public IEnumerable<Tensor> Parameters() => NamedParameters().Select(p => p.Tensor);
+
+    /// <summary>Sets training mode on this module and its descendants.</summary>
+    public void Train(bool training = true)
+    {
+        IsTraining = training;
+        foreach (var (_, m) in children) m.Train(training);
+    }
+
+    /// <summary>Sets evaluation mode (same as <c>Train(false)</c>).</summary>
+    public void Eval() => Train(false);
+
+    /// <summary>Clears the gradients of every parameter.</summary>
+    public void ZeroGrad()
+    {
+        foreach (var p in Parameters())
+        {
+            p.Grad?.Dispose();
+            p.Grad = null;
+            p.SparseGrad?.Dispose();
+            p.SparseGrad = null;
+        }
+    }
+
+    /// <summary>Total number of parameter elements.</summary>
+    public long ParameterCount => Parameters().Sum(p => (long)p.Length);
+
+    /// <summary>Disposes parameters, buffers and children.</summary>
+    public virtual void Dispose()
+    {
+        foreach (var (_, t) in parameters) t.Dispose();
+        foreach (var (_, t) in buffers) t.Dispose();
+        foreach (var (_, m) in children) m.Dispose();
+        GC.SuppressFinalize(this);
+    }
+}

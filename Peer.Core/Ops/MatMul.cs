@@ -1,0 +1,138 @@
+// Matrix multiplication with optional transposed operands and a batch dimension:
+// C[b] = op(A[b]) @ op(B[b]), op = identity or transpose. The portable kernel is the definition
+// (one index per block of output rows); faster variants may be added beside it, per accelerator type.
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Peer;
+
+public static partial class Ops
+{
+    /// <summary>
+    /// Matrix product <c>op(a) @ op(b)</c> for rank-2 operands, or batched over the leading dimension for rank-3 operands
+    /// (a rank-2 operand is broadcast over the batch). With <paramref name="transA"/> a is read as <c>[.., K, M]</c>,
+    /// with <paramref name="transB"/> b as <c>[.., N, K]</c>. Result <c>[.., M, N]</c>. Differentiable.
+    /// </summary>
+    /// <exception cref="ArgumentException">Ranks other than 2 or 3, inner dimensions that differ, or batch sizes that differ.</exception>
+    public static Tensor MatMul(Tensor a, Tensor b, bool transA = false, bool transB = false)
+    {
+        Check.DType(a, DType.F32, nameof(a));
+        Check.DType(b, DType.F32, nameof(b));
+        Check.SameDevice(a, b, nameof(b));
+        Check.That(a.Rank is 2 or 3, nameof(a), a.Shape, "a rank-2 [M, K] or rank-3 [batch, M, K] tensor");
+        Check.That(b.Rank is 2 or 3, nameof(b), b.Shape, "a rank-2 [K, N] or rank-3 [batch, K, N] tensor");
+        int ba = a.Rank == 3 ? a.Shape[0] : 1, bb = b.Rank == 3 ? b.Shape[0] : 1;
+        Check.That(a.Rank == 2 || b.Rank == 2 || ba == bb, nameof(b), b.Shape, $"batch size {ba} (as a)");
+        int batch = Math.Max(ba, bb);
+        int ar = a.Shape[^2], ac = a.Shape[^1], br = b.Shape[^2], bc = b.Shape[^1];
+        int m = transA ? ac : ar, k = transA ? ar : ac;
+        int kb = transB ? bc : br, n = transB ? br : bc;
+        Check.That(k == kb, nameof(b), b.Shape, $"inner dimension {k} to match a {Tensor.FormatShape(a.Shape)}{(transA ? " (transposed)" : "")}{(transB ? " (b transposed)" : "")}");
+        bool batched = a.Rank == 3 || b.Rank == 3;
+        var d = a.Device;
+        var c = Tensor.Empty(d, DType.F32, batched ? [batch, m, n] : [m, n]);
+        MatMulInto(a, b, c, transA, transB, batch, m, n, k, ba > 1 || (a.Rank == 3), bb > 1 || (b.Rank == 3), accumulate: false);
+
+        if (d.Tape.Needs(a, b))
+        {
+            d.Tape.Record(c, [a, b], g =>
+            {
+                if (a.RequiresGrad)
+                {
+                    // dA = g @ op(B)^T  (or its transpose when A was transposed)
+                    var ga = transA ? MatMul(b, g, transB, true) : MatMul(g, b, false, !transB);
+                    Tape.Accumulate(a, a.Rank == 2 && ga.Rank == 3 ? SumBatch(ga) : ga);
+                }
+                if (b.RequiresGrad)
+                {
+                    // dB = op(A)^T @ g  (or its transpose when B was transposed)
+                    var gb = transB ? MatMul(g, a, true, transA) : MatMul(a, g, !transA, false);
+                    Tape.Accumulate(b, b.Rank == 2 && gb.Rank == 3 ? SumBatch(gb) : gb);
+                }
+            });
+        }
+        return c;
+    }
+
+    // x: [batch, r, c] -> [r, c], summed over the batch (for gradients of an operand broadcast over the batch)
+    static Tensor SumBatch(Tensor x)
+    {
+        var y = Tensor.Zeros(x.Device, x.Shape[1], x.Shape[2]);
+        int plane = x.Shape[1] * x.Shape[2];
+        using var flat = x.Detach();
+        var rows = flat.Reshape(x.Shape[0], plane);
+        var w = x.Device.Split(plane);
+        x.Device.Get(static d => new MatMulKernels(d)).SumRows(w.Workers, w, rows.View, y.View, x.Shape[0]);
+        rows.Dispose();
+        x.Dispose();
+        return y;
+    }
+
+    /// <summary>Launches <c>c (+)= op(a) @ op(b)</c> with shapes already validated by the caller.</summary>
+    internal static void MatMulInto(Tensor a, Tensor b, Tensor c, bool transA, bool transB, int batch, int m, int n, int k, bool aBatched, bool bBatched, bool accumulate)
+    {
+        if (c.Length == 0) return;
+        var d = a.Device;
+        var shape = new MatMulShape(m, n, k, transA, transB, aBatched ? m * k : 0, bBatched ? k * n : 0, accumulate);
+        var w = d.Split(batch * m);
+        d.Get(static d => new MatMulKernels(d)).Portable(w.Workers, w, shape, a.View, b.View, c.View);
+    }
+}
+
+/// <summary>Dimensions and layout of one (batched) matrix product, passed to the kernels.</summary>
+internal readonly struct MatMulShape(int m, int n, int k, bool transA, bool transB, int strideA, int strideB, bool accumulate)
+{
+    public readonly int M = m, N = n, K = k;
+    public readonly int TransA = transA ? 1 : 0, TransB = transB ? 1 : 0;
+    public readonly int StrideA = strideA, StrideB = strideB;
+    public readonly int Accumulate = accumulate ? 1 : 0;
+}
+
+/// <summary>Kernels of the matmul family.</summary>
+internal sealed class MatMulKernels
+{
+    public readonly Action<Index1D, Work, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>> Portable;
+    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int> SumRows;
+
+    public MatMulKernels(Device d)
+    {
+        Portable = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>>(PortableKernel);
+        SumRows = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int>(SumRowsKernel);
+    }
+
+    // a: [batch?, M, K] (or [K, M]), b: [batch?, K, N] (or [N, K]) -> c: [batch, M, N]; one work item per output row
+    static void PortableKernel(Index1D w, Work work, MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+        {
+            for (int row = st, end = work.End(st); row < end; row++)
+            {
+                int bi = row / s.M, i = row - bi * s.M;
+                int aOff = bi * s.StrideA, bOff = bi * s.StrideB, cOff = row * s.N;
+                for (int j = 0; j < s.N; j++)
+                {
+                    float acc = 0f;
+                    for (int p = 0; p < s.K; p++)
+                    {
+                        float av = s.TransA == 0 ? a[aOff + i * s.K + p] : a[aOff + p * s.M + i];
+                        float bv = s.TransB == 0 ? b[bOff + p * s.N + j] : b[bOff + j * s.K + p];
+                        acc += av * bv;
+                    }
+                    c[cOff + j] = s.Accumulate != 0 ? c[cOff + j] + acc : acc;
+                }
+            }
+        }
+    }
+
+    // x: [rows, cols] -> y: [cols] = sum over rows (deterministic: one column per item)
+    static void SumRowsKernel(Index1D w, Work work, ArrayView<float> x, ArrayView<float> y, int rows)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+            for (int j = st, end = work.End(st); j < end; j++)
+            {
+                float acc = 0f;
+                for (int r = 0; r < rows; r++) acc += x[r * work.N + j];
+                y[j] = acc;
+            }
+    }
+}

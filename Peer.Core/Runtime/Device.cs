@@ -1,0 +1,217 @@
+// A Device owns one ILGPU context and accelerator, the kernels loaded on it, its memory accounting and
+// its autograd tape. Open one by name ("cpu", "cuda", "opencl", "auto"); everything else in Peer
+// (tensors, ops, modules) hangs off a Device.
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+using ILGPU.Runtime.OpenCL;
+
+namespace Peer;
+
+/// <summary>The backends Peer can run on.</summary>
+public enum Backend
+{
+    /// <summary>ILGPU's CPU accelerator: kernels run as .NET code on OS threads.</summary>
+    Cpu,
+    /// <summary>An NVIDIA GPU through CUDA.</summary>
+    Cuda,
+    /// <summary>An OpenCL device (a GPU, or PoCL on the CPU).</summary>
+    OpenCL,
+}
+
+/// <summary>Settings for opening a <see cref="Device"/>.</summary>
+public sealed record DeviceOptions
+{
+    /// <summary>Threads of the CPU accelerator's single warp; 0 means one per logical processor.
+    /// The CPU accelerator runs fastest with one group of as many threads as cores, each taking a contiguous chunk.</summary>
+    public int CpuThreads { get; init; }
+
+    /// <summary>Index of the device among those of the chosen backend.</summary>
+    public int Index { get; init; }
+}
+
+/// <summary>What <see cref="Device.List"/> reports for each backend.</summary>
+/// <param name="Backend">The backend.</param>
+/// <param name="Name">Device name, or null when none is available.</param>
+/// <param name="Available">Whether a device of this backend can be opened.</param>
+/// <param name="Reason">Why not, when it cannot.</param>
+public sealed record DeviceInfo(Backend Backend, string? Name, bool Available, string? Reason);
+
+/// <summary>One accelerator with its kernels, memory accounting and autograd tape.</summary>
+public sealed class Device : IDisposable
+{
+    readonly Dictionary<Type, object> launchers = new();
+    readonly object gate = new();
+    long liveBytes, peakBytes;
+    bool disposed;
+
+    /// <summary>The ILGPU context.</summary>
+    public Context Context { get; }
+    /// <summary>The ILGPU accelerator.</summary>
+    public Accelerator Accelerator { get; }
+    /// <summary>The backend.</summary>
+    public Backend Backend { get; }
+    /// <summary>Backend and device name, e.g. "cpu (CPUAccelerator, 2 threads)".</summary>
+    public string Name { get; }
+    /// <summary>The autograd tape of this device.</summary>
+    public Tape Tape { get; }
+    /// <summary>Kernel indices launched for chunked kernels: the CPU thread count, or a GPU-filling number.</summary>
+    public int Workers { get; }
+
+    Device(Context context, Accelerator accelerator, Backend backend, int cpuWorkers = 0)
+    {
+        Context = context;
+        Accelerator = accelerator;
+        Backend = backend;
+        Workers = backend == Backend.Cpu
+            ? cpuWorkers
+            : Math.Max(1, accelerator.NumMultiprocessors * accelerator.MaxNumThreadsPerMultiprocessor * 2);
+        Name = $"{backend.ToString().ToLowerInvariant()} ({accelerator.Name})";
+        Tape = new Tape(this);
+    }
+
+    /// <summary>True for ILGPU's CPU accelerator.</summary>
+    public bool IsCpu => Backend == Backend.Cpu;
+
+    /// <summary>Bytes of device memory held by live tensors.</summary>
+    public long LiveBytes => Interlocked.Read(ref liveBytes);
+    /// <summary>Largest <see cref="LiveBytes"/> seen since creation or the last <see cref="ResetPeak"/>.</summary>
+    public long PeakBytes => Interlocked.Read(ref peakBytes);
+    /// <summary>Sets <see cref="PeakBytes"/> to the current <see cref="LiveBytes"/>.</summary>
+    public void ResetPeak() => Interlocked.Exchange(ref peakBytes, LiveBytes);
+
+    internal void Track(long bytes)
+    {
+        long now = Interlocked.Add(ref liveBytes, bytes);
+        long peak;
+        while (now > (peak = Interlocked.Read(ref peakBytes)) && Interlocked.CompareExchange(ref peakBytes, now, peak) != peak) { }
+    }
+
+    /// <summary>
+    /// Opens a device by name: <c>cpu</c>, <c>cuda</c>, <c>opencl</c> or <c>auto</c> (CUDA, then an OpenCL GPU, then the CPU).
+    /// </summary>
+    /// <exception cref="ArgumentException">The name is unknown, or that backend has no device here (the message lists what is present).</exception>
+    public static Device Open(string name = "auto", DeviceOptions? options = null)
+    {
+        options ??= new DeviceOptions();
+        string key = (name ?? "").Trim().ToLowerInvariant();
+        Check.That(key is "cpu" or "cuda" or "opencl" or "auto", nameof(name), name, "one of cpu, cuda, opencl, auto");
+        Check.That(options.Index >= 0, nameof(options.Index), options.Index, "a non-negative device index");
+        Check.That(options.CpuThreads >= 0, nameof(options.CpuThreads), options.CpuThreads, "0 (one per processor) or a positive thread count");
+        if (key == "auto")
+        {
+            var present = List();
+            key = present.Any(d => d.Backend == Backend.Cuda && d.Available) ? "cuda"
+                : OpenClBackend.HasGpu() ? "opencl"
+                : "cpu";
+        }
+        return key switch
+        {
+            "cpu" => OpenCpu(options),
+            "cuda" => OpenCuda(options),
+            _ => OpenClBackend.Open(options),
+        };
+    }
+
+    static Device OpenCpu(DeviceOptions options)
+    {
+        int threads = options.CpuThreads > 0 ? options.CpuThreads : Environment.ProcessorCount;
+        // One multiprocessor whose single warp has a thread per core: groups run all cores at once, and each
+        // launched index takes a contiguous chunk. ILGPU wants a power-of-two warp of at least 2 threads; surplus
+        // threads of the warp get no index.
+        int warp = Math.Max(2, (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)threads));
+        var cpu = new CPUDevice(warp, 1, 1);
+        var context = Context.Create(b => b.CPU(cpu).EnableAlgorithms().Optimize(OptimizationLevel.O1).Math(MathMode.Default));
+        var acc = context.GetCPUDevice(0).CreateCPUAccelerator(context, CPUAcceleratorMode.Parallel);
+        return new Device(context, acc, Backend.Cpu, threads);
+    }
+
+    static Device OpenCuda(DeviceOptions options)
+    {
+        Context context = Context.Create(b => b.Cuda().EnableAlgorithms().Optimize(OptimizationLevel.O2).Math(MathMode.Default));
+        var devices = context.GetCudaDevices();
+        if (devices.Count <= options.Index)
+        {
+            context.Dispose();
+            throw new ArgumentException($"device = 'cuda' (index {options.Index}): no such CUDA device here. Present: {Describe(List())}.", "name");
+        }
+        var acc = devices[options.Index].CreateAccelerator(context);
+        return new Device(context, acc, Backend.Cuda);
+    }
+
+    internal static Device FromOpenCl(Context context, Accelerator accelerator) => new(context, accelerator, Backend.OpenCL);
+
+    /// <summary>Lists every backend with its device, or why it is unavailable.</summary>
+    public static IReadOnlyList<DeviceInfo> List()
+    {
+        var result = new List<DeviceInfo> { new(Backend.Cpu, $"CPU accelerator, {Environment.ProcessorCount} threads", true, null) };
+        try
+        {
+            using var context = Context.Create(b => b.Cuda());
+            var cuda = context.GetCudaDevices();
+            result.Add(cuda.Count > 0
+                ? new DeviceInfo(Backend.Cuda, cuda[0].Name, true, null)
+                : new DeviceInfo(Backend.Cuda, null, false, "no CUDA driver or no NVIDIA GPU found"));
+        }
+        catch (Exception e)
+        {
+            result.Add(new DeviceInfo(Backend.Cuda, null, false, $"CUDA unavailable: {e.Message}"));
+        }
+        result.Add(OpenClBackend.Describe());
+        return result;
+    }
+
+    internal static string Describe(IReadOnlyList<DeviceInfo> list) =>
+        string.Join("; ", list.Select(d => d.Available ? $"{d.Backend.ToString().ToLowerInvariant()}: {d.Name}" : $"{d.Backend.ToString().ToLowerInvariant()}: absent ({d.Reason})"));
+
+    /// <summary>Splits <paramref name="n"/> items between this device's workers (see <see cref="Work"/>).</summary>
+    public Work Split(int n)
+    {
+        if (n <= 0) return new Work(0, 1, 1);
+        if (IsCpu)
+        {
+            int w = Math.Min(Workers, n);
+            return new Work(n, w, (n + w - 1) / w);
+        }
+        return new Work(n, Math.Min(Workers, n), 1);
+    }
+
+    /// <summary>
+    /// The launcher object of type <typeparamref name="T"/> for this device, created once by <paramref name="create"/>
+    /// (which loads its kernels) and cached. A failed kernel compile clears the context's cache so that later loads still work.
+    /// </summary>
+    public T Get<T>(Func<Device, T> create) where T : class
+    {
+        lock (gate)
+        {
+            ObjectDisposedException.ThrowIf(disposed, this);
+            if (launchers.TryGetValue(typeof(T), out var found)) return (T)found;
+            try
+            {
+                var made = create(this);
+                launchers[typeof(T)] = made;
+                return made;
+            }
+            catch
+            {
+                // One failed compile poisons every later load in the context (ILGPU-NOTES.md): recover it.
+                Context.ClearCache(ClearCacheMode.Everything);
+                throw;
+            }
+        }
+    }
+
+    /// <summary>Waits for all launched work to finish.</summary>
+    public void Synchronize() => Accelerator.Synchronize();
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        if (disposed) return;
+        disposed = true;
+        Accelerator.Dispose();
+        Context.Dispose();
+    }
+}
