@@ -98,7 +98,7 @@ public static partial class Ops
         int nExperts = down.Shape[0];
         var d = x.Device;
         var kernels = d.Get(static d => new PeerExpertKernels(d));
-        int bad = CountOutOfRange(kernels, indices, nExperts);
+        int bad = CountOutOfRange(indices, nExperts);
         Check.That(bad == 0, nameof(indices), $"{bad} ids outside [0, {nExperts})", $"every expert id in [0, N = {nExperts})");
 
         int act = activation == PeerActivation.Relu ? 1 : 0;
@@ -142,9 +142,11 @@ public static partial class Ops
         return y;
     }
 
-    static int CountOutOfRange(PeerExpertKernels kernels, Tensor indices, int n)
+    /// <summary>Number of ids outside [0, n), counted by a kernel (per-block counts summed on the host).</summary>
+    internal static int CountOutOfRange(Tensor indices, int n)
     {
         var d = indices.Device;
+        var kernels = d.Get(static d => new PeerExpertKernels(d));
         int p = indices.Length;
         if (p == 0) return 0;
         int blocks = Math.Min(p, d.IsCpu ? d.Workers : 1024), len = (p + blocks - 1) / blocks;
