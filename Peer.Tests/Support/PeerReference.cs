@@ -61,3 +61,91 @@ public static partial class PeerMath
 
     public static double[] D(float[] a) => a.Select(v => (double)v).ToArray();
 }
+
+/// <summary>The PEER layer's parameters as double arrays, by interop name.</summary>
+public sealed class PeerRefParams
+{
+    public Dictionary<string, double[]> P = new();
+    public double[] this[string name] { get => P[name]; set => P[name] = value; }
+    public PeerRefParams With(string name, double[] value)
+    {
+        var c = new PeerRefParams { P = new(P) };
+        c.P[name] = value;
+        return c;
+    }
+}
+
+public static partial class PeerMath
+{
+    /// <summary>
+    /// The layer straight from PEER-SPEC.md in double precision: q = norm(W x + b); per head, brute-force top-k over all
+    /// N = n*n full keys [sub1[r]; sub2[c]] (ties toward the smaller index); router over the kept scores; experts summed.
+    /// </summary>
+    public static (double[] Y, int[] Idx, double[] G) Layer(PeerRefParams p, double[] x, int t, int d, int h, int dq, int n, int k,
+        Peer.Nn.PeerQueryNorm norm, bool training, PeerActivation act, PeerRouter router)
+    {
+        int hq = h * dq, half = dq / 2;
+        var q = new double[t * hq];
+        for (int tt = 0; tt < t; tt++)
+            for (int o = 0; o < hq; o++)
+            {
+                double s = p["query.bias"][o];
+                for (int c = 0; c < d; c++) s += p["query.weight"][o * d + c] * x[tt * d + c];
+                q[tt * hq + o] = s;
+            }
+        if (norm == Peer.Nn.PeerQueryNorm.BatchNorm)
+        {
+            for (int o = 0; o < hq; o++)
+            {
+                double mean, var;
+                if (training)
+                {
+                    mean = Enumerable.Range(0, t).Average(tt => q[tt * hq + o]);
+                    var = Enumerable.Range(0, t).Average(tt => (q[tt * hq + o] - mean) * (q[tt * hq + o] - mean));
+                }
+                else
+                {
+                    mean = p["query_norm.running_mean"][o];
+                    var = p["query_norm.running_var"][o];
+                }
+                for (int tt = 0; tt < t; tt++)
+                    q[tt * hq + o] = (q[tt * hq + o] - mean) / Math.Sqrt(var + 1e-5) * p["query_norm.weight"][o] + p["query_norm.bias"][o];
+            }
+        }
+        else if (norm == Peer.Nn.PeerQueryNorm.LayerNorm)
+        {
+            for (int tt = 0; tt < t; tt++)
+            {
+                var row = q.Skip(tt * hq).Take(hq).ToArray();
+                double mean = row.Average(), var = row.Average(v => (v - mean) * (v - mean));
+                for (int o = 0; o < hq; o++)
+                    q[tt * hq + o] = (row[o] - mean) / Math.Sqrt(var + 1e-5) * p["query_norm.weight"][o] + p["query_norm.bias"][o];
+            }
+        }
+        var idx = new int[t * h * k];
+        var g = new double[t * h * k];
+        for (int tt = 0; tt < t; tt++)
+            for (int j = 0; j < h; j++)
+            {
+                int qOff = tt * hq + j * dq;
+                var all = new (double S, int I)[n * n];
+                for (int r = 0; r < n; r++)
+                    for (int c = 0; c < n; c++)
+                    {
+                        double s = 0;
+                        for (int e = 0; e < half; e++) s += q[qOff + e] * p["keys.sub1"][r * half + e] + q[qOff + half + e] * p["keys.sub2"][c * half + e];
+                        all[r * n + c] = (s, r * n + c);
+                    }
+                var top = all.OrderByDescending(a => a.S).ThenBy(a => a.I).Take(k).ToArray();
+                double max = top.Max(a => a.S), sum = top.Sum(a => Math.Exp(a.S - max));
+                for (int m = 0; m < k; m++)
+                {
+                    int slot = (tt * h + j) * k + m;
+                    idx[slot] = top[m].I;
+                    g[slot] = router == PeerRouter.Sigmoid ? 1 / (1 + Math.Exp(-top[m].S)) : Math.Exp(top[m].S - max) / sum;
+                }
+            }
+        var y = Experts(x, idx, g, p["experts.down"], p["experts.up"], t, d, h * k, act);
+        return (y, idx, g);
+    }
+}
