@@ -19,6 +19,24 @@ internal static class Timing
         return repeats % 2 == 1 ? times[repeats / 2] : 0.5 * (times[repeats / 2 - 1] + times[repeats / 2]);
     }
 
+    /// <summary>
+    /// Median wall time of each run, the runs interleaved round by round after warm-up, so that load from other
+    /// processes on a shared machine falls on all of them alike and their ratios stay meaningful.
+    /// </summary>
+    public static double[] InterleavedMedians(int warmup, int repeats, params Action[] runs)
+    {
+        for (int i = 0; i < warmup; i++) foreach (var r in runs) r();
+        var times = runs.Select(_ => new double[repeats]).ToArray();
+        for (int i = 0; i < repeats; i++)
+            for (int j = 0; j < runs.Length; j++)
+            {
+                long t0 = Stopwatch.GetTimestamp();
+                runs[j]();
+                times[j][i] = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+            }
+        return times.Select(t => { Array.Sort(t); return repeats % 2 == 1 ? t[repeats / 2] : 0.5 * (t[repeats / 2 - 1] + t[repeats / 2]); }).ToArray();
+    }
+
     /// <summary>Opens each requested device, or reports why it is absent.</summary>
     public static IEnumerable<(string Name, Device? Device, string? Absent)> OpenDevices(BenchOptions options)
     {
