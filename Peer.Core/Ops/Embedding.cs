@@ -95,7 +95,7 @@ internal sealed class EmbeddingKernels
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int, ArrayView<int>, ArrayView<int>, int> InitKeys;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int> Merge;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int, int> CountHeads;
-    public readonly Action<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int> PrefixHeads;
+    public readonly Action<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int> PrefixHeads;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int> WriteHeads;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, ArrayView<int>, ArrayView<float>, int> SumSegments;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int> ScatterAdd;
@@ -107,7 +107,7 @@ internal sealed class EmbeddingKernels
         InitKeys = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, int, ArrayView<int>, ArrayView<int>, int>(InitKeysKernel);
         Merge = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int>(MergeKernel);
         CountHeads = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, int, int>(CountHeadsKernel);
-        PrefixHeads = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int>(PrefixHeadsKernel);
+        PrefixHeads = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int>(PrefixHeadsKernel);
         WriteHeads = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int>(WriteHeadsKernel);
         SumSegments = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, ArrayView<int>, ArrayView<float>, int>(SumSegmentsKernel);
         ScatterAdd = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int>(ScatterAddKernel);
@@ -132,7 +132,8 @@ internal sealed class EmbeddingKernels
         // Segments are found block-wise: count segment heads per block, an exclusive prefix over the block counts, then each
         // block writes its heads at its offset (parallel, no atomics; the one serial step walks only the block counts).
         int blockSize = Math.Max(1, (n + SegmentBlocks - 1) / SegmentBlocks), blocks = Math.Max(1, (n + blockSize - 1) / blockSize);
-        var heads = Tensor.Empty(d, DType.I32, blocks + 1);
+        var heads = Tensor.Empty(d, DType.I32, blocks);
+        var offsets = Tensor.Empty(d, DType.I32, blocks + 1);
         var count = Tensor.Empty(d, DType.I32, 1);
         var oldRows = old?.Rows.IntView ?? ids.IntView;     // unread when n1 = 0
         var oldValues = old?.Values.View ?? values.View;
@@ -149,8 +150,8 @@ internal sealed class EmbeddingKernels
         }
         var bw = d.Split(n == 0 ? 0 : blocks);
         if (n > 0) k.CountHeads(bw.Workers, bw, keys.IntView, heads.IntView, n, blockSize);
-        k.PrefixHeads(1, heads.IntView, starts.IntView, count.IntView, n == 0 ? 0 : blocks, n);
-        if (n > 0) k.WriteHeads(bw.Workers, bw, keys.IntView, heads.IntView, segRows.IntView, starts.IntView, n, blockSize);
+        k.PrefixHeads(1, heads.IntView, offsets.IntView, starts.IntView, count.IntView, n == 0 ? 0 : blocks, n);
+        if (n > 0) k.WriteHeads(bw.Workers, bw, keys.IntView, offsets.IntView, segRows.IntView, starts.IntView, n, blockSize);
         int r = count.ToIntArray()[0];
         var rows = Scope.Unscope(Tensor.Empty(d, DType.I32, r));
         var sum = Scope.Unscope(Tensor.Empty(d, DType.F32, r, cols));
@@ -228,18 +229,17 @@ internal sealed class EmbeddingKernels
             }
     }
 
-    // heads: [blocks + 1] counts -> exclusive offsets in place, heads[blocks] = count[0] = R, starts[R] = n (lowered by
+    // heads: [blocks] -> offsets: [blocks + 1] exclusive prefix sums, offsets[blocks] = count[0] = R, starts[R] = n (lowered by
     // WriteHeads when invalid keys trail); one work item over the block counts
-    static void PrefixHeadsKernel(Index1D w, ArrayView<int> heads, ArrayView<int> starts, ArrayView<int> count, int blocks, int n)
+    static void PrefixHeadsKernel(Index1D w, ArrayView<int> heads, ArrayView<int> offsets, ArrayView<int> starts, ArrayView<int> count, int blocks, int n)
     {
         int acc = 0;
         for (int b = 0; b < blocks; b++)
         {
-            int c = heads[b];
-            heads[b] = acc;
-            acc += c;
+            offsets[b] = acc;
+            acc += heads[b];
         }
-        heads[blocks] = acc;
+        offsets[blocks] = acc;
         count[0] = acc;
         starts[acc] = n;
     }
