@@ -1,0 +1,170 @@
+// The PEER layer as a Module (PEER-SPEC.md): query projection and norm, product-key retrieval over
+// shared sub-keys, softmax (or sigmoid) router over each head's k kept scores, and fused singleton
+// experts summed over heads. The expert tables and sub-keys receive row-sparse gradients, so a training
+// step never costs O(N). Options are validated at construction with messages naming value and rule.
+namespace Peer.Nn;
+
+/// <summary>Normalisation applied to the query <c>W x + b</c> before retrieval.</summary>
+public enum PeerQueryNorm
+{
+    /// <summary>BatchNorm over the tokens of the batch (PyTorch semantics, momentum 0.1, eps 1e-5); the paper's default.</summary>
+    BatchNorm,
+    /// <summary>LayerNorm over each token's whole <c>h*dq</c> query vector (eps 1e-5).</summary>
+    LayerNorm,
+    /// <summary>No normalisation.</summary>
+    None,
+}
+
+/// <summary>Options of a <see cref="PeerLayer"/>; defaults are the paper's (N = 1024², h = 8, k = 16, query BatchNorm).</summary>
+public sealed record PeerOptions
+{
+    /// <summary>N, the number of experts; a perfect square n*n (product keys pair n sub-keys with n sub-keys).</summary>
+    public int Experts { get; init; } = 1024 * 1024;
+    /// <summary>h, retrieval heads; their outputs are summed.</summary>
+    public int Heads { get; init; } = 8;
+    /// <summary>k, experts kept per head; 1 &lt;= k &lt;= min(sqrt N, <see cref="Ops.ProductKeyMaxTopK"/>).</summary>
+    public int TopK { get; init; } = 16;
+    /// <summary>dq, query size per head; even (each half scores against one sub-key table). Ours: 128 (the paper gives none).</summary>
+    public int QueryDim { get; init; } = 128;
+    /// <summary>Expert activation (GELU, exact erf, by default).</summary>
+    public PeerActivation Activation { get; init; } = PeerActivation.Gelu;
+    /// <summary>Query normalisation (BatchNorm by default).</summary>
+    public PeerQueryNorm QueryNorm { get; init; } = PeerQueryNorm.BatchNorm;
+    /// <summary>Router: softmax over each head's kept scores (default) or sigmoid.</summary>
+    public PeerRouter Router { get; init; } = PeerRouter.Softmax;
+    /// <summary>Seed of the parameter initialisation.</summary>
+    public ulong Seed { get; init; }
+
+    /// <summary>sqrt(N) when N is a perfect square, else -1.</summary>
+    public int SubKeys
+    {
+        get
+        {
+            int n = (int)Math.Round(Math.Sqrt(Experts));
+            return Experts > 0 && (long)n * n == Experts ? n : -1;
+        }
+    }
+
+    /// <summary>Throws unless the options are consistent (see each property for its rule).</summary>
+    /// <exception cref="ArgumentException">A value breaks its rule; the message names the value and the rule.</exception>
+    public void Validate()
+    {
+        Check.That(Experts >= 1 && SubKeys > 0, nameof(Experts), Experts, "a perfect square n*n >= 1 (product keys need n sub-keys per half)");
+        Check.That(Heads >= 1, nameof(Heads), Heads, "at least 1 head");
+        Check.That(QueryDim >= 2 && QueryDim % 2 == 0, nameof(QueryDim), QueryDim, "an even query size >= 2 (it is split into two halves)");
+        Check.That(TopK >= 1, nameof(TopK), TopK, "at least 1 expert per head");
+        Check.That(TopK <= SubKeys, nameof(TopK), TopK, $"at most sqrt(Experts) = {SubKeys} (each half keeps k of its n sub-keys)");
+        Check.That(TopK <= Ops.ProductKeyMaxTopK, nameof(TopK), TopK, $"at most {Ops.ProductKeyMaxTopK} (the retrieval kernel's local top-k lists)");
+        Check.That((long)Heads * QueryDim <= int.MaxValue / 4, nameof(QueryDim), QueryDim, "Heads * QueryDim small enough to index");
+        Check.That(Enum.IsDefined(Activation), nameof(Activation), Activation, "Gelu or Relu");
+        Check.That(Enum.IsDefined(QueryNorm), nameof(QueryNorm), QueryNorm, "BatchNorm, LayerNorm or None");
+        Check.That(Enum.IsDefined(Router), nameof(Router), Router, "Softmax or Sigmoid");
+    }
+}
+
+/// <summary>
+/// Parameter Efficient Expert Retrieval layer (He 2024): <c>y = sum_j sum_{i in I_j} g_i act(u_i . x) v_i</c> for x [T, d].
+/// Parameters (interop names): <c>query.weight</c> [h*dq, d], <c>query.bias</c> [h*dq], <c>query_norm.weight</c>/<c>.bias</c>
+/// [h*dq] (BatchNorm or LayerNorm; BatchNorm adds buffers <c>query_norm.running_mean</c>/<c>running_var</c>),
+/// <c>keys.sub1</c>, <c>keys.sub2</c> [n, dq/2], <c>experts.down</c>, <c>experts.up</c> [N, d].
+/// </summary>
+/// <remarks>
+/// Initialisation (ours; the paper gives none): query weight and bias U(-1/sqrt d, 1/sqrt d) as PyTorch's Linear; norm
+/// weight 1, bias 0, running mean 0, running variance 1; sub-keys N(0, 1/(dq/2)) so that a unit-variance query half
+/// gives unit-variance sub-key scores; experts.down N(0, 1/d) so that u . x has unit variance for unit-variance x;
+/// experts.up N(0, 1/d).
+/// </remarks>
+public sealed class PeerLayer : Module
+{
+    readonly Tensor queryWeight, queryBias, keys1, keys2, down, up;
+    readonly Tensor? normWeight, normBias, runningMean, runningVar;
+    Tensor? lastIndices, lastWeights;
+
+    /// <summary>The validated options.</summary>
+    public PeerOptions Options { get; }
+    /// <summary>Model width d.</summary>
+    public int Dim { get; }
+
+    /// <summary>When set, every forward adds its (indices, router weights) to this accumulator (e.g. during an evaluation pass).</summary>
+    public ExpertUsage? Usage { get; set; }
+
+    /// <summary>Creates the layer for tokens of width <paramref name="dim"/>.</summary>
+    /// <exception cref="ArgumentException">Invalid options (see <see cref="PeerOptions.Validate"/>) or a non-positive width.</exception>
+    public PeerLayer(Device device, int dim, PeerOptions? options = null) : base(device)
+    {
+        options ??= new PeerOptions();
+        options.Validate();
+        Check.That(dim >= 1, nameof(dim), dim, "a positive model width");
+        Check.That((long)options.Experts * dim <= int.MaxValue, nameof(dim), dim,
+            $"Experts * dim <= {int.MaxValue} (each expert table is one tensor; Experts = {options.Experts})");
+        Options = options;
+        Dim = dim;
+        int hq = options.Heads * options.QueryDim, half = options.QueryDim / 2, n = options.SubKeys;
+        ulong seed = options.Seed * 16;
+        float bound = 1f / MathF.Sqrt(dim);
+        queryWeight = Parameter("query.weight", Ops.Uniform(device, seed + 1, -bound, bound, hq, dim));
+        queryBias = Parameter("query.bias", Ops.Uniform(device, seed + 2, -bound, bound, hq));
+        if (options.QueryNorm != PeerQueryNorm.None)
+        {
+            normWeight = Parameter("query_norm.weight", Tensor.Full(device, 1f, hq));
+            normBias = Parameter("query_norm.bias", Tensor.Zeros(device, hq));
+        }
+        if (options.QueryNorm == PeerQueryNorm.BatchNorm)
+        {
+            runningMean = Buffer("query_norm.running_mean", Tensor.Zeros(device, hq));
+            runningVar = Buffer("query_norm.running_var", Tensor.Full(device, 1f, hq));
+        }
+        keys1 = Parameter("keys.sub1", Ops.Normal(device, seed + 3, 0f, 1f / MathF.Sqrt(half), n, half));
+        keys2 = Parameter("keys.sub2", Ops.Normal(device, seed + 4, 0f, 1f / MathF.Sqrt(half), n, half));
+        down = Parameter("experts.down", Ops.Normal(device, seed + 5, 0f, 1f / MathF.Sqrt(dim), options.Experts, dim));
+        up = Parameter("experts.up", Ops.Normal(device, seed + 6, 0f, 1f / MathF.Sqrt(dim), options.Experts, dim));
+    }
+
+    /// <summary>Expert ids I32 [T, h, k] of the last forward, each head's in descending score order (owned by the layer).</summary>
+    public Tensor? LastIndices => lastIndices;
+    /// <summary>Router weights F32 [T, h, k] of the last forward (owned by the layer).</summary>
+    public Tensor? LastWeights => lastWeights;
+
+    /// <summary>The normalised query <c>query_norm(W x + b)</c>, F32 [T, h*dq]. Differentiable.</summary>
+    public Tensor Query(Tensor x)
+    {
+        var q = Ops.Linear(x, queryWeight, queryBias);
+        return Options.QueryNorm switch
+        {
+            PeerQueryNorm.BatchNorm => Ops.BatchNorm1d(q, normWeight!, normBias!, runningMean!, runningVar!, IsTraining, 0.1f, 1e-5f),
+            PeerQueryNorm.LayerNorm => Ops.LayerNorm(q, normWeight!, normBias!, 1e-5f),
+            _ => q,
+        };
+    }
+
+    /// <summary>
+    /// <c>y = sum_j sum_{i in top-k of head j} g_i act(down[i] . x) up[i]</c>; x F32 [T, d] -> y F32 [T, d]. Differentiable
+    /// (row-sparse gradients for <c>keys.*</c> and <c>experts.*</c>). BatchNorm uses batch statistics (and updates the
+    /// running ones) in training mode, the running statistics in evaluation mode.
+    /// </summary>
+    /// <exception cref="ArgumentException">x is not F32 [T, d] on this layer's device, or T &lt; 2 for BatchNorm in training.</exception>
+    public Tensor Forward(Tensor x)
+    {
+        Check.DType(x, DType.F32, nameof(x));
+        Check.That(ReferenceEquals(x.Device, Device), nameof(x), x.Device.Name, $"a tensor on the layer's device '{Device.Name}'");
+        Check.That(x.Rank == 2 && x.Shape[1] == Dim, nameof(x), x.Shape, $"[T, d = {Dim}]");
+        var q = Query(x);
+        var (indices, scores) = Ops.ProductKeyTopK(q, keys1, keys2, Options.Heads, Options.TopK);
+        var g = Ops.PeerRouterWeights(scores, Options.Router);
+        var y = Ops.PeerExperts(x, indices, g, down, up, Options.Activation);
+        Usage?.Add(indices, g);
+        lastIndices?.Dispose();
+        lastWeights?.Dispose();
+        lastIndices = Scope.Unscope(indices.Detach());
+        lastWeights = Scope.Unscope(g.Detach());
+        return y;
+    }
+
+    /// <inheritdoc />
+    public override void Dispose()
+    {
+        lastIndices?.Dispose();
+        lastWeights?.Dispose();
+        base.Dispose();
+    }
+}

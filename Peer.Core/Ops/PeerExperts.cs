@@ -1,0 +1,307 @@
+// PEER router weights and the fused singleton experts (PEER-SPEC.md steps 5-7):
+// y[t] = sum_j sum_m g[t,j,m] * act(down[i] . x[t]) * up[i], i = indices[t,j,m], reading expert rows where
+// they live: nothing of size [T, h, k, d] is ever materialised. The backward gives dx and d(g) densely,
+// and the gradients of only the retrieved rows of experts.down/up as RowSparseGrad, summed per row by a
+// sort-and-segment reduction (PeerSegments.cs), so a step costs O(T*h*k*d) whatever N is.
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+
+namespace Peer;
+
+/// <summary>The expert activation of a PEER layer.</summary>
+public enum PeerActivation
+{
+    /// <summary>GELU, exact erf form: <c>0.5 z (1 + erf(z / sqrt 2))</c> (the default).</summary>
+    Gelu,
+    /// <summary>ReLU: <c>max(z, 0)</c>.</summary>
+    Relu,
+}
+
+/// <summary>How a PEER head turns its k kept scores into router weights.</summary>
+public enum PeerRouter
+{
+    /// <summary>Softmax over the head's k kept scores (the paper's choice, the default).</summary>
+    Softmax,
+    /// <summary>Independent logistic sigmoid of each kept score.</summary>
+    Sigmoid,
+}
+
+public static partial class Ops
+{
+    /// <summary>
+    /// Router weights from kept scores F32 [T, h, k]: softmax over the last dimension
+    /// (<c>g_m = exp(s_m - max s) / sum exp(s - max s)</c>) or an elementwise sigmoid. Differentiable.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="scores"/> is not an F32 rank-3 tensor.</exception>
+    public static Tensor PeerRouterWeights(Tensor scores, PeerRouter router = PeerRouter.Softmax)
+    {
+        Check.DType(scores, DType.F32, nameof(scores));
+        Check.Rank(scores, 3, nameof(scores));
+        var d = scores.Device;
+        int k = scores.Shape[2], groups = scores.Shape[0] * scores.Shape[1];
+        int sigmoid = router == PeerRouter.Sigmoid ? 1 : 0;
+        var g = Tensor.Empty(d, DType.F32, scores.Shape);
+        var kernels = d.Get(static d => new PeerExpertKernels(d));
+        if (g.Length > 0)
+        {
+            var w = d.Split(groups);
+            kernels.Router(w.Workers, w, scores.View, g.View, k, sigmoid);
+        }
+        if (d.Tape.Needs(scores))
+        {
+            var savedG = g.Detach();
+            d.Tape.Record(g, [scores], dG =>
+            {
+                var dS = Tensor.Empty(d, DType.F32, scores.Shape);
+                if (dS.Length > 0)
+                {
+                    var w = d.Split(groups);
+                    kernels.RouterBackward(w.Workers, w, savedG.View, dG.View, dS.View, k, sigmoid);
+                }
+                Tape.Accumulate(scores, dS);
+            }, savedG);
+        }
+        return g;
+    }
+
+    /// <summary>
+    /// Fused PEER experts: <c>y[t] = sum_{j,m} weights[t,j,m] * act(down[i] . x[t]) * up[i]</c> with <c>i = indices[t,j,m]</c>.
+    /// Differentiable with respect to <paramref name="x"/> and <paramref name="weights"/> (dense gradients) and
+    /// <paramref name="down"/>, <paramref name="up"/> (row-sparse gradients of the retrieved rows only, in
+    /// <see cref="Tensor.SparseGrad"/>; accumulation is deterministic).
+    /// </summary>
+    /// <param name="x">Tokens F32 [T, d].</param>
+    /// <param name="indices">Expert ids I32 [T, h, k], each in [0, N).</param>
+    /// <param name="weights">Router weights F32 [T, h, k].</param>
+    /// <param name="down">experts.down F32 [N, d] (u_i).</param>
+    /// <param name="up">experts.up F32 [N, d] (v_i).</param>
+    /// <param name="activation">GELU (exact) or ReLU.</param>
+    /// <exception cref="ArgumentException">Wrong dtypes or shapes, or an index outside [0, N).</exception>
+    public static Tensor PeerExperts(Tensor x, Tensor indices, Tensor weights, Tensor down, Tensor up, PeerActivation activation = PeerActivation.Gelu)
+    {
+        Check.DType(x, DType.F32, nameof(x));
+        Check.DType(indices, DType.I32, nameof(indices));
+        Check.DType(weights, DType.F32, nameof(weights));
+        Check.DType(down, DType.F32, nameof(down));
+        Check.DType(up, DType.F32, nameof(up));
+        foreach (var (t_, name) in new[] { (indices, nameof(indices)), (weights, nameof(weights)), (down, nameof(down)), (up, nameof(up)) })
+            Check.SameDevice(x, t_, name);
+        Check.Rank(x, 2, nameof(x));
+        Check.Rank(indices, 3, nameof(indices));
+        int t = x.Shape[0], dm = x.Shape[1], hk = indices.Shape[1] * indices.Shape[2];
+        Check.That(indices.Shape[0] == t, nameof(indices), indices.Shape, $"[T = {t}, h, k] (one row of ids per token of x)");
+        Check.Shape(weights, nameof(weights), indices.Shape);
+        Check.Rank(down, 2, nameof(down));
+        Check.That(down.Shape[1] == dm, nameof(down), down.Shape, $"[N, d = {dm}]");
+        Check.Shape(up, nameof(up), down.Shape);
+        int nExperts = down.Shape[0];
+        var d = x.Device;
+        var kernels = d.Get(static d => new PeerExpertKernels(d));
+        int bad = CountOutOfRange(indices, nExperts);
+        Check.That(bad == 0, nameof(indices), $"{bad} ids outside [0, {nExperts})", $"every expert id in [0, N = {nExperts})");
+
+        int act = activation == PeerActivation.Relu ? 1 : 0;
+        var y = Tensor.Empty(d, DType.F32, t, dm);
+        var z = Tensor.Empty(d, DType.F32, t, hk); // pre-activations, kept for the backward
+        if (t > 0 && dm > 0)
+        {
+            var w = d.Split(t);
+            kernels.Forward(w.Workers, w, new ExpertShape(dm, hk, act), x.View, indices.IntView, weights.View, down.View, up.View, y.View, z.View);
+        }
+        else Ops.Fill(y, 0f);
+
+        if (d.Tape.Needs(x, weights, down, up))
+        {
+            var savedIdx = indices.Detach();
+            d.Tape.Record(y, [x, weights, down, up], dY =>
+            {
+                var dX = Tensor.Empty(d, DType.F32, t, dm);
+                var dG = Tensor.Empty(d, DType.F32, indices.Shape);
+                using var coefDown = Tensor.Empty(d, DType.F32, t * hk);
+                using var coefUp = Tensor.Empty(d, DType.F32, t * hk);
+                if (t > 0)
+                {
+                    var w = d.Split(t);
+                    kernels.Backward(w.Workers, w, new ExpertShape(dm, hk, act), x.View, savedIdx.IntView, weights.View, down.View, up.View,
+                        z.View, dY.View, dX.View, dG.View, coefDown.View, coefUp.View);
+                }
+                Tape.Accumulate(x, dX);
+                Tape.Accumulate(weights, dG);
+                if (down.RequiresGrad || up.RequiresGrad)
+                {
+                    // Pair p = t*h*k + slot reads row p / (h*k) = t of x (for down) and of dY (for up).
+                    using var flat = savedIdx.Reshape(t * hk);
+                    var grads = RowSparse.Build(flat, dm, (coefDown, x, hk, dm, 0), (coefUp, dY, hk, dm, 0));
+                    RowSparse.Accumulate(down, grads[0]);
+                    RowSparse.Accumulate(up, grads[1]);
+                }
+            }, savedIdx, z);
+        }
+        else z.Dispose();
+        return y;
+    }
+
+    /// <summary>Number of ids outside [0, n), counted by a kernel (per-block counts summed on the host).</summary>
+    internal static int CountOutOfRange(Tensor indices, int n)
+    {
+        var d = indices.Device;
+        var kernels = d.Get(static d => new PeerExpertKernels(d));
+        int p = indices.Length;
+        if (p == 0) return 0;
+        int blocks = Math.Min(p, d.IsCpu ? d.Workers : 1024), len = (p + blocks - 1) / blocks;
+        blocks = (p + len - 1) / len;
+        using var counts = Tensor.Empty(d, DType.I32, blocks);
+        kernels.OutOfRange(blocks, indices.IntView, counts.IntView, len, n);
+        return counts.ToIntArray().Sum();
+    }
+
+    /// <summary>The error function, as the PEER kernels compute it (Abramowitz and Stegun 7.1.26, |error| &lt; 1.5e-7).</summary>
+    public static float PeerErf(float x) => PeerExpertKernels.Erf(x);
+}
+
+/// <summary>Sizes of one fused expert call: model width d, h*k slots per token, activation (0 GELU, 1 ReLU).</summary>
+internal readonly struct ExpertShape(int d, int hk, int act)
+{
+    public readonly int D = d, Hk = hk, Act = act;
+}
+
+/// <summary>Kernels of the PEER router and fused experts.</summary>
+internal sealed class PeerExpertKernels
+{
+    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int, int> Router;
+    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> RouterBackward;
+    public readonly Action<Index1D, ArrayView<int>, ArrayView<int>, int, int> OutOfRange;
+    public readonly Action<Index1D, Work, ExpertShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> Forward;
+    public readonly Action<Index1D, Work, ExpertShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> Backward;
+
+    public PeerExpertKernels(Device d)
+    {
+        var acc = d.Accelerator;
+        Router = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int, int>(RouterKernel);
+        RouterBackward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(RouterBackwardKernel);
+        OutOfRange = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, int, int>(OutOfRangeKernel);
+        Forward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ExpertShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(ForwardKernel);
+        Backward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ExpertShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BackwardKernel);
+    }
+
+    // Kernel-callable erf (XMath has none, ILGPU-NOTES.md). Abramowitz & Stegun 7.1.26: |error| < 1.5e-7, float precision.
+    // TODO(merge): switch to the shared scalar GELU of Ops/Activations.cs once it is in main.
+    internal static float Erf(float x)
+    {
+        float ax = x < 0f ? -x : x;
+        float t = 1f / (1f + 0.3275911f * ax);
+        float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+        float r = 1f - poly * XMath.Exp(-ax * ax);
+        return x < 0f ? -r : r;
+    }
+
+    static float Act(float z, int act) => act == 1 ? (z > 0f ? z : 0f) : 0.5f * z * (1f + Erf(z * 0.70710678118654752f));
+
+    // d act / dz; for GELU: Phi(z) + z * phi(z)
+    static float ActGrad(float z, int act) => act == 1
+        ? (z > 0f ? 1f : 0f)
+        : 0.5f * (1f + Erf(z * 0.70710678118654752f)) + z * 0.39894228040143268f * XMath.Exp(-0.5f * z * z);
+
+    // scores: [groups, k] -> g: [groups, k], softmax per group (or sigmoid elementwise); one group per item
+    static void RouterKernel(Index1D w, Work work, ArrayView<float> scores, ArrayView<float> g, int k, int sigmoid)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+            for (int grp = st, e = work.End(st); grp < e; grp++)
+            {
+                int off = grp * k;
+                if (sigmoid != 0)
+                {
+                    for (int m = 0; m < k; m++) g[off + m] = 1f / (1f + XMath.Exp(-scores[off + m]));
+                    continue;
+                }
+                float max = scores[off];
+                for (int m = 1; m < k; m++) max = XMath.Max(max, scores[off + m]);
+                float sum = 0f;
+                for (int m = 0; m < k; m++)
+                {
+                    float ex = XMath.Exp(scores[off + m] - max);
+                    g[off + m] = ex;
+                    sum += ex;
+                }
+                float inv = 1f / sum;
+                for (int m = 0; m < k; m++) g[off + m] *= inv;
+            }
+    }
+
+    // g, dG: [groups, k] -> dS: [groups, k]; softmax: dS = g * (dG - sum(g * dG)); sigmoid: dS = dG * g * (1 - g)
+    static void RouterBackwardKernel(Index1D w, Work work, ArrayView<float> g, ArrayView<float> dG, ArrayView<float> dS, int k, int sigmoid)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+            for (int grp = st, e = work.End(st); grp < e; grp++)
+            {
+                int off = grp * k;
+                if (sigmoid != 0)
+                {
+                    for (int m = 0; m < k; m++) dS[off + m] = dG[off + m] * g[off + m] * (1f - g[off + m]);
+                    continue;
+                }
+                float dot = 0f;
+                for (int m = 0; m < k; m++) dot += g[off + m] * dG[off + m];
+                for (int m = 0; m < k; m++) dS[off + m] = g[off + m] * (dG[off + m] - dot);
+            }
+    }
+
+    // indices: [P] -> counts[b]: ids outside [0, n) in block b = [b*len, (b+1)*len)
+    static void OutOfRangeKernel(Index1D b, ArrayView<int> indices, ArrayView<int> counts, int len, int n)
+    {
+        int p = (int)indices.Length, from = b * len, to = from + len < p ? from + len : p, c = 0;
+        for (int i = from; i < to; i++)
+            if (indices[i] < 0 || indices[i] >= n) c++;
+        counts[b] = c;
+    }
+
+    // x: [T, d], indices, g: [T, h*k], down, up: [N, d] -> y: [T, d], z: [T, h*k] pre-activations; one token per item
+    static void ForwardKernel(Index1D w, Work work, ExpertShape s, ArrayView<float> x, ArrayView<int> indices, ArrayView<float> g,
+        ArrayView<float> down, ArrayView<float> up, ArrayView<float> y, ArrayView<float> z)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+            for (int t = st, e = work.End(st); t < e; t++)
+            {
+                int xOff = t * s.D;
+                for (int c = 0; c < s.D; c++) y[xOff + c] = 0f;
+                for (int slot = 0; slot < s.Hk; slot++)
+                {
+                    int p = t * s.Hk + slot, rowOff = indices[p] * s.D;
+                    float dot = 0f;
+                    for (int c = 0; c < s.D; c++) dot += down[rowOff + c] * x[xOff + c];
+                    z[p] = dot;
+                    float coef = g[p] * Act(dot, s.Act);
+                    for (int c = 0; c < s.D; c++) y[xOff + c] += coef * up[rowOff + c];
+                }
+            }
+    }
+
+    // dY: [T, d] -> dX: [T, d], dG: [T, h*k], coefDown: [T*h*k] (= g act'(z) (up . dY)), coefUp: [T*h*k] (= g act(z));
+    // the table gradients are then dDown[i] = sum coefDown * x[t], dUp[i] = sum coefUp * dY[t] (PeerSegments.cs)
+    static void BackwardKernel(Index1D w, Work work, ExpertShape s, ArrayView<float> x, ArrayView<int> indices, ArrayView<float> g,
+        ArrayView<float> down, ArrayView<float> up, ArrayView<float> z, ArrayView<float> dY,
+        ArrayView<float> dX, ArrayView<float> dG, ArrayView<float> coefDown, ArrayView<float> coefUp)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+            for (int t = st, e = work.End(st); t < e; t++)
+            {
+                int xOff = t * s.D;
+                for (int c = 0; c < s.D; c++) dX[xOff + c] = 0f;
+                for (int slot = 0; slot < s.Hk; slot++)
+                {
+                    int p = t * s.Hk + slot, rowOff = indices[p] * s.D;
+                    float vdy = 0f;
+                    for (int c = 0; c < s.D; c++) vdy += up[rowOff + c] * dY[xOff + c];
+                    float zp = z[p], a = Act(zp, s.Act), gp = g[p];
+                    float dz = gp * vdy * ActGrad(zp, s.Act);
+                    dG[p] = a * vdy;
+                    coefDown[p] = dz;
+                    coefUp[p] = gp * a;
+                    for (int c = 0; c < s.D; c++) dX[xOff + c] += dz * down[rowOff + c];
+                }
+            }
+    }
+}

@@ -1,0 +1,222 @@
+// Product-key retrieval (PEER-SPEC.md steps 2-4): for every token and head, score the two query halves
+// against the shared sub-key tables, keep the top-k of each, and take the top-k of the k*k candidate
+// sums. Expert i = r*n + c. Ties break toward the smaller index at every stage, which makes the result
+// exactly the brute-force top-k over all N = n*n full keys (see the argument above ForwardKernel).
+// Backward: dense gradient of the query, row-sparse gradients of the retrieved sub-key rows only.
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Peer;
+
+public static partial class Ops
+{
+    /// <summary>The largest <c>k</c> <see cref="ProductKeyTopK"/> accepts (its per-item top-k lists live in fixed local arrays).</summary>
+    public const int ProductKeyMaxTopK = 64;
+
+    /// <summary>
+    /// Product-key top-k. For token t and head j, with <c>a = q[t, j*dq : j*dq + dq/2]</c> and <c>b = q[t, j*dq + dq/2 : (j+1)*dq]</c>:
+    /// <c>score(r*n + c) = a . sub1[r] + b . sub2[c]</c>; returns the k best experts per (t, j) in descending score order
+    /// (ties toward the smaller expert index) as <c>Indices</c> I32 [T, h, k] and their <c>Scores</c> F32 [T, h, k].
+    /// Scores are differentiable with respect to <paramref name="q"/> (dense gradient) and the sub-key tables
+    /// (a <see cref="RowSparseGrad"/> holding only the retrieved rows, accumulated into <see cref="Tensor.SparseGrad"/>).
+    /// </summary>
+    /// <param name="q">Queries F32 [T, h*dq].</param>
+    /// <param name="sub1">First sub-key table F32 [n, dq/2], shared by all heads.</param>
+    /// <param name="sub2">Second sub-key table F32 [n, dq/2].</param>
+    /// <param name="heads">h.</param>
+    /// <param name="k">Experts kept per head, 1 &lt;= k &lt;= min(n, <see cref="ProductKeyMaxTopK"/>).</param>
+    /// <exception cref="ArgumentException">Wrong dtypes, shapes that disagree, an odd query size, or k out of range.</exception>
+    public static (Tensor Indices, Tensor Scores) ProductKeyTopK(Tensor q, Tensor sub1, Tensor sub2, int heads, int k)
+    {
+        Check.DType(q, DType.F32, nameof(q));
+        Check.DType(sub1, DType.F32, nameof(sub1));
+        Check.DType(sub2, DType.F32, nameof(sub2));
+        Check.SameDevice(q, sub1, nameof(sub1));
+        Check.SameDevice(q, sub2, nameof(sub2));
+        Check.Rank(q, 2, nameof(q));
+        Check.Rank(sub1, 2, nameof(sub1));
+        Check.Positive(heads, nameof(heads));
+        Check.That(q.Shape[1] % heads == 0, nameof(q), q.Shape, $"[T, h*dq] with h = {heads} dividing the second dimension");
+        int dq = q.Shape[1] / heads, half = dq / 2, n = sub1.Shape[0];
+        Check.That(dq % 2 == 0 && dq > 0, nameof(q), q.Shape, $"an even, positive query size dq per head (got dq = {dq})");
+        Check.Shape(sub1, nameof(sub1), n, half);
+        Check.Shape(sub2, nameof(sub2), n, half);
+        Check.That(n > 0 && (long)n * n <= int.MaxValue, nameof(sub1), sub1.Shape, "1 <= n and n*n experts indexable by int32");
+        Check.That(k >= 1 && k <= n && k <= ProductKeyMaxTopK, nameof(k), k, $"1 <= k <= min(n = {n}, {ProductKeyMaxTopK})");
+
+        var d = q.Device;
+        int t = q.Shape[0];
+        var indices = Tensor.Empty(d, DType.I32, t, heads, k);
+        var scores = Tensor.Empty(d, DType.F32, t, heads, k);
+        var shape = new RetrievalShape(heads, dq, n, k);
+        var kernels = d.Get(static d => new ProductKeyKernels(d));
+        if (t > 0)
+        {
+            var w = d.Split(t * heads);
+            kernels.Forward(w.Workers, w, shape, q.View, sub1.View, sub2.View, indices.IntView, scores.View);
+        }
+
+        if (d.Tape.Needs(q, sub1, sub2))
+        {
+            var savedIdx = indices.Detach();
+            d.Tape.Record(scores, [q, sub1, sub2], dS =>
+            {
+                if (q.RequiresGrad)
+                {
+                    var dq_ = Tensor.Empty(d, DType.F32, q.Shape);
+                    if (t > 0)
+                    {
+                        var w = d.Split(t * heads);
+                        kernels.BackwardQuery(w.Workers, w, shape, dS.View, savedIdx.IntView, sub1.View, sub2.View, dq_.View);
+                    }
+                    Tape.Accumulate(q, dq_);
+                }
+                if (sub1.RequiresGrad || sub2.RequiresGrad)
+                {
+                    // Pair p = (t*h + j)*k + m reads query half rows (p / k) of q viewed as [T*h, dq].
+                    int p = savedIdx.Length;
+                    using var rows1 = Tensor.Empty(d, DType.I32, p);
+                    using var rows2 = Tensor.Empty(d, DType.I32, p);
+                    if (p > 0)
+                    {
+                        var w = d.Split(p);
+                        kernels.SplitIndices(w.Workers, w, savedIdx.IntView, rows1.IntView, rows2.IntView, n);
+                    }
+                    if (sub1.RequiresGrad) RowSparse.Accumulate(sub1, RowSparse.Build(rows1, half, (dS, q, k, dq, 0))[0]);
+                    if (sub2.RequiresGrad) RowSparse.Accumulate(sub2, RowSparse.Build(rows2, half, (dS, q, k, dq, half))[0]);
+                }
+            }, savedIdx);
+        }
+        return (indices, scores);
+    }
+}
+
+/// <summary>Sizes of one retrieval: h heads, query size dq per head, n sub-keys per table, k kept.</summary>
+internal readonly struct RetrievalShape(int heads, int dq, int n, int k)
+{
+    public readonly int Heads = heads, Dq = dq, Half = dq / 2, N = n, K = k;
+}
+
+/// <summary>Kernels of product-key retrieval.</summary>
+internal sealed class ProductKeyKernels
+{
+    public readonly Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>> Forward;
+    public readonly Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>> BackwardQuery;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, int> SplitIndices;
+
+    public ProductKeyKernels(Device d)
+    {
+        var acc = d.Accelerator;
+        Forward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>>(ForwardKernel);
+        BackwardQuery = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BackwardQueryKernel);
+        SplitIndices = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, int>(SplitIndicesKernel);
+    }
+
+    // Order used everywhere: (score desc, index asc). Why the two-stage search is exact, ties included: if (r, c) is in the
+    // brute-force top-k but r is not among the k best rows of s1, each of those k rows r' has s1[r'] > s1[r], or equal with
+    // r' < r; then (r', c) scores >= (rounding is monotone), and when equal has the smaller index r'*n + c. So k candidates
+    // precede (r, c): a contradiction. The same holds for c with (r, c'), c' < c giving the smaller index.
+    static bool Better(float s, int i, float s2, int i2) => s > s2 || (s == s2 && i < i2);
+
+    // Inserts (s, i) into the list vals/ids of length count (at most k), kept sorted by Better; count grows up to k.
+    static int Insert(ArrayView<float> vals, ArrayView<int> ids, int count, int k, float s, int i)
+    {
+        if (count == k && !Better(s, i, vals[k - 1], ids[k - 1])) return count;
+        int pos = count < k ? count : k - 1;
+        while (pos > 0 && Better(s, i, vals[pos - 1], ids[pos - 1]))
+        {
+            vals[pos] = vals[pos - 1];
+            ids[pos] = ids[pos - 1];
+            pos--;
+        }
+        vals[pos] = s;
+        ids[pos] = i;
+        return count < k ? count + 1 : count;
+    }
+
+    // q[qOff .. qOff+half) against every row of keys [n, half] -> the k best (score, row) in vals/ids
+    static void TopKRows(ArrayView<float> q, int qOff, ArrayView<float> keys, RetrievalShape s, ArrayView<float> vals, ArrayView<int> ids)
+    {
+        int count = 0;
+        for (int r = 0; r < s.N; r++)
+        {
+            float acc = 0f;
+            int kOff = r * s.Half;
+            for (int p = 0; p < s.Half; p++) acc += q[qOff + p] * keys[kOff + p];
+            count = Insert(vals, ids, count, s.K, acc, r);
+        }
+    }
+
+    // q: [T, h*dq], sub1, sub2: [n, dq/2] -> indices: [T, h, k] I32, scores: [T, h, k]; one work item per (token, head)
+    static void ForwardKernel(Index1D w, Work work, RetrievalShape s, ArrayView<float> q, ArrayView<float> sub1, ArrayView<float> sub2,
+        ArrayView<int> indices, ArrayView<float> scores)
+    {
+        var v1 = LocalMemory.Allocate<float>(Ops.ProductKeyMaxTopK);
+        var i1 = LocalMemory.Allocate<int>(Ops.ProductKeyMaxTopK);
+        var v2 = LocalMemory.Allocate<float>(Ops.ProductKeyMaxTopK);
+        var i2 = LocalMemory.Allocate<int>(Ops.ProductKeyMaxTopK);
+        var vf = LocalMemory.Allocate<float>(Ops.ProductKeyMaxTopK);
+        var idf = LocalMemory.Allocate<int>(Ops.ProductKeyMaxTopK);
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+            for (int item = st, e = work.End(st); item < e; item++)
+            {
+                int t = item / s.Heads, j = item - t * s.Heads;
+                int qOff = t * s.Heads * s.Dq + j * s.Dq;
+                TopKRows(q, qOff, sub1, s, v1, i1);
+                TopKRows(q, qOff + s.Half, sub2, s, v2, i2);
+                int count = 0;
+                for (int a = 0; a < s.K; a++)
+                {
+                    // Both lists descend, so once a sum is strictly below the k-th kept score no later one can enter.
+                    if (count == s.K && v1[a] + v2[0] < vf[s.K - 1]) break;
+                    for (int b = 0; b < s.K; b++)
+                    {
+                        float sum = v1[a] + v2[b];
+                        if (count == s.K && sum < vf[s.K - 1]) break;
+                        count = Insert(vf, idf, count, s.K, sum, i1[a] * s.N + i2[b]);
+                    }
+                }
+                int outOff = item * s.K;
+                for (int m = 0; m < s.K; m++)
+                {
+                    indices[outOff + m] = idf[m];
+                    scores[outOff + m] = vf[m];
+                }
+            }
+    }
+
+    // dS: [T, h, k], indices: [T, h, k], sub1, sub2: [n, dq/2] -> dq: [T, h*dq]; one work item per (token, head)
+    static void BackwardQueryKernel(Index1D w, Work work, RetrievalShape s, ArrayView<float> dS, ArrayView<int> indices,
+        ArrayView<float> sub1, ArrayView<float> sub2, ArrayView<float> dq)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+            for (int item = st, e = work.End(st); item < e; item++)
+            {
+                int qOff = item * s.Dq; // (t*h + j)*dq
+                for (int p = 0; p < s.Dq; p++) dq[qOff + p] = 0f;
+                for (int m = 0; m < s.K; m++)
+                {
+                    float g = dS[item * s.K + m];
+                    int i = indices[item * s.K + m];
+                    int r = i / s.N, c = i - r * s.N;
+                    for (int p = 0; p < s.Half; p++)
+                    {
+                        dq[qOff + p] += g * sub1[r * s.Half + p];
+                        dq[qOff + s.Half + p] += g * sub2[c * s.Half + p];
+                    }
+                }
+            }
+    }
+
+    // indices: [P] expert ids -> rows1: [P] = i / n (sub1 row), rows2: [P] = i % n (sub2 row)
+    static void SplitIndicesKernel(Index1D w, Work work, ArrayView<int> indices, ArrayView<int> rows1, ArrayView<int> rows2, int n)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+            for (int p = st, e = work.End(st); p < e; p++)
+            {
+                int i = indices[p], r = i / n;
+                rows1[p] = r;
+                rows2[p] = i - r * n;
+            }
+    }
+}

@@ -1,0 +1,152 @@
+// Fused PEER experts and router: forward against the double-precision host reference, every gradient
+// against central differences of that reference, determinism (two runs, same bits) and bad inputs.
+namespace Peer.Tests.Ops;
+
+using static Peer.Tests.PeerMath;
+
+[TestFixtureSource(typeof(Devices), nameof(Devices.Backends))]
+public sealed class PeerExpertsTests(string backend)
+{
+    Device D => Devices.Get(backend);
+
+    // Duplicated ids (across tokens and within a token) exercise the per-row accumulation.
+    static int[] Ids(int count, int n, int seed)
+    {
+        var rng = new Random(seed);
+        return Enumerable.Range(0, count).Select(_ => rng.Next(0, n)).ToArray();
+    }
+
+    [TestCase(PeerActivation.Gelu)]
+    [TestCase(PeerActivation.Relu)]
+    public void ForwardAndBackwardMatchDoubleReference(PeerActivation act)
+    {
+        int t = 5, d = 6, hk = 4, n = 9;
+        var x = GradCheck.Rand(t * d, 1);
+        var idx = Ids(t * hk, n, 2);
+        var g = GradCheck.Rand(t * hk, 3);
+        var down = GradCheck.Rand(n * d, 4);
+        var up = GradCheck.Rand(n * d, 5);
+        var r = GradCheck.Rand(t * d, 6);
+        using var s = Scope.Begin();
+        var tx = Tensor.FromArray(D, x, t, d); tx.RequiresGrad = true;
+        var tg = Tensor.FromArray(D, g, t, 2, 2); tg.RequiresGrad = true;
+        var tDown = Tensor.FromArray(D, down, n, d); tDown.RequiresGrad = true;
+        var tUp = Tensor.FromArray(D, up, n, d); tUp.RequiresGrad = true;
+        var y = Peer.Ops.PeerExperts(tx, Tensor.FromArray(D, idx, t, 2, 2), tg, tDown, tUp, act);
+        var want = Experts(PeerMath.D(x), idx, PeerMath.D(g), PeerMath.D(down), PeerMath.D(up), t, d, hk, act);
+        Assert.That(y.ToArray(), Is.EqualTo(want).Within(1e-5));
+        D.Tape.Backward(y, Tensor.FromArray(D, r, t, d));
+
+        double Loss(double[] xx, double[] gg, double[] dd, double[] uu) => Dot(Experts(xx, idx, gg, dd, uu, t, d, hk, act), PeerMath.D(r));
+        var (xd, gd, dd, ud) = (PeerMath.D(x), PeerMath.D(g), PeerMath.D(down), PeerMath.D(up));
+        const double tol = 1e-4; // float32 device sums of O(1) terms vs exact derivatives
+        Assert.That(tx.Grad!.ToArray(), Is.EqualTo(NumGrad(v => Loss(v, gd, dd, ud), xd)).Within(tol));
+        Assert.That(tg.Grad!.ToArray(), Is.EqualTo(NumGrad(v => Loss(xd, v, dd, ud), gd)).Within(tol));
+        Assert.That(tDown.Grad, Is.Null);
+        Assert.That(PeerReference.Densify(tDown.SparseGrad!, n, d), Is.EqualTo(NumGrad(v => Loss(xd, gd, v, ud), dd)).Within(tol));
+        Assert.That(PeerReference.Densify(tUp.SparseGrad!, n, d), Is.EqualTo(NumGrad(v => Loss(xd, gd, dd, v), ud)).Within(tol));
+        Assert.That(tUp.SparseGrad!.Rows.ToIntArray(), Is.EqualTo(idx.Distinct().OrderBy(i => i).ToArray()));
+    }
+
+    [Test]
+    public void SecondBackwardMergesSparseGradients()
+    {
+        int t = 3, d = 4, n = 7;
+        var idxA = new[] { 0, 3, 3, 5, 6, 0 };
+        var idxB = new[] { 1, 3, 2, 2, 6, 6 };
+        var x = GradCheck.Rand(t * d, 1);
+        var up = GradCheck.Rand(n * d, 2);
+        var down = GradCheck.Rand(n * d, 3);
+        using var s = Scope.Begin();
+        var tUp = Tensor.FromArray(D, up, n, d); tUp.RequiresGrad = true;
+        var tDown = Tensor.FromArray(D, down, n, d);
+        var want = new double[n * d];
+        foreach (var idx in new[] { idxA, idxB })
+        {
+            var g = Tensor.Full(D, 0.5f, t, 1, 2);
+            var y = Peer.Ops.PeerExperts(Tensor.FromArray(D, x, t, d), Tensor.FromArray(D, idx, t, 1, 2), g, tDown, tUp);
+            D.Tape.Backward(y, Tensor.Full(D, 1f, t, d));
+            var gradUp = NumGrad(v => Experts(PeerMath.D(x), idx, Enumerable.Repeat(0.5, t * 2).ToArray(), PeerMath.D(down), v, t, d, 2, PeerActivation.Gelu).Sum(), PeerMath.D(up));
+            for (int i = 0; i < want.Length; i++) want[i] += gradUp[i];
+        }
+        Assert.That(tUp.SparseGrad!.Rows.ToIntArray(), Is.EqualTo(new[] { 0, 1, 2, 3, 5, 6 }));
+        Assert.That(PeerReference.Densify(tUp.SparseGrad!, n, d), Is.EqualTo(want).Within(1e-4));
+    }
+
+    [TestCase(PeerRouter.Softmax)]
+    [TestCase(PeerRouter.Sigmoid)]
+    public void RouterMatchesReference(PeerRouter router)
+    {
+        int t = 3, h = 2, k = 4;
+        var sc = GradCheck.Rand(t * h * k, 7, 3f);
+        var r = GradCheck.Rand(t * h * k, 8);
+        double[] Ref(double[] v)
+        {
+            var o = new double[v.Length];
+            for (int grp = 0; grp < t * h; grp++)
+            {
+                var seg = v.Skip(grp * k).Take(k).ToArray();
+                double max = seg.Max(), sum = seg.Sum(e => Math.Exp(e - max));
+                for (int m = 0; m < k; m++)
+                    o[grp * k + m] = router == PeerRouter.Sigmoid ? 1 / (1 + Math.Exp(-seg[m])) : Math.Exp(seg[m] - max) / sum;
+            }
+            return o;
+        }
+        using var s = Scope.Begin();
+        var ts = Tensor.FromArray(D, sc, t, h, k); ts.RequiresGrad = true;
+        var g = Peer.Ops.PeerRouterWeights(ts, router);
+        Assert.That(g.ToArray(), Is.EqualTo(Ref(PeerMath.D(sc))).Within(1e-6));
+        D.Tape.Backward(g, Tensor.FromArray(D, r, t, h, k));
+        Assert.That(ts.Grad!.ToArray(), Is.EqualTo(NumGrad(v => Dot(Ref(v), PeerMath.D(r)), PeerMath.D(sc))).Within(1e-5));
+    }
+
+    [Test]
+    public void ErfHasFloatPrecision()
+    {
+        for (double v = -5; v <= 5; v += 0.01)
+            Assert.That(Peer.Ops.PeerErf((float)v), Is.EqualTo(MathNet.Numerics.SpecialFunctions.Erf((float)v)).Within(3e-7), $"erf({v})");
+    }
+
+    [Test]
+    public void TwoRunsGiveTheSameBits()
+    {
+        int t = 64, d = 16, n = 20;
+        var x = GradCheck.Rand(t * d, 1);
+        var idx = Ids(t * 8, n, 2); // heavy reuse: ~25 slots per row
+        var g = GradCheck.Rand(t * 8, 3);
+        var table = GradCheck.Rand(n * d, 4);
+        (float[], int[], float[], float[]) Run()
+        {
+            using var s = Scope.Begin();
+            var tx = Tensor.FromArray(D, x, t, d); tx.RequiresGrad = true;
+            var td = Tensor.FromArray(D, table, n, d); td.RequiresGrad = true;
+            var tu = Tensor.FromArray(D, table, n, d); tu.RequiresGrad = true;
+            var y = Peer.Ops.PeerExperts(tx, Tensor.FromArray(D, idx, t, 2, 4), Tensor.FromArray(D, g, t, 2, 4), td, tu);
+            D.Tape.Backward(y, Tensor.FromArray(D, x, t, d));
+            return (y.ToArray(), td.SparseGrad!.Rows.ToIntArray(), td.SparseGrad!.Values.ToArray(), tu.SparseGrad!.Values.ToArray());
+        }
+        var a = Run();
+        var b = Run();
+        Assert.That(b.Item1, Is.EqualTo(a.Item1));
+        Assert.That(b.Item2, Is.EqualTo(a.Item2));
+        Assert.That(b.Item3.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(a.Item3.Select(BitConverter.SingleToInt32Bits)));
+        Assert.That(b.Item4.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(a.Item4.Select(BitConverter.SingleToInt32Bits)));
+    }
+
+    [Test]
+    public void BadInputsNameArgumentAndRule()
+    {
+        using var s = Scope.Begin();
+        var x = Tensor.Zeros(D, 2, 4);
+        var tab = Tensor.Zeros(D, 5, 4);
+        var g = Tensor.Zeros(D, 2, 1, 2);
+        Assert.That(Assert.Throws<ArgumentException>(() => Peer.Ops.PeerExperts(x, Tensor.FromArray(D, new[] { 0, 1, 5, 2 }, 2, 1, 2), g, tab, tab))!.Message,
+            Does.Contain("1 ids outside [0, 5)"));
+        Assert.That(Assert.Throws<ArgumentException>(() => Peer.Ops.PeerExperts(x, Tensor.FromArray(D, new[] { 0, 1, -1, 2 }, 2, 1, 2), g, tab, tab))!.Message,
+            Does.Contain("indices"));
+        Assert.That(Assert.Throws<ArgumentException>(() => Peer.Ops.PeerExperts(x, Tensor.ZerosInt(D, 2, 1, 2), g, Tensor.Zeros(D, 5, 3), Tensor.Zeros(D, 5, 3)))!.Message,
+            Does.Contain("down").And.Contain("d = 4"));
+        Assert.That(Assert.Throws<ArgumentException>(() => Peer.Ops.PeerExperts(x, Tensor.ZerosInt(D, 2, 1, 2), Tensor.Zeros(D, 2, 2, 1), tab, tab))!.Message,
+            Does.Contain("weights"));
+    }
+}
