@@ -125,6 +125,21 @@ internal static class RowSparse
         target.SparseGrad = merged;
     }
 
+    /// <summary>The gradient as a dense F32 [rows, cols] tensor, zero where no row was kept (for export; costs O(rows)).</summary>
+    public static Tensor ToDense(RowSparseGrad g, int rows)
+    {
+        var d = g.Rows.Device;
+        int cols = g.Values.Shape[1];
+        var dense = Tensor.Zeros(d, rows, cols);
+        int r = g.Rows.Length;
+        if (r > 0 && cols > 0)
+        {
+            var w = d.Split(r);
+            d.Get(static d => new RowSparseKernels(d)).Scatter(w.Workers, w, g.Rows.IntView, g.Values.View, dense.View, cols);
+        }
+        return dense;
+    }
+
     static Tensor Copy(Tensor t)
     {
         var k = t.Device.Get(static d => new RowSparseKernels(d));
@@ -160,6 +175,7 @@ internal sealed class RowSparseKernels
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, SegmentSource, ArrayView<float>> Reduce;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int> CopyInt;
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int> CopyFloat;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int> Scatter;
 
     public RowSparseKernels(Device d)
     {
@@ -172,6 +188,7 @@ internal sealed class RowSparseKernels
         Reduce = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, SegmentSource, ArrayView<float>>(ReduceKernel);
         CopyInt = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, int>(CopyIntKernel);
         CopyFloat = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int>(CopyFloatKernel);
+        Scatter = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int>(ScatterKernel);
     }
 
     // keys: [P] -> sortedKeys: [P] = keys, order: [P] = 0..P-1 (the sort permutes both in place)
@@ -253,5 +270,16 @@ internal sealed class RowSparseKernels
     {
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++) to[offset + i] = from[i];
+    }
+
+    // rows: [R] distinct, values: [R, cols] -> dense[rows[s], :] = values[s, :]; one row per item
+    static void ScatterKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> values, ArrayView<float> dense, int cols)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+            for (int s = st, e = work.End(st); s < e; s++)
+            {
+                int to = rows[s] * cols, from = s * cols;
+                for (int c = 0; c < cols; c++) dense[to + c] = values[from + c];
+            }
     }
 }
