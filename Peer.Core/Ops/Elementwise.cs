@@ -1,5 +1,6 @@
-// Elementwise arithmetic: fill, in-place accumulate, add, multiply, scale. The shape every kernel here
-// follows: one index per worker walking its chunk (Work), with the launcher validating views on the host.
+// Elementwise arithmetic: fill, in-place accumulate, scale and affine maps, binary ops with row/column
+// broadcasting, and cheap unary maps (exp, log, sqrt, square). One index per worker walks its chunk
+// (Work); per-element logic is a readonly struct passed as a generic argument to one kernel.
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -31,14 +32,37 @@ public static partial class Ops
         d.Get(static d => new ElementwiseKernels(d)).Axpy(w.Workers, w, y.View, x.View, alpha);
     }
 
-    /// <summary><c>a + b</c> for tensors of equal shape. Differentiable.</summary>
+    /// <summary>
+    /// <c>a + b</c>. <paramref name="b"/> has a's shape, or is a row <c>[n]</c> broadcast over a <c>[.., n]</c>, or a
+    /// column <c>[.., 1]</c> broadcast along a's last dimension. Differentiable (b's gradient is summed over the broadcast).
+    /// </summary>
+    /// <exception cref="ArgumentException">Other dtypes than F32, different devices, or a shape of b that is none of the three.</exception>
     public static Tensor Add(Tensor a, Tensor b) => Binary(a, b, BinaryOp.Add);
 
-    /// <summary><c>a * b</c> elementwise for tensors of equal shape. Differentiable.</summary>
+    /// <summary><c>a - b</c>, broadcasting b as <see cref="Add"/> does. Differentiable.</summary>
+    /// <exception cref="ArgumentException">As for <see cref="Add"/>.</exception>
+    public static Tensor Sub(Tensor a, Tensor b) => Binary(a, b, BinaryOp.Sub);
+
+    /// <summary><c>a * b</c> elementwise, broadcasting b as <see cref="Add"/> does. Differentiable.</summary>
+    /// <exception cref="ArgumentException">As for <see cref="Add"/>.</exception>
     public static Tensor Mul(Tensor a, Tensor b) => Binary(a, b, BinaryOp.Mul);
 
+    /// <summary><c>a / b</c> elementwise (IEEE division: b = 0 gives infinities or NaN), broadcasting b as <see cref="Add"/> does. Differentiable.</summary>
+    /// <exception cref="ArgumentException">As for <see cref="Add"/>.</exception>
+    public static Tensor Div(Tensor a, Tensor b) => Binary(a, b, BinaryOp.Div);
+
     /// <summary><c>alpha * x</c>. Differentiable.</summary>
-    public static Tensor Scale(Tensor x, float alpha)
+    public static Tensor Scale(Tensor x, float alpha) => Affine(x, alpha, 0f);
+
+    /// <summary><c>x + c</c> for a scalar c. Differentiable.</summary>
+    public static Tensor AddScalar(Tensor x, float c) => Affine(x, 1f, c);
+
+    /// <summary><c>-x</c>. Differentiable.</summary>
+    public static Tensor Neg(Tensor x) => Affine(x, -1f, 0f);
+
+    /// <summary><c>alpha * x + beta</c>. Differentiable (<c>dx = alpha * g</c>).</summary>
+    /// <exception cref="ArgumentException">x is not F32.</exception>
+    public static Tensor Affine(Tensor x, float alpha, float beta)
     {
         Check.DType(x, DType.F32, nameof(x));
         var d = x.Device;
@@ -46,42 +70,117 @@ public static partial class Ops
         if (x.Length > 0)
         {
             var w = d.Split(x.Length);
-            d.Get(static d => new ElementwiseKernels(d)).Scale(w.Workers, w, x.View, y.View, alpha);
+            d.Get(static d => new ElementwiseKernels(d)).Affine(w.Workers, w, x.View, y.View, alpha, beta);
         }
         if (d.Tape.Needs(x))
             d.Tape.Record(y, [x], g => Tape.Accumulate(x, Scale(g, alpha)));
         return y;
     }
 
-    enum BinaryOp { Add, Mul }
+    /// <summary><c>exp(x)</c> elementwise. Differentiable (<c>dx = g * y</c>).</summary>
+    public static Tensor Exp(Tensor x) => Unary(x, UnaryOp.Exp);
+
+    /// <summary>Natural logarithm elementwise (x &lt;= 0 gives -inf or NaN). Differentiable (<c>dx = g / x</c>).</summary>
+    public static Tensor Log(Tensor x) => Unary(x, UnaryOp.Log);
+
+    /// <summary>Square root elementwise (x &lt; 0 gives NaN). Differentiable (<c>dx = g / (2 y)</c>).</summary>
+    public static Tensor Sqrt(Tensor x) => Unary(x, UnaryOp.Sqrt);
+
+    /// <summary><c>x * x</c> elementwise. Differentiable (<c>dx = 2 g x</c>).</summary>
+    public static Tensor Square(Tensor x) => Unary(x, UnaryOp.Square);
+
+    enum BinaryOp { Add, Sub, Mul, Div }
+
+    enum UnaryOp { Exp, Log, Sqrt, Square }
+
+    /// <summary>How the second operand of a binary op is laid out against the first.</summary>
+    internal enum Broadcast { Same = 0, Row = 1, Column = 2 }
+
+    /// <summary>The broadcast of <paramref name="b"/> against <paramref name="a"/>, or an exception naming b's shape.</summary>
+    internal static Broadcast BroadcastOf(Tensor a, Tensor b, string argument)
+    {
+        if (a.Shape.AsSpan().SequenceEqual(b.Shape)) return Broadcast.Same;
+        if (a.Rank >= 1)
+        {
+            int n = a.Shape[^1];
+            if (b.Rank == 1 && b.Shape[0] == n) return Broadcast.Row;
+            if (b.Rank == a.Rank && b.Shape[^1] == 1 && a.Shape.AsSpan(0, a.Rank - 1).SequenceEqual(b.Shape.AsSpan(0, b.Rank - 1)))
+                return Broadcast.Column;
+        }
+        var column = (int[])a.Shape.Clone();
+        if (column.Length > 0) column[^1] = 1;
+        throw new ArgumentException(
+            $"{argument} has shape {Tensor.FormatShape(b.Shape)}: expected {Tensor.FormatShape(a.Shape)}" +
+            (a.Rank >= 1 ? $", [{a.Shape[^1]}] (a row broadcast) or {Tensor.FormatShape(column)} (a column broadcast)" : "") + ".", argument);
+    }
 
     static Tensor Binary(Tensor a, Tensor b, BinaryOp op)
     {
         Check.DType(a, DType.F32, nameof(a));
         Check.DType(b, DType.F32, nameof(b));
         Check.SameDevice(a, b, nameof(b));
-        Check.Shape(b, nameof(b), a.Shape);
+        var mode = BroadcastOf(a, b, nameof(b));
         var d = a.Device;
         var y = Tensor.Empty(d, DType.F32, a.Shape);
         if (a.Length > 0)
         {
             var w = d.Split(a.Length);
             var k = d.Get(static d => new ElementwiseKernels(d));
-            (op == BinaryOp.Add ? k.Add : k.Mul)(w.Workers, w, a.View, b.View, y.View);
+            var kernel = op switch { BinaryOp.Add => k.Add, BinaryOp.Sub => k.Sub, BinaryOp.Mul => k.Mul, _ => k.Div };
+            kernel(w.Workers, w, a.View, b.View, y.View, Math.Max(1, a.Shape[^1]), (int)mode);
         }
         if (d.Tape.Needs(a, b))
         {
             d.Tape.Record(y, [a, b], g =>
             {
-                if (op == BinaryOp.Add)
+                switch (op)
                 {
-                    if (a.RequiresGrad) Tape.Accumulate(a, Scale(g, 1f));
-                    if (b.RequiresGrad) Tape.Accumulate(b, Scale(g, 1f));
+                    case BinaryOp.Add or BinaryOp.Sub:
+                        if (a.RequiresGrad) Tape.Accumulate(a, Scale(g, 1f));
+                        if (b.RequiresGrad) Tape.Accumulate(b, SumToOperand(g, mode, b.Shape, op == BinaryOp.Add ? 1f : -1f));
+                        break;
+                    case BinaryOp.Mul:
+                        if (a.RequiresGrad) Tape.Accumulate(a, Mul(g, b));
+                        if (b.RequiresGrad) { using var ga = Mul(g, a); Tape.Accumulate(b, SumToOperand(ga, mode, b.Shape, 1f)); }
+                        break;
+                    default:
+                        // y = a / b: da = g / b, db = -g a / b^2 = -(g y) / b
+                        if (a.RequiresGrad) Tape.Accumulate(a, Div(g, b));
+                        if (b.RequiresGrad)
+                        {
+                            using var gy = Mul(g, y);
+                            using var t = Div(gy, b);
+                            Tape.Accumulate(b, SumToOperand(t, mode, b.Shape, -1f));
+                        }
+                        break;
                 }
-                else
+            });
+        }
+        return y;
+    }
+
+    static Tensor Unary(Tensor x, UnaryOp op)
+    {
+        Check.DType(x, DType.F32, nameof(x));
+        var d = x.Device;
+        var y = Tensor.Empty(d, DType.F32, x.Shape);
+        if (x.Length > 0)
+        {
+            var w = d.Split(x.Length);
+            var k = d.Get(static d => new ElementwiseKernels(d));
+            var kernel = op switch { UnaryOp.Exp => k.Exp, UnaryOp.Log => k.Log, UnaryOp.Sqrt => k.Sqrt, _ => k.Square };
+            kernel(w.Workers, w, x.View, y.View);
+        }
+        if (d.Tape.Needs(x))
+        {
+            d.Tape.Record(y, [x], g =>
+            {
+                switch (op)
                 {
-                    if (a.RequiresGrad) Tape.Accumulate(a, Mul(g, b));
-                    if (b.RequiresGrad) Tape.Accumulate(b, Mul(g, a));
+                    case UnaryOp.Exp: Tape.Accumulate(x, Mul(g, y)); break;
+                    case UnaryOp.Log: Tape.Accumulate(x, Div(g, x)); break;
+                    case UnaryOp.Sqrt: { using var t = Div(g, y); Tape.Accumulate(x, Scale(t, 0.5f)); break; }
+                    default: { using var t = Mul(g, x); Tape.Accumulate(x, Scale(t, 2f)); break; }
                 }
             });
         }
@@ -89,23 +188,43 @@ public static partial class Ops
     }
 }
 
+/// <summary>Per-element logic of a binary kernel.</summary>
+internal interface IBinaryOp { float Apply(float a, float b); }
+internal readonly struct AddOp : IBinaryOp { public float Apply(float a, float b) => a + b; }
+internal readonly struct SubOp : IBinaryOp { public float Apply(float a, float b) => a - b; }
+internal readonly struct MulOp : IBinaryOp { public float Apply(float a, float b) => a * b; }
+internal readonly struct DivOp : IBinaryOp { public float Apply(float a, float b) => a / b; }
+
+/// <summary>Per-element logic of a unary kernel.</summary>
+internal interface IUnaryOp { float Apply(float x); }
+internal readonly struct ExpOp : IUnaryOp { public float Apply(float x) => MathF.Exp(x); }
+internal readonly struct LogOp : IUnaryOp { public float Apply(float x) => MathF.Log(x); }
+internal readonly struct SqrtOp : IUnaryOp { public float Apply(float x) => MathF.Sqrt(x); }
+internal readonly struct SquareOp : IUnaryOp { public float Apply(float x) => x * x; }
+
 /// <summary>Kernels of the elementwise family, loaded once per device.</summary>
 internal sealed class ElementwiseKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>, float> Fill;
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, float> Axpy;
-    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, float> Scale;
-    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>> Add;
-    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>> Mul;
+    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, float, float> Affine;
+    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> Add, Sub, Mul, Div;
+    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>> Exp, Log, Sqrt, Square;
 
     public ElementwiseKernels(Device d)
     {
         var acc = d.Accelerator;
         Fill = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, float>(FillKernel);
         Axpy = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, float>(AxpyKernel);
-        Scale = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, float>(ScaleKernel);
-        Add = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>>(AddKernel);
-        Mul = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>>(MulKernel);
+        Affine = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, float, float>(AffineKernel);
+        Add = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(BinaryKernel<AddOp>);
+        Sub = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(BinaryKernel<SubOp>);
+        Mul = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(BinaryKernel<MulOp>);
+        Div = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(BinaryKernel<DivOp>);
+        Exp = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>>(UnaryKernel<ExpOp>);
+        Log = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>>(UnaryKernel<LogOp>);
+        Sqrt = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>>(UnaryKernel<SqrtOp>);
+        Square = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>>(UnaryKernel<SquareOp>);
     }
 
     // y: [n] <- value
@@ -122,24 +241,31 @@ internal sealed class ElementwiseKernels
             for (int i = s, e = work.End(s); i < e; i++) y[i] += alpha * x[i];
     }
 
-    // x: [n] -> y: [n] = alpha * x
-    static void ScaleKernel(Index1D w, Work work, ArrayView<float> x, ArrayView<float> y, float alpha)
+    // x: [n] -> y: [n] = alpha * x + beta
+    static void AffineKernel(Index1D w, Work work, ArrayView<float> x, ArrayView<float> y, float alpha, float beta)
     {
         for (int s = work.Start(w); s < work.N; s += work.Stride)
-            for (int i = s, e = work.End(s); i < e; i++) y[i] = alpha * x[i];
+            for (int i = s, e = work.End(s); i < e; i++) y[i] = alpha * x[i] + beta;
     }
 
-    // a, b: [n] -> y: [n] = a + b
-    static void AddKernel(Index1D w, Work work, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y)
+    // a: [rows, n], b: [rows, n] (mode 0) | [n] (mode 1, row) | [rows, 1] (mode 2, column) -> y: [rows, n] = op(a, b)
+    static void BinaryKernel<TOp>(Index1D w, Work work, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y, int n, int mode)
+        where TOp : struct, IBinaryOp
     {
+        var op = default(TOp);
         for (int s = work.Start(w); s < work.N; s += work.Stride)
-            for (int i = s, e = work.End(s); i < e; i++) y[i] = a[i] + b[i];
+            for (int i = s, e = work.End(s); i < e; i++)
+            {
+                int j = mode == 0 ? i : mode == 1 ? i % n : i / n;
+                y[i] = op.Apply(a[i], b[j]);
+            }
     }
 
-    // a, b: [n] -> y: [n] = a * b
-    static void MulKernel(Index1D w, Work work, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y)
+    // x: [n] -> y: [n] = op(x)
+    static void UnaryKernel<TOp>(Index1D w, Work work, ArrayView<float> x, ArrayView<float> y) where TOp : struct, IUnaryOp
     {
+        var op = default(TOp);
         for (int s = work.Start(w); s < work.N; s += work.Stride)
-            for (int i = s, e = work.End(s); i < e; i++) y[i] = a[i] * b[i];
+            for (int i = s, e = work.End(s); i < e; i++) y[i] = op.Apply(x[i]);
     }
 }

@@ -1,6 +1,8 @@
 // Matrix multiplication with optional transposed operands and a batch dimension:
 // C[b] = op(A[b]) @ op(B[b]), op = identity or transpose. The portable kernel is the definition
-// (one index per block of output rows); faster variants may be added beside it, per accelerator type.
+// (one index per block of output rows) and runs everywhere. Chosen per accelerator type beside it: on the
+// CPU accelerator a kernel whose body is the SIMD micro-kernel of Cpu/MatMulCpu.cs (the portable kernel
+// reaches ~2 GFLOP/s there, the micro-kernel ~60: ILGPU-NOTES.md); on GPUs a shared-memory tiled kernel.
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -68,14 +70,44 @@ public static partial class Ops
         return y;
     }
 
+    /// <summary>The kernel <see cref="MatMulInto"/> runs: by accelerator type (<see cref="MatMulPath.Auto"/>) or forced (tests, bench).</summary>
+    internal enum MatMulPath { Auto, Portable, CpuSimd, Tiled }
+
+    /// <summary>The path <see cref="MatMulPath.Auto"/> takes on device <paramref name="d"/>.</summary>
+    internal static MatMulPath ChoosePath(Device d) =>
+        d.IsCpu ? (MatMulCpu.IsSupported ? MatMulPath.CpuSimd : MatMulPath.Portable) : MatMulPath.Tiled;
+
     /// <summary>Launches <c>c (+)= op(a) @ op(b)</c> with shapes already validated by the caller.</summary>
-    internal static void MatMulInto(Tensor a, Tensor b, Tensor c, bool transA, bool transB, int batch, int m, int n, int k, bool aBatched, bool bBatched, bool accumulate)
+    internal static void MatMulInto(Tensor a, Tensor b, Tensor c, bool transA, bool transB, int batch, int m, int n, int k, bool aBatched, bool bBatched, bool accumulate,
+        MatMulPath path = MatMulPath.Auto)
     {
         if (c.Length == 0) return;
         var d = a.Device;
         var shape = new MatMulShape(m, n, k, transA, transB, aBatched ? m * k : 0, bBatched ? k * n : 0, accumulate);
-        var w = d.Split(batch * m);
-        d.Get(static d => new MatMulKernels(d)).Portable(w.Workers, w, shape, a.View, b.View, c.View);
+        if (path == MatMulPath.Auto) path = ChoosePath(d);
+        switch (path)
+        {
+            case MatMulPath.CpuSimd:
+            {
+                Check.That(d.IsCpu && MatMulCpu.IsSupported, "path", path, "the CPU accelerator on a CPU with 256- or 512-bit vectors");
+                var w = d.Split(batch * m);
+                d.Get(static d => new MatMulCpuKernels(d)).Rows(w.Workers, w, shape, a.View, b.View, c.View);
+                break;
+            }
+            case MatMulPath.Tiled:
+            {
+                int t = MatMulTiledKernels.Tile;
+                var grid = new Index3D((n + t - 1) / t, (m + t - 1) / t, batch);
+                d.Get(static d => new MatMulTiledKernels(d)).Tiled((grid, new Index3D(t, t, 1)), shape, a.View, b.View, c.View);
+                break;
+            }
+            default:
+            {
+                var w = d.Split(batch * m);
+                d.Get(static d => new MatMulKernels(d)).Portable(w.Workers, w, shape, a.View, b.View, c.View);
+                break;
+            }
+        }
     }
 }
 
@@ -134,5 +166,59 @@ internal sealed class MatMulKernels
                 for (int r = 0; r < rows; r++) acc += x[r * work.N + j];
                 y[j] = acc;
             }
+    }
+}
+
+/// <summary>The CPU accelerator's matmul: one index per worker, whose chunk of output rows the SIMD body computes.
+/// Loaded only on the CPU accelerator (the body cannot compile for GPUs).</summary>
+internal sealed class MatMulCpuKernels
+{
+    public readonly Action<Index1D, Work, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>> Rows;
+
+    public MatMulCpuKernels(Device d) =>
+        Rows = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>>(RowsKernel);
+
+    // a, b as the portable kernel -> c: rows of worker w's chunk(s), computed by MatMulCpu.Rows
+    static void RowsKernel(Index1D w, Work work, MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+            MatMulCpu.Rows(s, a, b, c, st, work.End(st));
+    }
+}
+
+/// <summary>Shared-memory tiled matmul for GPU backends: a Tile x Tile group computes a Tile x Tile block of C, staging
+/// Tile-wide slices of op(A) and op(B) in shared memory. On the CPU accelerator its barriers make it very slow
+/// (ILGPU-NOTES.md), so it is never chosen there; tests run it there on small sizes with a device of Tile^2 threads.</summary>
+internal sealed class MatMulTiledKernels
+{
+    public const int Tile = 16;
+    public readonly Action<KernelConfig, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>> Tiled;
+
+    public MatMulTiledKernels(Device d) =>
+        Tiled = d.Accelerator.LoadStreamKernel<MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>>(TiledKernel);
+
+    // grid (ceil(N/T), ceil(M/T), batch) x group (T, T): c[bi, row, col] (+)= sum_p op(a)[row, p] op(b)[p, col]
+    static void TiledKernel(MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c)
+    {
+        var sa = SharedMemory.Allocate<float>(Tile * Tile);
+        var sb = SharedMemory.Allocate<float>(Tile * Tile);
+        int tx = Group.IdxX, ty = Group.IdxY;
+        int col = Grid.IdxX * Tile + tx, row = Grid.IdxY * Tile + ty, bi = Grid.IdxZ;
+        int aOff = bi * s.StrideA, bOff = bi * s.StrideB;
+        float acc = 0f;
+        for (int t0 = 0; t0 < s.K; t0 += Tile)
+        {
+            int p = t0 + tx, q = t0 + ty;
+            sa[ty * Tile + tx] = row < s.M && p < s.K ? (s.TransA == 0 ? a[aOff + row * s.K + p] : a[aOff + p * s.M + row]) : 0f;
+            sb[ty * Tile + tx] = q < s.K && col < s.N ? (s.TransB == 0 ? b[bOff + q * s.N + col] : b[bOff + col * s.K + q]) : 0f;
+            Group.Barrier();
+            for (int kk = 0; kk < Tile; kk++) acc += sa[ty * Tile + kk] * sb[kk * Tile + tx];
+            Group.Barrier();
+        }
+        if (row < s.M && col < s.N)
+        {
+            int ci = (bi * s.M + row) * s.N + col;
+            c[ci] = s.Accumulate != 0 ? c[ci] + acc : acc;
+        }
     }
 }

@@ -103,9 +103,9 @@ public sealed class Device : IDisposable
         if (key == "auto")
         {
             var present = List();
-            key = present.Any(d => d.Backend == Backend.Cuda && d.Available) ? "cuda"
-                : OpenClBackend.HasGpu() ? "opencl"
-                : "cpu";
+            if (present.Any(d => d.Backend == Backend.Cuda && d.Available)) key = "cuda";
+            else if (OpenClBackend.FirstGpu() is int gpu) return OpenClBackend.Open(options with { Index = gpu });
+            else key = "cpu";
         }
         return key switch
         {

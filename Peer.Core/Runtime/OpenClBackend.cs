@@ -1,57 +1,70 @@
-// Opening OpenCL devices. Kept apart from Device because making ILGPU accept PoCL (library name,
-// device filter) is its own piece of work with its own tests.
+// Opening OpenCL devices. What it takes to make ILGPU accept PoCL (library name, device filter) lives
+// in OpenClAdapter; this file turns the adapter's findings into what Device.Open and Device.List need.
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime.OpenCL;
 
 namespace Peer;
 
-/// <summary>Finds and opens OpenCL devices.</summary>
+/// <summary>Finds and opens OpenCL devices (GPUs, or PoCL on the CPU).</summary>
 public static class OpenClBackend
 {
-    /// <summary>Whether an OpenCL GPU that ILGPU accepts is present.</summary>
-    public static bool HasGpu()
-    {
-        try
-        {
-            using var context = Context.Create(b => b.OpenCL());
-            foreach (var d in context.GetCLDevices())
-                if (d.DeviceType == CLDeviceType.CL_DEVICE_TYPE_GPU) return true;
-            return false;
-        }
-        catch
-        {
-            return false;
-        }
-    }
+    static readonly Lazy<OpenClProbe> probe = new(SafeProbe);
 
-    /// <summary>What <see cref="Device.List"/> shows for OpenCL.</summary>
-    public static DeviceInfo Describe()
+    // Devices do not come and go within a process; probing creates an ILGPU context (0.1-0.2 s), so it is done once.
+    static OpenClProbe SafeProbe()
     {
         try
         {
-            using var context = Context.Create(b => b.OpenCL());
-            var devices = context.GetCLDevices();
-            return devices.Count > 0
-                ? new DeviceInfo(Backend.OpenCL, devices[0].Name, true, null)
-                : new DeviceInfo(Backend.OpenCL, null, false, "no OpenCL device that ILGPU accepts");
+            return OpenClAdapter.Probe();
         }
         catch (Exception e)
         {
-            return new DeviceInfo(Backend.OpenCL, null, false, $"OpenCL unavailable: {e.Message}");
+            return new OpenClProbe([], $"probing OpenCL failed: {e.GetType().Name}: {e.Message}");
         }
     }
 
-    /// <summary>Opens the OpenCL device at <see cref="DeviceOptions.Index"/>.</summary>
+    /// <summary>Whether an OpenCL GPU that Peer can open is present.</summary>
+    public static bool HasGpu() => FirstGpu() is not null;
+
+    /// <summary>Index (as <see cref="DeviceOptions.Index"/> counts) of the first OpenCL GPU Peer can open, or null.</summary>
+    internal static int? FirstGpu()
+    {
+        int i = 0;
+        foreach (var d in probe.Value.Accepted)
+        {
+            if (d.IsGpu) return i;
+            i++;
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// What <see cref="Device.List"/> shows for OpenCL: the first device Peer can open (name and platform), or why
+    /// there is none: the OpenCL library is missing, it reports no platform, or each device found and why it was refused.
+    /// </summary>
+    public static DeviceInfo Describe()
+    {
+        var p = probe.Value;
+        var first = p.Accepted.FirstOrDefault();
+        return first is not null
+            ? new DeviceInfo(Backend.OpenCL, $"{first.Name} ({first.Platform})", true, null)
+            : new DeviceInfo(Backend.OpenCL, null, false, OpenClAdapter.Summary(p));
+    }
+
+    /// <summary>Opens the OpenCL device at <see cref="DeviceOptions.Index"/> among those Peer accepts.</summary>
+    /// <exception cref="ArgumentException">No such device; the message says what was found and why each device was refused.</exception>
     public static Device Open(DeviceOptions options)
     {
-        var context = Context.Create(b => b.OpenCL().EnableAlgorithms().Optimize(OptimizationLevel.O2).Math(MathMode.Default));
-        var devices = context.GetCLDevices();
-        if (devices.Count <= options.Index)
+        var (context, device) = OpenClAdapter.Select(options.Index, static b => b.EnableAlgorithms().Optimize(OptimizationLevel.O2).Math(MathMode.Default));
+        try
+        {
+            return Device.FromOpenCl(context, device.CreateCLAccelerator(context));
+        }
+        catch
         {
             context.Dispose();
-            throw new ArgumentException($"device = 'opencl' (index {options.Index}): no such OpenCL device here. Present: {Device.Describe(Device.List())}.", "name");
+            throw;
         }
-        return Device.FromOpenCl(context, devices[options.Index].CreateAccelerator(context));
     }
 }

@@ -1,0 +1,167 @@
+// Causal multi-head scaled dot-product attention as fused kernels. Forward: one work item per (batch, head,
+// query row) streams over the keys at or before it with an online softmax (running maximum and sum, the output
+// row rescaled when the maximum grows), and saves the row's log-sum-exp. Backward recomputes probabilities from
+// the log-sum-exp: one pass per query row (dQ and D = dO·O), one pass per key row (dK, dV), no atomics.
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+
+namespace Peer;
+
+public static partial class Ops
+{
+    /// <summary>
+    /// Causal scaled dot-product attention per batch and head: for <paramref name="q"/>, <paramref name="k"/>, <paramref name="v"/>
+    /// <c>[B, H, T, Dh]</c>, <c>y[b, h, i] = Σ_{j ≤ i} softmax_j(q_i · k_j / sqrt(Dh)) v_j</c>, result <c>[B, H, T, Dh]</c>.
+    /// Differentiable in all three inputs.
+    /// </summary>
+    /// <exception cref="ArgumentException">Operands not F32 or on different devices, q not rank 4, or k, v shaped differently from q.</exception>
+    public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v)
+    {
+        Check.DType(q, DType.F32, nameof(q));
+        Check.DType(k, DType.F32, nameof(k));
+        Check.DType(v, DType.F32, nameof(v));
+        Check.SameDevice(q, k, nameof(k));
+        Check.SameDevice(q, v, nameof(v));
+        Check.Rank(q, 4, nameof(q));
+        Check.Shape(k, nameof(k), q.Shape);
+        Check.Shape(v, nameof(v), q.Shape);
+        int t = q.Shape[2], dh = q.Shape[3], rows = q.Shape[0] * q.Shape[1] * t;
+        var d = q.Device;
+        var kern = d.Get(static d => new AttentionKernels(d));
+        var shape = new AttentionShape(t, dh, dh == 0 ? 1f : 1f / MathF.Sqrt(dh));
+        var y = Tensor.Empty(d, DType.F32, q.Shape);
+        var lse = Tensor.Empty(d, DType.F32, Math.Max(rows, 1));
+        var w = d.Split(rows);
+        if (rows > 0) kern.Forward(w.Workers, w, shape, q.View, k.View, v.View, y.View, lse.View);
+        if (!d.Tape.Needs(q, k, v))
+        {
+            lse.Dispose();
+            return y;
+        }
+        var o = y.Detach();
+        d.Tape.Record(y, [q, k, v], g =>
+        {
+            var dq = Tensor.Empty(d, DType.F32, q.Shape);
+            var dk = Tensor.Empty(d, DType.F32, q.Shape);
+            var dv = Tensor.Empty(d, DType.F32, q.Shape);
+            using var delta = Tensor.Empty(d, DType.F32, Math.Max(rows, 1));
+            if (rows > 0)
+            {
+                kern.BackwardQuery(w.Workers, w, shape, q.View, k.View, v.View, o.View, g.View, lse.View, delta.View, dq.View);
+                kern.BackwardKey(w.Workers, w, shape, q.View, k.View, v.View, g.View, lse.View, delta.View, dk.View, dv.View);
+            }
+            Tape.Accumulate(q, dq);
+            Tape.Accumulate(k, dk);
+            Tape.Accumulate(v, dv);
+        }, o, lse);
+        return y;
+    }
+}
+
+/// <summary>Sequence length, head size and score scale of one attention call.</summary>
+internal readonly struct AttentionShape(int t, int dh, float scale)
+{
+    public readonly int T = t, Dh = dh;
+    public readonly float Scale = scale;
+}
+
+/// <summary>Kernels of causal attention.</summary>
+internal sealed class AttentionKernels
+{
+    public readonly Action<Index1D, Work, AttentionShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> Forward;
+    public readonly Action<Index1D, Work, AttentionShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> BackwardQuery;
+    public readonly Action<Index1D, Work, AttentionShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> BackwardKey;
+
+    public AttentionKernels(Device d)
+    {
+        var acc = d.Accelerator;
+        Forward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, AttentionShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(ForwardKernel);
+        BackwardQuery = acc.LoadAutoGroupedStreamKernel<Index1D, Work, AttentionShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BackwardQueryKernel);
+        BackwardKey = acc.LoadAutoGroupedStreamKernel<Index1D, Work, AttentionShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BackwardKeyKernel);
+    }
+
+    static float Dot(ArrayView<float> a, int ao, ArrayView<float> b, int bo, int n)
+    {
+        float acc = 0f;
+        for (int c = 0; c < n; c++) acc += a[ao + c] * b[bo + c];
+        return acc;
+    }
+
+    // q, k, v: [B*H*T, Dh] -> o: [B*H*T, Dh], lse: [B*H*T]; one query row per item, online softmax over keys j <= i
+    static void ForwardKernel(Index1D w, Work work, AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> o, ArrayView<float> lse)
+    {
+        int dh = s.Dh;
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+            for (int r = st, e = work.End(st); r < e; r++)
+            {
+                int i = r % s.T, first = r - i, ro = r * dh;
+                float m = float.NegativeInfinity, l = 0f;
+                for (int c = 0; c < dh; c++) o[ro + c] = 0f;
+                for (int j = 0; j <= i; j++)
+                {
+                    int ko = (first + j) * dh;
+                    float score = Dot(q, ro, k, ko, dh) * s.Scale;
+                    if (score > m)
+                    {
+                        float corr = XMath.Exp(m - score);
+                        l *= corr;
+                        for (int c = 0; c < dh; c++) o[ro + c] *= corr;
+                        m = score;
+                    }
+                    float p = XMath.Exp(score - m);
+                    l += p;
+                    for (int c = 0; c < dh; c++) o[ro + c] += p * v[ko + c];
+                }
+                float inv = 1f / l;
+                for (int c = 0; c < dh; c++) o[ro + c] *= inv;
+                lse[r] = m + XMath.Log(l);
+            }
+    }
+
+    // per query row i: delta_i = dO_i · O_i; dQ_i = scale Σ_{j<=i} P_ij (dO_i · v_j - delta_i) k_j, P_ij = exp(q_i·k_j scale - lse_i)
+    static void BackwardQueryKernel(Index1D w, Work work, AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
+        ArrayView<float> o, ArrayView<float> dO, ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> dQ)
+    {
+        int dh = s.Dh;
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+            for (int r = st, e = work.End(st); r < e; r++)
+            {
+                int i = r % s.T, first = r - i, ro = r * dh;
+                float di = Dot(dO, ro, o, ro, dh), l = lse[r];
+                delta[r] = di;
+                for (int c = 0; c < dh; c++) dQ[ro + c] = 0f;
+                for (int j = 0; j <= i; j++)
+                {
+                    int ko = (first + j) * dh;
+                    float p = XMath.Exp(Dot(q, ro, k, ko, dh) * s.Scale - l);
+                    float ds = p * (Dot(dO, ro, v, ko, dh) - di) * s.Scale;
+                    for (int c = 0; c < dh; c++) dQ[ro + c] += ds * k[ko + c];
+                }
+            }
+    }
+
+    // per key row j: dK_j = scale Σ_{i>=j} P_ij (dO_i · v_j - delta_i) q_i, dV_j = Σ_{i>=j} P_ij dO_i
+    static void BackwardKeyKernel(Index1D w, Work work, AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
+        ArrayView<float> dO, ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> dK, ArrayView<float> dV)
+    {
+        int dh = s.Dh;
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+            for (int r = st, e = work.End(st); r < e; r++)
+            {
+                int j = r % s.T, first = r - j, ko = r * dh;
+                for (int c = 0; c < dh; c++) { dK[ko + c] = 0f; dV[ko + c] = 0f; }
+                for (int i = j; i < s.T; i++)
+                {
+                    int qr = first + i, qo = qr * dh;
+                    float p = XMath.Exp(Dot(q, qo, k, ko, dh) * s.Scale - lse[qr]);
+                    float ds = p * (Dot(dO, qo, v, ko, dh) - delta[qr]) * s.Scale;
+                    for (int c = 0; c < dh; c++)
+                    {
+                        dK[ko + c] += ds * q[qo + c];
+                        dV[ko + c] += p * dO[qo + c];
+                    }
+                }
+            }
+    }
+}

@@ -1,0 +1,179 @@
+// The CPU accelerator's matmul body, reached from an ILGPU kernel through [External] so that it runs as
+// plain .NET code: op(A) and op(B) are packed into panels (packing absorbs the transposes and the
+// batch strides) and a register-tiled FMA micro-kernel computes MR x NR tiles of C, with Vector512 where
+// the hardware accelerates it and Vector256 otherwise. Never compiled for GPUs; the portable kernel in
+// MatMul.cs is the definition and the tests hold this body to it.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using ILGPU;
+using ILGPU.Frontend;
+
+namespace Peer;
+
+/// <summary>SIMD matmul over CPU memory, called from <c>MatMulCpuKernels</c>.</summary>
+internal static unsafe class MatMulCpu
+{
+    /// <summary>Depth of a packed block of K (its B panel, KC x NR floats, stays in L1/L2).</summary>
+    const int KC = 256;
+    /// <summary>Width of a packed block of B's columns (KC x NC floats stay in L2).</summary>
+    const int NC = 512;
+
+    /// <summary>Whether the SIMD body can run here (a 256- or 512-bit vector unit).</summary>
+    public static bool IsSupported => Vector512.IsHardwareAccelerated || Vector256.IsHardwareAccelerated;
+
+    /// <summary>Whether the 512-bit micro-kernel is used (else the 256-bit one).</summary>
+    public static bool Wide => Vector512.IsHardwareAccelerated && !PreferNarrow;
+
+    /// <summary>Forces the 256-bit micro-kernel even where 512-bit vectors are accelerated (tests exercise both).</summary>
+    public static bool PreferNarrow { get; set; }
+
+    static int MR => Wide ? 8 : 6;
+    static int NR => Wide ? 32 : 16;
+
+    [ThreadStatic] static float[]? packA, packB, tile;
+
+    static float* Pinned(ref float[]? buffer, int length)
+    {
+        if (buffer is null || buffer.Length < length) buffer = GC.AllocateUninitializedArray<float>(length, pinned: true);
+        return (float*)Unsafe.AsPointer(ref buffer[0]);
+    }
+
+    /// <summary>
+    /// Computes rows <c>[rowStart, rowEnd)</c> of the flattened <c>[batch * M, N]</c> output <c>c (+)= op(a) @ op(b)</c>.
+    /// Views are CPU memory; shapes were validated on the host.
+    /// </summary>
+    [External("peer_matmul_cpu_rows")]
+    public static void Rows(MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, int rowStart, int rowEnd)
+    {
+        float* pa = (float*)Unsafe.AsPointer(ref a[0]);
+        float* pb = (float*)Unsafe.AsPointer(ref b[0]);
+        float* pc = (float*)Unsafe.AsPointer(ref c[0]);
+        for (int row = rowStart; row < rowEnd;)
+        {
+            int bi = row / s.M, i0 = row - bi * s.M;
+            int i1 = Math.Min(s.M, i0 + (rowEnd - row));
+            Block(s, pa + (long)bi * s.StrideA, pb + (long)bi * s.StrideB, pc + (long)bi * s.M * s.N, i0, i1);
+            row += i1 - i0;
+        }
+    }
+
+    // Rows [i0, i1) of one batch entry: C[i, :] (+)= sum_p op(A)[i, p] op(B)[p, :]
+    static void Block(MatMulShape s, float* A, float* B, float* C, int i0, int i1)
+    {
+        int M = s.M, N = s.N, K = s.K, mrMax = MR, nrMax = NR;
+        bool ta = s.TransA != 0, tb = s.TransB != 0;
+        if (K == 0)
+        {
+            if (s.Accumulate == 0) new Span<float>(C + (long)i0 * N, (i1 - i0) * N).Clear();
+            return;
+        }
+        float* Ap = Pinned(ref packA, mrMax * KC);
+        float* Bp = Pinned(ref packB, KC * (NC + nrMax));
+        float* T = Pinned(ref tile, mrMax * nrMax);
+        for (int jc = 0; jc < N; jc += NC)
+        {
+            int nc = Math.Min(NC, N - jc);
+            for (int pc = 0; pc < K; pc += KC)
+            {
+                int kc = Math.Min(KC, K - pc);
+                // B block [pc, pc+kc) x [jc, jc+nc) as panels of NR columns, p-major inside a panel, zero-padded.
+                for (int jp = 0; jp < nc; jp += nrMax)
+                {
+                    float* dst = Bp + (long)jp * kc;
+                    int nr = Math.Min(nrMax, nc - jp);
+                    for (int p = 0; p < kc; p++, dst += nrMax)
+                    {
+                        int q = pc + p;
+                        for (int j = 0; j < nr; j++) dst[j] = tb ? B[(long)(jc + jp + j) * K + q] : B[(long)q * N + jc + jp + j];
+                        for (int j = nr; j < nrMax; j++) dst[j] = 0f;
+                    }
+                }
+                bool add = pc > 0 || s.Accumulate != 0;
+                for (int i = i0; i < i1; i += mrMax)
+                {
+                    int mr = Math.Min(mrMax, i1 - i);
+                    // A block [i, i+mr) x [pc, pc+kc), MR values per p, zero-padded.
+                    for (int p = 0; p < kc; p++)
+                    {
+                        int q = pc + p;
+                        float* dst = Ap + p * mrMax;
+                        for (int r = 0; r < mr; r++) dst[r] = ta ? A[(long)q * M + i + r] : A[(long)(i + r) * K + q];
+                        for (int r = mr; r < mrMax; r++) dst[r] = 0f;
+                    }
+                    for (int jp = 0; jp < nc; jp += nrMax)
+                    {
+                        float* cij = C + (long)i * N + jc + jp;
+                        int nr = Math.Min(nrMax, nc - jp);
+                        bool full = mr == mrMax && nr == nrMax;
+                        if (Wide) Micro512(kc, Ap, Bp + (long)jp * kc, full ? cij : T, full ? N : nrMax, full && add);
+                        else Micro256(kc, Ap, Bp + (long)jp * kc, full ? cij : T, full ? N : nrMax, full && add);
+                        if (!full)
+                            for (int r = 0; r < mr; r++)
+                                for (int j = 0; j < nr; j++)
+                                    cij[(long)r * N + j] = add ? cij[(long)r * N + j] + T[r * nrMax + j] : T[r * nrMax + j];
+                    }
+                }
+            }
+        }
+    }
+
+    // c[8, 32] (+)= ap[kc, 8]^T-packed x bp[kc, 32]; 16 zmm accumulators
+    static void Micro512(int kc, float* ap, float* bp, float* c, int ldc, bool add)
+    {
+        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default;
+        Vector512<float> c40 = default, c41 = default, c50 = default, c51 = default, c60 = default, c61 = default, c70 = default, c71 = default;
+        for (int p = 0; p < kc; p++, ap += 8, bp += 32)
+        {
+            var b0 = Vector512.Load(bp);
+            var b1 = Vector512.Load(bp + 16);
+            var a = Vector512.Create(ap[0]); c00 = Vector512.FusedMultiplyAdd(a, b0, c00); c01 = Vector512.FusedMultiplyAdd(a, b1, c01);
+            a = Vector512.Create(ap[1]); c10 = Vector512.FusedMultiplyAdd(a, b0, c10); c11 = Vector512.FusedMultiplyAdd(a, b1, c11);
+            a = Vector512.Create(ap[2]); c20 = Vector512.FusedMultiplyAdd(a, b0, c20); c21 = Vector512.FusedMultiplyAdd(a, b1, c21);
+            a = Vector512.Create(ap[3]); c30 = Vector512.FusedMultiplyAdd(a, b0, c30); c31 = Vector512.FusedMultiplyAdd(a, b1, c31);
+            a = Vector512.Create(ap[4]); c40 = Vector512.FusedMultiplyAdd(a, b0, c40); c41 = Vector512.FusedMultiplyAdd(a, b1, c41);
+            a = Vector512.Create(ap[5]); c50 = Vector512.FusedMultiplyAdd(a, b0, c50); c51 = Vector512.FusedMultiplyAdd(a, b1, c51);
+            a = Vector512.Create(ap[6]); c60 = Vector512.FusedMultiplyAdd(a, b0, c60); c61 = Vector512.FusedMultiplyAdd(a, b1, c61);
+            a = Vector512.Create(ap[7]); c70 = Vector512.FusedMultiplyAdd(a, b0, c70); c71 = Vector512.FusedMultiplyAdd(a, b1, c71);
+        }
+        Store512(c, c00, c01, add); Store512(c + ldc, c10, c11, add);
+        Store512(c + 2 * ldc, c20, c21, add); Store512(c + 3 * ldc, c30, c31, add);
+        Store512(c + 4 * ldc, c40, c41, add); Store512(c + 5 * ldc, c50, c51, add);
+        Store512(c + 6 * ldc, c60, c61, add); Store512(c + 7 * ldc, c70, c71, add);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Store512(float* c, Vector512<float> v0, Vector512<float> v1, bool add)
+    {
+        if (add) { v0 += Vector512.Load(c); v1 += Vector512.Load(c + 16); }
+        v0.Store(c);
+        v1.Store(c + 16);
+    }
+
+    // c[6, 16] (+)= ap[kc, 6]^T-packed x bp[kc, 16]; 12 ymm accumulators
+    static void Micro256(int kc, float* ap, float* bp, float* c, int ldc, bool add)
+    {
+        Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+        Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        for (int p = 0; p < kc; p++, ap += 6, bp += 16)
+        {
+            var b0 = Vector256.Load(bp);
+            var b1 = Vector256.Load(bp + 8);
+            var a = Vector256.Create(ap[0]); c00 = Vector256.FusedMultiplyAdd(a, b0, c00); c01 = Vector256.FusedMultiplyAdd(a, b1, c01);
+            a = Vector256.Create(ap[1]); c10 = Vector256.FusedMultiplyAdd(a, b0, c10); c11 = Vector256.FusedMultiplyAdd(a, b1, c11);
+            a = Vector256.Create(ap[2]); c20 = Vector256.FusedMultiplyAdd(a, b0, c20); c21 = Vector256.FusedMultiplyAdd(a, b1, c21);
+            a = Vector256.Create(ap[3]); c30 = Vector256.FusedMultiplyAdd(a, b0, c30); c31 = Vector256.FusedMultiplyAdd(a, b1, c31);
+            a = Vector256.Create(ap[4]); c40 = Vector256.FusedMultiplyAdd(a, b0, c40); c41 = Vector256.FusedMultiplyAdd(a, b1, c41);
+            a = Vector256.Create(ap[5]); c50 = Vector256.FusedMultiplyAdd(a, b0, c50); c51 = Vector256.FusedMultiplyAdd(a, b1, c51);
+        }
+        Store256(c, c00, c01, add); Store256(c + ldc, c10, c11, add); Store256(c + 2 * ldc, c20, c21, add);
+        Store256(c + 3 * ldc, c30, c31, add); Store256(c + 4 * ldc, c40, c41, add); Store256(c + 5 * ldc, c50, c51, add);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Store256(float* c, Vector256<float> v0, Vector256<float> v1, bool add)
+    {
+        if (add) { v0 += Vector256.Load(c); v1 += Vector256.Load(c + 8); }
+        v0.Store(c);
+        v1.Store(c + 8);
+    }
+}

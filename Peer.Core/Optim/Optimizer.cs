@@ -1,0 +1,246 @@
+// The optimizer base: named parameters, their per-parameter state (allocated on the first step or load, then
+// reused: Step() allocates nothing), gradient validation before any update, and a state dict of named tensors
+// so a checkpoint restores the optimizer exactly. A parameter steps with its dense Grad or, for tables looked
+// up by row, its RowSparseGrad (a lazy step over the touched rows only); a parameter with neither is skipped.
+using ILGPU.Runtime;
+
+namespace Peer.Optim;
+
+/// <summary>Updates parameters from their gradients. Concrete optimizers: <see cref="Sgd"/>, <see cref="AdamW"/>.</summary>
+public abstract class Optimizer : IDisposable
+{
+    private protected sealed class Slot(string name, Tensor param)
+    {
+        public readonly string Name = name;
+        public readonly Tensor Param = param;
+        public Tensor[] State = [];
+        public Tensor? StepTensor;
+        public long Steps;
+        public bool Sparse;
+    }
+
+    readonly Slot[] slots;
+    readonly string[] stateNames;
+    readonly bool countsSteps;
+    int[] rowsHost = new int[16];
+    float learningRate;
+    bool allocated, disposed;
+
+    /// <summary>The device holding every parameter.</summary>
+    public Device Device { get; }
+
+    /// <summary>Learning rate used by the next <see cref="Step"/>; set it from a schedule before each step.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Negative or not finite.</exception>
+    public float LearningRate
+    {
+        get => learningRate;
+        set
+        {
+            if (!(value >= 0 && float.IsFinite(value)))
+                throw new ArgumentOutOfRangeException(nameof(LearningRate), value, $"LearningRate = {value}: expected a finite value >= 0.");
+            learningRate = value;
+        }
+    }
+
+    /// <summary>Names of the optimized parameters, in order.</summary>
+    public IReadOnlyList<string> ParameterNames => slots.Select(s => s.Name).ToArray();
+
+    /// <summary>Number of <see cref="Step"/> calls on this object (not part of the state dict; the per-parameter step counts are).</summary>
+    public long StepCalls { get; private set; }
+
+    private protected Optimizer(IEnumerable<(string Name, Tensor Param)> parameters, float learningRate, string[] stateNames, bool countsSteps)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        var list = parameters.ToList();
+        Check.That(list.Count > 0, nameof(parameters), "an empty list", "at least one parameter");
+        var names = new HashSet<string>();
+        foreach (var (name, p) in list)
+        {
+            Check.That(!string.IsNullOrEmpty(name), nameof(parameters), name, "non-empty parameter names");
+            Check.That(names.Add(name), nameof(parameters), name, "distinct parameter names");
+            ArgumentNullException.ThrowIfNull(p, name);
+            Check.Alive(p, name);
+            Check.DType(p, DType.F32, name);
+            Check.SameDevice(list[0].Param, p, name);
+        }
+        Device = list[0].Param.Device;
+        slots = list.Select(e => new Slot(e.Name, e.Param)).ToArray();
+        this.stateNames = stateNames;
+        this.countsSteps = countsSteps;
+        LearningRate = learningRate;
+    }
+
+    /// <summary>
+    /// Applies one update to every parameter that has a gradient (<see cref="Tensor.Grad"/> or <see cref="Tensor.SparseGrad"/>).
+    /// Every gradient is validated before any parameter changes. State is allocated on the first call; later calls allocate nothing on the device.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">A parameter has both kinds of gradient, a gradient of the wrong shape, type or device,
+    /// or sparse rows that are out of range or not strictly increasing. Nothing was updated.</exception>
+    public void Step()
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        EnsureState();
+        for (int i = 0; i < slots.Length; i++) Validate(slots[i]);
+        for (int i = 0; i < slots.Length; i++)
+        {
+            var s = slots[i];
+            if (s.Param.Grad is { } g)
+            {
+                s.Steps++;
+                UpdateDense(s.Param, g, s.State, s.Steps);
+            }
+            else if (s.Param.SparseGrad is { } sg)
+            {
+                s.Steps++;
+                if (sg.Values.Length > 0) UpdateSparse(s.Param, sg, sg.Values.Shape[1], s.State, s.Steps);
+            }
+        }
+        StepCalls++;
+    }
+
+    /// <summary>Disposes and clears every parameter's dense and sparse gradient.</summary>
+    public void ZeroGrad()
+    {
+        foreach (var s in slots)
+        {
+            s.Param.Grad?.Dispose();
+            s.Param.Grad = null;
+            s.Param.SparseGrad?.Dispose();
+            s.Param.SparseGrad = null;
+        }
+    }
+
+    /// <summary>
+    /// The optimizer's state as named tensors: <c>{parameter}.{state}</c> for each state tensor of each parameter
+    /// (shape of the parameter) and, for optimizers that count steps, <c>{parameter}.step</c> (I32 <c>[1]</c>).
+    /// The tensors belong to the optimizer: read or save them, do not dispose them. Allocates the state if no step ran yet.
+    /// </summary>
+    public IEnumerable<(string Name, Tensor T)> StateDict()
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        EnsureState();
+        var result = new List<(string, Tensor)>();
+        foreach (var s in slots)
+        {
+            for (int k = 0; k < stateNames.Length; k++) result.Add(($"{s.Name}.{stateNames[k]}", s.State[k]));
+            if (s.StepTensor is { } st)
+            {
+                Check.That(s.Steps <= int.MaxValue, s.Name, s.Steps, $"a step count of at most {int.MaxValue} to save as I32");
+                st.IntView.SubView(0, 1).CopyFromCPU(new[] { (int)s.Steps });
+                result.Add(($"{s.Name}.step", st));
+            }
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// Restores state saved by <see cref="StateDict"/> (same names, shapes and types; tensors on this optimizer's device) by copying it.
+    /// Every entry is checked before anything is copied.
+    /// </summary>
+    /// <exception cref="ArgumentException">An entry is missing, unexpected, repeated, of the wrong shape, type or device, or a step count is negative.</exception>
+    public void LoadStateDict(IEnumerable<(string Name, Tensor T)> state)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        ArgumentNullException.ThrowIfNull(state);
+        EnsureState();
+        var given = new Dictionary<string, Tensor>();
+        foreach (var (name, t) in state)
+        {
+            Check.That(given.TryAdd(name, t), nameof(state), name, "each name once");
+            ArgumentNullException.ThrowIfNull(t, name);
+            Check.Alive(t, name);
+        }
+        var expected = StateDict().ToList();
+        foreach (var (name, mine) in expected)
+        {
+            Check.That(given.TryGetValue(name, out var t), nameof(state), name, "an entry of this name (the optimizer's state has it)");
+            Check.DType(t!, mine.DType, name);
+            Check.Shape(t!, name, mine.Shape);
+            Check.SameDevice(mine, t!, name);
+        }
+        foreach (var name in given.Keys)
+            Check.That(expected.Any(e => e.Name == name), nameof(state), name, $"one of the optimizer's state names (e.g. '{expected[0].Name}')");
+        var steps = new long[slots.Length];
+        for (int i = 0; i < slots.Length; i++)
+        {
+            if (slots[i].StepTensor is null) continue;
+            string name = $"{slots[i].Name}.step";
+            steps[i] = given[name].ToIntArray()[0];
+            Check.That(steps[i] >= 0, name, steps[i], "a non-negative step count");
+        }
+        foreach (var (name, mine) in expected)
+            if (mine.Length > 0)
+            {
+                if (mine.DType == DType.F32) mine.View.CopyFrom(given[name].View);
+                else mine.IntView.CopyFrom(given[name].IntView);
+            }
+        for (int i = 0; i < slots.Length; i++) slots[i].Steps = steps[i];
+    }
+
+    /// <summary>Frees the optimizer's state tensors (not the parameters).</summary>
+    public void Dispose()
+    {
+        if (disposed) return;
+        disposed = true;
+        foreach (var s in slots)
+        {
+            foreach (var t in s.State) t.Dispose();
+            s.StepTensor?.Dispose();
+        }
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>One dense update of <paramref name="p"/> from <paramref name="grad"/> (same shape); <paramref name="step"/> counts from 1.</summary>
+    private protected abstract void UpdateDense(Tensor p, Tensor grad, Tensor[] state, long step);
+
+    /// <summary>One lazy update of the rows of <paramref name="p"/> (viewed as <c>[Length / cols, cols]</c>) listed in <paramref name="grad"/>.</summary>
+    private protected abstract void UpdateSparse(Tensor p, RowSparseGrad grad, int cols, Tensor[] state, long step);
+
+    void EnsureState()
+    {
+        if (allocated) return;
+        foreach (var s in slots)
+        {
+            s.State = new Tensor[stateNames.Length];
+            for (int k = 0; k < stateNames.Length; k++) s.State[k] = Scope.Unscope(Tensor.Zeros(Device, s.Param.Shape));
+            if (countsSteps) s.StepTensor = Scope.Unscope(Tensor.ZerosInt(Device, 1));
+        }
+        allocated = true;
+    }
+
+    void Validate(Slot s)
+    {
+        var p = s.Param;
+        if (p.IsDisposed) throw Bad(s, "was disposed");
+        if (p.Grad is { } g)
+        {
+            if (p.SparseGrad is not null) throw Bad(s, "has both a dense Grad and a SparseGrad: expected one kind of gradient");
+            if (g.IsDisposed || g.DType != DType.F32 || !ReferenceEquals(g.Device, Device) || !g.Shape.AsSpan().SequenceEqual(p.Shape))
+                throw Bad(s, $"has Grad {g} on '{g.Device.Name}': expected a live F32 tensor of shape {Tensor.FormatShape(p.Shape)} on '{Device.Name}'");
+            return;
+        }
+        if (p.SparseGrad is not { } sg) return;
+        var rows = sg.Rows;
+        var values = sg.Values;
+        if (rows.IsDisposed || values.IsDisposed) throw Bad(s, "has a disposed SparseGrad");
+        if (!ReferenceEquals(rows.Device, Device) || !ReferenceEquals(values.Device, Device))
+            throw Bad(s, $"has a SparseGrad on another device: expected '{Device.Name}'");
+        int r = rows.Length, cols = values.Shape[1];
+        if (values.Length == 0) return;
+        if (p.Length % cols != 0)
+            throw Bad(s, $"has SparseGrad values of shape {Tensor.FormatShape(values.Shape)}: expected rows of a width dividing the parameter's {p.Length} elements (shape {Tensor.FormatShape(p.Shape)})");
+        int total = p.Length / cols;
+        if (rowsHost.Length < r) rowsHost = new int[Math.Max(r, 2 * rowsHost.Length)];
+        rows.IntView.SubView(0, r).CopyToCPU(ref rowsHost[0], r);
+        int previous = -1;
+        for (int i = 0; i < r; i++)
+        {
+            int row = rowsHost[i];
+            if (row < 0 || row >= total) throw Bad(s, $"has SparseGrad row {row} at position {i}: expected rows in [0, {total})");
+            if (row <= previous) throw Bad(s, $"has SparseGrad rows {previous}, {row} at positions {i - 1}, {i}: expected distinct rows in increasing order");
+            previous = row;
+        }
+    }
+
+    static InvalidOperationException Bad(Slot s, string what) => new($"Parameter '{s.Name}' {what}.");
+}

@@ -1,0 +1,147 @@
+using Peer.IO;
+using Peer.Optim;
+
+namespace Peer.Tests.Optim;
+
+// Checkpointing optimizer state, and the errors of the optimizers.
+public sealed class OptimizerStateTests
+{
+    static Device D => Devices.Cpu;
+
+    static Tensor Param(float[] data, params int[] shape)
+    {
+        var p = Tensor.FromArray(D, data, shape);
+        p.RequiresGrad = true;
+        return p;
+    }
+
+    static void Grads(Tensor dense, Tensor table, int seed)
+    {
+        dense.Grad?.Dispose();
+        dense.Grad = Tensor.FromArray(D, GradCheck.Rand(dense.Length, seed), dense.Shape);
+        int[] rows = seed % 2 == 0 ? [1, 5] : [0, 5, 6];
+        table.SparseGrad?.Dispose();
+        table.SparseGrad = new RowSparseGrad(Tensor.FromArray(D, rows, rows.Length), Tensor.FromArray(D, GradCheck.Rand(rows.Length * 3, seed + 1), rows.Length, 3));
+    }
+
+    static Optimizer Make(string kind, Tensor dense, Tensor table) => kind == "adamw"
+        ? new AdamW([("dense", dense), ("table", table)], 1e-2f, weightDecay: 0.1f)
+        : new Sgd([("dense", dense), ("table", table)], 0.05f, momentum: 0.9f, weightDecay: 0.01f);
+
+    [TestCase("adamw")]
+    [TestCase("sgd")]
+    public void SavedStateGivesIdenticalLaterSteps(string kind)
+    {
+        using var s = Scope.Begin();
+        string path = Path.Combine(Path.GetTempPath(), $"peer-optim-{Guid.NewGuid():N}.safetensors");
+        try
+        {
+            var dense = Param(GradCheck.Rand(10, 1), 2, 5);
+            var table = Param(GradCheck.Rand(21, 2), 7, 3);
+            using var a = Make(kind, dense, table);
+            for (int step = 0; step < 3; step++)
+            {
+                Grads(dense, table, 10 * step);
+                a.Step();
+            }
+            SafeTensors.Write(path, a.StateDict().Select(e => ("optim." + e.Name, e.T)).Concat([("dense", dense), ("table", table)]));
+
+            using var r = SafeTensors.Read(path);
+            var dense2 = r.ToTensor(D, "dense");
+            var table2 = r.ToTensor(D, "table");
+            dense2.RequiresGrad = table2.RequiresGrad = true;
+            using var b = Make(kind, dense2, table2);
+            b.LoadStateDict(r.Names.Where(n => n.StartsWith("optim.")).Select(n => (n["optim.".Length..], r.ToTensor(D, n))));
+            for (int step = 3; step < 5; step++)
+            {
+                Grads(dense, table, 10 * step);
+                Grads(dense2, table2, 10 * step);
+                a.Step();
+                b.Step();
+                Assert.That(dense2.ToArray(), Is.EqualTo(dense.ToArray()));
+                Assert.That(table2.ToArray(), Is.EqualTo(table.ToArray()));
+            }
+            var sa = a.StateDict().ToList();
+            var sb = b.StateDict().ToList();
+            Assert.That(sb.Select(e => e.Name), Is.EqualTo(sa.Select(e => e.Name)));
+            for (int i = 0; i < sa.Count; i++)
+                if (sa[i].T.DType == DType.F32) Assert.That(sb[i].T.ToArray(), Is.EqualTo(sa[i].T.ToArray()), sa[i].Name);
+                else Assert.That(sb[i].T.ToIntArray(), Is.EqualTo(sa[i].T.ToIntArray()), sa[i].Name);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Test]
+    public void LoadStateDictRefusesMismatches()
+    {
+        using var s = Scope.Begin();
+        var dense = Param(GradCheck.Rand(10, 1), 2, 5);
+        var table = Param(GradCheck.Rand(21, 2), 7, 3);
+        using var opt = new AdamW([("dense", dense), ("table", table)]);
+        var full = opt.StateDict().ToList();
+
+        var missing = Assert.Throws<ArgumentException>(() => opt.LoadStateDict(full.Where(e => e.Name != "table.exp_avg")))!;
+        Assert.That(missing.Message, Does.Contain("'table.exp_avg'").And.Contain("an entry of this name"));
+        var extra = Assert.Throws<ArgumentException>(() => opt.LoadStateDict(full.Append(("bogus", Tensor.Zeros(D, 1)))))!;
+        Assert.That(extra.Message, Does.Contain("'bogus'"));
+        var shape = Assert.Throws<ArgumentException>(() => opt.LoadStateDict(full.Select(e => e.Name == "dense.exp_avg_sq" ? (e.Name, Tensor.Zeros(D, 10)) : e)))!;
+        Assert.That(shape.Message, Does.Contain("dense.exp_avg_sq has shape [10]").And.Contain("[2, 5]"));
+        var type = Assert.Throws<ArgumentException>(() => opt.LoadStateDict(full.Select(e => e.Name == "dense.step" ? (e.Name, Tensor.Zeros(D, 1)) : e)))!;
+        Assert.That(type.Message, Does.Contain("dense.step has dtype F32: expected I32"));
+        var negative = Assert.Throws<ArgumentException>(() => opt.LoadStateDict(full.Select(e => e.Name == "dense.step" ? (e.Name, Tensor.FromArray(D, new[] { -3 }, 1)) : e)))!;
+        Assert.That(negative.Message, Does.Contain("dense.step = -3"));
+    }
+
+    [Test]
+    public void BadGradientsAreRefusedBeforeAnyUpdate()
+    {
+        using var s = Scope.Begin();
+        var dense = Param(GradCheck.Rand(4, 1), 4);
+        var table = Param(GradCheck.Rand(12, 2), 4, 3);
+        using var opt = new Sgd([("dense", dense), ("table", table)], 0.1f);
+        var before = dense.ToArray();
+        dense.Grad = Tensor.FromArray(D, GradCheck.Rand(4, 3), 4);
+
+        void Sparse(int[] rows, int cols = 3)
+        {
+            table.SparseGrad?.Dispose();
+            table.SparseGrad = new RowSparseGrad(Tensor.FromArray(D, rows, rows.Length), Tensor.Zeros(D, rows.Length, cols));
+        }
+        Sparse([0, 4]);
+        var range = Assert.Throws<InvalidOperationException>(opt.Step)!;
+        Assert.That(range.Message, Does.Contain("'table'").And.Contain("row 4 at position 1").And.Contain("[0, 4)"));
+        Sparse([2, 1]);
+        var order = Assert.Throws<InvalidOperationException>(opt.Step)!;
+        Assert.That(order.Message, Does.Contain("rows 2, 1").And.Contain("increasing"));
+        Sparse([1, 1]);
+        Assert.That(Assert.Throws<InvalidOperationException>(opt.Step)!.Message, Does.Contain("distinct"));
+        Sparse([0], cols: 5);
+        Assert.That(Assert.Throws<InvalidOperationException>(opt.Step)!.Message, Does.Contain("[1, 5]").And.Contain("dividing"));
+        Sparse([1]);
+        table.Grad = Tensor.Zeros(D, 4, 3);
+        Assert.That(Assert.Throws<InvalidOperationException>(opt.Step)!.Message, Does.Contain("both a dense Grad and a SparseGrad"));
+        table.SparseGrad!.Dispose();
+        table.SparseGrad = null;
+        table.Grad.Dispose();
+        table.Grad = Tensor.Zeros(D, 3, 4);
+        Assert.That(Assert.Throws<InvalidOperationException>(opt.Step)!.Message, Does.Contain("'table' has Grad").And.Contain("[4, 3]"));
+        Assert.That(dense.ToArray(), Is.EqualTo(before), "a refused step updates nothing");
+    }
+
+    [Test]
+    public void ConstructionErrorsNameTheValue()
+    {
+        using var s = Scope.Begin();
+        var p = Param(GradCheck.Rand(4, 1), 4);
+        Assert.That(Assert.Throws<ArgumentException>(() => new Sgd([], 0.1f))!.Message, Does.Contain("at least one parameter"));
+        Assert.That(Assert.Throws<ArgumentException>(() => new Sgd([("p", p), ("p", p)], 0.1f))!.Message, Does.Contain("'p'").And.Contain("distinct"));
+        Assert.That(Assert.Throws<ArgumentException>(() => new Sgd([("i", Tensor.ZerosInt(D, 2))], 0.1f))!.Message, Does.Contain("i has dtype I32"));
+        Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new AdamW([("p", p)], beta1: 1f))!.Message, Does.Contain("beta1 = 1"));
+        Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new AdamW([("p", p)], eps: 0f))!.Message, Does.Contain("eps = 0"));
+        Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new Sgd([("p", p)], -1f))!.Message, Does.Contain("LearningRate = -1"));
+        Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new Sgd([("p", p)], 0.1f, momentum: float.NaN))!.Message, Does.Contain("momentum = NaN"));
+    }
+}

@@ -1,0 +1,160 @@
+// The OpenCL adapter (Peer.Core/Runtime/OpenClAdapter.cs): library resolution, the version guard of its
+// bypass, and, where an OpenCL device is present (PoCL in CI), that the device opens, names itself, runs
+// kernels with the CPU accelerator's results, refuses a bad kernel clearly and loads a good one after it.
+using System.Runtime.InteropServices;
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.OpenCL;
+
+namespace Peer.Tests.Runtime;
+
+public sealed class OpenClTests
+{
+    static bool IcdLoaderInstalled()
+    {
+        if (!NativeLibrary.TryLoad("libOpenCL.so.1", out var h)) return false;
+        NativeLibrary.Free(h);
+        return true;
+    }
+
+    static void RequireDevice()
+    {
+        var info = OpenClBackend.Describe();
+        if (!info.Available) Assert.Ignore($"no OpenCL device here: {info.Reason}");
+    }
+
+    [Test]
+    public void ResolverMapsIlgpusOpenClNameToTheIcdLoader()
+    {
+        if (!OperatingSystem.IsLinux() || !IcdLoaderInstalled()) Assert.Ignore("needs Linux with the OpenCL ICD loader (libOpenCL.so.1)");
+        var ilgpu = typeof(CLAPI).Assembly;
+        Assert.That(OpenClAdapter.Resolve(ilgpu, "OpenCL"), Is.Not.EqualTo(IntPtr.Zero));
+        Assert.That(OpenClAdapter.Resolve(ilgpu, "cuda"), Is.EqualTo(IntPtr.Zero), "other libraries are left to the runtime and ILGPU");
+        Assert.That(OpenClAdapter.Resolve(typeof(OpenClTests).Assembly, "OpenCL"), Is.EqualTo(IntPtr.Zero), "only ILGPU's imports are mapped");
+    }
+
+    [Test]
+    public void BypassAppliesToTheLoadedIlgpu()
+    {
+        Assert.That(typeof(Context).Assembly.GetName().Version, Is.EqualTo(OpenClAdapter.SupportedIlgpu));
+        Assert.That(OpenClAdapter.ShapeProblem(), Is.Null);
+    }
+
+    [Test]
+    public void BypassRefusesAnotherIlgpuVersionByName()
+    {
+        var problem = OpenClAdapter.ShapeProblem(new Version(1, 6, 0, 0));
+        Assert.That(problem, Does.Contain("ILGPU 1.6.0.0 is loaded").And.Contain("1.5.3").And.Contain("OpenClAdapter.cs"));
+    }
+
+    [Test]
+    public void DescribeNamesTheDeviceOrSaysWhyNot()
+    {
+        var info = OpenClBackend.Describe();
+        Assert.That(info.Backend, Is.EqualTo(Backend.OpenCL));
+        if (info.Available)
+            Assert.That(info.Name, Is.Not.Empty.And.Contain("("), "device name and platform");
+        else
+            Assert.That(info.Reason, Does.Contain("OpenCL"), "the reason names what is missing");
+        Assert.That(Device.List().Single(d => d.Backend == Backend.OpenCL), Is.EqualTo(info));
+    }
+
+    [Test]
+    public void ProbeNotesTheBypassOnDevicesWithoutGenericAddressSpace()
+    {
+        RequireDevice();
+        var probe = OpenClAdapter.Probe();
+        Assert.That(probe.Problem, Is.Null);
+        foreach (var d in probe.Devices.Where(d => d.Platform.Contains("Portable Computing Language")))
+            Assert.That(d.Note, Does.Contain("generic address space"), d.Name);
+    }
+
+    [Test]
+    public void OpensAndNamesItself()
+    {
+        RequireDevice();
+        using var d = Device.Open("opencl");
+        Assert.That(d.Backend, Is.EqualTo(Backend.OpenCL));
+        Assert.That(d.IsCpu, Is.False);
+        Assert.That(d.Accelerator.AcceleratorType, Is.EqualTo(AcceleratorType.OpenCL));
+        Assert.That(d.Name, Does.StartWith("opencl (").And.Contain(OpenClAdapter.Probe().Accepted.First().Name));
+    }
+
+    [Test]
+    public void MissingIndexSaysWhatIsPresent()
+    {
+        var e = Assert.Throws<ArgumentException>(() => Device.Open("opencl", new DeviceOptions { Index = 99 }));
+        Assert.That(e!.Message, Does.Contain("index 99").And.Contain("OpenCL"));
+    }
+
+    [Test]
+    public void KernelResultsEqualTheCpuAccelerators()
+    {
+        RequireDevice();
+        var cl = Devices.Get("opencl");
+        var x = Enumerable.Range(0, 5000).Select(i => i * 7919 - 1_000_000).ToArray();
+        // Integer arithmetic: both backends must agree exactly.
+        Assert.That(RunMix(cl, x), Is.EqualTo(RunMix(Devices.Cpu, x)));
+
+        // Float matmul: same sums in the same order per output, so only contraction (FMA) may differ.
+        using var s = Scope.Begin();
+        var a = GradCheck.Rand(33 * 29, 5);
+        var b = GradCheck.Rand(29 * 17, 6);
+        var onCl = Peer.Ops.MatMul(Tensor.FromArray(cl, a, 33, 29), Tensor.FromArray(cl, b, 29, 17)).ToArray();
+        var onCpu = Peer.Ops.MatMul(Tensor.FromArray(Devices.Cpu, a, 33, 29), Tensor.FromArray(Devices.Cpu, b, 29, 17)).ToArray();
+        Assert.That(onCl, Is.EqualTo(onCpu).Within(1e-5));
+    }
+
+    static int[] RunMix(Device d, int[] x)
+    {
+        var k = d.Get(static d => new MixKernels(d));
+        using var input = d.Accelerator.Allocate1D(x);
+        using var output = d.Accelerator.Allocate1D<int>(x.Length);
+        var w = d.Split(x.Length);
+        k.Mix(w.Workers, w, input.View, output.View);
+        d.Synchronize();
+        return output.GetAsArray1D();
+    }
+
+    [Test]
+    public void FailedCompileIsClearAndLaterKernelsStillLoad()
+    {
+        RequireDevice();
+        // A fresh device, so that a failed recovery cannot spoil the shared one for the rest of the suite.
+        using var d = Device.Open("opencl");
+        var e = Assert.Throws<InternalCompilerException>(() => d.Get(static d => new ThrowingKernels(d)));
+        Assert.That(e!.Message, Does.Contain(nameof(ThrowingKernels)), "the error names the kernel");
+        Assert.That(e.InnerException?.Message, Does.Contain("'Throw'"), "and the unsupported instruction");
+        var x = new[] { 3, -4, 5 };
+        Assert.That(RunMix(d, x), Is.EqualTo(RunMix(Devices.Cpu, x)));
+    }
+
+    sealed class MixKernels(Device d)
+    {
+        public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>> Mix =
+            d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>>(MixKernel);
+
+        // x: [n] -> y: [n], integer hash-like mix (shifts, xor, wrap-around multiply)
+        static void MixKernel(Index1D w, Work work, ArrayView<int> x, ArrayView<int> y)
+        {
+            for (int s = work.Start(w); s < work.N; s += work.Stride)
+                for (int i = s, e = work.End(s); i < e; i++)
+                {
+                    int v = x[i];
+                    v ^= v >> 13;
+                    v *= 0x5bd1e995;
+                    y[i] = v ^ (v << 7) ^ i;
+                }
+        }
+    }
+
+    sealed class ThrowingKernels(Device d)
+    {
+        public readonly Action<Index1D, ArrayView<int>> Bad = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>>(BadKernel);
+
+        static int Checked(int v) => v >= 0 ? v : throw new InvalidOperationException("negative");
+
+        // x: [n] -> x: [n]; calls a method whose body throws, which no ILGPU backend compiles
+        static void BadKernel(Index1D i, ArrayView<int> x) => x[i] = Checked(x[i]);
+    }
+}

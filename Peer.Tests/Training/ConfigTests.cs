@@ -1,0 +1,61 @@
+// Configuration: JSON round trip, presets valid, contradictions caught with a message naming the setting.
+using Peer.Training;
+
+namespace Peer.Tests.Training;
+
+[TestFixture]
+public sealed class ConfigTests
+{
+    [TestCase("tiny")]
+    [TestCase("small")]
+    [TestCase("paper")]
+    public void PresetsAreValidAndRoundTripThroughJson(string preset)
+    {
+        var run = RunConfig.Preset(preset);
+        run.Validate();
+        string json = run.ToJson();
+        var back = RunConfig.FromJson(json);
+        Assert.That(back.ToJson(), Is.EqualTo(json));
+        Assert.That(back.Model with { Blocks = null, Peer = run.Model.Peer }, Is.EqualTo(run.Model with { Blocks = null }));
+        Assert.That(back.Model.Peer, Is.EqualTo(run.Model.Peer));
+        Assert.That(back.Train, Is.EqualTo(run.Train));
+    }
+
+    [Test]
+    public void DefaultPlacesPeerInTheMiddleBlock()
+    {
+        Assert.That(new ModelConfig { Layers = 3 }.BlockKinds(), Is.EqualTo(new[] { "ffw", "peer", "ffw" }));
+        Assert.That(new ModelConfig { Layers = 4 }.BlockKinds(), Is.EqualTo(new[] { "ffw", "ffw", "peer", "ffw" }));
+        Assert.That(ModelConfig.Preset("paper").Peer, Is.EqualTo(new PeerConfig { SubKeys = 1024, Heads = 8, TopK = 16, QueryDim = 256 }));
+    }
+
+    [Test]
+    public void JsonUsesSnakeCaseKeys()
+    {
+        string json = new ModelConfig().ToJson();
+        Assert.That(json, Does.Contain("\"d_model\": 96").And.Contain("\"sub_keys\": 64").And.Contain("\"tied_head\": true"));
+    }
+
+    [TestCase("{\"heads\": 5}", "heads = 5 does not divide d_model = 96")]
+    [TestCase("{\"blocks\": [\"ffw\", \"peer\"]}", "blocks lists 2 kinds but layers = 3")]
+    [TestCase("{\"blocks\": [\"ffw\", \"dense\", \"ffw\"]}", "'dense' is not a feed-forward kind")]
+    [TestCase("{\"peer\": {\"top_k\": 100}}", "peer.top_k = 100")]
+    [TestCase("{\"peer\": {\"query_dim\": 7}}", "peer.query_dim = 7")]
+    [TestCase("{\"positions\": \"sinusoidal\"}", "positions = 'sinusoidal'")]
+    [TestCase("{\"d_modle\": 64}", "not valid JSON")]
+    [TestCase("{\"layers\": ", "not valid JSON")]
+    public void ContradictionsAreOneLineErrors(string json, string expected)
+    {
+        Assert.That(() => ModelConfig.FromJson(json), Throws.TypeOf<ConfigException>()
+            .With.Message.Contains(expected).And.Message.Not.Contains("\n"));
+    }
+
+    [TestCase("{\"warmup_steps\": 900, \"steps\": 10}", "warmup_steps = 900")]
+    [TestCase("{\"device\": \"tpu\"}", "device = 'tpu'")]
+    [TestCase("{\"tokenizer\": \"bpe\"}", "tokenizer = 'bpe'")]
+    [TestCase("{\"batch_size\": 0}", "batch_size = 0")]
+    public void BadTrainSettingsAreOneLineErrors(string json, string expected)
+    {
+        Assert.That(() => TrainConfig.FromJson(json), Throws.TypeOf<ConfigException>().With.Message.Contains(expected));
+    }
+}

@@ -1,0 +1,52 @@
+// A corpus is text plus a name: the built-in .NET documentation prose, one UTF-8 file, or every *.txt
+// file under a folder (ordinal order of relative paths, joined by newlines). Problems the user can fix
+// (missing, empty, not UTF-8) are CorpusExceptions with one-line messages.
+using System.Text;
+
+namespace Peer.Training;
+
+/// <summary>Training text and where it came from.</summary>
+/// <param name="Name">The built-in corpus's name or the full path that was loaded.</param>
+/// <param name="Text">The text.</param>
+public sealed record Corpus(string Name, string Text)
+{
+    /// <summary>Loads the built-in corpus (<paramref name="path"/> null, empty or <c>dotnet-docs</c>), a UTF-8 text file, or a folder's *.txt files.</summary>
+    /// <exception cref="CorpusException">The path does not exist, a file is not UTF-8, or the text is empty.</exception>
+    public static Corpus Load(string? path)
+    {
+        if (string.IsNullOrWhiteSpace(path) || path == BuiltInCorpus.Name)
+            return new Corpus(BuiltInCorpus.Name, BuiltInCorpus.Load());
+        string full = Path.GetFullPath(path);
+        string text;
+        if (File.Exists(full)) text = ReadUtf8(full);
+        else if (Directory.Exists(full))
+        {
+            var files = Directory.GetFiles(full, "*.txt", SearchOption.AllDirectories)
+                .OrderBy(f => Path.GetRelativePath(full, f), StringComparer.Ordinal).ToArray();
+            if (files.Length == 0) throw new CorpusException($"corpus: the folder {full} holds no *.txt files");
+            text = string.Join("\n", files.Select(ReadUtf8));
+        }
+        else throw new CorpusException($"corpus: {full} does not exist");
+        if (string.IsNullOrWhiteSpace(text)) throw new CorpusException($"corpus: {full} is empty");
+        return new Corpus(full, text);
+    }
+
+    static string ReadUtf8(string file)
+    {
+        try
+        {
+            // Strict UTF-8 without encoding detection (a UTF-16 byte-order mark is an error, not a hint); a UTF-8 BOM is dropped.
+            byte[] bytes = File.ReadAllBytes(file);
+            int skip = bytes.AsSpan().StartsWith((ReadOnlySpan<byte>)[0xEF, 0xBB, 0xBF]) ? 3 : 0;
+            return new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes, skip, bytes.Length - skip);
+        }
+        catch (DecoderFallbackException)
+        {
+            throw new CorpusException($"corpus: {file} is not UTF-8 text");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new CorpusException($"corpus: cannot read {file}: {e.Message}");
+        }
+    }
+}

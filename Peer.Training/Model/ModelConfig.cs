@@ -1,0 +1,144 @@
+// The model's shape as one record with a JSON form (snake_case keys), the presets, and validation that
+// turns a contradiction into one line naming the setting. The feed-forward kind is chosen per block;
+// by default PEER replaces the middle block's feed-forward layer, as in the paper.
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Peer.Training;
+
+/// <summary>Settings of the PEER layers of a model (see PEER-SPEC.md).</summary>
+public sealed record PeerConfig
+{
+    /// <summary>Sub-keys per table, <c>n</c>; the layer has <c>N = n*n</c> experts.</summary>
+    public int SubKeys { get; init; } = 64;
+    /// <summary>Retrieval heads <c>h</c>.</summary>
+    public int Heads { get; init; } = 4;
+    /// <summary>Experts kept per head <c>k</c>.</summary>
+    public int TopK { get; init; } = 8;
+    /// <summary>Query size <c>dq</c> per head (even).</summary>
+    public int QueryDim { get; init; } = 32;
+    /// <summary>BatchNorm on the query (the paper's default).</summary>
+    public bool QueryBatchNorm { get; init; } = true;
+}
+
+/// <summary>Shape of the decoder-only transformer.</summary>
+public sealed record ModelConfig
+{
+    /// <summary>Feed-forward kinds a block may use.</summary>
+    public static readonly string[] FeedForwardKinds = ["ffw", "peer"];
+
+    /// <summary>Vocabulary size (set from the tokenizer).</summary>
+    public int VocabSize { get; init; } = 256;
+    /// <summary>Model width <c>d</c>.</summary>
+    public int DModel { get; init; } = 96;
+    /// <summary>Number of transformer blocks.</summary>
+    public int Layers { get; init; } = 3;
+    /// <summary>Attention heads; must divide <see cref="DModel"/>.</summary>
+    public int Heads { get; init; } = 4;
+    /// <summary>Context length <c>T</c> in tokens.</summary>
+    public int Context { get; init; } = 64;
+    /// <summary>Hidden width of dense feed-forward layers (0 means 4 * d).</summary>
+    public int FfwHidden { get; init; }
+    /// <summary>Feed-forward kind of each block (<c>ffw</c> or <c>peer</c>); null means PEER in the middle block and dense elsewhere.</summary>
+    public string[]? Blocks { get; init; }
+    /// <summary>Settings of the PEER layers.</summary>
+    public PeerConfig Peer { get; init; } = new();
+    /// <summary>Position encoding: <c>learned</c> (the only kind offered).</summary>
+    public string Positions { get; init; } = "learned";
+    /// <summary>Whether the output head shares the token embedding's weights.</summary>
+    public bool TiedHead { get; init; } = true;
+
+    /// <summary>The feed-forward kind of every block, with the default resolved.</summary>
+    public string[] BlockKinds() => Blocks ?? Enumerable.Range(0, Layers).Select(i => i == Layers / 2 ? "peer" : "ffw").ToArray();
+
+    /// <summary>The dense hidden width in effect.</summary>
+    public int HiddenWidth => FfwHidden > 0 ? FfwHidden : 4 * DModel;
+
+    /// <summary>Checks the settings agree with each other.</summary>
+    /// <exception cref="ConfigException">A setting is out of range or contradicts another; the message names it.</exception>
+    public void Validate()
+    {
+        Require(VocabSize >= 2, $"vocab_size = {VocabSize}: expected at least 2");
+        Require(DModel >= 1, $"d_model = {DModel}: expected a positive width");
+        Require(Layers >= 1, $"layers = {Layers}: expected at least 1");
+        Require(Heads >= 1 && DModel % Heads == 0, $"heads = {Heads} does not divide d_model = {DModel}");
+        Require(Context >= 1, $"context = {Context}: expected at least 1 token");
+        Require(FfwHidden >= 0, $"ffw_hidden = {FfwHidden}: expected 0 (4 * d_model) or a positive width");
+        Require(Positions == "learned", $"positions = '{Positions}': expected 'learned'");
+        if (Blocks != null)
+            Require(Blocks.Length == Layers, $"blocks lists {Blocks.Length} kinds but layers = {Layers}");
+        foreach (var kind in BlockKinds())
+            Require(FeedForwardKinds.Contains(kind), $"blocks: '{kind}' is not a feed-forward kind; expected one of {string.Join(", ", FeedForwardKinds)}");
+        if (BlockKinds().Contains("peer"))
+        {
+            Require(Peer.SubKeys >= 1, $"peer.sub_keys = {Peer.SubKeys}: expected at least 1");
+            Require(Peer.TopK >= 1 && Peer.TopK <= Peer.SubKeys, $"peer.top_k = {Peer.TopK}: expected between 1 and peer.sub_keys = {Peer.SubKeys}");
+            Require(Peer.Heads >= 1, $"peer.heads = {Peer.Heads}: expected at least 1");
+            Require(Peer.QueryDim >= 2 && Peer.QueryDim % 2 == 0, $"peer.query_dim = {Peer.QueryDim}: expected a positive even size");
+        }
+    }
+
+    internal static void Require(bool ok, string message)
+    {
+        if (!ok) throw new ConfigException("config: " + message);
+    }
+
+    /// <summary>The named preset: <c>tiny</c> (minutes on a 2-core CPU), <c>small</c>, or <c>paper</c> (the paper's PEER layer settings).</summary>
+    /// <exception cref="ConfigException">Unknown name.</exception>
+    public static ModelConfig Preset(string name) => name switch
+    {
+        "tiny" => new ModelConfig(),
+        "small" => new ModelConfig
+        {
+            DModel = 256, Layers = 6, Heads = 8, Context = 256,
+            Peer = new PeerConfig { SubKeys = 256, Heads = 8, TopK = 16, QueryDim = 128 },
+        },
+        "paper" => new ModelConfig
+        {
+            DModel = 768, Layers = 12, Heads = 12, Context = 1024,
+            Peer = new PeerConfig { SubKeys = 1024, Heads = 8, TopK = 16, QueryDim = 256 },
+        },
+        _ => throw new ConfigException($"config: preset '{name}' is unknown; expected one of {string.Join(", ", PresetNames)}"),
+    };
+
+    /// <summary>Names accepted by <see cref="Preset"/>.</summary>
+    public static readonly string[] PresetNames = ["tiny", "small", "paper"];
+
+    /// <summary>Serializer settings of every configuration file (snake_case keys, indented, unknown keys rejected).</summary>
+    public static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        WriteIndented = true,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    /// <summary>The JSON form.</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
+
+    /// <summary>Reads the JSON form and validates it.</summary>
+    /// <exception cref="ConfigException">Malformed JSON or invalid settings.</exception>
+    public static ModelConfig FromJson(string json) => ConfigJson.Parse<ModelConfig>(json, "model config", c => c.Validate());
+}
+
+/// <summary>A configuration the user can fix; its message is one line.</summary>
+public sealed class ConfigException(string message) : Exception(message);
+
+static class ConfigJson
+{
+    public static T Parse<T>(string json, string what, Action<T> validate) where T : class
+    {
+        T? value;
+        try
+        {
+            value = JsonSerializer.Deserialize<T>(json, ModelConfig.Json);
+        }
+        catch (JsonException e)
+        {
+            throw new ConfigException($"config: {what} is not valid JSON: {e.Message.Split('\n')[0]}");
+        }
+        if (value is null) throw new ConfigException($"config: {what} is empty");
+        validate(value);
+        return value;
+    }
+}

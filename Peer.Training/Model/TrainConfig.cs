@@ -1,0 +1,102 @@
+// How a run trains: data, schedule, optimizer settings, evaluation and checkpoint cadence, seed and device.
+// Together with ModelConfig it is saved in every checkpoint; a resumed run must agree with it.
+using System.Text.Json;
+
+namespace Peer.Training;
+
+/// <summary>Settings of a training run.</summary>
+public sealed record TrainConfig
+{
+    /// <summary>Corpus path, or null for the built-in corpus.</summary>
+    public string? Corpus { get; init; }
+    /// <summary>Tokenizer name: <c>byte</c> or <c>gpt2</c>.</summary>
+    public string Tokenizer { get; init; } = "byte";
+    /// <summary>Optimizer steps.</summary>
+    public int Steps { get; init; } = 600;
+    /// <summary>Sequences per micro-batch.</summary>
+    public int BatchSize { get; init; } = 16;
+    /// <summary>Micro-batches whose gradients are summed (and averaged) per step.</summary>
+    public int Accumulation { get; init; } = 1;
+    /// <summary>Peak learning rate.</summary>
+    public float LearningRate { get; init; } = 3e-3f;
+    /// <summary>Final learning rate as a fraction of the peak.</summary>
+    public float MinLearningRateFraction { get; init; } = 0.1f;
+    /// <summary>Linear warmup steps.</summary>
+    public int WarmupSteps { get; init; } = 30;
+    /// <summary>AdamW decoupled weight decay.</summary>
+    public float WeightDecay { get; init; } = 0.01f;
+    /// <summary>Global gradient-norm clip; 0 disables.</summary>
+    public float ClipNorm { get; init; } = 1f;
+    /// <summary>Evaluate every this many steps (and at the end); 0 only at the end.</summary>
+    public int EvalEvery { get; init; } = 100;
+    /// <summary>Validation windows per evaluation.</summary>
+    public int EvalWindows { get; init; } = 32;
+    /// <summary>Write a checkpoint every this many steps (and at the end); 0 only at the end.</summary>
+    public int CheckpointEvery { get; init; } = 200;
+    /// <summary>Seed of initialisation and batch sampling.</summary>
+    public ulong Seed { get; init; } = 1;
+    /// <summary>Device name: cpu, cuda, opencl or auto.</summary>
+    public string Device { get; init; } = "auto";
+
+    /// <summary>Checks ranges.</summary>
+    /// <exception cref="ConfigException">A setting is out of range; the message names it.</exception>
+    public void Validate()
+    {
+        ModelConfig.Require(Peer.Training.Tokenizers.Names.Contains(Tokenizer), $"tokenizer = '{Tokenizer}': expected one of {string.Join(", ", Peer.Training.Tokenizers.Names)}");
+        ModelConfig.Require(Steps >= 1, $"steps = {Steps}: expected at least 1");
+        ModelConfig.Require(BatchSize >= 1, $"batch_size = {BatchSize}: expected at least 1");
+        ModelConfig.Require(Accumulation >= 1, $"accumulation = {Accumulation}: expected at least 1");
+        ModelConfig.Require(LearningRate > 0 && float.IsFinite(LearningRate), $"learning_rate = {LearningRate}: expected a positive number");
+        ModelConfig.Require(MinLearningRateFraction is >= 0 and <= 1, $"min_learning_rate_fraction = {MinLearningRateFraction}: expected 0..1");
+        ModelConfig.Require(WarmupSteps >= 0 && WarmupSteps <= Steps, $"warmup_steps = {WarmupSteps}: expected 0..steps ({Steps})");
+        ModelConfig.Require(WeightDecay >= 0, $"weight_decay = {WeightDecay}: expected 0 or more");
+        ModelConfig.Require(ClipNorm >= 0, $"clip_norm = {ClipNorm}: expected 0 (off) or a positive norm");
+        ModelConfig.Require(EvalEvery >= 0, $"eval_every = {EvalEvery}: expected 0 or more");
+        ModelConfig.Require(EvalWindows >= 1, $"eval_windows = {EvalWindows}: expected at least 1");
+        ModelConfig.Require(CheckpointEvery >= 0, $"checkpoint_every = {CheckpointEvery}: expected 0 or more");
+        ModelConfig.Require(Device is "cpu" or "cuda" or "opencl" or "auto", $"device = '{Device}': expected one of cpu, cuda, opencl, auto");
+    }
+
+    /// <summary>The training settings of a preset (see <see cref="ModelConfig.Preset"/>).</summary>
+    public static TrainConfig Preset(string name) => name switch
+    {
+        "tiny" => new TrainConfig(),
+        "small" => new TrainConfig { Steps = 5000, BatchSize = 32, LearningRate = 1e-3f, WarmupSteps = 200, EvalEvery = 250, CheckpointEvery = 1000 },
+        "paper" => new TrainConfig { Steps = 20000, BatchSize = 32, Accumulation = 4, LearningRate = 6e-4f, WarmupSteps = 1000, EvalEvery = 500, CheckpointEvery = 1000, Tokenizer = "gpt2" },
+        _ => throw new ConfigException($"config: preset '{name}' is unknown; expected one of {string.Join(", ", ModelConfig.PresetNames)}"),
+    };
+
+    /// <summary>The JSON form.</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, ModelConfig.Json);
+
+    /// <summary>Reads the JSON form and validates it.</summary>
+    /// <exception cref="ConfigException">Malformed JSON or invalid settings.</exception>
+    public static TrainConfig FromJson(string json) => ConfigJson.Parse<TrainConfig>(json, "train config", c => c.Validate());
+}
+
+/// <summary>A run's whole configuration: the file <c>--config</c> reads and checkpoints store.</summary>
+public sealed record RunConfig
+{
+    /// <summary>The model.</summary>
+    public ModelConfig Model { get; init; } = new();
+    /// <summary>The training run.</summary>
+    public TrainConfig Train { get; init; } = new();
+
+    /// <summary>Validates both parts and their agreement.</summary>
+    /// <exception cref="ConfigException">Invalid settings.</exception>
+    public void Validate()
+    {
+        Model.Validate();
+        Train.Validate();
+    }
+
+    /// <summary>The JSON form.</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, ModelConfig.Json);
+
+    /// <summary>Reads the JSON form and validates it.</summary>
+    /// <exception cref="ConfigException">Malformed JSON or invalid settings.</exception>
+    public static RunConfig FromJson(string json) => ConfigJson.Parse<RunConfig>(json, "run config", c => c.Validate());
+
+    /// <summary>A preset's model and training settings.</summary>
+    public static RunConfig Preset(string name) => new() { Model = ModelConfig.Preset(name), Train = TrainConfig.Preset(name) };
+}

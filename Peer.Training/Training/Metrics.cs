@@ -1,0 +1,104 @@
+// The run's metrics: one CSV row per step (evaluation columns filled on evaluation steps), appended as
+// training goes, and the expert-usage measures of the paper (usage fraction and unevenness).
+using System.Globalization;
+using System.Text;
+
+namespace Peer.Training;
+
+/// <summary>One row of metrics.csv.</summary>
+/// <param name="Step">Optimizer step (1-based).</param>
+/// <param name="Loss">Training loss of the step (mean over its micro-batches).</param>
+/// <param name="LearningRate">Learning rate used by the step.</param>
+/// <param name="TokensPerSecond">Training tokens per second of the step.</param>
+/// <param name="ValLoss">Validation loss, on evaluation steps.</param>
+/// <param name="ExpertUsage">Mean over PEER layers of the fraction of experts used, on evaluation steps.</param>
+/// <param name="Unevenness">Mean over PEER layers of the unevenness (KL divergence from uniform), on evaluation steps.</param>
+/// <param name="LiveMiB">Device memory held by live tensors after the step, MiB.</param>
+/// <param name="PeakMiB">Peak device memory so far, MiB.</param>
+public sealed record MetricRow(int Step, double Loss, double LearningRate, double TokensPerSecond, double? ValLoss,
+    double? ExpertUsage, double? Unevenness, double LiveMiB, double PeakMiB)
+{
+    /// <summary>Validation perplexity, exp(<see cref="ValLoss"/>).</summary>
+    public double? ValPerplexity => ValLoss is { } v ? Math.Exp(v) : null;
+
+    /// <summary>The CSV header line.</summary>
+    public const string Header = "step,loss,lr,tokens_per_s,val_loss,val_ppl,expert_usage,unevenness,live_mib,peak_mib";
+
+    /// <summary>The CSV line (invariant culture, round-trip precision for losses).</summary>
+    public string ToCsv()
+    {
+        static string F(double? v, string format = "R") => v is { } x ? x.ToString(format, CultureInfo.InvariantCulture) : "";
+        return string.Join(",", Step.ToString(CultureInfo.InvariantCulture), F(Loss), F(LearningRate, "G6"), F(TokensPerSecond, "F1"),
+            F(ValLoss), F(ValPerplexity, "G6"), F(ExpertUsage, "G6"), F(Unevenness, "G6"), F(LiveMiB, "F2"), F(PeakMiB, "F2"));
+    }
+
+    /// <summary>Parses a line written by <see cref="ToCsv"/>.</summary>
+    public static MetricRow Parse(string line)
+    {
+        var f = line.Split(',');
+        double? D(int i) => f[i].Length == 0 ? null : double.Parse(f[i], CultureInfo.InvariantCulture);
+        return new MetricRow(int.Parse(f[0], CultureInfo.InvariantCulture), D(1)!.Value, D(2)!.Value, D(3)!.Value, D(4), D(6), D(7), D(8)!.Value, D(9)!.Value);
+    }
+}
+
+/// <summary>Reads and writes a run's metrics.csv.</summary>
+public static class MetricsFile
+{
+    /// <summary>The rows of <paramref name="path"/> with step at most <paramref name="upToStep"/> (all when null); none when the file is absent.</summary>
+    public static List<MetricRow> Read(string path, int? upToStep = null)
+    {
+        if (!File.Exists(path)) return new();
+        return File.ReadLines(path).Skip(1).Where(l => l.Length > 0).Select(MetricRow.Parse)
+            .Where(r => upToStep is null || r.Step <= upToStep).ToList();
+    }
+
+    /// <summary>Replaces <paramref name="path"/> atomically with the header and <paramref name="rows"/>.</summary>
+    public static void Write(string path, IEnumerable<MetricRow> rows)
+    {
+        var sb = new StringBuilder(MetricRow.Header).Append('\n');
+        foreach (var r in rows) sb.Append(r.ToCsv()).Append('\n');
+        AtomicFile.WriteAllText(path, sb.ToString());
+    }
+}
+
+/// <summary>The paper's expert-usage measures over per-expert router-weight sums <c>z'</c>.</summary>
+public static class ExpertStats
+{
+    /// <summary>Fraction of experts with <c>z'_i != 0</c>.</summary>
+    public static double Usage(float[] weightSums) => weightSums.Length == 0 ? 0 : weightSums.Count(z => z != 0) / (double)weightSums.Length;
+
+    /// <summary>Unevenness <c>log N + sum_i z_i log z_i</c> with <c>z = z' / |z'|_1</c>: the KL divergence from uniform, 0 when perfectly even.</summary>
+    public static double Unevenness(float[] weightSums)
+    {
+        double total = 0;
+        foreach (var z in weightSums) total += Math.Abs(z);
+        if (total == 0) return 0;
+        double s = Math.Log(weightSums.Length);
+        foreach (var z in weightSums)
+            if (z != 0) { double p = Math.Abs(z) / total; s += p * Math.Log(p); }
+        return s;
+    }
+}
+
+/// <summary>Writes files so that a reader (or a crash) sees the old content or the new, never a part.</summary>
+public static class AtomicFile
+{
+    /// <summary>Writes <paramref name="text"/> to a temporary file beside <paramref name="path"/> and renames it over it.</summary>
+    public static void WriteAllText(string path, string text) => Write(path, tmp => File.WriteAllText(tmp, text));
+
+    /// <summary>Lets <paramref name="write"/> fill a temporary path beside <paramref name="path"/> (same extension), then renames it over it.</summary>
+    public static void Write(string path, Action<string> write)
+    {
+        string full = Path.GetFullPath(path);
+        string tmp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileNameWithoutExtension(full)}.{Environment.ProcessId}.tmp{Path.GetExtension(full)}");
+        try
+        {
+            write(tmp);
+            File.Move(tmp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(tmp)) File.Delete(tmp);
+        }
+    }
+}
