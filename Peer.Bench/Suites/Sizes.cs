@@ -1,0 +1,12 @@
+namespace Peer.Bench;
+
+/// <summary>Per-mode choice of a size or count: the full run, --quick (the whole run under two minutes on 2 cores), and the test's smoke run.</summary>
+internal static class Sizes
+{
+    public static T Pick<T>(BenchOptions o, T full, T quick, T smoke) => o.Smoke ? smoke : o.Quick ? quick : full;
+
+    /// <summary>Timed repeats after warm-up.</summary>
+    public static int Repeats(BenchOptions o) => Pick(o, 7, 3, 2);
+
+    public static int Warmup(BenchOptions o) => Pick(o, 2, 1, 1);
+}
