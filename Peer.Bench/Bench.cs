@@ -45,6 +45,9 @@ internal static class Bench
                 log.WriteLine($"== {suite.Name}: {suite.Summary}");
                 var clock = Stopwatch.StartNew();
                 suite.Run(run, s);
+                foreach (var g in s.Goals)
+                    log.WriteLine($"goal {(g.Met ? "MET" : "NOT MET")} ({g.Device}) {g.Name}: target {g.Target}; measured {g.Detail}");
+                foreach (var n in s.Notes.Where(n => n.StartsWith("WARNING") || n.Contains("skipped"))) log.WriteLine(n);
                 s.Seconds = clock.Elapsed.TotalSeconds;
                 log.WriteLine($"({suite.Name}: {s.Seconds:F0} s; load average {MachineInfo.LoadAverageNow() ?? "?"})");
                 results.Write(options.Output); // after each suite, so an interrupted run keeps what it measured

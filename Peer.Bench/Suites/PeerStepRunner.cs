@@ -16,11 +16,11 @@ internal sealed class PeerStepRunner : IDisposable
     public List<double> Backward { get; } = new();
     public List<double> Step { get; } = new();
     public List<double> Total { get; } = new();
-    /// <summary>Highest peak over the steps taken: persistent bytes plus the step's transient bytes.</summary>
+    /// <summary>Highest peak over the recorded steps: persistent bytes plus the step's transient bytes.</summary>
     public long PeakBytes { get; private set; }
     /// <summary>Parameters, buffers and AdamW state, in bytes (known after the first step).</summary>
     public long PersistentBytes { get; private set; }
-    /// <summary>Highest rise over the steps taken of the device's live bytes above the persistent ones: gradients, activations, inputs, scratch.</summary>
+    /// <summary>Highest rise over the recorded steps of the device's live bytes above the persistent ones: gradients, activations, inputs, scratch.</summary>
     public long TransientBytes { get; private set; }
     int seed;
 
@@ -49,11 +49,13 @@ internal sealed class PeerStepRunner : IDisposable
         double f = Timing.Seconds(() => { y = naive ? NaivePeer.Forward(Layer, x) : Layer.Forward(x); device.Synchronize(); });
         double b = Timing.Seconds(() => { device.Tape.Backward(y!, gy); device.Synchronize(); });
         double o = Timing.Seconds(() => { Optimizer.Step(); device.Synchronize(); });
-        PersistentBytes = 4L * (Layer.StateDict().Sum(t => (long)t.Tensor.Length) + Optimizer.StateDict().Sum(t => (long)t.T.Length));
-        TransientBytes = Math.Max(TransientBytes, device.PeakBytes - before);
-        PeakBytes = PersistentBytes + TransientBytes;
+        long peak = device.PeakBytes;
         Optimizer.ZeroGrad();
+        // Warm-up steps are left out of the memory figures too: the first one allocates the AdamW state, counted as persistent.
         if (!record) return;
+        PersistentBytes = 4L * (Layer.StateDict().Sum(t => (long)t.Tensor.Length) + Optimizer.StateDict().Sum(t => (long)t.T.Length));
+        TransientBytes = Math.Max(TransientBytes, peak - before);
+        PeakBytes = PersistentBytes + TransientBytes;
         Forward.Add(f);
         Backward.Add(b);
         Step.Add(o);
