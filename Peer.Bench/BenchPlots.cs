@@ -7,26 +7,29 @@ namespace Peer.Bench;
 
 internal static class Plots
 {
-    /// <summary>PEER step time against N (x: sqrt N on a log2 axis), with the line a FLOPs-proportional step time would follow from the smallest N.</summary>
-    public static string PeerScaling(string folder, string file, IReadOnlyList<(int N, double Ms, double FlopsRatio)> points, string title)
+    /// <summary>
+    /// PEER step time against N (x: sqrt N on a log2 axis) relative to the smallest N run alternately with it (the goal's
+    /// figure), beside the FLOPs ratio and the goal's 1.25 x FLOPs ratio.
+    /// </summary>
+    public static string PeerScaling(string folder, string file, IReadOnlyList<(int N, double TimeRatio, double FlopsRatio)> points, string title)
     {
         var plot = new Plot();
         double[] xs = points.Select(p => Math.Log2(Math.Sqrt(p.N))).ToArray();
-        var measured = plot.Add.Scatter(xs, points.Select(p => p.Ms).ToArray());
-        measured.LegendText = "measured step (forward + backward + AdamW)";
+        var measured = plot.Add.Scatter(xs, points.Select(p => p.TimeRatio).ToArray());
+        measured.LegendText = "measured step time / step time at the smallest N (run alternately)";
         measured.LineWidth = 2;
         measured.MarkerSize = 8;
-        var flops = plot.Add.Scatter(xs, points.Select(p => points[0].Ms * p.FlopsRatio).ToArray());
-        flops.LegendText = "proportional to FLOPs (from the smallest N)";
+        var flops = plot.Add.Scatter(xs, points.Select(p => p.FlopsRatio).ToArray());
+        flops.LegendText = "FLOPs ratio (forward + backward)";
         flops.LinePattern = LinePattern.Dashed;
-        var goal = plot.Add.Scatter(xs, points.Select(p => 1.25 * points[0].Ms * p.FlopsRatio).ToArray());
-        goal.LegendText = "goal: 1.25 x FLOPs-proportional";
+        var goal = plot.Add.Scatter(xs, points.Select(p => 1.25 * p.FlopsRatio).ToArray());
+        goal.LegendText = "goal: at most 1.25 x the FLOPs ratio";
         goal.LinePattern = LinePattern.Dotted;
         plot.Axes.Bottom.SetTicks(xs, points.Select(p => $"{Fmt.Experts(p.N)}").ToArray());
-        plot.Axes.SetLimitsY(0, 1.15 * points.Max(p => Math.Max(p.Ms, 1.25 * points[0].Ms * p.FlopsRatio)));
+        plot.Axes.SetLimitsY(0, 1.15 * points.Max(p => Math.Max(p.TimeRatio, 1.25 * p.FlopsRatio)));
         plot.Title(title);
         plot.XLabel("experts N");
-        plot.YLabel("step time (ms)");
+        plot.YLabel("relative step time");
         plot.ShowLegend(Alignment.UpperLeft);
         return Save(plot, folder, file);
     }

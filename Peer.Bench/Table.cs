@@ -36,7 +36,7 @@ internal sealed class Table(params string[] header)
     public string ToMarkdown()
     {
         var w = new StringWriter();
-        w.WriteLine("| " + string.Join(" | ", header) + " |");
+        w.WriteLine("| " + string.Join(" | ", header.Select(h => h.Replace("|", "\\|"))) + " |");
         w.WriteLine("|" + string.Join("|", header.Select((_, c) => rows.Count > 0 && rows.All(r => Numeric(r[c]) || r[c] == "-") ? "---:" : "---")) + "|");
         foreach (var r in rows) w.WriteLine("| " + string.Join(" | ", r.Select(c => c.Replace("|", "\\|"))) + " |");
         return w.ToString();

@@ -18,11 +18,11 @@ internal sealed class AblationSuite : ISuite
     {
         var o = run.Options;
         var (dim, options, tokens) = PeerSuite.Shape(o);
-        int[] experts = Sizes.Pick<int[]>(o, [256 * 256, 512 * 512, 1024 * 1024], [128 * 128, 256 * 256], [16 * 16, 32 * 32]);
-        int repeats = Sizes.Pick(o, 5, 3, 2), warmup = Sizes.Warmup(o);
+        int[] experts = Sizes.Pick<int[]>(o, [256 * 256, 512 * 512, 1024 * 1024], [64 * 64, 128 * 128], [16 * 16, 32 * 32]);
+        int repeats = Sizes.Pick(o, 5, 2, 2), warmup = Sizes.Warmup(o);
         foreach (var (name, device) in run.Open)
         {
-            var table = new Table("N", "fused step ms", "naive step ms", "speed-up", "fused optimizer ms", "naive optimizer ms", "fused peak", "naive peak", "peak ratio", "transient ratio", "max |y diff|");
+            var table = new Table("N", "fused step ms", "naive step ms", "speed-up", "fused optimizer ms", "naive optimizer ms", "fused peak", "naive peak", "peak ratio", "transient ratio", "max abs y diff");
             var points = new List<(int N, double Fused, double Naive, long FusedPeak, long NaivePeak)>();
             double? firstSpeedup = null;
             foreach (int n in experts)
@@ -81,7 +81,7 @@ internal sealed class AblationSuite : ISuite
         s.Notes.Add("Both designs share the retrieval (query, BatchNorm, product-key top-k, router softmax) and start from the same initialisation. " +
             "Naive: Ops.Embedding with dense gradients gathers experts.down/up rows into [T, h*k, d], batched matmuls do the dot products and the " +
             "weighted sum, AdamW then steps the whole [N, d] tables densely. Peak memory includes parameters and AdamW state (the same in both), " +
-            "gradients and activations; transient = peak minus parameters and AdamW state (gradients, activations, scratch). max |y diff| compares the two designs' outputs on one batch before timing.");
+            "gradients and activations; transient = peak minus parameters and AdamW state (gradients, activations, scratch). max abs y diff compares the two designs' outputs on one batch before timing.");
     }
 
     /// <summary>Max |fused - naive| of the outputs of one layer on one random batch (no gradients recorded).</summary>

@@ -12,7 +12,7 @@ internal sealed class KernelsSuite : ISuite
     public void Run(BenchRun run, SuiteResults s)
     {
         var o = run.Options;
-        int[] sizes = Sizes.Pick<int[]>(o, [512, 1024], [256, 512], [128]);
+        int[] sizes = Sizes.Pick<int[]>(o, [512, 1024], [256], [128]);
         int repeats = Sizes.Repeats(o), warmup = Sizes.Warmup(o);
         int axpyN = Sizes.Pick(o, 1 << 24, 1 << 22, 1 << 18);
         int rows = Sizes.Pick(o, 4096, 1024, 128), cols = Sizes.Pick(o, 1024, 1024, 256);
