@@ -45,6 +45,22 @@ public sealed class TrainerTests
         Assert.That(after.Experts[0].WeightSums.Sum(), Is.EqualTo(8 * 16 * 2).Within(1e-2), "softmax router weights sum to 1 per token and head");
     }
 
+    [TestCase("ffw")]
+    [TestCase("pkm")]
+    [TestCase("moe-ec")]
+    [TestCase("moe-topk")]
+    public void EveryFeedForwardKindTrains(string kind)
+    {
+        var config = TrainingFixtures.Micro(12);
+        config = config with { Model = config.Model with { Blocks = ["ffw", kind], Moe = new MoeConfig { Experts = 4, TopK = 2 } } };
+        using var t = new Trainer(device, config, data);
+        Assert.That(t.Model.NamedParameters().Select(p => p.Name), Has.Some.StartsWith("blocks.1.ffw."));
+        var losses = Run(t, 12);
+        Assert.That(losses.All(double.IsFinite));
+        Assert.That(losses.Skip(9).Average(), Is.LessThan(losses.Take(3).Average() - 0.5), kind);
+        Assert.That(t.Evaluate().Experts, Is.Empty, "only PEER layers report expert usage");
+    }
+
     [Test]
     public void LearningRateWarmsUpThenDecaysByCosine()
     {
