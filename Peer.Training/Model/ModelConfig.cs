@@ -80,7 +80,7 @@ public sealed record ModelConfig
     /// <summary>Vocabulary size (set from the tokenizer).</summary>
     public int VocabSize { get; init; } = 256;
     /// <summary>Model width <c>d</c>.</summary>
-    public int DModel { get; init; } = 96;
+    public int DModel { get; init; } = 64;
     /// <summary>Number of transformer blocks.</summary>
     public int Layers { get; init; } = 3;
     /// <summary>Attention heads; must divide <see cref="DModel"/>.</summary>
