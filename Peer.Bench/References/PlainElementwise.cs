@@ -1,5 +1,5 @@
-// Plain-C# elementwise reference for the kernels suite; never used by the framework:
-// y += alpha * x with Vector<T>, one contiguous chunk per core.
+// Plain-C# elementwise references for the kernels suite; never used by the framework: y += alpha * x
+// and a bias add y[r, :] = a[r, :] + b, with Vector<T>, one contiguous chunk per core.
 using System.Numerics;
 using System.Runtime.InteropServices;
 
@@ -20,6 +20,25 @@ internal static class PlainElementwise
             var a = new Vector<float>(alpha);
             for (int i = 0; i < yv.Length; i++) yv[i] += a * xv[i];
             for (int i = yv.Length * Vector<float>.Count; i < ys.Length; i++) ys[i] += alpha * xs[i];
+        });
+    }
+
+    public static void AddRow(float[] a, float[] b, float[] y, int rows, int n)
+    {
+        int parts = Environment.ProcessorCount;
+        Parallel.For(0, parts, part =>
+        {
+            int r0 = (int)((long)rows * part / parts), r1 = (int)((long)rows * (part + 1) / parts);
+            var bv = MemoryMarshal.Cast<float, Vector<float>>(b.AsSpan());
+            for (int r = r0; r < r1; r++)
+            {
+                var ar = a.AsSpan(r * n, n);
+                var yr = y.AsSpan(r * n, n);
+                var av = MemoryMarshal.Cast<float, Vector<float>>(ar);
+                var yv = MemoryMarshal.Cast<float, Vector<float>>(yr);
+                for (int i = 0; i < yv.Length; i++) yv[i] = av[i] + bv[i];
+                for (int i = yv.Length * Vector<float>.Count; i < n; i++) yr[i] = ar[i] + b[i];
+            }
         });
     }
 }

@@ -1,7 +1,7 @@
 // Elementwise arithmetic: fill, in-place accumulate, scale and affine maps, binary ops with row/column
 // broadcasting, and cheap unary maps (exp, log, sqrt, square). One index per worker walks its chunk
 // (Work); per-element logic is a readonly struct passed as a generic argument to one kernel. On the CPU
-// accelerator axpy, affine and same-shape binary ops run SIMD bodies (Cpu/ElementwiseCpu.cs).
+// accelerator axpy, affine and the binary ops run SIMD bodies (Cpu/ElementwiseCpu.cs).
 using System.Numerics;
 using ILGPU;
 using ILGPU.Runtime;
@@ -129,8 +129,8 @@ public static partial class Ops
         if (a.Length > 0)
         {
             var w = d.Split(a.Length);
-            if (d.IsCpu && mode == Broadcast.Same)
-                d.Get(static d => new ElementwiseCpuKernels(d)).Binary(w.Workers, w, (int)op, a.View, b.View, y.View);
+            if (d.IsCpu)
+                d.Get(static d => new ElementwiseCpuKernels(d)).Binary(w.Workers, w, (int)op, (int)mode, Math.Max(1, a.Shape[^1]), a.View, b.View, y.View);
             else
             {
                 var k = d.Get(static d => new ElementwiseKernels(d));
