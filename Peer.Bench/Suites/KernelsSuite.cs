@@ -85,7 +85,7 @@ internal sealed class KernelsSuite : ISuite
                 gb = 8.0 * axpyN / 1e9; // read a, write y (b stays in cache)
                 e = Timing.InterleavedMedians(warmup, repeats,
                     () => { portableKernels.Add(w.Workers, w, a2.View, bias.View, sum.View, n, (int)Ops.Broadcast.Row); device.Synchronize(); },
-                    () => { Ops.Add(a2, bias).Dispose(); device.Synchronize(); },
+                    () => { Ops.BinaryInto(a2, bias, sum, Ops.BinaryOp.Add, Ops.Broadcast.Row); device.Synchronize(); },
                     () => PlainElementwise.AddRow(hx, hbias, hout, rows, n));
                 AddElementwise(ew, results, name, device, "add row-broadcast", $"[{rows}, {n}] + [{n}]", gb / e[0], gb / e[1], gb / e[2]);
             }
