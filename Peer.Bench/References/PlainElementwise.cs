@@ -41,4 +41,21 @@ internal static class PlainElementwise
             }
         });
     }
+
+    /// <summary><c>a + b</c> into a new array, as an op that allocates its output (the GC reuses freed memory).</summary>
+    public static float[] AddNew(float[] a, float[] b)
+    {
+        var y = GC.AllocateUninitializedArray<float>(a.Length);
+        int parts = Environment.ProcessorCount, n = a.Length;
+        Parallel.For(0, parts, part =>
+        {
+            int s = (int)((long)n * part / parts), e = (int)((long)n * (part + 1) / parts);
+            var av = MemoryMarshal.Cast<float, Vector<float>>(a.AsSpan(s, e - s));
+            var bv = MemoryMarshal.Cast<float, Vector<float>>(b.AsSpan(s, e - s));
+            var yv = MemoryMarshal.Cast<float, Vector<float>>(y.AsSpan(s, e - s));
+            for (int i = 0; i < yv.Length; i++) yv[i] = av[i] + bv[i];
+            for (int i = s + yv.Length * Vector<float>.Count; i < e; i++) y[i] = a[i] + b[i];
+        });
+        return y;
+    }
 }

@@ -11,7 +11,7 @@ internal sealed class KernelsSuite : ISuite
     public void Run(BenchOptions o, Results results)
     {
         int[] sizes = o.Quick ? [256, 512] : [512, 1024];
-        int repeats = o.Quick ? 3 : 7, warmup = 2;
+        int repeats = o.Repeats > 0 ? o.Repeats : o.Quick ? 3 : 7, warmup = 2;
         int axpyN = o.Quick ? 1 << 22 : 1 << 24;
         var rng = new Random(1);
         float[] Rand(int n) { var v = new float[n]; for (int i = 0; i < n; i++) v[i] = (float)(rng.NextDouble() * 2 - 1); return v; }
@@ -88,6 +88,14 @@ internal sealed class KernelsSuite : ISuite
                     () => { Ops.BinaryInto(a2, bias, sum, Ops.BinaryOp.Add, Ops.Broadcast.Row); device.Synchronize(); },
                     () => PlainElementwise.AddRow(hx, hbias, hout, rows, n));
                 AddElementwise(ew, results, name, device, "add row-broadcast", $"[{rows}, {n}] + [{n}]", gb / e[0], gb / e[1], gb / e[2]);
+
+                // The op as layers call it: Ops.Add allocates its output tensor (plain: a new array per call).
+                gb = 12.0 * axpyN / 1e9;
+                e = Timing.InterleavedMedians(warmup, repeats,
+                    () => { Ops.Add(x, y).Dispose(); device.Synchronize(); },
+                    () => PlainElementwise.AddNew(hx, hy));
+                ew.Add(name, "Ops.Add, new output", $"{axpyN}", null, gb / e[0], gb / e[1], $"{e[1] / e[0]:F2}x");
+                results.Add(new Measurement(name, $"Ops.Add new output {axpyN}", "Ops.Add", "GB/s", gb / e[0], gb / e[1], "plain SIMD, new array"));
             }
         }
         mm.Print(Console.Out);
