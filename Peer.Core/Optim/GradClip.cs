@@ -36,6 +36,11 @@ public static class GradClip
         if (grads.Count == 0) return 0f;
         var d = grads[0].Device;
         var k = d.Get(static d => new ClipKernels(d));
+        lock (k) return Clip(d, k, grads, maxNorm);
+    }
+
+    static float Clip(Device d, ClipKernels k, List<Tensor> grads, float maxNorm)
+    {
         int workers = k.Workers;
         var scratch = k.Scratch.View; // [0, W): partial sums, [W, 2W): their compensations, [2W]: the norm
         k.Zero(2 * workers + 1, new Work(2 * workers + 1, 2 * workers + 1, 1), scratch);
@@ -73,7 +78,7 @@ public static class GradClip
     }
 }
 
-/// <summary>Clipping kernels and the per-device scratch of partial sums.</summary>
+/// <summary>Clipping kernels and the per-device scratch of partial sums (callers lock the object while using the scratch).</summary>
 internal sealed class ClipKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>> Zero;
