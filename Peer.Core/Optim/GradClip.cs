@@ -47,7 +47,7 @@ public static class GradClip
         foreach (var g in grads)
         {
             var w = Split(d, g.Length, workers);
-            k.SumSquares(w.Workers, w, g.View, scratch, workers);
+            (k.UseCpu ? k.SumSquaresCpu! : k.SumSquares)(w.Workers, w, g.View, scratch, workers);
         }
         k.Final(1, new Work(1, 1, 1), scratch, workers);
         var host = k.Host;
@@ -58,7 +58,7 @@ public static class GradClip
             foreach (var g in grads)
             {
                 var w = d.Split(g.Length);
-                k.Scale(w.Workers, w, g.View, scale);
+                (k.UseCpu ? k.ScaleCpu! : k.Scale)(w.Workers, w, g.View, scale);
             }
         return norm;
     }
@@ -85,9 +85,18 @@ internal sealed class ClipKernels
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int> SumSquares;
     public readonly Action<Index1D, Work, ArrayView<float>, int> Final;
     public readonly Action<Index1D, Work, ArrayView<float>, float> Scale;
+    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int>? SumSquaresCpu;
+    public readonly Action<Index1D, Work, ArrayView<float>, float>? ScaleCpu;
     public readonly int Workers;
     public readonly Tensor Scratch;
     public readonly float[] Host = new float[1];
+    readonly bool isCpu;
+
+    /// <summary>Run the portable kernels even on the CPU accelerator (tests compare the two paths).</summary>
+    public static bool PreferPortable { get; set; }
+
+    /// <summary>Whether the <see cref="GradClipCpu"/> kernels are used.</summary>
+    public bool UseCpu => isCpu && !PreferPortable;
 
     public ClipKernels(Device d)
     {
@@ -99,6 +108,22 @@ internal sealed class ClipKernels
         // A GPU's final pass is one thread, so keep its partials to a few thousand.
         Workers = d.IsCpu ? d.Workers : Math.Min(d.Workers, 4096);
         Scratch = Scope.Unscope(Tensor.Zeros(d, 2 * Workers + 1));
+        isCpu = d.IsCpu;
+        if (!isCpu) return;
+        SumSquaresCpu = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int>(SumSquaresCpuKernel);
+        ScaleCpu = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, float>(ScaleCpuKernel);
+    }
+
+    // as SumSquaresKernel; each chunk computed by GradClipCpu.SumSquares (CPU accelerator only)
+    static void SumSquaresCpuKernel(Index1D w, Work work, ArrayView<float> g, ArrayView<float> partial, int workers)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride) GradClipCpu.SumSquares(g, s, work.End(s), partial, workers, w);
+    }
+
+    // as ScaleKernel; each chunk computed by GradClipCpu.Scale (CPU accelerator only)
+    static void ScaleCpuKernel(Index1D w, Work work, ArrayView<float> g, float scale)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride) GradClipCpu.Scale(g, s, work.End(s), scale);
     }
 
     // scratch: [m] <- 0
