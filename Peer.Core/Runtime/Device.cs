@@ -194,7 +194,8 @@ public sealed class Device : IDisposable
             if (launchers.TryGetValue(typeof(T), out var found)) return (T)found;
             try
             {
-                var made = create(this);
+                // On OpenCL a rejected kernel comes back with the compiler's build log (OpenClAdapter).
+                var made = Backend == Backend.OpenCL ? OpenClAdapter.LoadExplained(this, create) : create(this);
                 launchers[typeof(T)] = made;
                 return made;
             }
