@@ -17,11 +17,7 @@ public sealed class OpenClTests
         return true;
     }
 
-    static void RequireDevice()
-    {
-        var info = OpenClBackend.Describe();
-        if (!info.Available) Assert.Ignore($"no OpenCL device here: {info.Reason}");
-    }
+    static void RequireDevice() => Devices.RequireOpenCl();
 
     [Test]
     public void ResolverMapsIlgpusOpenClNameToTheIcdLoader()
@@ -81,6 +77,18 @@ public sealed class OpenClTests
     }
 
     [Test]
+    public void OnTheHostCpuEachIndexTakesAContiguousChunk()
+    {
+        RequireDevice();
+        var d = Devices.Get("opencl");
+        if (!OpenClBackend.RunsOnHostCpu(d.Accelerator)) Assert.Ignore("the OpenCL device is not a CPU device");
+        // A grid-stride loop made PoCL ~50x slower on 4M floats (each work item strides through the whole array).
+        var w = d.Split(1 << 22);
+        Assert.That(w.Chunk, Is.GreaterThan(1));
+        Assert.That(w.Stride, Is.GreaterThanOrEqualTo(w.N), "one round covers every item");
+    }
+
+    [Test]
     public void MissingIndexSaysWhatIsPresent()
     {
         var e = Assert.Throws<ArgumentException>(() => Device.Open("opencl", new DeviceOptions { Index = 99 }));
@@ -103,6 +111,25 @@ public sealed class OpenClTests
         var onCl = Peer.Ops.MatMul(Tensor.FromArray(cl, a, 33, 29), Tensor.FromArray(cl, b, 29, 17)).ToArray();
         var onCpu = Peer.Ops.MatMul(Tensor.FromArray(Devices.Cpu, a, 33, 29), Tensor.FromArray(Devices.Cpu, b, 29, 17)).ToArray();
         Assert.That(onCl, Is.EqualTo(onCpu).Within(1e-5));
+    }
+
+    [Test]
+    public void FusedMultiplyAddCompilesAndStaysFused()
+    {
+        RequireDevice();
+        // (1 + 2^-12)^2 - (1 + 2^-11) = 2^-24 exactly; computed unfused the product rounds to 1 + 2^-11 and gives 0.
+        float x = 1f + MathF.Pow(2, -12), z = -(1f + MathF.Pow(2, -11));
+        var cl = Devices.Get("opencl");
+        foreach (var d in new[] { Devices.Cpu, cl })
+        {
+            var k = d.Get(static d => new FmaKernels(d));
+            using var a = d.Accelerator.Allocate1D(new[] { x, 2f });
+            using var c = d.Accelerator.Allocate1D(new[] { z, 0.5f });
+            using var y = d.Accelerator.Allocate1D<float>(2);
+            k.Fma(2, a.View, c.View, y.View);
+            d.Synchronize();
+            Assert.That(y.GetAsArray1D(), Is.EqualTo(new[] { MathF.Pow(2, -24), 4.5f }), d.Name);
+        }
     }
 
     static int[] RunMix(Device d, int[] x)
@@ -129,6 +156,28 @@ public sealed class OpenClTests
         Assert.That(RunMix(d, x), Is.EqualTo(RunMix(Devices.Cpu, x)));
     }
 
+    [Test]
+    public void GroupCollectivesOnPoclAreAClearError()
+    {
+        RequireDevice();
+        var d = Devices.Get("opencl");
+        if (!OpenClBackend.LacksWorkGroupCollectives(d)) Assert.Ignore("this OpenCL device has work-group collective functions");
+        Assert.That(OpenClBackend.LacksWorkGroupCollectives(Devices.Cpu), Is.False);
+        var e = Assert.Throws<NotSupportedException>(() => d.Get(static d => new GroupReduceKernels(d)));
+        Assert.That(e!.Message, Does.Contain(nameof(GroupReduceKernels)).And.Contain("work-group collective").And.Contain("work_group_reduce_add"));
+        // The failure did not spoil the device.
+        var x = new[] { 1, 2 };
+        Assert.That(RunMix(d, x), Is.EqualTo(RunMix(Devices.Cpu, x)));
+    }
+
+    sealed class GroupReduceKernels(Device d)
+    {
+        public readonly Action<Index1D, ArrayView<int>> Sum = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>>(SumKernel);
+
+        // x: [n] -> x[i] = sum of x over i's group
+        static void SumKernel(Index1D i, ArrayView<int> x) => x[i] = ILGPU.Algorithms.GroupExtensions.Reduce<int, ILGPU.Algorithms.ScanReduceOperations.AddInt32>(x[i]);
+    }
+
     sealed class MixKernels(Device d)
     {
         public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>> Mix =
@@ -146,6 +195,15 @@ public sealed class OpenClTests
                     y[i] = v ^ (v << 7) ^ i;
                 }
         }
+    }
+
+    sealed class FmaKernels(Device d)
+    {
+        public readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> Fma =
+            d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(FmaKernel);
+
+        // a: [n], c: [n] -> y: [n] = fma(a, a, c)
+        static void FmaKernel(Index1D i, ArrayView<float> a, ArrayView<float> c, ArrayView<float> y) => y[i] = MathF.FusedMultiplyAdd(a[i], a[i], c[i]);
     }
 
     sealed class ThrowingKernels(Device d)
