@@ -238,4 +238,17 @@ public sealed class FeedForwardLayerTests(string backend)
         var e0 = Assert.Throws<ArgumentException>(() => l.Forward(Tensor.Zeros(Dev, 0, 4)))!;
         Assert.That(e0.Message, Does.Contain("T >= 1"));
     }
+
+    [Test]
+    public void InvalidConstructionIsRefusedNamingValueAndRule()
+    {
+        string Msg(TestDelegate a) => Assert.Throws<ArgumentException>(a)!.Message;
+        Assert.That(Msg(() => new ExpertChoiceMoe(Dev, 4, 4, 2, 0.0)), Does.Contain("capacityFactor = 0").And.Contain("positive"));
+        Assert.That(Msg(() => new TopKMoe(Dev, 4, 4, 2, 3)), Does.Contain("k = 3").And.Contain("experts = 2"));
+        Assert.That(Msg(() => new ProductKeyMemory(Dev, 4, 15, 2, 2, 4)), Does.Contain("memories = 15").And.Contain("perfect square"));
+        Assert.That(Msg(() => new ProductKeyMemory(Dev, 4, 16, 2, 5, 4)), Does.Contain("k = 5").And.Contain("sqrt(memories) = 4"));
+        Assert.That(Msg(() => new ProductKeyMemory(Dev, 4, 16, 2, 2, 3)), Does.Contain("queryDim = 3").And.Contain("even"));
+        Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new DenseFfw(Dev, 4, 0))!.Message, Does.Contain("hidden = 0"));
+        Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new SoftMoe(Dev, 4, 4, 2, 0, causal: false))!.Message, Does.Contain("slotsPerExpert = 0"));
+    }
 }
