@@ -1,6 +1,8 @@
 // Elementwise arithmetic: fill, in-place accumulate, scale and affine maps, binary ops with row/column
 // broadcasting, and cheap unary maps (exp, log, sqrt, square). One index per worker walks its chunk
-// (Work); per-element logic is a readonly struct passed as a generic argument to one kernel.
+// (Work); per-element logic is a readonly struct passed as a generic argument to one kernel. On the CPU
+// accelerator axpy, affine and same-shape binary ops run SIMD bodies (Cpu/ElementwiseCpu.cs).
+using System.Numerics;
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -29,7 +31,8 @@ public static partial class Ops
         if (y.Length == 0) return;
         var d = y.Device;
         var w = d.Split(y.Length);
-        d.Get(static d => new ElementwiseKernels(d)).Axpy(w.Workers, w, y.View, x.View, alpha);
+        if (d.IsCpu) d.Get(static d => new ElementwiseCpuKernels(d)).Axpy(w.Workers, w, y.View, x.View, alpha);
+        else d.Get(static d => new ElementwiseKernels(d)).Axpy(w.Workers, w, y.View, x.View, alpha);
     }
 
     /// <summary>
@@ -70,7 +73,8 @@ public static partial class Ops
         if (x.Length > 0)
         {
             var w = d.Split(x.Length);
-            d.Get(static d => new ElementwiseKernels(d)).Affine(w.Workers, w, x.View, y.View, alpha, beta);
+            if (d.IsCpu) d.Get(static d => new ElementwiseCpuKernels(d)).Affine(w.Workers, w, x.View, y.View, alpha, beta);
+            else d.Get(static d => new ElementwiseKernels(d)).Affine(w.Workers, w, x.View, y.View, alpha, beta);
         }
         if (d.Tape.Needs(x))
             d.Tape.Record(y, [x], g => Tape.Accumulate(x, Scale(g, alpha)));
@@ -89,7 +93,7 @@ public static partial class Ops
     /// <summary><c>x * x</c> elementwise. Differentiable (<c>dx = 2 g x</c>).</summary>
     public static Tensor Square(Tensor x) => Unary(x, UnaryOp.Square);
 
-    enum BinaryOp { Add, Sub, Mul, Div }
+    enum BinaryOp { Add = 0, Sub = 1, Mul = 2, Div = 3 } // also the op codes of ElementwiseCpu.Binary
 
     enum UnaryOp { Exp, Log, Sqrt, Square }
 
@@ -125,9 +129,14 @@ public static partial class Ops
         if (a.Length > 0)
         {
             var w = d.Split(a.Length);
-            var k = d.Get(static d => new ElementwiseKernels(d));
-            var kernel = op switch { BinaryOp.Add => k.Add, BinaryOp.Sub => k.Sub, BinaryOp.Mul => k.Mul, _ => k.Div };
-            kernel(w.Workers, w, a.View, b.View, y.View, Math.Max(1, a.Shape[^1]), (int)mode);
+            if (d.IsCpu && mode == Broadcast.Same)
+                d.Get(static d => new ElementwiseCpuKernels(d)).Binary(w.Workers, w, (int)op, a.View, b.View, y.View);
+            else
+            {
+                var k = d.Get(static d => new ElementwiseKernels(d));
+                var kernel = op switch { BinaryOp.Add => k.Add, BinaryOp.Sub => k.Sub, BinaryOp.Mul => k.Mul, _ => k.Div };
+                kernel(w.Workers, w, a.View, b.View, y.View, Math.Max(1, a.Shape[^1]), (int)mode);
+            }
         }
         if (d.Tape.Needs(a, b))
         {
@@ -188,12 +197,12 @@ public static partial class Ops
     }
 }
 
-/// <summary>Per-element logic of a binary kernel.</summary>
-internal interface IBinaryOp { float Apply(float a, float b); }
-internal readonly struct AddOp : IBinaryOp { public float Apply(float a, float b) => a + b; }
-internal readonly struct SubOp : IBinaryOp { public float Apply(float a, float b) => a - b; }
-internal readonly struct MulOp : IBinaryOp { public float Apply(float a, float b) => a * b; }
-internal readonly struct DivOp : IBinaryOp { public float Apply(float a, float b) => a / b; }
+/// <summary>Per-element logic of a binary kernel (the vector form serves the CPU SIMD body only).</summary>
+internal interface IBinaryOp { float Apply(float a, float b); Vector<float> Apply(Vector<float> a, Vector<float> b); }
+internal readonly struct AddOp : IBinaryOp { public float Apply(float a, float b) => a + b; public Vector<float> Apply(Vector<float> a, Vector<float> b) => a + b; }
+internal readonly struct SubOp : IBinaryOp { public float Apply(float a, float b) => a - b; public Vector<float> Apply(Vector<float> a, Vector<float> b) => a - b; }
+internal readonly struct MulOp : IBinaryOp { public float Apply(float a, float b) => a * b; public Vector<float> Apply(Vector<float> a, Vector<float> b) => a * b; }
+internal readonly struct DivOp : IBinaryOp { public float Apply(float a, float b) => a / b; public Vector<float> Apply(Vector<float> a, Vector<float> b) => a / b; }
 
 /// <summary>Per-element logic of a unary kernel.</summary>
 internal interface IUnaryOp { float Apply(float x); }

@@ -103,7 +103,7 @@ internal sealed class AdamKernels
     {
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
-                Update(ref p[i], ref m[i], ref v[i], g[i], a);
+                Update(p, m, v, i, g[i], a);
     }
 
     // rows: [R] distinct, values: [R, cols] (work.N = R * cols); p, m, v: [rows of p, cols]; only the listed rows change
@@ -115,16 +115,17 @@ internal sealed class AdamKernels
             {
                 int r = i / cols;
                 int j = rows[r] * cols + (i - r * cols);
-                Update(ref p[j], ref m[j], ref v[j], values[i], a);
+                Update(p, m, v, j, values[i], a);
             }
     }
 
-    static void Update(ref float p, ref float m, ref float v, float g, AdamArgs a)
+    // One element j of p, m, v with gradient g
+    static void Update(ArrayView<float> p, ArrayView<float> m, ArrayView<float> v, int j, float g, AdamArgs a)
     {
-        float mi = a.Beta1 * m + (1f - a.Beta1) * g;
-        float vi = a.Beta2 * v + (1f - a.Beta2) * g * g;
-        m = mi;
-        v = vi;
-        p = p * a.Decay - a.StepSize * mi / (MathF.Sqrt(vi) / a.Bias2Sqrt + a.Eps);
+        float mj = a.Beta1 * m[j] + (1f - a.Beta1) * g;
+        float vj = a.Beta2 * v[j] + (1f - a.Beta2) * g * g;
+        m[j] = mj;
+        v[j] = vj;
+        p[j] = p[j] * a.Decay - a.StepSize * mj / (MathF.Sqrt(vj) / a.Bias2Sqrt + a.Eps);
     }
 }

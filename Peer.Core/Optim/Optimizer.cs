@@ -54,11 +54,13 @@ public abstract class Optimizer : IDisposable
         var list = parameters.ToList();
         Check.That(list.Count > 0, nameof(parameters), "an empty list", "at least one parameter");
         var names = new HashSet<string>();
+        var tensors = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
         foreach (var (name, p) in list)
         {
             Check.That(!string.IsNullOrEmpty(name), nameof(parameters), name, "non-empty parameter names");
             Check.That(names.Add(name), nameof(parameters), name, "distinct parameter names");
             ArgumentNullException.ThrowIfNull(p, name);
+            Check.That(tensors.Add(p), nameof(parameters), name, "each tensor once (a tied parameter must appear under one name only)");
             Check.Alive(p, name);
             Check.DType(p, DType.F32, name);
             Check.SameDevice(list[0].Param, p, name);
@@ -159,7 +161,8 @@ public abstract class Optimizer : IDisposable
             Check.SameDevice(mine, t!, name);
         }
         foreach (var name in given.Keys)
-            Check.That(expected.Any(e => e.Name == name), nameof(state), name, $"one of the optimizer's state names (e.g. '{expected[0].Name}')");
+            Check.That(expected.Any(e => e.Name == name), nameof(state), name,
+                expected.Count == 0 ? "no entries (this optimizer keeps no state)" : $"one of the optimizer's state names (e.g. '{expected[0].Name}')");
         var steps = new long[slots.Length];
         for (int i = 0; i < slots.Length; i++)
         {

@@ -39,6 +39,10 @@ public static class OpenClBackend
         return null;
     }
 
+    /// <summary>Whether <paramref name="accelerator"/> is an OpenCL device of CPU type (PoCL): many work items per hardware thread.</summary>
+    internal static bool RunsOnHostCpu(ILGPU.Runtime.Accelerator accelerator) =>
+        accelerator is CLAccelerator cl && cl.DeviceType.HasFlag(CLDeviceType.CL_DEVICE_TYPE_CPU);
+
     /// <summary>
     /// What <see cref="Device.List"/> shows for OpenCL: the first device Peer can open (name and platform), or why
     /// there is none: the OpenCL library is missing, it reports no platform, or each device found and why it was refused.

@@ -17,11 +17,7 @@ public sealed class OpenClTests
         return true;
     }
 
-    static void RequireDevice()
-    {
-        var info = OpenClBackend.Describe();
-        if (!info.Available) Assert.Ignore($"no OpenCL device here: {info.Reason}");
-    }
+    static void RequireDevice() => Devices.RequireOpenCl();
 
     [Test]
     public void ResolverMapsIlgpusOpenClNameToTheIcdLoader()
@@ -78,6 +74,18 @@ public sealed class OpenClTests
         Assert.That(d.IsCpu, Is.False);
         Assert.That(d.Accelerator.AcceleratorType, Is.EqualTo(AcceleratorType.OpenCL));
         Assert.That(d.Name, Does.StartWith("opencl (").And.Contain(OpenClAdapter.Probe().Accepted.First().Name));
+    }
+
+    [Test]
+    public void OnTheHostCpuEachIndexTakesAContiguousChunk()
+    {
+        RequireDevice();
+        var d = Devices.Get("opencl");
+        if (!OpenClBackend.RunsOnHostCpu(d.Accelerator)) Assert.Ignore("the OpenCL device is not a CPU device");
+        // A grid-stride loop made PoCL ~50x slower on 4M floats (each work item strides through the whole array).
+        var w = d.Split(1 << 22);
+        Assert.That(w.Chunk, Is.GreaterThan(1));
+        Assert.That(w.Stride, Is.GreaterThanOrEqualTo(w.N), "one round covers every item");
     }
 
     [Test]

@@ -8,15 +8,29 @@ public sealed class Devices
     static readonly Dictionary<string, Device> open = new();
     static readonly object gate = new();
 
-    /// <summary>Backends the suite runs on: always "cpu"; "opencl" too when an OpenCL device is present.</summary>
+    /// <summary>
+    /// Backends the suite runs on: always "cpu"; "opencl" too when an OpenCL device Peer can open is present.
+    /// PEER_TEST_OPENCL=0 leaves OpenCL out; PEER_TEST_OPENCL=1 (CI) requires it, so a missing device fails the
+    /// OpenCL fixtures with the reason instead of silently running the suite on one backend.
+    /// </summary>
     public static IEnumerable<string> Backends()
     {
         yield return "cpu";
-        if (OpenClAvailable) yield return "opencl";
+        if (OpenClWanted) yield return "opencl";
     }
 
-    static bool? openClAvailable;
-    static bool OpenClAvailable => openClAvailable ??= OpenClBackend.Describe().Available && Environment.GetEnvironmentVariable("PEER_TEST_OPENCL") != "0";
+    static string? OpenClSetting => Environment.GetEnvironmentVariable("PEER_TEST_OPENCL");
+    static bool OpenClWanted => OpenClSetting == "1" || (OpenClSetting != "0" && OpenClBackend.Describe().Available);
+
+    /// <summary>Ignores the calling test when no OpenCL device is present, unless PEER_TEST_OPENCL=1 demands one (then it fails).</summary>
+    public static void RequireOpenCl()
+    {
+        var info = OpenClBackend.Describe();
+        if (info.Available && OpenClSetting != "0") return;
+        string why = info.Available ? "PEER_TEST_OPENCL=0" : $"no OpenCL device here: {info.Reason}";
+        if (OpenClSetting == "1") Assert.Fail($"PEER_TEST_OPENCL=1 but {why}");
+        Assert.Ignore(why);
+    }
 
     /// <summary>The shared device of a backend.</summary>
     public static Device Get(string backend)
@@ -24,7 +38,10 @@ public sealed class Devices
         lock (gate)
         {
             if (!open.TryGetValue(backend, out var d))
+            {
+                if (backend == "opencl") RequireOpenCl();
                 open[backend] = d = Device.Open(backend);
+            }
             return d;
         }
     }
