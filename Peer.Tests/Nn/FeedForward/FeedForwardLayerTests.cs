@@ -251,4 +251,33 @@ public sealed class FeedForwardLayerTests(string backend)
         Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new DenseFfw(Dev, 4, 0))!.Message, Does.Contain("hidden = 0"));
         Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new SoftMoe(Dev, 4, 4, 2, 0, causal: false))!.Message, Does.Contain("slotsPerExpert = 0"));
     }
+
+    [Test]
+    public void TokensBeyondCapacityGetNothingAndTiesGoToEarlierTokens()
+    {
+        // Zero router weights: every probability is 1/E, so every token's top-1 is expert 0 (ties to the smaller id) and
+        // every expert's top-C are tokens 0..C-1 (ties to the smaller token).
+        const int T = 8, Dm = 4, E = 4;
+        var x = GradCheck.Rand(T * Dm, 6);
+        using var topk = new TopKMoe(Dev, Dm, 5, E, 1, capacityFactor: 1.0, seed: 2);
+        using var ec = new ExpertChoiceMoe(Dev, Dm, 5, E, capacityFactor: 1.0, seed: 2);
+        foreach (var (layer, accepted) in new (FeedForwardLayer, int)[] { (topk, 2), (ec, 2) })
+        {
+            Peer.Ops.Fill(layer.NamedParameters().First(p => p.Name == "router.weight").Tensor, 0f);
+            using var s = Scope.Begin();
+            var y = layer.Forward(Tensor.FromArray(Dev, x, T, Dm)).ToArray();
+            var p = Params(layer);
+            for (int t = 0; t < T; t++)
+            {
+                var want = new double[Dm];
+                if (t < accepted)
+                    for (int e = 0; e < (layer is TopKMoe ? 1 : E); e++)
+                    {
+                        var o = Expert(p, e, D(x), t * Dm, Dm, 5, PeerActivation.Gelu);
+                        for (int j = 0; j < Dm; j++) want[j] += o[j] / E;
+                    }
+                Assert.That(y.Skip(t * Dm).Take(Dm), Is.EqualTo(want).Within(1e-6), $"{layer.GetType().Name} token {t}");
+            }
+        }
+    }
 }
