@@ -44,6 +44,14 @@ public static class OpenClBackend
         accelerator is CLAccelerator cl && cl.DeviceType.HasFlag(CLDeviceType.CL_DEVICE_TYPE_CPU);
 
     /// <summary>
+    /// Whether <paramref name="device"/> is an OpenCL device without work-group collective functions (OpenCL 1.x, or 3.0
+    /// without the optional feature, as PoCL 3.1). ILGPU.Algorithms compiles its group Reduce/Scan, and so its
+    /// RadixSort, to those functions on OpenCL: on such a device an op must choose a kernel that does not use them.
+    /// </summary>
+    internal static bool LacksWorkGroupCollectives(Device device) =>
+        device.Accelerator is CLAccelerator cl && !OpenClAdapter.HasWorkGroupCollectives(cl.Device);
+
+    /// <summary>
     /// What <see cref="Device.List"/> shows for OpenCL: the first device Peer can open (name and platform), or why
     /// there is none: the OpenCL library is missing, it reports no platform, or each device found and why it was refused.
     /// </summary>

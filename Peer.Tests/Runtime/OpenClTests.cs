@@ -56,6 +56,14 @@ public sealed class OpenClTests
     }
 
     [Test]
+    public void MissingLibraryIsNamedWithTheFix()
+    {
+        var probe = OpenClAdapter.Probe(["libOpenCL-absent.so.9"]);
+        Assert.That(probe.Devices, Is.Empty);
+        Assert.That(OpenClAdapter.Summary(probe), Does.Contain("OpenCL library not found").And.Contain("libOpenCL-absent.so.9").And.Contain("apt-get install"));
+    }
+
+    [Test]
     public void ProbeNotesTheBypassOnDevicesWithoutGenericAddressSpace()
     {
         RequireDevice();
@@ -113,6 +121,25 @@ public sealed class OpenClTests
         Assert.That(onCl, Is.EqualTo(onCpu).Within(1e-5));
     }
 
+    [Test]
+    public void FusedMultiplyAddCompilesAndStaysFused()
+    {
+        RequireDevice();
+        // (1 + 2^-12)^2 - (1 + 2^-11) = 2^-24 exactly; computed unfused the product rounds to 1 + 2^-11 and gives 0.
+        float x = 1f + MathF.Pow(2, -12), z = -(1f + MathF.Pow(2, -11));
+        var cl = Devices.Get("opencl");
+        foreach (var d in new[] { Devices.Cpu, cl })
+        {
+            var k = d.Get(static d => new FmaKernels(d));
+            using var a = d.Accelerator.Allocate1D(new[] { x, 2f });
+            using var c = d.Accelerator.Allocate1D(new[] { z, 0.5f });
+            using var y = d.Accelerator.Allocate1D<float>(2);
+            k.Fma(2, a.View, c.View, y.View);
+            d.Synchronize();
+            Assert.That(y.GetAsArray1D(), Is.EqualTo(new[] { MathF.Pow(2, -24), 4.5f }), d.Name);
+        }
+    }
+
     static int[] RunMix(Device d, int[] x)
     {
         var k = d.Get(static d => new MixKernels(d));
@@ -137,6 +164,28 @@ public sealed class OpenClTests
         Assert.That(RunMix(d, x), Is.EqualTo(RunMix(Devices.Cpu, x)));
     }
 
+    [Test]
+    public void GroupCollectivesOnPoclAreAClearError()
+    {
+        RequireDevice();
+        var d = Devices.Get("opencl");
+        if (!OpenClBackend.LacksWorkGroupCollectives(d)) Assert.Ignore("this OpenCL device has work-group collective functions");
+        Assert.That(OpenClBackend.LacksWorkGroupCollectives(Devices.Cpu), Is.False);
+        var e = Assert.Throws<NotSupportedException>(() => d.Get(static d => new GroupReduceKernels(d)));
+        Assert.That(e!.Message, Does.Contain(nameof(GroupReduceKernels)).And.Contain("work-group collective").And.Contain("work_group_reduce_add"));
+        // The failure did not spoil the device.
+        var x = new[] { 1, 2 };
+        Assert.That(RunMix(d, x), Is.EqualTo(RunMix(Devices.Cpu, x)));
+    }
+
+    sealed class GroupReduceKernels(Device d)
+    {
+        public readonly Action<Index1D, ArrayView<int>> Sum = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>>(SumKernel);
+
+        // x: [n] -> x[i] = sum of x over i's group
+        static void SumKernel(Index1D i, ArrayView<int> x) => x[i] = ILGPU.Algorithms.GroupExtensions.Reduce<int, ILGPU.Algorithms.ScanReduceOperations.AddInt32>(x[i]);
+    }
+
     sealed class MixKernels(Device d)
     {
         public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>> Mix =
@@ -154,6 +203,15 @@ public sealed class OpenClTests
                     y[i] = v ^ (v << 7) ^ i;
                 }
         }
+    }
+
+    sealed class FmaKernels(Device d)
+    {
+        public readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> Fma =
+            d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(FmaKernel);
+
+        // a: [n], c: [n] -> y: [n] = fma(a, a, c)
+        static void FmaKernel(Index1D i, ArrayView<float> a, ArrayView<float> c, ArrayView<float> y) => y[i] = MathF.FusedMultiplyAdd(a[i], a[i], c[i]);
     }
 
     sealed class ThrowingKernels(Device d)

@@ -32,7 +32,7 @@ public static class PeerCli
         root.Subcommands.Add(EvalCommand.Create(output, error));
         root.Subcommands.Add(GenerateCommand.Create(output, error));
         root.Subcommands.Add(DevicesCommand(output, error));
-        // `peer layer` (the PEER issue's command) is added here, beside the others.
+        root.Subcommands.Add(LayerCommand.Create(output, error));
         return root;
     }
 
