@@ -62,6 +62,19 @@ public sealed class TrainerTests
     }
 
     [Test]
+    public void Gpt2TokenizedRunTrains()
+    {
+        var gpt2 = Dataset.Create(TrainingFixtures.SmallCorpus, new Gpt2Tokenizer(), 16);
+        var config = TrainingFixtures.Micro(4);
+        config = config with { Model = config.Model with { VocabSize = 50257 }, Train = config.Train with { Tokenizer = "gpt2" } };
+        using var t = new Trainer(device, config, gpt2);
+        var losses = Run(t, 4);
+        Assert.That(losses[0], Is.EqualTo(Math.Log(50257)).Within(0.5), "an untrained model is near uniform over GPT-2's vocabulary");
+        Assert.That(losses[^1], Is.LessThan(losses[0]));
+        Assert.That(() => new Trainer(device, TrainingFixtures.Micro(4), gpt2), Throws.TypeOf<ConfigException>().With.Message.Contains("vocab_size = 256 but the gpt2 tokenizer has 50257"));
+    }
+
+    [Test]
     public void LearningRateWarmsUpThenDecaysByCosine()
     {
         using var t = new Trainer(device, TrainingFixtures.Micro(30), data);
