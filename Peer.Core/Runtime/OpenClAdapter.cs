@@ -91,10 +91,13 @@ internal static class OpenClAdapter
     internal static bool Openable(CLDevice d) => d.CLStdVersion >= CLBackend.MinimumVersion;
 
     /// <summary>Lists every OpenCL device with whether Peer can open it, or says why there is none.</summary>
-    internal static OpenClProbe Probe()
+    internal static OpenClProbe Probe() => Probe(CandidateNames());
+
+    /// <summary><see cref="Probe()"/> looking for the OpenCL library under <paramref name="libraryNames"/> (tests pass absent names).</summary>
+    internal static OpenClProbe Probe(string[] libraryNames)
     {
         EnsureResolver();
-        if (!LibraryLoads(out string tried))
+        if (!LibraryLoads(libraryNames, out string tried))
             return new([], $"OpenCL library not found (tried {tried}); install the ICD loader and a driver, e.g. apt-get install ocl-icd-libopencl1 pocl-opencl-icd");
         if (!CLAPI.CurrentAPI.IsSupported)
             return new([], "the OpenCL library loads but reports no platform; install a driver (ICD), e.g. apt-get install pocl-opencl-icd");
@@ -115,9 +118,8 @@ internal static class OpenClAdapter
         return new(list, list.Count == 0 ? "OpenCL platforms found, but no available device" : null);
     }
 
-    static bool LibraryLoads(out string tried)
+    static bool LibraryLoads(string[] names, out string tried)
     {
-        var names = CandidateNames();
         tried = string.Join(", ", names);
         foreach (var n in names)
             if (NativeLibrary.TryLoad(n, out var h))

@@ -56,6 +56,14 @@ public sealed class OpenClTests
     }
 
     [Test]
+    public void MissingLibraryIsNamedWithTheFix()
+    {
+        var probe = OpenClAdapter.Probe(["libOpenCL-absent.so.9"]);
+        Assert.That(probe.Devices, Is.Empty);
+        Assert.That(OpenClAdapter.Summary(probe), Does.Contain("OpenCL library not found").And.Contain("libOpenCL-absent.so.9").And.Contain("apt-get install"));
+    }
+
+    [Test]
     public void ProbeNotesTheBypassOnDevicesWithoutGenericAddressSpace()
     {
         RequireDevice();
