@@ -39,7 +39,7 @@ static class TrainCommand
         var corpus = new Option<string>("--corpus") { Description = "A UTF-8 text file or a folder of *.txt files (default: the built-in .NET documentation corpus)." };
         var tokenizer = new Option<string>("--tokenizer") { Description = "byte (default) or gpt2." };
         tokenizer.AcceptOnlyFromAmong(Tokenizers.Names);
-        var steps = new Option<int?>("--steps") { Description = "Optimizer steps (overrides the preset)." };
+        var steps = new Option<int?>("--steps") { Description = "Optimizer steps (overrides the preset; warmup is then capped at a tenth of them)." };
         var device = new Option<string>("--device") { Description = "cpu, cuda, opencl or auto (default auto)." };
         var seed = new Option<ulong?>("--seed") { Description = "Seed of initialisation and batch sampling." };
         var outDir = new Option<string>("--out") { Description = "Run folder (default runs/<preset>-<time>; with --resume, the latest run under runs/)." };
