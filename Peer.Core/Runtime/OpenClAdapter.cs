@@ -138,7 +138,22 @@ internal static class OpenClAdapter
     internal static (Context Context, CLDevice Device) Select(int index, Func<Context.Builder, Context.Builder> configure)
     {
         EnsureResolver();
-        var context = Context.Create(b => configure(OpenClIntrinsics.Register(b.OpenCL(Accepts))));
+        var context = Context.Create(b =>
+        {
+            // Note whether the device to be opened lacks work-group collectives while ILGPU enumerates (in order).
+            int seen = 0;
+            bool portableGroups = false;
+            b.OpenCL(d =>
+            {
+                if (!Accepts(d)) return false;
+                if (seen++ == index) portableGroups = !HasWorkGroupCollectives(d) && d.MaxNumThreadsPerGroup <= OpenClGroupCollectives.MaxGroupSize;
+                return true;
+            });
+            configure(b);
+            // After configure (EnableAlgorithms): ILGPU uses the implementation registered last.
+            OpenClIntrinsics.Register(b);
+            if (portableGroups) OpenClGroupCollectives.Register(b);
+        });
         OpenClIntrinsics.Track(context);
         try
         {
