@@ -212,8 +212,9 @@ internal static class OpenClAdapter
 
     // What a build log's tell-tale identifiers mean, for the error message.
     static string Hint(string log) =>
-        log.Contains("work_group_") ? " This device has no work-group collective functions; ILGPU.Algorithms' group Reduce/Scan and RadixSort use them on OpenCL, so the op needs a kernel without them on devices where OpenClBackend.LacksWorkGroupCollectives(device)."
+        log.Contains("work_group_") ? " This device has no work-group collective functions and the kernel uses one Peer does not substitute (OpenClGroupCollectives covers group Reduce/Scan/Broadcast for groups up to 4096)."
         : log.Contains("sub_group_") ? " This device has no sub-group functions; ILGPU's warp intrinsics (Warp.Shuffle, warp Reduce) use them on OpenCL."
+        : log.Contains("__generic") ? " The kernel needs the generic address space, which this device lacks."
         : log.Contains("atomic") ? " Atomics did not compile on this device (Peer's kernels must not use atomics: reduce deterministically instead)."
         : "";
 
