@@ -14,8 +14,8 @@
 //     OpenCL code generator, so the generated code is the same; Peer's kernels take ArrayViews,
 //     which ILGPU emits as __global pointers, and use no atomics, the one place where ILGPU emits a
 //     generic-pointer cast. A kernel that does need the generic address space fails to build on
-//     such a device, at load time, with the OpenCL build log in the exception (tested) -- it
-//     cannot run wrongly. The bypass is checked against the ILGPU version and the shape of what it
+//     such a device, at load time, with the OpenCL build log in the exception -- it cannot run
+//     wrongly (seen: at ILGPU's O1, which leaves __generic pointers, PoCL refused every kernel). The bypass is checked against the ILGPU version and the shape of what it
 //     touches, and refuses with a clear error when either differs.
 using System.Diagnostics;
 using System.Reflection;
