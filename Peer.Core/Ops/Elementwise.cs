@@ -1,6 +1,8 @@
 // Elementwise arithmetic: fill, in-place accumulate, scale and affine maps, binary ops with row/column
 // broadcasting, and cheap unary maps (exp, log, sqrt, square). One index per worker walks its chunk
-// (Work); per-element logic is a readonly struct passed as a generic argument to one kernel.
+// (Work); per-element logic is a readonly struct passed as a generic argument to one kernel. On the CPU
+// accelerator axpy, affine and the binary ops run SIMD bodies (Cpu/ElementwiseCpu.cs).
+using System.Numerics;
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -29,7 +31,8 @@ public static partial class Ops
         if (y.Length == 0) return;
         var d = y.Device;
         var w = d.Split(y.Length);
-        d.Get(static d => new ElementwiseKernels(d)).Axpy(w.Workers, w, y.View, x.View, alpha);
+        if (d.IsCpu) d.Get(static d => new ElementwiseCpuKernels(d)).Axpy(w.Workers, w, y.View, x.View, alpha);
+        else d.Get(static d => new ElementwiseKernels(d)).Axpy(w.Workers, w, y.View, x.View, alpha);
     }
 
     /// <summary>
@@ -70,7 +73,8 @@ public static partial class Ops
         if (x.Length > 0)
         {
             var w = d.Split(x.Length);
-            d.Get(static d => new ElementwiseKernels(d)).Affine(w.Workers, w, x.View, y.View, alpha, beta);
+            if (d.IsCpu) d.Get(static d => new ElementwiseCpuKernels(d)).Affine(w.Workers, w, x.View, y.View, alpha, beta);
+            else d.Get(static d => new ElementwiseKernels(d)).Affine(w.Workers, w, x.View, y.View, alpha, beta);
         }
         if (d.Tape.Needs(x))
             d.Tape.Record(y, [x], g => Tape.Accumulate(x, Scale(g, alpha)));
@@ -89,7 +93,7 @@ public static partial class Ops
     /// <summary><c>x * x</c> elementwise. Differentiable (<c>dx = 2 g x</c>).</summary>
     public static Tensor Square(Tensor x) => Unary(x, UnaryOp.Square);
 
-    enum BinaryOp { Add, Sub, Mul, Div }
+    internal enum BinaryOp { Add = 0, Sub = 1, Mul = 2, Div = 3 } // also the op codes of ElementwiseCpu.Binary
 
     enum UnaryOp { Exp, Log, Sqrt, Square }
 
@@ -122,13 +126,7 @@ public static partial class Ops
         var mode = BroadcastOf(a, b, nameof(b));
         var d = a.Device;
         var y = Tensor.Empty(d, DType.F32, a.Shape);
-        if (a.Length > 0)
-        {
-            var w = d.Split(a.Length);
-            var k = d.Get(static d => new ElementwiseKernels(d));
-            var kernel = op switch { BinaryOp.Add => k.Add, BinaryOp.Sub => k.Sub, BinaryOp.Mul => k.Mul, _ => k.Div };
-            kernel(w.Workers, w, a.View, b.View, y.View, Math.Max(1, a.Shape[^1]), (int)mode);
-        }
+        BinaryInto(a, b, y, op, mode);
         if (d.Tape.Needs(a, b))
         {
             d.Tape.Record(y, [a, b], g =>
@@ -157,6 +155,22 @@ public static partial class Ops
             });
         }
         return y;
+    }
+
+    /// <summary>Launches <c>y = a op b</c> (shapes validated by the caller): the SIMD body on the CPU accelerator, else the portable kernel.</summary>
+    internal static void BinaryInto(Tensor a, Tensor b, Tensor y, BinaryOp op, Broadcast mode)
+    {
+        if (a.Length == 0) return;
+        var d = a.Device;
+        var w = d.Split(a.Length);
+        if (d.IsCpu)
+            d.Get(static d => new ElementwiseCpuKernels(d)).Binary(w.Workers, w, (int)op, (int)mode, Math.Max(1, a.Shape[^1]), a.View, b.View, y.View);
+        else
+        {
+            var k = d.Get(static d => new ElementwiseKernels(d));
+            var kernel = op switch { BinaryOp.Add => k.Add, BinaryOp.Sub => k.Sub, BinaryOp.Mul => k.Mul, _ => k.Div };
+            kernel(w.Workers, w, a.View, b.View, y.View, Math.Max(1, a.Shape[^1]), (int)mode);
+        }
     }
 
     static Tensor Unary(Tensor x, UnaryOp op)
@@ -188,12 +202,12 @@ public static partial class Ops
     }
 }
 
-/// <summary>Per-element logic of a binary kernel.</summary>
-internal interface IBinaryOp { float Apply(float a, float b); }
-internal readonly struct AddOp : IBinaryOp { public float Apply(float a, float b) => a + b; }
-internal readonly struct SubOp : IBinaryOp { public float Apply(float a, float b) => a - b; }
-internal readonly struct MulOp : IBinaryOp { public float Apply(float a, float b) => a * b; }
-internal readonly struct DivOp : IBinaryOp { public float Apply(float a, float b) => a / b; }
+/// <summary>Per-element logic of a binary kernel (the vector form serves the CPU SIMD body only).</summary>
+internal interface IBinaryOp { float Apply(float a, float b); Vector<float> Apply(Vector<float> a, Vector<float> b); }
+internal readonly struct AddOp : IBinaryOp { public float Apply(float a, float b) => a + b; public Vector<float> Apply(Vector<float> a, Vector<float> b) => a + b; }
+internal readonly struct SubOp : IBinaryOp { public float Apply(float a, float b) => a - b; public Vector<float> Apply(Vector<float> a, Vector<float> b) => a - b; }
+internal readonly struct MulOp : IBinaryOp { public float Apply(float a, float b) => a * b; public Vector<float> Apply(Vector<float> a, Vector<float> b) => a * b; }
+internal readonly struct DivOp : IBinaryOp { public float Apply(float a, float b) => a / b; public Vector<float> Apply(Vector<float> a, Vector<float> b) => a / b; }
 
 /// <summary>Per-element logic of a unary kernel.</summary>
 internal interface IUnaryOp { float Apply(float x); }

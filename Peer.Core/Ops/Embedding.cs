@@ -89,10 +89,14 @@ public static partial class Ops
 /// <summary>Kernels of the embedding family, and the sort-and-segment coalescing of row gradients.</summary>
 internal sealed class EmbeddingKernels
 {
+    const int SegmentBlocks = 1024;
+
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int> Gather;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int, ArrayView<int>, ArrayView<int>, int> InitKeys;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int> Merge;
-    public readonly Action<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int> Segment;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int, int> CountHeads;
+    public readonly Action<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int> PrefixHeads;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int> WriteHeads;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, ArrayView<int>, ArrayView<float>, int> SumSegments;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int> ScatterAdd;
 
@@ -102,7 +106,9 @@ internal sealed class EmbeddingKernels
         Gather = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>(GatherKernel);
         InitKeys = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, int, ArrayView<int>, ArrayView<int>, int>(InitKeysKernel);
         Merge = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int>(MergeKernel);
-        Segment = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int>(SegmentKernel);
+        CountHeads = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, int, int>(CountHeadsKernel);
+        PrefixHeads = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int>(PrefixHeadsKernel);
+        WriteHeads = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int>(WriteHeadsKernel);
         SumSegments = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, ArrayView<int>, ArrayView<float>, int>(SumSegmentsKernel);
         ScatterAdd = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int>(ScatterAddKernel);
     }
@@ -123,6 +129,11 @@ internal sealed class EmbeddingKernels
         var pos2 = Tensor.Empty(d, DType.I32, Math.Max(n, 1));
         var segRows = Tensor.Empty(d, DType.I32, n + 1);
         var starts = Tensor.Empty(d, DType.I32, n + 1);
+        // Segments are found block-wise: count segment heads per block, an exclusive prefix over the block counts, then each
+        // block writes its heads at its offset (parallel, no atomics; the one serial step walks only the block counts).
+        int blockSize = Math.Max(1, (n + SegmentBlocks - 1) / SegmentBlocks), blocks = Math.Max(1, (n + blockSize - 1) / blockSize);
+        var heads = Tensor.Empty(d, DType.I32, blocks);
+        var offsets = Tensor.Empty(d, DType.I32, blocks + 1);
         var count = Tensor.Empty(d, DType.I32, 1);
         var oldRows = old?.Rows.IntView ?? ids.IntView;     // unread when n1 = 0
         var oldValues = old?.Values.View ?? values.View;
@@ -137,7 +148,10 @@ internal sealed class EmbeddingKernels
                 (pos, pos2) = (pos2, pos);
             }
         }
-        k.Segment(1, keys.IntView, segRows.IntView, starts.IntView, count.IntView, n);
+        var bw = d.Split(n == 0 ? 0 : blocks);
+        if (n > 0) k.CountHeads(bw.Workers, bw, keys.IntView, heads.IntView, n, blockSize);
+        k.PrefixHeads(1, heads.IntView, offsets.IntView, starts.IntView, count.IntView, n == 0 ? 0 : blocks, n);
+        if (n > 0) k.WriteHeads(bw.Workers, bw, keys.IntView, offsets.IntView, segRows.IntView, starts.IntView, n, blockSize);
         int r = count.ToIntArray()[0];
         var rows = Scope.Unscope(Tensor.Empty(d, DType.I32, r));
         var sum = Scope.Unscope(Tensor.Empty(d, DType.F32, r, cols));
@@ -198,23 +212,56 @@ internal sealed class EmbeddingKernels
             }
     }
 
-    // sorted keys: [n] -> rows: [R] distinct valid keys, starts: [R + 1] segment bounds, count: [1] = R; one work item
-    static void SegmentKernel(Index1D w, ArrayView<int> keys, ArrayView<int> rows, ArrayView<int> starts, ArrayView<int> count, int n)
+    // Whether sorted position i starts a segment (a valid key differing from its predecessor) or is the first invalid key.
+    static bool IsHead(ArrayView<int> keys, int i) => keys[i] != int.MaxValue && (i == 0 || keys[i] != keys[i - 1]);
+    static bool IsFirstInvalid(ArrayView<int> keys, int i) => keys[i] == int.MaxValue && (i == 0 || keys[i - 1] != int.MaxValue);
+
+    // sorted keys: [n] -> heads: [blocks] = segment heads in each block of blockSize positions; one block per item
+    static void CountHeadsKernel(Index1D w, Work work, ArrayView<int> keys, ArrayView<int> heads, int n, int blockSize)
     {
-        int r = 0, i = 0;
-        for (; i < n; i++)
-        {
-            int key = keys[i];
-            if (key == int.MaxValue) break;
-            if (i == 0 || key != keys[i - 1])
+        for (int s = work.Start(w); s < work.N; s += work.Stride)
+            for (int b = s, e = work.End(s); b < e; b++)
             {
-                rows[r] = key;
-                starts[r] = i;
-                r++;
+                int c = 0;
+                for (int i = b * blockSize, end = i + blockSize < n ? i + blockSize : n; i < end; i++)
+                    if (IsHead(keys, i)) c++;
+                heads[b] = c;
             }
+    }
+
+    // heads: [blocks] -> offsets: [blocks + 1] exclusive prefix sums, offsets[blocks] = count[0] = R, starts[R] = n (lowered by
+    // WriteHeads when invalid keys trail); one work item over the block counts
+    static void PrefixHeadsKernel(Index1D w, ArrayView<int> heads, ArrayView<int> offsets, ArrayView<int> starts, ArrayView<int> count, int blocks, int n)
+    {
+        int acc = 0;
+        for (int b = 0; b < blocks; b++)
+        {
+            offsets[b] = acc;
+            acc += heads[b];
         }
-        starts[r] = i;
-        count[0] = r;
+        offsets[blocks] = acc;
+        count[0] = acc;
+        starts[acc] = n;
+    }
+
+    // sorted keys: [n], offsets: [blocks + 1] -> rows: [R] the distinct valid keys, starts: [R + 1] segment bounds; one block per item
+    static void WriteHeadsKernel(Index1D w, Work work, ArrayView<int> keys, ArrayView<int> offsets, ArrayView<int> rows, ArrayView<int> starts, int n, int blockSize)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride)
+            for (int b = s, e = work.End(s); b < e; b++)
+            {
+                int r = offsets[b];
+                for (int i = b * blockSize, end = i + blockSize < n ? i + blockSize : n; i < end; i++)
+                {
+                    if (IsHead(keys, i))
+                    {
+                        rows[r] = keys[i];
+                        starts[r] = i;
+                        r++;
+                    }
+                    else if (IsFirstInvalid(keys, i)) starts[offsets[work.N]] = i;
+                }
+            }
     }
 
     // segment r of the sorted positions -> outRows[r], outValues: [R, cols] row r = Σ over the segment, in position order, of

@@ -75,7 +75,8 @@ public static partial class Ops
 
     /// <summary>The path <see cref="MatMulPath.Auto"/> takes on device <paramref name="d"/>.</summary>
     internal static MatMulPath ChoosePath(Device d) =>
-        d.IsCpu ? (MatMulCpu.IsSupported ? MatMulPath.CpuSimd : MatMulPath.Portable) : MatMulPath.Tiled;
+        d.IsCpu ? (MatMulCpu.IsSupported ? MatMulPath.CpuSimd : MatMulPath.Portable)
+        : d.Accelerator.MaxNumThreadsPerGroup >= MatMulTiledKernels.Tile * MatMulTiledKernels.Tile ? MatMulPath.Tiled : MatMulPath.Portable;
 
     /// <summary>Launches <c>c (+)= op(a) @ op(b)</c> with shapes already validated by the caller.</summary>
     internal static void MatMulInto(Tensor a, Tensor b, Tensor c, bool transA, bool transB, int batch, int m, int n, int k, bool aBatched, bool bBatched, bool accumulate,
@@ -140,16 +141,14 @@ internal sealed class MatMulKernels
             for (int row = st, end = work.End(st); row < end; row++)
             {
                 int bi = row / s.M, i = row - bi * s.M;
-                int aOff = bi * s.StrideA, bOff = bi * s.StrideB, cOff = row * s.N;
+                int cOff = row * s.N;
+                // op(A)[i, p] = a[aRow + p * ap], op(B)[p, j] = b[bOff + p * bp + j * bj]
+                int aRow = bi * s.StrideA + (s.TransA == 0 ? i * s.K : i), ap = s.TransA == 0 ? 1 : s.M;
+                int bOff = bi * s.StrideB, bp = s.TransB == 0 ? s.N : 1, bj = s.TransB == 0 ? 1 : s.K;
                 for (int j = 0; j < s.N; j++)
                 {
                     float acc = 0f;
-                    for (int p = 0; p < s.K; p++)
-                    {
-                        float av = s.TransA == 0 ? a[aOff + i * s.K + p] : a[aOff + p * s.M + i];
-                        float bv = s.TransB == 0 ? b[bOff + p * s.N + j] : b[bOff + j * s.K + p];
-                        acc += av * bv;
-                    }
+                    for (int p = 0; p < s.K; p++) acc += a[aRow + p * ap] * b[bOff + p * bp + j * bj];
                     c[cOff + j] = s.Accumulate != 0 ? c[cOff + j] + acc : acc;
                 }
             }

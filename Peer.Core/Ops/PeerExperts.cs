@@ -155,9 +155,6 @@ public static partial class Ops
         kernels.OutOfRange(blocks, indices.IntView, counts.IntView, len, n);
         return counts.ToIntArray().Sum();
     }
-
-    /// <summary>The error function, as the PEER kernels compute it (Abramowitz and Stegun 7.1.26, |error| &lt; 1.5e-7).</summary>
-    public static float PeerErf(float x) => PeerExpertKernels.Erf(x);
 }
 
 /// <summary>Sizes of one fused expert call: model width d, h*k slots per token, activation (0 GELU, 1 ReLU).</summary>
@@ -187,23 +184,10 @@ internal sealed class PeerExpertKernels
             ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BackwardKernel);
     }
 
-    // Kernel-callable erf (XMath has none, ILGPU-NOTES.md). Abramowitz & Stegun 7.1.26: |error| < 1.5e-7, float precision.
-    // TODO(merge): switch to the shared scalar GELU of Ops/Activations.cs once it is in main.
-    internal static float Erf(float x)
-    {
-        float ax = x < 0f ? -x : x;
-        float t = 1f / (1f + 0.3275911f * ax);
-        float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
-        float r = 1f - poly * XMath.Exp(-ax * ax);
-        return x < 0f ? -r : r;
-    }
+    // The exact-erf GELU shared with Ops.Gelu (ActivationMath), so the experts and the standalone op agree bit for bit.
+    static float Act(float z, int act) => act == 1 ? (z > 0f ? z : 0f) : ActivationMath.GeluExact(z);
 
-    static float Act(float z, int act) => act == 1 ? (z > 0f ? z : 0f) : 0.5f * z * (1f + Erf(z * 0.70710678118654752f));
-
-    // d act / dz; for GELU: Phi(z) + z * phi(z)
-    static float ActGrad(float z, int act) => act == 1
-        ? (z > 0f ? 1f : 0f)
-        : 0.5f * (1f + Erf(z * 0.70710678118654752f)) + z * 0.39894228040143268f * XMath.Exp(-0.5f * z * z);
+    static float ActGrad(float z, int act) => act == 1 ? (z > 0f ? 1f : 0f) : ActivationMath.GeluExactGrad(z);
 
     // scores: [groups, k] -> g: [groups, k], softmax per group (or sigmoid elementwise); one group per item
     static void RouterKernel(Index1D w, Work work, ArrayView<float> scores, ArrayView<float> g, int k, int sigmoid)
@@ -258,16 +242,36 @@ internal sealed class PeerExpertKernels
         counts[b] = c;
     }
 
-    // x: [T, d], indices, g: [T, h*k], down, up: [N, d] -> y: [T, d], z: [T, h*k] pre-activations; one token per item
+    // x: [T, d], indices, g: [T, h*k], down, up: [N, d] -> y: [T, d], z: [T, h*k] pre-activations; one token per item.
+    // Slots go four at a time so that each x load serves four dot products and each y update four expert rows (the CPU
+    // accelerator pays a bounds check per view access); the order of every sum is fixed, so results are deterministic.
     static void ForwardKernel(Index1D w, Work work, ExpertShape s, ArrayView<float> x, ArrayView<int> indices, ArrayView<float> g,
         ArrayView<float> down, ArrayView<float> up, ArrayView<float> y, ArrayView<float> z)
     {
         for (int st = work.Start(w); st < work.N; st += work.Stride)
             for (int t = st, e = work.End(st); t < e; t++)
             {
-                int xOff = t * s.D;
+                int xOff = t * s.D, slot = 0;
                 for (int c = 0; c < s.D; c++) y[xOff + c] = 0f;
-                for (int slot = 0; slot < s.Hk; slot++)
+                for (; slot + 4 <= s.Hk; slot += 4)
+                {
+                    int p = t * s.Hk + slot;
+                    int r0 = indices[p] * s.D, r1 = indices[p + 1] * s.D, r2 = indices[p + 2] * s.D, r3 = indices[p + 3] * s.D;
+                    float d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
+                    for (int c = 0; c < s.D; c++)
+                    {
+                        float xv = x[xOff + c];
+                        d0 += down[r0 + c] * xv;
+                        d1 += down[r1 + c] * xv;
+                        d2 += down[r2 + c] * xv;
+                        d3 += down[r3 + c] * xv;
+                    }
+                    z[p] = d0; z[p + 1] = d1; z[p + 2] = d2; z[p + 3] = d3;
+                    float c0 = g[p] * Act(d0, s.Act), c1 = g[p + 1] * Act(d1, s.Act), c2 = g[p + 2] * Act(d2, s.Act), c3 = g[p + 3] * Act(d3, s.Act);
+                    for (int c = 0; c < s.D; c++)
+                        y[xOff + c] += c0 * up[r0 + c] + c1 * up[r1 + c] + c2 * up[r2 + c] + c3 * up[r3 + c];
+                }
+                for (; slot < s.Hk; slot++)
                 {
                     int p = t * s.Hk + slot, rowOff = indices[p] * s.D;
                     float dot = 0f;
@@ -280,7 +284,8 @@ internal sealed class PeerExpertKernels
     }
 
     // dY: [T, d] -> dX: [T, d], dG: [T, h*k], coefDown: [T*h*k] (= g act'(z) (up . dY)), coefUp: [T*h*k] (= g act(z));
-    // the table gradients are then dDown[i] = sum coefDown * x[t], dUp[i] = sum coefUp * dY[t] (PeerSegments.cs)
+    // the table gradients are then dDown[i] = sum coefDown * x[t], dUp[i] = sum coefUp * dY[t] (PeerSegments.cs).
+    // Four slots at a time, as in the forward.
     static void BackwardKernel(Index1D w, Work work, ExpertShape s, ArrayView<float> x, ArrayView<int> indices, ArrayView<float> g,
         ArrayView<float> down, ArrayView<float> up, ArrayView<float> z, ArrayView<float> dY,
         ArrayView<float> dX, ArrayView<float> dG, ArrayView<float> coefDown, ArrayView<float> coefUp)
@@ -288,20 +293,48 @@ internal sealed class PeerExpertKernels
         for (int st = work.Start(w); st < work.N; st += work.Stride)
             for (int t = st, e = work.End(st); t < e; t++)
             {
-                int xOff = t * s.D;
+                int xOff = t * s.D, slot = 0;
                 for (int c = 0; c < s.D; c++) dX[xOff + c] = 0f;
-                for (int slot = 0; slot < s.Hk; slot++)
+                for (; slot + 4 <= s.Hk; slot += 4)
+                {
+                    int p = t * s.Hk + slot;
+                    int r0 = indices[p] * s.D, r1 = indices[p + 1] * s.D, r2 = indices[p + 2] * s.D, r3 = indices[p + 3] * s.D;
+                    float v0 = 0f, v1 = 0f, v2 = 0f, v3 = 0f;
+                    for (int c = 0; c < s.D; c++)
+                    {
+                        float dy = dY[xOff + c];
+                        v0 += up[r0 + c] * dy;
+                        v1 += up[r1 + c] * dy;
+                        v2 += up[r2 + c] * dy;
+                        v3 += up[r3 + c] * dy;
+                    }
+                    float dz0 = Slot(s, p, v0, z, g, dG, coefDown, coefUp);
+                    float dz1 = Slot(s, p + 1, v1, z, g, dG, coefDown, coefUp);
+                    float dz2 = Slot(s, p + 2, v2, z, g, dG, coefDown, coefUp);
+                    float dz3 = Slot(s, p + 3, v3, z, g, dG, coefDown, coefUp);
+                    for (int c = 0; c < s.D; c++)
+                        dX[xOff + c] += dz0 * down[r0 + c] + dz1 * down[r1 + c] + dz2 * down[r2 + c] + dz3 * down[r3 + c];
+                }
+                for (; slot < s.Hk; slot++)
                 {
                     int p = t * s.Hk + slot, rowOff = indices[p] * s.D;
                     float vdy = 0f;
                     for (int c = 0; c < s.D; c++) vdy += up[rowOff + c] * dY[xOff + c];
-                    float zp = z[p], a = Act(zp, s.Act), gp = g[p];
-                    float dz = gp * vdy * ActGrad(zp, s.Act);
-                    dG[p] = a * vdy;
-                    coefDown[p] = dz;
-                    coefUp[p] = gp * a;
+                    float dz = Slot(s, p, vdy, z, g, dG, coefDown, coefUp);
                     for (int c = 0; c < s.D; c++) dX[xOff + c] += dz * down[rowOff + c];
                 }
             }
+    }
+
+    // Per-slot scalars of the backward, given vdy = up[i] . dY[t]: writes dG, coefDown, coefUp; returns dz = g act'(z) vdy.
+    static float Slot(ExpertShape s, int p, float vdy, ArrayView<float> z, ArrayView<float> g, ArrayView<float> dG,
+        ArrayView<float> coefDown, ArrayView<float> coefUp)
+    {
+        float zp = z[p], a = Act(zp, s.Act), gp = g[p];
+        float dz = gp * vdy * ActGrad(zp, s.Act);
+        dG[p] = a * vdy;
+        coefDown[p] = dz;
+        coefUp[p] = gp * a;
+        return dz;
     }
 }

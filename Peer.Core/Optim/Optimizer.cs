@@ -54,11 +54,13 @@ public abstract class Optimizer : IDisposable
         var list = parameters.ToList();
         Check.That(list.Count > 0, nameof(parameters), "an empty list", "at least one parameter");
         var names = new HashSet<string>();
+        var tensors = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
         foreach (var (name, p) in list)
         {
             Check.That(!string.IsNullOrEmpty(name), nameof(parameters), name, "non-empty parameter names");
             Check.That(names.Add(name), nameof(parameters), name, "distinct parameter names");
             ArgumentNullException.ThrowIfNull(p, name);
+            Check.That(tensors.Add(p), nameof(parameters), name, "each tensor once (a tied parameter must appear under one name only)");
             Check.Alive(p, name);
             Check.DType(p, DType.F32, name);
             Check.SameDevice(list[0].Param, p, name);
@@ -74,6 +76,8 @@ public abstract class Optimizer : IDisposable
     /// Applies one update to every parameter that has a gradient (<see cref="Tensor.Grad"/> or <see cref="Tensor.SparseGrad"/>).
     /// Every gradient is validated before any parameter changes. State is allocated on the first call; later calls allocate nothing on the device.
     /// </summary>
+    /// <remarks>The rows of each sparse gradient are copied to the host and checked (O(R) per sparse parameter; a synchronisation on GPUs),
+    /// because a kernel cannot report an out-of-range row and the CPU accelerator ends the process on one.</remarks>
     /// <exception cref="InvalidOperationException">A parameter has both kinds of gradient, a gradient of the wrong shape, type or device,
     /// or sparse rows that are out of range or not strictly increasing. Nothing was updated.</exception>
     public void Step()
@@ -159,7 +163,8 @@ public abstract class Optimizer : IDisposable
             Check.SameDevice(mine, t!, name);
         }
         foreach (var name in given.Keys)
-            Check.That(expected.Any(e => e.Name == name), nameof(state), name, $"one of the optimizer's state names (e.g. '{expected[0].Name}')");
+            Check.That(expected.Any(e => e.Name == name), nameof(state), name,
+                expected.Count == 0 ? "no entries (this optimizer keeps no state)" : $"one of the optimizer's state names (e.g. '{expected[0].Name}')");
         var steps = new long[slots.Length];
         for (int i = 0; i < slots.Length; i++)
         {

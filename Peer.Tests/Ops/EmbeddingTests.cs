@@ -137,6 +137,20 @@ public sealed class EmbeddingTests(string backend)
         Assert.That(table.SparseGrad!.Values.ToArray(), Is.EqualTo(new[] { 2f, 2f }));
     }
 
+    [TestCase(new int[0])]
+    [TestCase(new[] { 9, -3, 9 })]
+    public void NoValidIdsGiveAnEmptySparseGradient(int[] ids)
+    {
+        using var s = Scope.Begin();
+        var table = Tensor.FromArray(D, GradCheck.Rand(3 * 2, 14), 3, 2);
+        table.RequiresGrad = true;
+        var y = Peer.Ops.Embedding(Tensor.FromArray(D, ids, ids.Length), table);
+        Assert.That(y.Shape, Is.EqualTo(new[] { ids.Length, 2 }));
+        D.Tape.Backward(y, Tensor.Full(D, 1f, ids.Length, 2));
+        Assert.That(table.SparseGrad!.Rows.Length, Is.EqualTo(0));
+        Assert.That(table.SparseGrad!.Values.Shape, Is.EqualTo(new[] { 0, 2 }));
+    }
+
     [Test]
     public void BadArgumentsAreNamed()
     {

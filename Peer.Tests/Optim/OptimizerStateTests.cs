@@ -139,6 +139,11 @@ public sealed class OptimizerStateTests
         Assert.That(Assert.Throws<ArgumentException>(() => new Sgd([], 0.1f))!.Message, Does.Contain("at least one parameter"));
         Assert.That(Assert.Throws<ArgumentException>(() => new Sgd([("p", p), ("p", p)], 0.1f))!.Message, Does.Contain("'p'").And.Contain("distinct"));
         Assert.That(Assert.Throws<ArgumentException>(() => new Sgd([("i", Tensor.ZerosInt(D, 2))], 0.1f))!.Message, Does.Contain("i has dtype I32"));
+        Assert.That(Assert.Throws<ArgumentException>(() => new Sgd([("p", p), ("q", p)], 0.1f))!.Message, Does.Contain("'q'").And.Contain("each tensor once"));
+        using var plain = new Sgd([("p", p)], 0.1f);
+        Assert.That(plain.StateDict(), Is.Empty);
+        plain.LoadStateDict([]);
+        Assert.That(Assert.Throws<ArgumentException>(() => plain.LoadStateDict([("p.momentum_buffer", p)]))!.Message, Does.Contain("no entries"));
         Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new AdamW([("p", p)], beta1: 1f))!.Message, Does.Contain("beta1 = 1"));
         Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new AdamW([("p", p)], eps: 0f))!.Message, Does.Contain("eps = 0"));
         Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new Sgd([("p", p)], -1f))!.Message, Does.Contain("LearningRate = -1"));

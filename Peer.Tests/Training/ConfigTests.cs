@@ -26,21 +26,23 @@ public sealed class ConfigTests
     {
         Assert.That(new ModelConfig { Layers = 3 }.BlockKinds(), Is.EqualTo(new[] { "ffw", "peer", "ffw" }));
         Assert.That(new ModelConfig { Layers = 4 }.BlockKinds(), Is.EqualTo(new[] { "ffw", "ffw", "peer", "ffw" }));
-        Assert.That(ModelConfig.Preset("paper").Peer, Is.EqualTo(new PeerConfig { SubKeys = 1024, Heads = 8, TopK = 16, QueryDim = 256 }));
+        Assert.That(ModelConfig.Preset("paper").Peer, Is.EqualTo(new PeerConfig { Experts = 1024 * 1024, Heads = 8, TopK = 16, QueryDim = 128, QueryNorm = "batch" }));
     }
 
     [Test]
     public void JsonUsesSnakeCaseKeys()
     {
         string json = new ModelConfig().ToJson();
-        Assert.That(json, Does.Contain("\"d_model\": 96").And.Contain("\"sub_keys\": 64").And.Contain("\"tied_head\": true"));
+        Assert.That(json, Does.Contain("\"d_model\": 96").And.Contain("\"experts\": 4096").And.Contain("\"tied_head\": true"));
     }
 
     [TestCase("{\"heads\": 5}", "heads = 5 does not divide d_model = 96")]
     [TestCase("{\"blocks\": [\"ffw\", \"peer\"]}", "blocks lists 2 kinds but layers = 3")]
     [TestCase("{\"blocks\": [\"ffw\", \"dense\", \"ffw\"]}", "'dense' is not a feed-forward kind")]
-    [TestCase("{\"peer\": {\"top_k\": 100}}", "peer.top_k = 100")]
-    [TestCase("{\"peer\": {\"query_dim\": 7}}", "peer.query_dim = 7")]
+    [TestCase("{\"peer\": {\"top_k\": 100}}", "TopK = 100")]
+    [TestCase("{\"peer\": {\"query_dim\": 7}}", "QueryDim = 7")]
+    [TestCase("{\"peer\": {\"experts\": 1000}}", "Experts = 1000")]
+    [TestCase("{\"peer\": {\"query_norm\": \"rms\"}}", "peer.query_norm = 'rms'")]
     [TestCase("{\"positions\": \"sinusoidal\"}", "positions = 'sinusoidal'")]
     [TestCase("{\"d_modle\": 64}", "not valid JSON")]
     [TestCase("{\"layers\": ", "not valid JSON")]

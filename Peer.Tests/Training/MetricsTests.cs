@@ -1,4 +1,4 @@
-// Metrics CSV round trip, the paper's usage measures against hand-computed values, and the PNG plots.
+// Metrics CSV round trip and the PNG plots.
 using Peer.Training;
 
 namespace Peer.Tests.Training;
@@ -30,17 +30,6 @@ public sealed class MetricsTests
     }
 
     [Test]
-    public void UsageAndUnevennessFollowThePaper()
-    {
-        Assert.That(ExpertStats.Usage([1, 0, 2, 0]), Is.EqualTo(0.5));
-        Assert.That(ExpertStats.Unevenness([3, 3, 3, 3]), Is.EqualTo(0).Within(1e-12), "uniform usage has zero unevenness");
-        // z = (1, 0, 0, 0): log 4 + 1 log 1 = log 4.
-        Assert.That(ExpertStats.Unevenness([5, 0, 0, 0]), Is.EqualTo(Math.Log(4)).Within(1e-12));
-        // z = (0.5, 0.25, 0.25, 0): log 4 + 0.5 log 0.5 + 2 * 0.25 log 0.25.
-        Assert.That(ExpertStats.Unevenness([2, 1, 1, 0]), Is.EqualTo(Math.Log(4) + 0.5 * Math.Log(0.5) + 0.5 * Math.Log(0.25)).Within(1e-12));
-    }
-
-    [Test]
     public void PlotsAreWrittenAsPng()
     {
         var dir = Directory.CreateTempSubdirectory("peer-plots-");
@@ -49,7 +38,7 @@ public sealed class MetricsTests
             var rows = Enumerable.Range(1, 20).Select(i => new MetricRow(i, 5.0 / i, 1e-3, 100, i % 10 == 0 ? 5.5 / i : null, null, null, 1, 1)).ToList();
             string loss = Path.Combine(dir.FullName, "loss.png"), usage = Path.Combine(dir.FullName, "usage.png");
             Plots.LossCurves(loss, rows, 3.2, "test");
-            Plots.ExpertUsage(usage, [("blocks.1.ffw", [1, 2, 0, 4, 1, 1, 3, 0])], "test");
+            Plots.ExpertUsage(usage, [new LayerUsage("blocks.1.ffw", [1, 2, 0, 4, 1, 1, 3, 0], 0.75, 0.2)], "test");
             foreach (var p in new[] { loss, usage })
             {
                 byte[] head = File.ReadAllBytes(p)[..8];

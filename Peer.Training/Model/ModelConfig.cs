@@ -3,22 +3,49 @@
 // by default PEER replaces the middle block's feed-forward layer, as in the paper.
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Peer.Nn;
 
 namespace Peer.Training;
 
-/// <summary>Settings of the PEER layers of a model (see PEER-SPEC.md).</summary>
+/// <summary>Settings of the PEER layers of a model (see PEER-SPEC.md and <see cref="PeerOptions"/>).</summary>
 public sealed record PeerConfig
 {
-    /// <summary>Sub-keys per table, <c>n</c>; the layer has <c>N = n*n</c> experts.</summary>
-    public int SubKeys { get; init; } = 64;
+    /// <summary>Query normalisations accepted by <see cref="QueryNorm"/>.</summary>
+    public static readonly string[] QueryNorms = ["batch", "layer", "none"];
+
+    /// <summary>Experts <c>N</c>, a perfect square <c>n*n</c>.</summary>
+    public int Experts { get; init; } = 64 * 64;
     /// <summary>Retrieval heads <c>h</c>.</summary>
     public int Heads { get; init; } = 4;
     /// <summary>Experts kept per head <c>k</c>.</summary>
     public int TopK { get; init; } = 8;
     /// <summary>Query size <c>dq</c> per head (even).</summary>
     public int QueryDim { get; init; } = 32;
-    /// <summary>BatchNorm on the query (the paper's default).</summary>
-    public bool QueryBatchNorm { get; init; } = true;
+    /// <summary>Query normalisation: <c>batch</c> (BatchNorm, the paper's default), <c>layer</c> or <c>none</c>.</summary>
+    public string QueryNorm { get; init; } = "batch";
+
+    /// <summary>The layer options with parameters drawn from <paramref name="seed"/>.</summary>
+    public PeerOptions ToOptions(ulong seed) => new()
+    {
+        Experts = Experts, Heads = Heads, TopK = TopK, QueryDim = QueryDim, Seed = seed,
+        QueryNorm = QueryNorm switch { "layer" => PeerQueryNorm.LayerNorm, "none" => PeerQueryNorm.None, _ => PeerQueryNorm.BatchNorm },
+    };
+
+    /// <summary>Checks the settings with the layer's own rules.</summary>
+    /// <exception cref="ConfigException">A setting breaks a rule; the message names it.</exception>
+    public void Validate()
+    {
+        ModelConfig.Require(QueryNorms.Contains(QueryNorm), $"peer.query_norm = '{QueryNorm}': expected one of {string.Join(", ", QueryNorms)}");
+        try
+        {
+            ToOptions(0).Validate();
+        }
+        catch (ArgumentException e)
+        {
+            string message = e.ParamName is { } name ? e.Message.Replace($" (Parameter '{name}')", "") : e.Message;
+            throw new ConfigException("config: peer: " + message.ReplaceLineEndings(" "));
+        }
+    }
 }
 
 /// <summary>Shape of the decoder-only transformer.</summary>
@@ -69,13 +96,7 @@ public sealed record ModelConfig
             Require(Blocks.Length == Layers, $"blocks lists {Blocks.Length} kinds but layers = {Layers}");
         foreach (var kind in BlockKinds())
             Require(FeedForwardKinds.Contains(kind), $"blocks: '{kind}' is not a feed-forward kind; expected one of {string.Join(", ", FeedForwardKinds)}");
-        if (BlockKinds().Contains("peer"))
-        {
-            Require(Peer.SubKeys >= 1, $"peer.sub_keys = {Peer.SubKeys}: expected at least 1");
-            Require(Peer.TopK >= 1 && Peer.TopK <= Peer.SubKeys, $"peer.top_k = {Peer.TopK}: expected between 1 and peer.sub_keys = {Peer.SubKeys}");
-            Require(Peer.Heads >= 1, $"peer.heads = {Peer.Heads}: expected at least 1");
-            Require(Peer.QueryDim >= 2 && Peer.QueryDim % 2 == 0, $"peer.query_dim = {Peer.QueryDim}: expected a positive even size");
-        }
+        if (BlockKinds().Contains("peer")) Peer.Validate();
     }
 
     internal static void Require(bool ok, string message)
@@ -91,12 +112,12 @@ public sealed record ModelConfig
         "small" => new ModelConfig
         {
             DModel = 256, Layers = 6, Heads = 8, Context = 256,
-            Peer = new PeerConfig { SubKeys = 256, Heads = 8, TopK = 16, QueryDim = 128 },
+            Peer = new PeerConfig { Experts = 256 * 256, Heads = 8, TopK = 16, QueryDim = 128 },
         },
         "paper" => new ModelConfig
         {
             DModel = 768, Layers = 12, Heads = 12, Context = 1024,
-            Peer = new PeerConfig { SubKeys = 1024, Heads = 8, TopK = 16, QueryDim = 256 },
+            Peer = new PeerConfig { Experts = 1024 * 1024, Heads = 8, TopK = 16, QueryDim = 128 },
         },
         _ => throw new ConfigException($"config: preset '{name}' is unknown; expected one of {string.Join(", ", PresetNames)}"),
     };

@@ -61,25 +61,6 @@ public static class MetricsFile
     }
 }
 
-/// <summary>The paper's expert-usage measures over per-expert router-weight sums <c>z'</c>.</summary>
-public static class ExpertStats
-{
-    /// <summary>Fraction of experts with <c>z'_i != 0</c>.</summary>
-    public static double Usage(float[] weightSums) => weightSums.Length == 0 ? 0 : weightSums.Count(z => z != 0) / (double)weightSums.Length;
-
-    /// <summary>Unevenness <c>log N + sum_i z_i log z_i</c> with <c>z = z' / |z'|_1</c>: the KL divergence from uniform, 0 when perfectly even.</summary>
-    public static double Unevenness(float[] weightSums)
-    {
-        double total = 0;
-        foreach (var z in weightSums) total += Math.Abs(z);
-        if (total == 0) return 0;
-        double s = Math.Log(weightSums.Length);
-        foreach (var z in weightSums)
-            if (z != 0) { double p = Math.Abs(z) / total; s += p * Math.Log(p); }
-        return s;
-    }
-}
-
 /// <summary>Writes files so that a reader (or a crash) sees the old content or the new, never a part.</summary>
 public static class AtomicFile
 {

@@ -42,13 +42,14 @@ public static class Plots
     }
 
     /// <summary>Writes a histogram of per-expert usage relative to uniform (<c>N z_i</c>; 1 is perfectly even) for each PEER layer.</summary>
-    public static void ExpertUsage(string path, IReadOnlyList<(string Layer, float[] WeightSums)> layers, string title)
+    public static void ExpertUsage(string path, IReadOnlyList<LayerUsage> layers, string title)
     {
         var plot = new Plot();
         var palette = new ScottPlot.Palettes.Category10();
         int i = 0;
-        foreach (var (layer, sums) in layers)
+        foreach (var layer in layers)
         {
+            float[] sums = layer.WeightSums;
             double total = sums.Sum(z => Math.Abs((double)z));
             double[] relative = sums.Select(z => total > 0 ? Math.Abs(z) * sums.Length / total : 0).ToArray();
             double max = Math.Max(1e-9, relative.Max());
@@ -57,7 +58,7 @@ public static class Plots
             var counts = new double[binCount];
             foreach (var r in relative) counts[Math.Min(binCount - 1, (int)(r / width))]++;
             var bars = plot.Add.Bars(Enumerable.Range(0, binCount).Select(b => (b + 0.5) * width).ToArray(), counts);
-            bars.LegendText = $"{layer}: usage {ExpertStats.Usage(sums):P1}, unevenness {ExpertStats.Unevenness(sums):F3}";
+            bars.LegendText = $"{layer.Layer}: usage {layer.Usage:P1}, unevenness {layer.Unevenness:F3}";
             foreach (var bar in bars.Bars) { bar.FillColor = palette.GetColor(i).WithAlpha(0.6); bar.Size = width; bar.LineWidth = 0; }
             i++;
         }

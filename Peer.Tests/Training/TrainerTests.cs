@@ -1,0 +1,138 @@
+// The trainer on a micro model: the loss falls, a resumed run reproduces the uninterrupted losses to the
+// bit, generation is reproducible for a seed, checkpoints refuse other configurations, other data and damage.
+using Peer.Training;
+
+namespace Peer.Tests.Training;
+
+[TestFixture]
+public sealed class TrainerTests
+{
+    Device device = null!;
+    Dataset data = null!;
+    string dir = null!;
+
+    [OneTimeSetUp]
+    public void SetUp()
+    {
+        device = Device.Open("cpu");
+        data = Dataset.Create(TrainingFixtures.SmallCorpus, new ByteTokenizer(), 16);
+    }
+
+    [OneTimeTearDown]
+    public void TearDown() => device.Dispose();
+
+    [SetUp]
+    public void MakeDir() => dir = Directory.CreateTempSubdirectory("peer-trainer-").FullName;
+
+    [TearDown]
+    public void RemoveDir() => Directory.Delete(dir, true);
+
+    static double[] Run(Trainer t, int steps) => Enumerable.Range(0, steps).Select(_ => t.Step().Loss).ToArray();
+
+    [Test]
+    public void ShortRunLossFalls()
+    {
+        using var t = new Trainer(device, TrainingFixtures.Micro(60), data);
+        double before = t.Evaluate().Loss;
+        var losses = Run(t, 60);
+        var after = t.Evaluate();
+        Assert.That(before, Is.EqualTo(Math.Log(256)).Within(0.3), "an untrained model is near uniform over 256 bytes");
+        Assert.That(losses.Skip(50).Average(), Is.LessThan(losses.Take(5).Average() - 1.5));
+        Assert.That(after.Loss, Is.LessThan(before - 1.5), "validation loss falls too");
+        Assert.That(after.Experts, Has.Count.EqualTo(1));
+        Assert.That(after.Experts[0].Layer, Is.EqualTo("blocks.1.ffw"));
+        Assert.That(after.Experts[0].Usage, Is.GreaterThan(0).And.LessThanOrEqualTo(1));
+        Assert.That(after.Experts[0].WeightSums.Sum(), Is.EqualTo(8 * 16 * 2).Within(1e-2), "softmax router weights sum to 1 per token and head");
+    }
+
+    [Test]
+    public void LearningRateWarmsUpThenDecaysByCosine()
+    {
+        using var t = new Trainer(device, TrainingFixtures.Micro(30), data);
+        var c = t.Config.Train; // warmup 3, steps 30, peak 1e-2, min 1e-3
+        Assert.That(t.LearningRateAt(1), Is.EqualTo(c.LearningRate / 3).Within(1e-9));
+        Assert.That(t.LearningRateAt(3), Is.EqualTo(c.LearningRate).Within(1e-9));
+        double mid = c.LearningRate * c.MinLearningRateFraction + 0.5 * c.LearningRate * (1 - c.MinLearningRateFraction);
+        Assert.That(t.LearningRateAt(3 + 27 / 2.0 is var h ? (int)Math.Round(h) : 0), Is.EqualTo(mid).Within(c.LearningRate * 0.06));
+        Assert.That(t.LearningRateAt(30), Is.EqualTo(c.LearningRate * c.MinLearningRateFraction).Within(1e-9));
+    }
+
+    [Test]
+    public void ResumeReproducesTheUninterruptedLossesBitForBit()
+    {
+        var config = TrainingFixtures.Micro(12) with { };
+        config = config with { Train = config.Train with { Accumulation = 2 } };
+        double[] straight;
+        using (var t = new Trainer(device, config, data)) straight = Run(t, 12);
+        double[] first;
+        using (var t = new Trainer(device, config, data))
+        {
+            first = Run(t, 5);
+            t.Evaluate(); // an evaluation between steps must not disturb the run
+            Checkpoint.Save(t, dir);
+        }
+        double[] rest;
+        using (var t = Checkpoint.Load(device, dir, data))
+        {
+            Assert.That(t.StepCount, Is.EqualTo(5));
+            rest = Run(t, 7);
+        }
+        Assert.That(first.Concat(rest).ToArray(), Is.EqualTo(straight), "resumed losses equal the uninterrupted run exactly");
+    }
+
+    [Test]
+    public void GenerationIsReproducibleForASeed()
+    {
+        using var t = new Trainer(device, TrainingFixtures.Micro(10), data);
+        Run(t, 10);
+        int[] prompt = new ByteTokenizer().Encode("Returns the");
+        var a = t.Model.Generate(prompt, 40, temperature: 1f, topK: 20, seed: 3);
+        var b = t.Model.Generate(prompt, 40, temperature: 1f, topK: 20, seed: 3);
+        var c = t.Model.Generate(prompt, 40, temperature: 1f, topK: 20, seed: 4);
+        Assert.That(a, Has.Length.EqualTo(40));
+        Assert.That(b, Is.EqualTo(a));
+        Assert.That(c, Is.Not.EqualTo(a), "another seed draws another continuation");
+        Assert.That(t.Model.Generate(prompt, 10, temperature: 0f, seed: 1), Is.EqualTo(t.Model.Generate(prompt, 10, temperature: 0f, seed: 2)), "greedy ignores the seed");
+        Assert.That(t.Model.IsTraining, "generation restores training mode");
+        Assert.That(() => t.Model.Generate([], 5), Throws.ArgumentException.With.Message.Contains("prompt"));
+        Assert.That(() => t.Model.Generate([300], 5), Throws.ArgumentException.With.Message.Contains("[0, 256)"));
+    }
+
+    [Test]
+    public void TopKPicksOnlyAmongTheKMostLikely()
+    {
+        float[] logits = [0f, 5f, 4f, -1f, 4.5f];
+        ulong state = 9;
+        var picks = Enumerable.Range(0, 300).Select(_ => Sampling.Pick(logits, 1f, 2, ref state)).ToHashSet();
+        Assert.That(picks, Is.EquivalentTo(new[] { 1, 4 }));
+        Assert.That(Sampling.Pick([1f, 3f, 3f], 0f, 0, ref state), Is.EqualTo(1), "greedy breaks ties towards the smaller id");
+    }
+
+    [Test]
+    public void CheckpointFromAnotherConfigurationIsRefused()
+    {
+        using (var t = new Trainer(device, TrainingFixtures.Micro(4), data)) { Run(t, 2); Checkpoint.Save(t, dir); }
+        var other = TrainingFixtures.Micro(4);
+        other = other with { Model = other.Model with { DModel = 64 } };
+        Assert.That(() => Checkpoint.Load(device, dir, data, other), Throws.TypeOf<CheckpointException>().With.Message.Contains("d_model: 32 in the checkpoint vs 64"));
+        var otherData = Dataset.Create(new Corpus("other", TrainingFixtures.SmallCorpus.Text[1000..]), new ByteTokenizer(), 16);
+        Assert.That(() => Checkpoint.Load(device, dir, otherData), Throws.TypeOf<CheckpointException>().With.Message.Contains("other data"));
+    }
+
+    [Test]
+    public void DamagedCheckpointIsRefusedAndAKilledSaveLeavesThePreviousOne()
+    {
+        using (var t = new Trainer(device, TrainingFixtures.Micro(4), data)) { Run(t, 2); Checkpoint.Save(t, dir); }
+        string folder = Path.Combine(dir, "checkpoints", "step-0000002");
+        // A save killed before its rename leaves only a temporary folder: the pointer still names step 2, which loads.
+        Directory.CreateDirectory(Path.Combine(dir, "checkpoints", ".step-0000003.999.tmp"));
+        using (var t = Checkpoint.Load(device, dir, data)) Assert.That(t.StepCount, Is.EqualTo(2));
+        string model = Path.Combine(folder, "model.safetensors");
+        byte[] bytes = File.ReadAllBytes(model);
+        bytes[^1] ^= 0x40;
+        File.WriteAllBytes(model, bytes);
+        Assert.That(() => Checkpoint.Load(device, dir, data), Throws.TypeOf<CheckpointException>().With.Message.Contains("is damaged"));
+        File.WriteAllText(Path.Combine(dir, "checkpoint.json"), "{ nonsense");
+        Assert.That(() => Checkpoint.Load(device, dir, data), Throws.TypeOf<CheckpointException>().With.Message.Contains("checkpoint.json is damaged"));
+    }
+}

@@ -1,0 +1,36 @@
+// Shared set-up of the training tests: a micro model (a few milliseconds per step) and a slice of the
+// built-in corpus written to a temporary file, so tests exercise the real paths without the full corpus.
+using Peer.Training;
+
+namespace Peer.Tests.Training;
+
+static class TrainingFixtures
+{
+    static readonly Lazy<string> Text = new(() => Corpus.Load(null).Text[..120_000]);
+
+    /// <summary>A slice of the built-in corpus.</summary>
+    public static Corpus SmallCorpus => new("small", Text.Value);
+
+    /// <summary>Writes the slice to <paramref name="dir"/>/corpus.txt and returns the path.</summary>
+    public static string WriteCorpus(string dir)
+    {
+        string path = Path.Combine(dir, "corpus.txt");
+        File.WriteAllText(path, Text.Value);
+        return path;
+    }
+
+    /// <summary>Two blocks (dense, then PEER with 16x16 experts), width 32, context 16.</summary>
+    public static RunConfig Micro(int steps = 30, ulong seed = 7) => new()
+    {
+        Model = new ModelConfig
+        {
+            VocabSize = 256, DModel = 32, Layers = 2, Heads = 2, Context = 16,
+            Peer = new PeerConfig { Experts = 16 * 16, Heads = 2, TopK = 4, QueryDim = 8 },
+        },
+        Train = new TrainConfig
+        {
+            Steps = steps, BatchSize = 4, LearningRate = 1e-2f, WarmupSteps = 3, EvalEvery = 0, EvalWindows = 8,
+            CheckpointEvery = 0, Seed = seed, Device = "cpu",
+        },
+    };
+}

@@ -1,0 +1,63 @@
+// `peer eval` and `peer generate`: load a run's checkpoint and report validation loss, perplexity and
+// expert usage, or sample a continuation of a prompt.
+using System.CommandLine;
+
+namespace Peer.Training;
+
+static class EvalCommand
+{
+    public static Command Create(TextWriter output, TextWriter error)
+    {
+        var checkpoint = new Option<string>("--checkpoint") { Description = "A run folder (or a checkpoint folder inside it).", Required = true };
+        var device = new Option<string>("--device") { Description = "cpu, cuda, opencl or auto (default: the run's)." };
+        var windows = new Option<int?>("--windows") { Description = "Validation windows to evaluate (default: the run's eval_windows)." };
+        var cmd = new Command("eval", "Evaluate a checkpoint on its run's validation split: loss, perplexity, PEER expert usage.") { checkpoint, device, windows };
+        cmd.SetAction(r => PeerCli.Guard(error, () =>
+        {
+            var (state, _) = Checkpoint.ReadState(r.GetValue(checkpoint)!);
+            var config = state.Config with { Train = state.Config.Train with { Device = r.GetValue(device) ?? state.Config.Train.Device, EvalWindows = r.GetValue(windows) ?? state.Config.Train.EvalWindows } };
+            config.Validate();
+            var data = Dataset.Create(Corpus.Load(config.Train.Corpus), Tokenizers.Create(config.Train.Tokenizer), config.Model.Context);
+            using var dev = PeerCli.OpenDevice(config.Train.Device);
+            using var trainer = Checkpoint.Load(dev, r.GetValue(checkpoint)!, data, config);
+            var result = trainer.Evaluate();
+            output.WriteLine($"step {state.Step}  val loss {result.Loss:F4}  val ppl {result.Perplexity:F2}  unigram {data.UnigramEntropy():F3}");
+            foreach (var layer in result.Experts)
+                output.WriteLine($"{layer.Layer}: expert usage {layer.Usage:P2}  unevenness {layer.Unevenness:F4}");
+            return 0;
+        }));
+        return cmd;
+    }
+}
+
+static class GenerateCommand
+{
+    public static Command Create(TextWriter output, TextWriter error)
+    {
+        var checkpoint = new Option<string>("--checkpoint") { Description = "A run folder (or a checkpoint folder inside it).", Required = true };
+        var prompt = new Option<string>("--prompt") { Description = "Text to continue.", DefaultValueFactory = _ => "The " };
+        var temperature = new Option<float>("--temperature") { Description = "Sampling temperature; 0 is greedy.", DefaultValueFactory = _ => 0.8f };
+        var topK = new Option<int>("--top-k") { Description = "Draw only from the k most likely tokens; 0 means all.", DefaultValueFactory = _ => 40 };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of the draws.", DefaultValueFactory = _ => 1UL };
+        var length = new Option<int>("--length") { Description = "Tokens to generate.", DefaultValueFactory = _ => 200 };
+        var device = new Option<string>("--device") { Description = "cpu, cuda, opencl or auto (default: the run's)." };
+        var cmd = new Command("generate", "Continue a prompt with a trained model.") { checkpoint, prompt, temperature, topK, seed, length, device };
+        cmd.SetAction(r => PeerCli.Guard(error, () =>
+        {
+            var (state, _) = Checkpoint.ReadState(r.GetValue(checkpoint)!);
+            var tokenizer = Tokenizers.Create(state.Config.Train.Tokenizer);
+            string text = r.GetValue(prompt)!;
+            int[] ids = tokenizer.Encode(text);
+            if (ids.Length == 0) throw new ConfigException("prompt: empty; pass --prompt TEXT");
+            using var dev = PeerCli.OpenDevice(r.GetValue(device) ?? state.Config.Train.Device);
+            var (model, _) = Checkpoint.LoadModel(dev, r.GetValue(checkpoint)!);
+            using (model)
+            {
+                var generated = model.Generate(ids, r.GetValue(length), r.GetValue(temperature), r.GetValue(topK), r.GetValue(seed));
+                output.WriteLine(text + tokenizer.Decode(generated));
+            }
+            return 0;
+        }));
+        return cmd;
+    }
+}

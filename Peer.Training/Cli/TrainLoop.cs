@@ -1,0 +1,104 @@
+// The command-line training loop around a Trainer: steps until the configured count, evaluating and
+// checkpointing on schedule, appending metrics.csv and redrawing the plots at each evaluation, showing a
+// Spectre.Console progress bar on a terminal or plain lines when output is redirected, and saving a
+// checkpoint on Ctrl+C or SIGTERM.
+using System.Runtime.InteropServices;
+using Spectre.Console;
+
+namespace Peer.Training;
+
+sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, CancellationToken interrupt)
+{
+    readonly string metricsPath = Path.Combine(runDir, "metrics.csv");
+    volatile bool interrupted;
+
+    public int Run()
+    {
+        var cfg = trainer.Config;
+        int total = cfg.Train.Steps, start = trainer.StepCount;
+        var rows = MetricsFile.Read(metricsPath, upToStep: start);
+        MetricsFile.Write(metricsPath, rows); // a resumed run drops rows written after its checkpoint
+        double unigram = trainer.Data.UnigramEntropy();
+        output.WriteLine($"run folder  {runDir}");
+        output.WriteLine($"device      {trainer.Device.Name}");
+        output.WriteLine($"corpus      {trainer.Data.CorpusName}: {trainer.Data.Train.Length:N0} training and {trainer.Data.Validation.Length:N0} validation tokens ({trainer.Data.Tokenizer.Name}); unigram entropy {unigram:F3} nats");
+        output.WriteLine($"model       d={cfg.Model.DModel} layers={cfg.Model.Layers} heads={cfg.Model.Heads} context={cfg.Model.Context} blocks=[{string.Join(",", cfg.Model.BlockKinds())}] "
+            + $"parameters={trainer.Model.ParameterCount:N0}" + (cfg.Model.BlockKinds().Contains("peer") ? $" experts={cfg.Model.Peer.Experts:N0} (h={cfg.Model.Peer.Heads}, k={cfg.Model.Peer.TopK})" : ""));
+        output.WriteLine($"training    steps {start + 1}..{total}, batch {cfg.Train.BatchSize}x{cfg.Train.Accumulation}, lr {cfg.Train.LearningRate}, seed {cfg.Train.Seed}");
+
+        // The first Ctrl+C (SIGINT) or SIGTERM asks for a checkpoint and a clean exit; a second one ends the process at
+        // once (the last checkpoint stays intact). PosixSignalRegistration also covers Ctrl+C on Windows.
+        void OnSignal(PosixSignalContext context)
+        {
+            context.Cancel = !interrupted;
+            interrupted = true;
+        }
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        using var onInterrupt = interrupt.Register(() => interrupted = true);
+        {
+            bool fancy = ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
+            if (fancy)
+                AnsiConsole.Progress()
+                    .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+                    .Start(ctx =>
+                    {
+                        var task = ctx.AddTask("starting", maxValue: total);
+                        task.Value = start;
+                        Loop(rows, unigram, (row, line) =>
+                        {
+                            task.Value = row.Step;
+                            task.Description = Markup.Escape($"step {row.Step}/{total}  loss {row.Loss:F3}  {row.TokensPerSecond:N0} tok/s");
+                            if (line != null) AnsiConsole.MarkupLine(Markup.Escape(line));
+                        });
+                    });
+            else
+            {
+                int every = Math.Max(1, total / 50);
+                Loop(rows, unigram, (row, line) =>
+                {
+                    if (line != null) output.WriteLine(line);
+                    else if (row.Step % every == 0 || row.Step == total)
+                        output.WriteLine($"step {row.Step}/{total}  loss {row.Loss:F4}  lr {row.LearningRate:G3}  {row.TokensPerSecond:N0} tok/s");
+                });
+            }
+        }
+
+        if (interrupted)
+        {
+            output.WriteLine($"interrupted at step {trainer.StepCount}: checkpoint saved in {runDir}; continue with: peer train --resume --out \"{runDir}\"");
+            return PeerCli.InterruptedExit;
+        }
+        var sample = trainer.Model.Generate(trainer.Data.Tokenizer.Encode("The "), 160, temperature: 0.8f, topK: 40, seed: trainer.Config.Train.Seed);
+        output.WriteLine("sample      The " + trainer.Data.Tokenizer.Decode(sample).ReplaceLineEndings(" "));
+        output.WriteLine($"done: metrics.csv, loss.png{(trainer.Model.PeerLayers().Any() ? ", experts.png" : "")} and the checkpoint are in {runDir}");
+        return 0;
+    }
+
+    void Loop(List<MetricRow> rows, double unigram, Action<MetricRow, string?> report)
+    {
+        var cfg = trainer.Config.Train;
+        while (trainer.StepCount < cfg.Steps && !interrupted)
+        {
+            var s = trainer.Step();
+            bool evaluate = s.Step == cfg.Steps || (cfg.EvalEvery > 0 && s.Step % cfg.EvalEvery == 0);
+            EvalResult? eval = evaluate ? trainer.Evaluate() : null;
+            var row = new MetricRow(s.Step, s.Loss, s.LearningRate, s.TokensPerSecond, eval?.Loss, eval?.Usage, eval?.Unevenness,
+                trainer.Device.LiveBytes / 1048576.0, trainer.Device.PeakBytes / 1048576.0);
+            rows.Add(row);
+            File.AppendAllText(metricsPath, row.ToCsv() + "\n");
+            string? line = null;
+            if (eval != null)
+            {
+                line = $"step {s.Step}  loss {s.Loss:F4}  val loss {eval.Loss:F4}  val ppl {eval.Perplexity:F2}  (unigram {unigram:F3})"
+                    + (eval.Usage is { } u ? $"  expert usage {u:P1}  unevenness {eval.Unevenness:F3}" : "")
+                    + $"  {s.TokensPerSecond:N0} tok/s  device memory {row.LiveMiB:F1} MiB (peak {row.PeakMiB:F1})";
+                Plots.LossCurves(Path.Combine(runDir, "loss.png"), rows, unigram, $"{trainer.Data.CorpusName} ({trainer.Data.Tokenizer.Name})");
+                if (eval.Experts.Count > 0) Plots.ExpertUsage(Path.Combine(runDir, "experts.png"), eval.Experts, $"expert usage at step {s.Step}");
+            }
+            bool save = s.Step == cfg.Steps || interrupted || (cfg.CheckpointEvery > 0 && s.Step % cfg.CheckpointEvery == 0);
+            if (save) Checkpoint.Save(trainer, runDir);
+            report(row, line);
+        }
+    }
+}

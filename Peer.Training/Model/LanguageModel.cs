@@ -1,0 +1,150 @@
+// The decoder-only transformer: token and learned position embeddings, pre-norm blocks of causal
+// multi-head attention and a feed-forward layer chosen per block (dense or PEER), a final LayerNorm and
+// an output head tied to the token embedding or separate. Shapes: B sequences of T tokens, width d,
+// H heads of Dh = d / H; activations are kept as [B*T, d] rows between blocks.
+// Initialisation (ours): embeddings N(0, 0.02); Linear weights and biases U(-1/sqrt(in), 1/sqrt(in)) as
+// PyTorch's Linear, with the residual output projections scaled by 1/sqrt(2 * layers) as in GPT-2.
+using Peer.Nn;
+
+namespace Peer.Training;
+
+/// <summary>A decoder-only transformer language model (see <see cref="ModelConfig"/>).</summary>
+public sealed class LanguageModel : Module
+{
+    readonly Tensor tokenEmbedding;    // [V, d]
+    readonly Tensor positionEmbedding; // [context, d]
+    readonly Block[] blocks;
+    readonly Tensor normWeight, normBias; // [d]
+    readonly Tensor? head;             // [V, d] when untied
+
+    /// <summary>The configuration the model was built from.</summary>
+    public ModelConfig Config { get; }
+
+    /// <summary>Builds the model with weights drawn from <paramref name="seed"/>.</summary>
+    /// <exception cref="ConfigException">The configuration is invalid.</exception>
+    public LanguageModel(Device device, ModelConfig config, ulong seed) : base(device)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        Config = config;
+        ulong s = seed * 1000;
+        int d = config.DModel;
+        tokenEmbedding = Parameter("tok_emb.weight", Ops.Normal(device, s + 1, 0f, 0.02f, config.VocabSize, d));
+        positionEmbedding = Parameter("pos_emb.weight", Ops.Normal(device, s + 2, 0f, 0.02f, config.Context, d));
+        var kinds = config.BlockKinds();
+        blocks = new Block[config.Layers];
+        for (int i = 0; i < config.Layers; i++)
+            blocks[i] = Child($"blocks.{i}", new Block(device, config, kinds[i], s + 10 + 10 * (ulong)i));
+        normWeight = Parameter("norm.weight", Tensor.Full(device, 1f, d));
+        normBias = Parameter("norm.bias", Tensor.Zeros(device, d));
+        if (!config.TiedHead) head = Parameter("head.weight", LinearWeight(device, s + 3, config.VocabSize, d));
+    }
+
+    internal static Tensor LinearWeight(Device device, ulong seed, int outFeatures, int inFeatures, float scale = 1f)
+    {
+        float bound = scale / MathF.Sqrt(inFeatures);
+        return Ops.Uniform(device, seed, -bound, bound, outFeatures, inFeatures);
+    }
+
+    internal static Tensor LinearBias(Device device, ulong seed, int outFeatures, int inFeatures)
+    {
+        float bound = 1f / MathF.Sqrt(inFeatures);
+        return Ops.Uniform(device, seed, -bound, bound, outFeatures);
+    }
+
+    /// <summary>The PEER layers with their dotted names.</summary>
+    public IEnumerable<(string Name, PeerLayer Layer)> PeerLayers()
+    {
+        for (int i = 0; i < blocks.Length; i++)
+            if (blocks[i].Peer is { } p) yield return ($"blocks.{i}.ffw", p);
+    }
+
+    /// <summary>Next-token logits <c>[B*T, V]</c> of <paramref name="tokens"/> I32 <c>[B, T]</c>, T at most the context.</summary>
+    /// <exception cref="ArgumentException">Not I32 rank 2, or longer than the context.</exception>
+    public Tensor Forward(Tensor tokens)
+    {
+        Check.DType(tokens, DType.I32, nameof(tokens));
+        Check.That(tokens.Rank == 2 && tokens.Shape[1] >= 1 && tokens.Shape[1] <= Config.Context, nameof(tokens), tokens.Shape, $"[B, T] with 1 <= T <= context = {Config.Context}");
+        int b = tokens.Shape[0], t = tokens.Shape[1];
+        var positions = new int[b * t];
+        for (int i = 0; i < positions.Length; i++) positions[i] = i % t;
+        var positionIds = Tensor.FromArray(Device, positions, b * t);
+        // Dense table gradients: the vocabulary and context are small, and the tied head adds a dense gradient anyway.
+        var x = Ops.Add(Ops.Embedding(tokens.Reshape(b * t), tokenEmbedding, sparseGrad: false),
+                        Ops.Embedding(positionIds, positionEmbedding, sparseGrad: false)); // [B*T, d]
+        foreach (var block in blocks) x = block.Forward(x, b, t);
+        x = Ops.LayerNorm(x, normWeight, normBias);
+        return Ops.MatMul(x, head ?? tokenEmbedding, transB: true); // [B*T, V]
+    }
+
+    /// <summary>Mean next-token cross-entropy of windows I32 <c>[B, T + 1]</c> given row-major (inputs are the first T tokens of each, targets the last T).</summary>
+    /// <exception cref="ArgumentException">The windows do not split into <paramref name="batch"/> rows of 2 to context + 1 tokens.</exception>
+    public Tensor Loss(int[] windows, int batch)
+    {
+        ArgumentNullException.ThrowIfNull(windows);
+        Check.That(batch >= 1 && windows.Length % batch == 0 && windows.Length / batch >= 2, nameof(windows), windows.Length, $"batch = {batch} rows of at least 2 tokens");
+        int w = windows.Length / batch, t = w - 1;
+        var inputs = new int[batch * t];
+        var targets = new int[batch * t];
+        for (int i = 0; i < batch; i++)
+        {
+            Array.Copy(windows, i * w, inputs, i * t, t);
+            Array.Copy(windows, i * w + 1, targets, i * t, t);
+        }
+        var x = Tensor.FromArray(Device, inputs, batch, t);
+        var y = Tensor.FromArray(Device, targets, batch * t);
+        return Ops.CrossEntropy(Forward(x), y);
+    }
+
+    sealed class Block : Module
+    {
+        readonly Tensor norm1Weight, norm1Bias, norm2Weight, norm2Bias;  // [d]
+        readonly Tensor qkvWeight, qkvBias;                              // [3d, d], [3d]
+        readonly Tensor outWeight, outBias;                              // [d, d], [d]
+        readonly Tensor? upWeight, upBias, downWeight, downBias;         // [hidden, d], [hidden], [d, hidden], [d]
+        readonly int heads;
+
+        public PeerLayer? Peer { get; }
+
+        public Block(Device device, ModelConfig c, string kind, ulong seed) : base(device)
+        {
+            int d = c.DModel;
+            float residualScale = 1f / MathF.Sqrt(2f * c.Layers);
+            heads = c.Heads;
+            norm1Weight = Parameter("norm1.weight", Tensor.Full(device, 1f, d));
+            norm1Bias = Parameter("norm1.bias", Tensor.Zeros(device, d));
+            qkvWeight = Parameter("attn.qkv.weight", LinearWeight(device, seed + 1, 3 * d, d));
+            qkvBias = Parameter("attn.qkv.bias", LinearBias(device, seed + 2, 3 * d, d));
+            outWeight = Parameter("attn.out.weight", LinearWeight(device, seed + 3, d, d, residualScale));
+            outBias = Parameter("attn.out.bias", Tensor.Zeros(device, d));
+            norm2Weight = Parameter("norm2.weight", Tensor.Full(device, 1f, d));
+            norm2Bias = Parameter("norm2.bias", Tensor.Zeros(device, d));
+            if (kind == "peer")
+                Peer = Child("ffw", new PeerLayer(device, d, c.Peer.ToOptions(seed + 5)));
+            else
+            {
+                int hidden = c.HiddenWidth;
+                upWeight = Parameter("ffw.up.weight", LinearWeight(device, seed + 6, hidden, d));
+                upBias = Parameter("ffw.up.bias", LinearBias(device, seed + 7, hidden, d));
+                downWeight = Parameter("ffw.down.weight", LinearWeight(device, seed + 8, d, hidden, residualScale));
+                downBias = Parameter("ffw.down.bias", Tensor.Zeros(device, d));
+            }
+        }
+
+        // x: [B*T, d] -> [B*T, d]
+        public Tensor Forward(Tensor x, int b, int t)
+        {
+            int d = x.Shape[1], dh = d / heads;
+            var h = Ops.LayerNorm(x, norm1Weight, norm1Bias);
+            var qkv = Ops.Permute(Ops.Linear(h, qkvWeight, qkvBias).Reshape(b, t, 3 * heads, dh), 0, 2, 1, 3); // [B, 3H, T, Dh]
+            var q = Ops.Slice(qkv, 1, 0, heads);                                                             // [B, H, T, Dh]
+            var k = Ops.Slice(qkv, 1, heads, heads);
+            var v = Ops.Slice(qkv, 1, 2 * heads, heads);
+            var attended = Ops.Permute(Ops.CausalAttention(q, k, v), 0, 2, 1, 3).Reshape(b * t, d);          // [B*T, d]
+            x = Ops.Add(x, Ops.Linear(attended, outWeight, outBias));
+            var f = Ops.LayerNorm(x, norm2Weight, norm2Bias);
+            var y = Peer != null ? Peer.Forward(f) : Ops.Linear(Ops.Gelu(Ops.Linear(f, upWeight!, upBias)), downWeight!, downBias);
+            return Ops.Add(x, y);
+        }
+    }
+}

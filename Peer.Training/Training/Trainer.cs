@@ -1,0 +1,162 @@
+// The training loop's step and evaluation, as a library object: one optimizer step draws Accumulation
+// micro-batches from the seeded sampler, back-propagates each inside its own Scope (so every activation
+// is freed when the micro-batch ends), clips the global gradient norm, and steps AdamW (dense parameters
+// and the PEER layers' row-sparse tables alike) at the warmup + cosine learning rate of that step.
+// Gradient rule: each micro-batch's loss is scaled by 1/Accumulation, so the step sees the mean gradient.
+using System.Diagnostics;
+using Peer.Nn;
+using Peer.Optim;
+
+namespace Peer.Training;
+
+/// <summary>What one optimizer step did.</summary>
+/// <param name="Step">The step number (1-based).</param>
+/// <param name="Loss">Mean training loss over the step's micro-batches.</param>
+/// <param name="LearningRate">Learning rate used.</param>
+/// <param name="TokensPerSecond">Training tokens processed per second.</param>
+public sealed record StepResult(int Step, double Loss, double LearningRate, double TokensPerSecond);
+
+/// <summary>Expert usage of one PEER layer over an evaluation (the paper's measures, see <see cref="ExpertUsage"/>).</summary>
+/// <param name="Layer">The layer's dotted name.</param>
+/// <param name="WeightSums">The router-weight sum <c>z'_i</c> of each expert over the validation tokens.</param>
+/// <param name="Usage">Fraction of experts with <c>z'_i != 0</c>.</param>
+/// <param name="Unevenness"><c>log N + sum_i z_i log z_i</c>, <c>z = z' / |z'|_1</c>.</param>
+public sealed record LayerUsage(string Layer, float[] WeightSums, double Usage, double Unevenness);
+
+/// <summary>An evaluation on the validation windows.</summary>
+/// <param name="Loss">Mean validation cross-entropy in nats per token.</param>
+/// <param name="Experts">Expert usage of each PEER layer.</param>
+public sealed record EvalResult(double Loss, IReadOnlyList<LayerUsage> Experts)
+{
+    /// <summary>Validation perplexity <c>exp(Loss)</c>.</summary>
+    public double Perplexity => Math.Exp(Loss);
+    /// <summary>Mean over PEER layers of the fraction of experts used; null without PEER layers.</summary>
+    public double? Usage => Experts.Count == 0 ? null : Experts.Average(l => l.Usage);
+    /// <summary>Mean over PEER layers of the unevenness; null without PEER layers.</summary>
+    public double? Unevenness => Experts.Count == 0 ? null : Experts.Average(l => l.Unevenness);
+}
+
+/// <summary>Trains a <see cref="LanguageModel"/> on a <see cref="Dataset"/>.</summary>
+/// <example><code>
+/// using var device = Device.Open("cpu");
+/// var data = Dataset.Create(Corpus.Load(null), new ByteTokenizer(), context: 64);
+/// using var trainer = new Trainer(device, RunConfig.Preset("tiny"), data);
+/// for (int i = 0; i &lt; 100; i++) Console.WriteLine(trainer.Step().Loss);
+/// </code></example>
+public sealed class Trainer : IDisposable
+{
+    /// <summary>The run's configuration.</summary>
+    public RunConfig Config { get; }
+    /// <summary>The model being trained.</summary>
+    public LanguageModel Model { get; }
+    /// <summary>The optimizer (AdamW over every parameter).</summary>
+    public AdamW Optimizer { get; }
+    /// <summary>The data.</summary>
+    public Dataset Data { get; }
+    /// <summary>The training batch sampler; its state is part of a checkpoint.</summary>
+    public BatchSampler Sampler { get; }
+    /// <summary>The device.</summary>
+    public Device Device { get; }
+    /// <summary>Optimizer steps taken so far.</summary>
+    public int StepCount { get; internal set; }
+
+    /// <summary>Builds the model and optimizer of <paramref name="config"/> on <paramref name="device"/>.</summary>
+    /// <exception cref="ConfigException">The configuration is invalid or does not fit the data (vocabulary, tokenizer).</exception>
+    public Trainer(Device device, RunConfig config, Dataset data)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(data);
+        config.Validate();
+        ModelConfig.Require(config.Model.VocabSize == data.Tokenizer.VocabSize,
+            $"vocab_size = {config.Model.VocabSize} but the {data.Tokenizer.Name} tokenizer has {data.Tokenizer.VocabSize} ids");
+        ModelConfig.Require(config.Train.Tokenizer == data.Tokenizer.Name,
+            $"tokenizer = '{config.Train.Tokenizer}' but the data was tokenized with '{data.Tokenizer.Name}'");
+        Device = device;
+        Config = config;
+        Data = data;
+        Model = new LanguageModel(device, config.Model, config.Train.Seed);
+        Optimizer = new AdamW(Model.NamedParameters(), lr: config.Train.LearningRate, weightDecay: config.Train.WeightDecay);
+        Sampler = new BatchSampler(data.Train, config.Model.Context, config.Train.Seed);
+    }
+
+    /// <summary>The learning rate of step <paramref name="step"/> (1-based): linear warmup to the peak, then cosine decay to the minimum.</summary>
+    public double LearningRateAt(int step)
+    {
+        var t = Config.Train;
+        double peak = t.LearningRate, min = peak * t.MinLearningRateFraction;
+        if (step <= t.WarmupSteps) return peak * step / Math.Max(1, t.WarmupSteps);
+        double progress = (step - t.WarmupSteps) / (double)Math.Max(1, t.Steps - t.WarmupSteps);
+        return min + 0.5 * (peak - min) * (1 + Math.Cos(Math.PI * Math.Min(1, progress)));
+    }
+
+    /// <summary>Takes one optimizer step.</summary>
+    public StepResult Step()
+    {
+        var t = Config.Train;
+        var clock = Stopwatch.StartNew();
+        int step = StepCount + 1;
+        double lr = LearningRateAt(step);
+        double lossSum = 0;
+        Model.Train();
+        for (int micro = 0; micro < t.Accumulation; micro++)
+        {
+            int[] windows = Sampler.NextBatch(t.BatchSize);
+            using (Scope.Begin())
+            {
+                var loss = Model.Loss(windows, t.BatchSize);
+                (t.Accumulation > 1 ? Ops.Scale(loss, 1f / t.Accumulation) : loss).Backward();
+                lossSum += loss.Item();
+            }
+        }
+        if (t.ClipNorm > 0) GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm);
+        Optimizer.LearningRate = (float)lr;
+        Optimizer.Step();
+        Model.ZeroGrad();
+        StepCount = step;
+        double tokens = (double)t.BatchSize * t.Accumulation * Config.Model.Context;
+        return new StepResult(step, lossSum / t.Accumulation, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds));
+    }
+
+    /// <summary>Mean loss over up to <see cref="TrainConfig.EvalWindows"/> validation windows spread over the split, and PEER expert usage,
+    /// in evaluation mode without gradients.</summary>
+    public EvalResult Evaluate()
+    {
+        int context = Config.Model.Context, batch = Config.Train.BatchSize;
+        int[] all = BatchSampler.Windows(Data.Validation, context, Config.Train.EvalWindows, out int count);
+        var peers = Model.PeerLayers().ToArray();
+        var usage = peers.Select(p => new ExpertUsage(Device, p.Layer.Options.Experts)).ToArray();
+        double lossSum = 0;
+        Model.Eval();
+        try
+        {
+            for (int i = 0; i < peers.Length; i++) peers[i].Layer.Usage = usage[i];
+            using var noGrad = Device.Tape.NoGrad();
+            for (int first = 0; first < count; first += batch)
+            {
+                int n = Math.Min(batch, count - first);
+                using (Scope.Begin())
+                    lossSum += Model.Loss(all[(first * (context + 1))..((first + n) * (context + 1))], n).Item() * n;
+            }
+            var layers = peers.Select((p, i) =>
+            {
+                var stats = usage[i].Compute();
+                return new LayerUsage(p.Name, usage[i].Accumulated.ToArray(), stats.Usage, stats.Unevenness);
+            }).ToArray();
+            return new EvalResult(lossSum / count, layers);
+        }
+        finally
+        {
+            foreach (var (_, layer) in peers) layer.Usage = null;
+            foreach (var u in usage) u.Dispose();
+            Model.Train();
+        }
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        Optimizer.Dispose();
+        Model.Dispose();
+    }
+}
