@@ -7,6 +7,8 @@ internal sealed record BenchOptions
     public IReadOnlyList<string> Devices { get; init; } = ["cpu"];
     /// <summary>Smaller sizes and fewer repeats.</summary>
     public bool Quick { get; init; }
+    /// <summary>Timed runs per measurement (0: the suite's default). More runs steady the medians on a shared machine.</summary>
+    public int Repeats { get; init; }
     /// <summary>Where results.json goes.</summary>
     public string Output { get; init; } = "results.json";
 
@@ -23,6 +25,13 @@ internal sealed record BenchOptions
             {
                 case "--quick": o = o with { Quick = true }; break;
                 case "--out": o = o with { Output = Value() }; break;
+                case "--repeats":
+                {
+                    string v = Value();
+                    if (!int.TryParse(v, out int r) || r < 1) throw new ArgumentException($"--repeats = '{v}': expected a positive integer.");
+                    o = o with { Repeats = r };
+                    break;
+                }
                 case "--devices":
                 {
                     string v = Value().Trim().ToLowerInvariant();
@@ -39,6 +48,6 @@ internal sealed record BenchOptions
     }
 
     public static string Usage(IEnumerable<ISuite> suites) =>
-        "usage: dotnet run -c Release --project Peer.Bench -- <suite> [--devices cpu,opencl,cuda|all] [--quick] [--out results.json]\n" +
+        "usage: dotnet run -c Release --project Peer.Bench -- <suite> [--devices cpu,opencl,cuda|all] [--quick] [--repeats N] [--out results.json]\n" +
         "suites:\n" + string.Join("\n", suites.Select(s => $"  {s.Name,-10} {s.Summary}"));
 }

@@ -11,13 +11,13 @@ internal sealed class KernelsSuite : ISuite
     public void Run(BenchOptions o, Results results)
     {
         int[] sizes = o.Quick ? [256, 512] : [512, 1024];
-        int repeats = o.Quick ? 3 : 7, warmup = 2;
+        int repeats = o.Repeats > 0 ? o.Repeats : o.Quick ? 3 : 7, warmup = 2;
         int axpyN = o.Quick ? 1 << 22 : 1 << 24;
         var rng = new Random(1);
         float[] Rand(int n) { var v = new float[n]; for (int i = 0; i < n; i++) v[i] = (float)(rng.NextDouble() * 2 - 1); return v; }
 
         var mm = new Table("device", "op", "size", "portable GF/s", "chosen GF/s", "chosen path", "plain simple", "plain best", "chosen/best");
-        var ew = new Table("device", "op", "n", "Peer GB/s", "plain SIMD GB/s", "Peer/plain");
+        var ew = new Table("device", "op", "size", "portable GB/s", "chosen GB/s", "plain SIMD GB/s", "chosen/plain");
         foreach (var (name, device, absent) in Timing.OpenDevices(o))
         {
             if (device is null)
@@ -66,18 +66,48 @@ internal sealed class KernelsSuite : ISuite
                 var hy = Rand(axpyN);
                 var x = Tensor.FromArray(device, hx);
                 var y = Tensor.FromArray(device, hy);
+                var portableKernels = device.Get(static d => new ElementwiseKernels(d));
+                var w = device.Split(axpyN);
                 double gb = 12.0 * axpyN / 1e9; // read x, read y, write y
                 var e = Timing.InterleavedMedians(warmup, repeats,
+                    () => { portableKernels.Axpy(w.Workers, w, y.View, x.View, 1e-3f); device.Synchronize(); },
                     () => { Ops.AddInPlace(y, x, 1e-3f); device.Synchronize(); },
                     () => PlainElementwise.Axpy(hy, hx, 1e-3f));
-                double peer = gb / e[0], plain = gb / e[1];
-                ew.Add(name, "axpy y += a x", axpyN, peer, plain, $"{peer / plain:F2}x");
-                results.Add(new Measurement(name, $"axpy {axpyN}", "AddInPlace", "GB/s", peer, plain, "plain SIMD"));
-                results.Add(new Measurement(name, $"axpy {axpyN}", "plain SIMD (Vector<T>)", "GB/s", plain));
+                AddElementwise(ew, results, name, device, "axpy y += a x", $"{axpyN}", gb / e[0], gb / e[1], gb / e[2]);
+
+                // Bias add, as every Linear layer does: a [rows, n] + b [n] (row broadcast).
+                int n = 1024, rows = axpyN / n;
+                var hbias = Rand(n);
+                var hout = new float[axpyN];
+                var bias = Tensor.FromArray(device, hbias);
+                var a2 = x.Reshape(rows, n);
+                var sum = Tensor.Empty(device, DType.F32, rows, n);
+                gb = 8.0 * axpyN / 1e9; // read a, write y (b stays in cache)
+                e = Timing.InterleavedMedians(warmup, repeats,
+                    () => { portableKernels.Add(w.Workers, w, a2.View, bias.View, sum.View, n, (int)Ops.Broadcast.Row); device.Synchronize(); },
+                    () => { Ops.BinaryInto(a2, bias, sum, Ops.BinaryOp.Add, Ops.Broadcast.Row); device.Synchronize(); },
+                    () => PlainElementwise.AddRow(hx, hbias, hout, rows, n));
+                AddElementwise(ew, results, name, device, "add row-broadcast", $"[{rows}, {n}] + [{n}]", gb / e[0], gb / e[1], gb / e[2]);
+
+                // The op as layers call it: Ops.Add allocates its output tensor (plain: a new array per call).
+                gb = 12.0 * axpyN / 1e9;
+                e = Timing.InterleavedMedians(warmup, repeats,
+                    () => { Ops.Add(x, y).Dispose(); device.Synchronize(); },
+                    () => PlainElementwise.AddNew(hx, hy));
+                ew.Add(name, "Ops.Add, new output", $"{axpyN}", null, gb / e[0], gb / e[1], $"{e[1] / e[0]:F2}x");
+                results.Add(new Measurement(name, $"Ops.Add new output {axpyN}", "Ops.Add", "GB/s", gb / e[0], gb / e[1], "plain SIMD, new array"));
             }
         }
         mm.Print(Console.Out);
         ew.Print(Console.Out);
         Console.WriteLine("Medians after warm-up, Peer and plain-C# runs interleaved; plain columns are host C# on this machine's cores.");
+    }
+
+    static void AddElementwise(Table t, Results results, string device, Device d, string op, string size, double portable, double chosen, double plain)
+    {
+        t.Add(device, op, size, portable, chosen, plain, $"{chosen / plain:F2}x");
+        results.Add(new Measurement(device, $"{op} {size}", "portable", "GB/s", portable, plain, "plain SIMD"));
+        results.Add(new Measurement(device, $"{op} {size}", d.IsCpu ? "CpuSimd" : "portable", "GB/s", chosen, plain, "plain SIMD"));
+        results.Add(new Measurement(device, $"{op} {size}", "plain SIMD (Vector<T>)", "GB/s", plain));
     }
 }

@@ -75,7 +75,8 @@ public static partial class Ops
 
     /// <summary>The path <see cref="MatMulPath.Auto"/> takes on device <paramref name="d"/>.</summary>
     internal static MatMulPath ChoosePath(Device d) =>
-        d.IsCpu ? (MatMulCpu.IsSupported ? MatMulPath.CpuSimd : MatMulPath.Portable) : MatMulPath.Tiled;
+        d.IsCpu ? (MatMulCpu.IsSupported ? MatMulPath.CpuSimd : MatMulPath.Portable)
+        : d.Accelerator.MaxNumThreadsPerGroup >= MatMulTiledKernels.Tile * MatMulTiledKernels.Tile ? MatMulPath.Tiled : MatMulPath.Portable;
 
     /// <summary>Launches <c>c (+)= op(a) @ op(b)</c> with shapes already validated by the caller.</summary>
     internal static void MatMulInto(Tensor a, Tensor b, Tensor c, bool transA, bool transB, int batch, int m, int n, int k, bool aBatched, bool bBatched, bool accumulate,

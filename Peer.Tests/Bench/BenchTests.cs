@@ -27,11 +27,17 @@ public sealed class BenchTests
     }
 
     [Test]
-    public void PlainAxpyMatchesHost()
+    public void PlainElementwiseReferencesMatchHost()
     {
         var x = GradCheck.Rand(1003, 3);
         var y = GradCheck.Rand(1003, 4);
         var want = y.Select((v, i) => v + 0.5 * x[i]).ToArray();
+        var sum = PlainElementwise.AddNew(x, y);
+        for (int i = 0; i < y.Length; i++) Assert.That(sum[i], Is.EqualTo(x[i] + y[i]));
+        var bias = GradCheck.Rand(17, 5);
+        var rowSum = new float[59 * 17];
+        PlainElementwise.AddRow(x.Take(59 * 17).ToArray(), bias, rowSum, 59, 17);
+        for (int i = 0; i < rowSum.Length; i++) Assert.That(rowSum[i], Is.EqualTo(x[i] + bias[i % 17]));
         PlainElementwise.Axpy(y, x, 0.5f);
         for (int i = 0; i < y.Length; i++) Assert.That(y[i], Is.EqualTo(want[i]).Within(1e-6));
     }
@@ -45,6 +51,8 @@ public sealed class BenchTests
         Assert.That(BenchOptions.Parse(["--devices", "cuda, cpu"]).Devices, Is.EqualTo(new[] { "cuda", "cpu" }));
         Assert.That(Assert.Throws<ArgumentException>(() => BenchOptions.Parse(["--devices", "tpu"]))!.Message, Does.Contain("unknown device 'tpu'"));
         Assert.Throws<ArgumentException>(() => BenchOptions.Parse(["--fast"]));
+        Assert.That(BenchOptions.Parse(["--repeats", "11"]).Repeats, Is.EqualTo(11));
+        Assert.That(Assert.Throws<ArgumentException>(() => BenchOptions.Parse(["--repeats", "0"]))!.Message, Does.Contain("--repeats = '0'"));
     }
 
     [Test]
