@@ -14,8 +14,8 @@
 //     OpenCL code generator, so the generated code is the same; Peer's kernels take ArrayViews,
 //     which ILGPU emits as __global pointers, and use no atomics, the one place where ILGPU emits a
 //     generic-pointer cast. A kernel that does need the generic address space fails to build on
-//     such a device, at load time, with the OpenCL build log in the exception (tested) -- it
-//     cannot run wrongly. The bypass is checked against the ILGPU version and the shape of what it
+//     such a device, at load time, with the OpenCL build log in the exception -- it cannot run
+//     wrongly (seen: at ILGPU's O1, which leaves __generic pointers, PoCL refused every kernel). The bypass is checked against the ILGPU version and the shape of what it
 //     touches, and refuses with a clear error when either differs.
 using System.Diagnostics;
 using System.Reflection;
@@ -138,7 +138,22 @@ internal static class OpenClAdapter
     internal static (Context Context, CLDevice Device) Select(int index, Func<Context.Builder, Context.Builder> configure)
     {
         EnsureResolver();
-        var context = Context.Create(b => configure(OpenClIntrinsics.Register(b.OpenCL(Accepts))));
+        var context = Context.Create(b =>
+        {
+            // Note whether the device to be opened lacks work-group collectives while ILGPU enumerates (in order).
+            int seen = 0;
+            bool portableGroups = false;
+            b.OpenCL(d =>
+            {
+                if (!Accepts(d)) return false;
+                if (seen++ == index) portableGroups = !HasWorkGroupCollectives(d) && d.MaxNumThreadsPerGroup <= OpenClGroupCollectives.MaxGroupSize;
+                return true;
+            });
+            configure(b);
+            // After configure (EnableAlgorithms): ILGPU uses the implementation registered last.
+            OpenClIntrinsics.Register(b);
+            if (portableGroups) OpenClGroupCollectives.Register(b);
+        });
         OpenClIntrinsics.Track(context);
         try
         {
@@ -197,8 +212,9 @@ internal static class OpenClAdapter
 
     // What a build log's tell-tale identifiers mean, for the error message.
     static string Hint(string log) =>
-        log.Contains("work_group_") ? " This device has no work-group collective functions; ILGPU.Algorithms' group Reduce/Scan and RadixSort use them on OpenCL, so the op needs a kernel without them on devices where OpenClBackend.LacksWorkGroupCollectives(device)."
+        log.Contains("work_group_") ? " This device has no work-group collective functions and the kernel uses one Peer does not substitute (OpenClGroupCollectives covers group Reduce/Scan/Broadcast for groups up to 4096)."
         : log.Contains("sub_group_") ? " This device has no sub-group functions; ILGPU's warp intrinsics (Warp.Shuffle, warp Reduce) use them on OpenCL."
+        : log.Contains("__generic") ? " The kernel needs the generic address space, which this device lacks."
         : log.Contains("atomic") ? " Atomics did not compile on this device (Peer's kernels must not use atomics: reduce deterministically instead)."
         : "";
 

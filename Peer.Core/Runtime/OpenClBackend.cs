@@ -45,8 +45,8 @@ public static class OpenClBackend
 
     /// <summary>
     /// Whether <paramref name="device"/> is an OpenCL device without work-group collective functions (OpenCL 1.x, or 3.0
-    /// without the optional feature, as PoCL 3.1). ILGPU.Algorithms compiles its group Reduce/Scan, and so its
-    /// RadixSort, to those functions on OpenCL: on such a device an op must choose a kernel that does not use them.
+    /// without the optional feature, as PoCL 3.1). ILGPU compiles group Reduce/Scan/Broadcast to those functions on
+    /// OpenCL; on such a device (groups up to 4096) Peer substitutes its own (<see cref="OpenClGroupCollectives"/>).
     /// </summary>
     internal static bool LacksWorkGroupCollectives(Device device) =>
         device.Accelerator is CLAccelerator cl && !OpenClAdapter.HasWorkGroupCollectives(cl.Device);
@@ -68,6 +68,9 @@ public static class OpenClBackend
     /// <exception cref="ArgumentException">No such device; the message says what was found and why each device was refused.</exception>
     public static Device Open(DeviceOptions options)
     {
+        // O2 is required, not only faster: at O1 ILGPU leaves __generic pointers, which a device without generic address
+        // space (PoCL) rejects. Hazard of O2 in ILGPU 1.5.3: it moves a load below a store to the same element
+        // (`int c = x[j]; x[j] = run; run += c;` reads the stored value), so kernels must not load-then-store one element.
         var (context, device) = OpenClAdapter.Select(options.Index, static b => b.EnableAlgorithms().Optimize(OptimizationLevel.O2).Math(MathMode.Default));
         try
         {
