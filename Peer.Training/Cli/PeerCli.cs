@@ -33,6 +33,7 @@ public static class PeerCli
         root.Subcommands.Add(GenerateCommand.Create(output, error));
         root.Subcommands.Add(DevicesCommand(output, error));
         root.Subcommands.Add(LayerCommand.Create(output, error));
+        root.Subcommands.Add(SweepCommand.Create(output, error, interrupt));
         return root;
     }
 
