@@ -9,6 +9,8 @@ internal sealed record BenchOptions
     public IReadOnlyList<string> Devices { get; init; } = ["cpu"];
     /// <summary>Smaller sizes and fewer repeats: the whole run in under two minutes on a 2-core machine.</summary>
     public bool Quick { get; init; }
+    /// <summary>Timed runs per measurement (0: the suite's default). More runs steady the medians on a shared machine.</summary>
+    public int Repeats { get; init; }
     /// <summary>Folder for results.json, results.md and the PNG plots.</summary>
     public string Output { get; init; } = "bench-results";
     /// <summary>Smaller still than <see cref="Quick"/>: the end-to-end test's sizes (not on the command line).</summary>
@@ -30,6 +32,13 @@ internal sealed record BenchOptions
             {
                 case "--quick": o = o with { Quick = true }; break;
                 case "--out": o = o with { Output = Value() }; break;
+                case "--repeats":
+                {
+                    string v = Value();
+                    if (!int.TryParse(v, out int r) || r < 1) throw new ArgumentException($"--repeats = '{v}': expected a positive integer.");
+                    o = o with { Repeats = r };
+                    break;
+                }
                 case "--devices":
                 {
                     string v = Value().Trim().ToLowerInvariant();
@@ -50,7 +59,7 @@ internal sealed record BenchOptions
     }
 
     public static string Usage(IEnumerable<ISuite> suites) =>
-        "usage: dotnet run -c Release --project Peer.Bench -- [suites...] [--devices cpu,opencl,cuda|all] [--quick] [--out DIR]\n" +
+        "usage: dotnet run -c Release --project Peer.Bench -- [suites...] [--devices cpu,opencl,cuda|all] [--quick] [--repeats N] [--out DIR]\n" +
         "  no suite named: all of them, in this order. Default devices: cpu. Default output folder: bench-results.\n" +
         "suites:\n" + string.Join("\n", suites.Select(s => $"  {s.Name,-10} {s.Summary}"));
 }

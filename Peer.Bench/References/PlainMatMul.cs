@@ -29,6 +29,7 @@ internal static unsafe class PlainMatMul
     }
 
     const int MR = 8, NR = 32, KC = 256, NC = 512;
+    [ThreadStatic] static float[]? packA, packB, tileBuffer;
 
     public static void Best(float[] a, float[] b, float[] c, int m, int n, int k)
     {
@@ -36,9 +37,9 @@ internal static unsafe class PlainMatMul
         Parallel.For(0, parts, part =>
         {
             int i0 = (int)((long)m * part / parts), i1 = (int)((long)m * (part + 1) / parts);
-            var ap = GC.AllocateUninitializedArray<float>(MR * KC, pinned: true);
-            var bp = GC.AllocateUninitializedArray<float>(KC * (NC + NR), pinned: true);
-            var tile = GC.AllocateUninitializedArray<float>(MR * NR, pinned: true);
+            var ap = packA ??= GC.AllocateUninitializedArray<float>(MR * KC, pinned: true);
+            var bp = packB ??= GC.AllocateUninitializedArray<float>(KC * (NC + NR), pinned: true);
+            var tile = tileBuffer ??= GC.AllocateUninitializedArray<float>(MR * NR, pinned: true);
             fixed (float* A = a, B = b, C = c, Ap = ap, Bp = bp, T = tile)
                 Rows(A, B, C, Ap, Bp, T, i0, i1, n, k);
         });

@@ -19,7 +19,7 @@ internal sealed class AblationSuite : ISuite
         var o = run.Options;
         var (dim, options, tokens) = PeerSuite.Shape(o);
         int[] experts = Sizes.Pick<int[]>(o, [256 * 256, 512 * 512, 1024 * 1024], [64 * 64, 128 * 128], [16 * 16, 32 * 32]);
-        int repeats = Sizes.Pick(o, 5, 2, 2), warmup = Sizes.Warmup(o);
+        int repeats = Sizes.Repeats(o, 5, 2, 2), warmup = Sizes.Warmup(o);
         foreach (var (name, device) in run.Open)
         {
             var table = new Table("N", "fused step ms", "naive step ms", "speed-up", "fused optimizer ms", "naive optimizer ms", "fused peak", "naive peak", "peak ratio", "transient ratio", "max abs y diff");

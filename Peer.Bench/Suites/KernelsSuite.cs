@@ -7,7 +7,7 @@ namespace Peer.Bench;
 internal sealed class KernelsSuite : ISuite
 {
     public string Name => "kernels";
-    public string Summary => "matmul, axpy, softmax, layer norm, attention per device; matmul and axpy vs plain-C# references";
+    public string Summary => "matmul, axpy, bias add, softmax, layer norm, attention per device; matmul and elementwise vs plain-C# references";
 
     public void Run(BenchRun run, SuiteResults s)
     {
@@ -18,7 +18,7 @@ internal sealed class KernelsSuite : ISuite
         int rows = Sizes.Pick(o, 4096, 1024, 128), cols = Sizes.Pick(o, 1024, 1024, 256);
         int heads = 4, seq = Sizes.Pick(o, 512, 256, 64), headDim = 64;
         var mm = new Table("device", "size", "portable GF/s", "chosen GF/s", "path", "plain simple GF/s", "plain best GF/s", "chosen/best", "of ceiling");
-        var ew = new Table("device", "op", "shape", "Peer", "unit", "plain SIMD", "Peer/plain", "of ceiling");
+        var ew = new Table("device", "op", "shape", "portable", "Peer (chosen)", "unit", "plain SIMD", "Peer/plain", "of ceiling");
         foreach (var (name, device) in run.Open)
         {
             var path = Ops.ChoosePath(device);
@@ -68,19 +68,54 @@ internal sealed class KernelsSuite : ISuite
         using var scope = Scope.Begin();
         var x = Tensor.FromArray(device, hx);
         var y = Tensor.FromArray(device, hy);
+        var portableKernels = device.Get(static d => new ElementwiseKernels(d));
+        var w = device.Split(n);
         double gb = 12.0 * n / 1e9; // read x, read y, write y
         var t = Timing.Interleaved(warmup, repeats,
+            () => { portableKernels.Axpy(w.Workers, w, y.View, x.View, 1e-3f); device.Synchronize(); },
             () => { Ops.AddInPlace(y, x, 1e-3f); device.Synchronize(); },
             () => PlainElementwise.Axpy(hy, hx, 1e-3f));
-        var peer = t[0].Per(gb);
-        var plain = t[1].Per(gb);
-        var of = run.Results.OfCopy(name, peer.Median);
-        ew.Add(name, "axpy y += a x", n, peer.ToString(), "GB/s", plain.ToString(), Fmt.Ratio(peer.Median / plain.Median), Fmt.Percent(of));
-        s.Add(new Measurement(name, $"axpy {n}", "AddInPlace", "GB/s", peer.Median, peer.Low, peer.High) { Reference = plain.Median, ReferenceName = "plain SIMD", OfCeiling = of });
-        s.Add(new Measurement(name, $"axpy {n}", "plain SIMD (Vector<T>)", "GB/s", plain.Median, plain.Low, plain.High));
+        var chosen = AddElementwise(run, s, ew, name, device, "axpy y += a x", $"{n}", t[0].Per(gb), t[1].Per(gb), t[2].Per(gb));
         if (device.IsCpu)
             s.Goals.Add(new Goal(name, $"axpy {n} on the CPU accelerator vs the plain-C# vectorised reference", ">= 0.5x",
-                peer.Median / plain.Median, peer.Median / plain.Median >= 0.5, $"{peer.Median:F2} vs {plain.Median:F2} GB/s = {peer.Median / plain.Median:F2}x"));
+                chosen.Ratio, chosen.Ratio >= 0.5, $"{chosen.Peer:F2} vs {chosen.Plain:F2} GB/s = {chosen.Ratio:F2}x"));
+
+        // Bias add, as every Linear layer does: a [rows, cols] + b [cols] (row broadcast).
+        int cols = 1024, rows = n / cols;
+        var hbias = new float[cols];
+        for (int i = 0; i < cols; i++) hbias[i] = (float)rng.NextDouble();
+        var hout = new float[rows * cols];
+        var bias = Tensor.FromArray(device, hbias);
+        var a2 = x.Reshape(rows, cols);
+        var sum = Tensor.Empty(device, DType.F32, rows, cols);
+        gb = 8.0 * rows * cols / 1e9; // read a, write the sum (b stays in cache)
+        t = Timing.Interleaved(warmup, repeats,
+            () => { portableKernels.Add(w.Workers, w, a2.View, bias.View, sum.View, cols, (int)Ops.Broadcast.Row); device.Synchronize(); },
+            () => { Ops.BinaryInto(a2, bias, sum, Ops.BinaryOp.Add, Ops.Broadcast.Row); device.Synchronize(); },
+            () => PlainElementwise.AddRow(hx, hbias, hout, rows, cols));
+        AddElementwise(run, s, ew, name, device, "add row-broadcast", $"[{rows}, {cols}] + [{cols}]", t[0].Per(gb), t[1].Per(gb), t[2].Per(gb));
+
+        // The op as layers call it: Ops.Add allocates its output tensor (plain: a new array per call).
+        gb = 12.0 * n / 1e9;
+        t = Timing.Interleaved(warmup, repeats,
+            () => { Ops.Add(x, y).Dispose(); device.Synchronize(); },
+            () => PlainElementwise.AddNew(hx, hy));
+        var peer = t[0].Per(gb);
+        var plain = t[1].Per(gb);
+        ew.Add(name, "Ops.Add, new output", $"{n}", null, peer.ToString(), "GB/s", plain.ToString(), Fmt.Ratio(peer.Median / plain.Median), Fmt.Percent(run.Results.OfCopy(name, peer.Median)));
+        s.Add(new Measurement(name, $"Ops.Add new output {n}", "Ops.Add", "GB/s", peer.Median, peer.Low, peer.High) { Reference = plain.Median, ReferenceName = "plain SIMD, new array" });
+        s.Add(new Measurement(name, $"Ops.Add new output {n}", "plain SIMD, new array", "GB/s", plain.Median, plain.Low, plain.High));
+    }
+
+    static (double Peer, double Plain, double Ratio) AddElementwise(BenchRun run, SuiteResults s, Table ew, string name, Device device, string op, string size,
+        Rate portable, Rate chosen, Rate plain)
+    {
+        var of = run.Results.OfCopy(name, chosen.Median);
+        ew.Add(name, op, size, portable.ToString(), chosen.ToString(), "GB/s", plain.ToString(), Fmt.Ratio(chosen.Median / plain.Median), Fmt.Percent(of));
+        s.Add(new Measurement(name, $"{op} {size}", "portable", "GB/s", portable.Median, portable.Low, portable.High) { Reference = plain.Median, ReferenceName = "plain SIMD" });
+        s.Add(new Measurement(name, $"{op} {size}", device.IsCpu ? "CpuSimd" : "portable", "GB/s", chosen.Median, chosen.Low, chosen.High) { Reference = plain.Median, ReferenceName = "plain SIMD", OfCeiling = of });
+        s.Add(new Measurement(name, $"{op} {size}", "plain SIMD (Vector<T>)", "GB/s", plain.Median, plain.Low, plain.High));
+        return (chosen.Median, plain.Median, chosen.Median / plain.Median);
     }
 
     static void RowOps(BenchRun run, SuiteResults s, Table ew, string name, Device device, int rows, int cols, int warmup, int repeats)
@@ -97,7 +132,7 @@ internal sealed class KernelsSuite : ISuite
         {
             var r = stat.Per(gb);
             var of = run.Results.OfCopy(name, r.Median);
-            ew.Add(name, op, $"[{rows}, {cols}]", r.ToString(), "GB/s", null, null, Fmt.Percent(of));
+            ew.Add(name, op, $"[{rows}, {cols}]", null, r.ToString(), "GB/s", null, null, Fmt.Percent(of));
             s.Add(new Measurement(name, $"{op} [{rows}, {cols}]", "forward", "GB/s", r.Median, r.Low, r.High) { OfCeiling = of });
         }
     }
@@ -111,7 +146,7 @@ internal sealed class KernelsSuite : ISuite
         double gflop = 2.0 * heads * seq * (double)seq * dh / 1e9;
         var r = Timing.Measure(() => { using (Scope.Begin()) { Ops.CausalAttention(q, k, v); device.Synchronize(); } }, warmup, repeats).Per(gflop);
         var of = run.Results.OfMatMul(name, r.Median);
-        ew.Add(name, "causal attention", $"[1, {heads}, {seq}, {dh}]", r.ToString(), "GFLOP/s", null, null, Fmt.Percent(of));
+        ew.Add(name, "causal attention", $"[1, {heads}, {seq}, {dh}]", null, r.ToString(), "GFLOP/s", null, null, Fmt.Percent(of));
         s.Add(new Measurement(name, $"causal attention [1, {heads}, {seq}, {dh}]", "forward", "GFLOP/s", r.Median, r.Low, r.High) { OfCeiling = of });
     }
 }

@@ -29,7 +29,7 @@ internal sealed class PeerSuite : ISuite
         var o = run.Options;
         var (dim, options, tokens) = Shape(o);
         int[] experts = Sizes.Pick<int[]>(o, [128 * 128, 256 * 256, 512 * 512, 1024 * 1024], [64 * 64, 256 * 256], [16 * 16, 32 * 32]);
-        int repeats = Sizes.Pick(o, 5, 2, 2), warmup = Sizes.Warmup(o);
+        int repeats = Sizes.Repeats(o, 5, 2, 2), warmup = Sizes.Warmup(o);
         foreach (var (name, device) in run.Open)
         {
             var table = new Table("N", "forward ms", "backward ms", "optimizer ms", "step ms", "tokens/s", "peak memory", "FLOPs/N0", "time/N0");

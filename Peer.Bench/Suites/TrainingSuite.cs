@@ -12,7 +12,7 @@ internal sealed class TrainingSuite : ISuite
     public void Run(BenchRun run, SuiteResults s)
     {
         var o = run.Options;
-        int repeats = Sizes.Pick(o, 10, 2, 2), warmup = Sizes.Pick(o, 3, 1, 1);
+        int repeats = Sizes.Repeats(o, 10, 2, 2), warmup = Sizes.Pick(o, 3, 1, 1);
         var tiny = RunConfig.Preset("tiny");
         if (o.Smoke) tiny = tiny with { Train = tiny.Train with { BatchSize = 2 } };
         var dense = tiny with { Model = tiny.Model with { Blocks = Enumerable.Repeat("ffw", tiny.Model.Layers).ToArray() } };

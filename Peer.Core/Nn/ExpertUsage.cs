@@ -137,7 +137,6 @@ internal sealed class ExpertUsageKernels
     // partial: [blocks, 3] -> total: [3], summed in block order by one item (blocks is small)
     static void CombineKernel(Index1D i, ArrayView<float> partial, ArrayView<float> total, int blocks)
     {
-        if (i != 0) return;
         float c = 0f, s = 0f, e = 0f;
         for (int b = 0; b < blocks; b++)
         {

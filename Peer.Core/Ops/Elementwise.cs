@@ -1,7 +1,7 @@
 // Elementwise arithmetic: fill, in-place accumulate, scale and affine maps, binary ops with row/column
 // broadcasting, and cheap unary maps (exp, log, sqrt, square). One index per worker walks its chunk
 // (Work); per-element logic is a readonly struct passed as a generic argument to one kernel. On the CPU
-// accelerator axpy, affine and same-shape binary ops run SIMD bodies (Cpu/ElementwiseCpu.cs).
+// accelerator axpy, affine and the binary ops run SIMD bodies (Cpu/ElementwiseCpu.cs).
 using System.Numerics;
 using ILGPU;
 using ILGPU.Runtime;
@@ -93,7 +93,7 @@ public static partial class Ops
     /// <summary><c>x * x</c> elementwise. Differentiable (<c>dx = 2 g x</c>).</summary>
     public static Tensor Square(Tensor x) => Unary(x, UnaryOp.Square);
 
-    enum BinaryOp { Add = 0, Sub = 1, Mul = 2, Div = 3 } // also the op codes of ElementwiseCpu.Binary
+    internal enum BinaryOp { Add = 0, Sub = 1, Mul = 2, Div = 3 } // also the op codes of ElementwiseCpu.Binary
 
     enum UnaryOp { Exp, Log, Sqrt, Square }
 
@@ -126,18 +126,7 @@ public static partial class Ops
         var mode = BroadcastOf(a, b, nameof(b));
         var d = a.Device;
         var y = Tensor.Empty(d, DType.F32, a.Shape);
-        if (a.Length > 0)
-        {
-            var w = d.Split(a.Length);
-            if (d.IsCpu && mode == Broadcast.Same)
-                d.Get(static d => new ElementwiseCpuKernels(d)).Binary(w.Workers, w, (int)op, a.View, b.View, y.View);
-            else
-            {
-                var k = d.Get(static d => new ElementwiseKernels(d));
-                var kernel = op switch { BinaryOp.Add => k.Add, BinaryOp.Sub => k.Sub, BinaryOp.Mul => k.Mul, _ => k.Div };
-                kernel(w.Workers, w, a.View, b.View, y.View, Math.Max(1, a.Shape[^1]), (int)mode);
-            }
-        }
+        BinaryInto(a, b, y, op, mode);
         if (d.Tape.Needs(a, b))
         {
             d.Tape.Record(y, [a, b], g =>
@@ -166,6 +155,22 @@ public static partial class Ops
             });
         }
         return y;
+    }
+
+    /// <summary>Launches <c>y = a op b</c> (shapes validated by the caller): the SIMD body on the CPU accelerator, else the portable kernel.</summary>
+    internal static void BinaryInto(Tensor a, Tensor b, Tensor y, BinaryOp op, Broadcast mode)
+    {
+        if (a.Length == 0) return;
+        var d = a.Device;
+        var w = d.Split(a.Length);
+        if (d.IsCpu)
+            d.Get(static d => new ElementwiseCpuKernels(d)).Binary(w.Workers, w, (int)op, (int)mode, Math.Max(1, a.Shape[^1]), a.View, b.View, y.View);
+        else
+        {
+            var k = d.Get(static d => new ElementwiseKernels(d));
+            var kernel = op switch { BinaryOp.Add => k.Add, BinaryOp.Sub => k.Sub, BinaryOp.Mul => k.Mul, _ => k.Div };
+            kernel(w.Workers, w, a.View, b.View, y.View, Math.Max(1, a.Shape[^1]), (int)mode);
+        }
     }
 
     static Tensor Unary(Tensor x, UnaryOp op)

@@ -155,9 +155,6 @@ public static partial class Ops
         kernels.OutOfRange(blocks, indices.IntView, counts.IntView, len, n);
         return counts.ToIntArray().Sum();
     }
-
-    /// <summary>The error function, as the PEER kernels compute it (Abramowitz and Stegun 7.1.26, |error| &lt; 1.5e-7).</summary>
-    public static float PeerErf(float x) => PeerExpertKernels.Erf(x);
 }
 
 /// <summary>Sizes of one fused expert call: model width d, h*k slots per token, activation (0 GELU, 1 ReLU).</summary>
@@ -187,23 +184,10 @@ internal sealed class PeerExpertKernels
             ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BackwardKernel);
     }
 
-    // Kernel-callable erf (XMath has none, ILGPU-NOTES.md). Abramowitz & Stegun 7.1.26: |error| < 1.5e-7, float precision.
-    // TODO(merge): switch to the shared scalar GELU of Ops/Activations.cs once it is in main.
-    internal static float Erf(float x)
-    {
-        float ax = x < 0f ? -x : x;
-        float t = 1f / (1f + 0.3275911f * ax);
-        float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
-        float r = 1f - poly * XMath.Exp(-ax * ax);
-        return x < 0f ? -r : r;
-    }
+    // The exact-erf GELU shared with Ops.Gelu (ActivationMath), so the experts and the standalone op agree bit for bit.
+    static float Act(float z, int act) => act == 1 ? (z > 0f ? z : 0f) : ActivationMath.GeluExact(z);
 
-    static float Act(float z, int act) => act == 1 ? (z > 0f ? z : 0f) : 0.5f * z * (1f + Erf(z * 0.70710678118654752f));
-
-    // d act / dz; for GELU: Phi(z) + z * phi(z)
-    static float ActGrad(float z, int act) => act == 1
-        ? (z > 0f ? 1f : 0f)
-        : 0.5f * (1f + Erf(z * 0.70710678118654752f)) + z * 0.39894228040143268f * XMath.Exp(-0.5f * z * z);
+    static float ActGrad(float z, int act) => act == 1 ? (z > 0f ? 1f : 0f) : ActivationMath.GeluExactGrad(z);
 
     // scores: [groups, k] -> g: [groups, k], softmax per group (or sigmoid elementwise); one group per item
     static void RouterKernel(Index1D w, Work work, ArrayView<float> scores, ArrayView<float> g, int k, int sigmoid)

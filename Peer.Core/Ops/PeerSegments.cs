@@ -59,15 +59,16 @@ internal static class RowSparse
         int blocks = Math.Min(p, d.IsCpu ? d.Workers : 4096);
         int len = (p + blocks - 1) / blocks;
         blocks = (p + len - 1) / len;
-        using var counts = Tensor.Empty(d, DType.I32, blocks + 1);
+        using var counts = Tensor.Empty(d, DType.I32, blocks);
+        using var offsets = Tensor.Empty(d, DType.I32, blocks + 1);
         k.CountStarts(blocks, sortedKeys.IntView, counts.IntView, len);
-        k.ScanBlocks(1, counts.IntView, blocks);
+        k.ScanBlocks(1, counts.IntView, offsets.IntView, blocks);
         var total = new int[1];
-        counts.IntView.SubView(blocks, 1).CopyToCPU(total);
+        offsets.IntView.SubView(blocks, 1).CopyToCPU(total);
         int r = total[0];
         var rows = Tensor.Empty(d, DType.I32, r);
         var starts = Tensor.Empty(d, DType.I32, r + 1);
-        k.WriteSegments(blocks, sortedKeys.IntView, counts.IntView, rows.IntView, starts.IntView, len, blocks);
+        k.WriteSegments(blocks, sortedKeys.IntView, offsets.IntView, rows.IntView, starts.IntView, len, blocks);
         return (rows, starts);
     }
 
@@ -186,7 +187,7 @@ internal sealed class RowSparseKernels
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>> CopyIota;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int> Merge;
     public readonly Action<Index1D, ArrayView<int>, ArrayView<int>, int> CountStarts;
-    public readonly Action<Index1D, ArrayView<int>, int> ScanBlocks;
+    public readonly Action<Index1D, ArrayView<int>, ArrayView<int>, int> ScanBlocks;
     public readonly Action<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int> WriteSegments;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, SegmentSource, ArrayView<float>> Reduce;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int> CopyInt;
@@ -199,7 +200,7 @@ internal sealed class RowSparseKernels
         CopyIota = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>>(CopyIotaKernel);
         Merge = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int>(MergeKernel);
         CountStarts = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, int>(CountStartsKernel);
-        ScanBlocks = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, int>(ScanBlocksKernel);
+        ScanBlocks = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, int>(ScanBlocksKernel);
         WriteSegments = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int>(WriteSegmentsKernel);
         Reduce = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, SegmentSource, ArrayView<float>>(ReduceKernel);
         CopyInt = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, int>(CopyIntKernel);
@@ -249,18 +250,17 @@ internal sealed class RowSparseKernels
         counts[b] = c;
     }
 
-    // counts: [blocks + 1] -> exclusive prefix sums in place, the total in counts[blocks]; one work item (blocks is small)
-    static void ScanBlocksKernel(Index1D i, ArrayView<int> counts, int blocks)
+    // counts: [blocks] -> offsets: [blocks + 1] exclusive prefix sums, the total in offsets[blocks]; one work item (blocks is
+    // small). Separate input and output: the in-place form came out all zeros on PoCL (ILGPU 1.5.3's OpenCL code).
+    static void ScanBlocksKernel(Index1D i, ArrayView<int> counts, ArrayView<int> offsets, int blocks)
     {
-        if (i != 0) return;
         int run = 0;
         for (int b = 0; b < blocks; b++)
         {
-            int c = counts[b];
-            counts[b] = run;
-            run += c;
+            offsets[b] = run;
+            run += counts[b];
         }
-        counts[blocks] = run;
+        offsets[blocks] = run;
     }
 
     // sorted: [P], offsets: [blocks + 1] -> rows: [R] distinct keys, starts: [R + 1] first sorted position of each segment

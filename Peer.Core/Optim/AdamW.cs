@@ -63,14 +63,14 @@ public sealed class AdamW : Optimizer
         if (p.Length == 0) return;
         kernels ??= Device.Get(static d => new AdamKernels(d));
         var w = Device.Split(p.Length);
-        kernels.Dense(w.Workers, w, p.View, grad.View, state[0].View, state[1].View, Args(step));
+        (kernels.UseCpu ? kernels.DenseCpu! : kernels.Dense)(w.Workers, w, p.View, grad.View, state[0].View, state[1].View, Args(step));
     }
 
     private protected override void UpdateSparse(Tensor p, RowSparseGrad grad, int cols, Tensor[] state, long step)
     {
         kernels ??= Device.Get(static d => new AdamKernels(d));
         var w = Device.Split(grad.Values.Length);
-        kernels.Sparse(w.Workers, w, grad.Rows.IntView, grad.Values.View, cols, p.View, state[0].View, state[1].View, Args(step));
+        (kernels.UseCpu ? kernels.SparseCpu! : kernels.Sparse)(w.Workers, w, grad.Rows.IntView, grad.Values.View, cols, p.View, state[0].View, state[1].View, Args(step));
     }
 }
 
@@ -85,17 +85,44 @@ internal readonly struct AdamArgs(float decay, float beta1, float beta2, float s
     public readonly float Eps = eps;
 }
 
-/// <summary>AdamW kernels, loaded once per device.</summary>
+/// <summary>AdamW kernels, loaded once per device: the portable kernels (the definition, every backend) and, on the CPU
+/// accelerator, kernels whose body is <see cref="AdamWCpu"/> (bit-identical results).</summary>
 internal sealed class AdamKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs> Dense;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs> Sparse;
+    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs>? DenseCpu;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs>? SparseCpu;
+    readonly bool isCpu;
+
+    /// <summary>Run the portable kernels even on the CPU accelerator (tests compare the two paths).</summary>
+    public static bool PreferPortable { get; set; }
+
+    /// <summary>Whether the <see cref="AdamWCpu"/> kernels are used.</summary>
+    public bool UseCpu => isCpu && !PreferPortable;
 
     public AdamKernels(Device d)
     {
         var acc = d.Accelerator;
         Dense = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs>(AdamWKernel);
         Sparse = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs>(SparseAdamWKernel);
+        isCpu = d.IsCpu;
+        if (!isCpu) return;
+        DenseCpu = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs>(AdamWCpuKernel);
+        SparseCpu = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs>(SparseAdamWCpuKernel);
+    }
+
+    // as AdamWKernel; each chunk computed by AdamWCpu.Dense (CPU accelerator only)
+    static void AdamWCpuKernel(Index1D w, Work work, ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, AdamArgs a)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride) AdamWCpu.Dense(p, g, m, v, a, s, work.End(s));
+    }
+
+    // as SparseAdamWKernel; each chunk computed by AdamWCpu.Sparse (CPU accelerator only)
+    static void SparseAdamWCpuKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> values, int cols,
+        ArrayView<float> p, ArrayView<float> m, ArrayView<float> v, AdamArgs a)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride) AdamWCpu.Sparse(rows, values, cols, p, m, v, a, s, work.End(s));
     }
 
     // p, g, m, v: [n]; updates p, m, v in place

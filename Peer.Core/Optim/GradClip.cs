@@ -36,13 +36,18 @@ public static class GradClip
         if (grads.Count == 0) return 0f;
         var d = grads[0].Device;
         var k = d.Get(static d => new ClipKernels(d));
+        lock (k) return Clip(d, k, grads, maxNorm);
+    }
+
+    static float Clip(Device d, ClipKernels k, List<Tensor> grads, float maxNorm)
+    {
         int workers = k.Workers;
         var scratch = k.Scratch.View; // [0, W): partial sums, [W, 2W): their compensations, [2W]: the norm
         k.Zero(2 * workers + 1, new Work(2 * workers + 1, 2 * workers + 1, 1), scratch);
         foreach (var g in grads)
         {
             var w = Split(d, g.Length, workers);
-            k.SumSquares(w.Workers, w, g.View, scratch, workers);
+            (k.UseCpu ? k.SumSquaresCpu! : k.SumSquares)(w.Workers, w, g.View, scratch, workers);
         }
         k.Final(1, new Work(1, 1, 1), scratch, workers);
         var host = k.Host;
@@ -53,7 +58,7 @@ public static class GradClip
             foreach (var g in grads)
             {
                 var w = d.Split(g.Length);
-                k.Scale(w.Workers, w, g.View, scale);
+                (k.UseCpu ? k.ScaleCpu! : k.Scale)(w.Workers, w, g.View, scale);
             }
         return norm;
     }
@@ -65,24 +70,34 @@ public static class GradClip
         return ClipGlobalNorm(parameters.Select(p => p.Param), maxNorm);
     }
 
-    // At most `workers` indices, each a contiguous chunk on the CPU and grid-stride on GPUs, so index w only ever writes partial w.
+    // At most `workers` indices, each a contiguous chunk where the device chunks work (CPU accelerator, PoCL) and
+    // grid-stride on GPUs, so index w only ever writes partial w.
     static Work Split(Device d, int n, int workers)
     {
         int w = Math.Min(workers, n);
-        return d.IsCpu ? new Work(n, w, (n + w - 1) / w) : new Work(n, w, 1);
+        return d.ChunksWork ? new Work(n, w, (n + w - 1) / w) : new Work(n, w, 1);
     }
 }
 
-/// <summary>Clipping kernels and the per-device scratch of partial sums.</summary>
+/// <summary>Clipping kernels and the per-device scratch of partial sums (callers lock the object while using the scratch).</summary>
 internal sealed class ClipKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>> Zero;
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int> SumSquares;
     public readonly Action<Index1D, Work, ArrayView<float>, int> Final;
     public readonly Action<Index1D, Work, ArrayView<float>, float> Scale;
+    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int>? SumSquaresCpu;
+    public readonly Action<Index1D, Work, ArrayView<float>, float>? ScaleCpu;
     public readonly int Workers;
     public readonly Tensor Scratch;
     public readonly float[] Host = new float[1];
+    readonly bool isCpu;
+
+    /// <summary>Run the portable kernels even on the CPU accelerator (tests compare the two paths).</summary>
+    public static bool PreferPortable { get; set; }
+
+    /// <summary>Whether the <see cref="GradClipCpu"/> kernels are used.</summary>
+    public bool UseCpu => isCpu && !PreferPortable;
 
     public ClipKernels(Device d)
     {
@@ -94,6 +109,22 @@ internal sealed class ClipKernels
         // A GPU's final pass is one thread, so keep its partials to a few thousand.
         Workers = d.IsCpu ? d.Workers : Math.Min(d.Workers, 4096);
         Scratch = Scope.Unscope(Tensor.Zeros(d, 2 * Workers + 1));
+        isCpu = d.IsCpu;
+        if (!isCpu) return;
+        SumSquaresCpu = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int>(SumSquaresCpuKernel);
+        ScaleCpu = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, float>(ScaleCpuKernel);
+    }
+
+    // as SumSquaresKernel; each chunk computed by GradClipCpu.SumSquares (CPU accelerator only)
+    static void SumSquaresCpuKernel(Index1D w, Work work, ArrayView<float> g, ArrayView<float> partial, int workers)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride) GradClipCpu.SumSquares(g, s, work.End(s), partial, workers, w);
+    }
+
+    // as ScaleKernel; each chunk computed by GradClipCpu.Scale (CPU accelerator only)
+    static void ScaleCpuKernel(Index1D w, Work work, ArrayView<float> g, float scale)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride) GradClipCpu.Scale(g, s, work.End(s), scale);
     }
 
     // scratch: [m] <- 0

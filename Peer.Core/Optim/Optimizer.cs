@@ -76,6 +76,8 @@ public abstract class Optimizer : IDisposable
     /// Applies one update to every parameter that has a gradient (<see cref="Tensor.Grad"/> or <see cref="Tensor.SparseGrad"/>).
     /// Every gradient is validated before any parameter changes. State is allocated on the first call; later calls allocate nothing on the device.
     /// </summary>
+    /// <remarks>The rows of each sparse gradient are copied to the host and checked (O(R) per sparse parameter; a synchronisation on GPUs),
+    /// because a kernel cannot report an out-of-range row and the CPU accelerator ends the process on one.</remarks>
     /// <exception cref="InvalidOperationException">A parameter has both kinds of gradient, a gradient of the wrong shape, type or device,
     /// or sparse rows that are out of range or not strictly increasing. Nothing was updated.</exception>
     public void Step()

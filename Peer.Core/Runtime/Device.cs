@@ -46,9 +46,6 @@ public sealed class Device : IDisposable
     readonly object gate = new();
     long liveBytes, peakBytes;
     bool disposed;
-    // Contiguous chunk per index (Split) on processors that run many indices per hardware thread: the CPU
-    // accelerator, and OpenCL on the CPU (PoCL), where a grid-stride loop over 4M floats ran 50-80x slower.
-    readonly bool chunked;
 
     /// <summary>The ILGPU context.</summary>
     public Context Context { get; }
@@ -72,9 +69,16 @@ public sealed class Device : IDisposable
             ? cpuWorkers
             : Math.Max(1, accelerator.NumMultiprocessors * accelerator.MaxNumThreadsPerMultiprocessor * 2);
         Name = $"{backend.ToString().ToLowerInvariant()} ({accelerator.Name})";
-        chunked = backend == Backend.Cpu || OpenClBackend.RunsOnHostCpu(accelerator);
+        ChunksWork = backend == Backend.Cpu || OpenClBackend.RunsOnHostCpu(accelerator);
         Tape = new Tape(this);
     }
+
+    /// <summary>
+    /// Whether <see cref="Split"/> gives each index one contiguous chunk (the CPU accelerator, and OpenCL on the CPU
+    /// such as PoCL, where a grid-stride loop over 4M floats ran 15-50x slower) rather than a grid-stride loop (GPUs).
+    /// Kernels that build their own <see cref="Work"/> should follow it; <see cref="IsCpu"/> says only which accelerator runs.
+    /// </summary>
+    internal bool ChunksWork { get; }
 
     /// <summary>True for ILGPU's CPU accelerator.</summary>
     public bool IsCpu => Backend == Backend.Cpu;
@@ -174,7 +178,7 @@ public sealed class Device : IDisposable
     public Work Split(int n)
     {
         if (n <= 0) return new Work(0, 1, 1);
-        if (chunked)
+        if (ChunksWork)
         {
             int w = Math.Min(Workers, n);
             return new Work(n, w, (n + w - 1) / w);
@@ -194,7 +198,8 @@ public sealed class Device : IDisposable
             if (launchers.TryGetValue(typeof(T), out var found)) return (T)found;
             try
             {
-                var made = create(this);
+                // On OpenCL a rejected kernel comes back with the compiler's build log (OpenClAdapter).
+                var made = Backend == Backend.OpenCL ? OpenClAdapter.LoadExplained(this, create) : create(this);
                 launchers[typeof(T)] = made;
                 return made;
             }

@@ -14,10 +14,12 @@
 //     OpenCL code generator, so the generated code is the same; Peer's kernels take ArrayViews,
 //     which ILGPU emits as __global pointers, and use no atomics, the one place where ILGPU emits a
 //     generic-pointer cast. A kernel that does need the generic address space fails to build on
-//     such a device, at load time, with the OpenCL build log in the exception (tested) -- it
-//     cannot run wrongly. The bypass is checked against the ILGPU version and the shape of what it
+//     such a device, at load time, with the OpenCL build log in the exception -- it cannot run
+//     wrongly (seen: at ILGPU's O1, which leaves __generic pointers, PoCL refused every kernel). The bypass is checked against the ILGPU version and the shape of what it
 //     touches, and refuses with a clear error when either differs.
+using System.Diagnostics;
 using System.Reflection;
+using System.Text;
 using System.Runtime.InteropServices;
 using System.Runtime.Loader;
 using ILGPU;
@@ -89,10 +91,13 @@ internal static class OpenClAdapter
     internal static bool Openable(CLDevice d) => d.CLStdVersion >= CLBackend.MinimumVersion;
 
     /// <summary>Lists every OpenCL device with whether Peer can open it, or says why there is none.</summary>
-    internal static OpenClProbe Probe()
+    internal static OpenClProbe Probe() => Probe(CandidateNames());
+
+    /// <summary><see cref="Probe()"/> looking for the OpenCL library under <paramref name="libraryNames"/> (tests pass absent names).</summary>
+    internal static OpenClProbe Probe(string[] libraryNames)
     {
         EnsureResolver();
-        if (!LibraryLoads(out string tried))
+        if (!LibraryLoads(libraryNames, out string tried))
             return new([], $"OpenCL library not found (tried {tried}); install the ICD loader and a driver, e.g. apt-get install ocl-icd-libopencl1 pocl-opencl-icd");
         if (!CLAPI.CurrentAPI.IsSupported)
             return new([], "the OpenCL library loads but reports no platform; install a driver (ICD), e.g. apt-get install pocl-opencl-icd");
@@ -113,9 +118,8 @@ internal static class OpenClAdapter
         return new(list, list.Count == 0 ? "OpenCL platforms found, but no available device" : null);
     }
 
-    static bool LibraryLoads(out string tried)
+    static bool LibraryLoads(string[] names, out string tried)
     {
-        var names = CandidateNames();
         tried = string.Join(", ", names);
         foreach (var n in names)
             if (NativeLibrary.TryLoad(n, out var h))
@@ -134,7 +138,23 @@ internal static class OpenClAdapter
     internal static (Context Context, CLDevice Device) Select(int index, Func<Context.Builder, Context.Builder> configure)
     {
         EnsureResolver();
-        var context = Context.Create(b => configure(b.OpenCL(Accepts)));
+        var context = Context.Create(b =>
+        {
+            // Note whether the device to be opened lacks work-group collectives while ILGPU enumerates (in order).
+            int seen = 0;
+            bool portableGroups = false;
+            b.OpenCL(d =>
+            {
+                if (!Accepts(d)) return false;
+                if (seen++ == index) portableGroups = !HasWorkGroupCollectives(d) && d.MaxNumThreadsPerGroup <= OpenClGroupCollectives.MaxGroupSize;
+                return true;
+            });
+            configure(b);
+            // After configure (EnableAlgorithms): ILGPU uses the implementation registered last.
+            OpenClIntrinsics.Register(b);
+            if (portableGroups) OpenClGroupCollectives.Register(b);
+        });
+        OpenClIntrinsics.Track(context);
         try
         {
             var devices = context.GetCLDevices();
@@ -182,5 +202,76 @@ internal static class OpenClAdapter
         if (ShapeProblem() is { } problem)
             throw new NotSupportedException($"OpenCL device '{device.Name}' lacks generic address-space support and {problem}.");
         GenericAddressSpaceFlag()!.SetValue(device.Capabilities, true);
+    }
+
+    /// <summary>Whether the device offers OpenCL 2.0's work-group collective functions (work_group_reduce_add, ...).</summary>
+    internal static bool HasWorkGroupCollectives(CLDevice d) =>
+        d.DeviceVersion >= CLDeviceVersion.CL30
+            ? d.GetDeviceInfo(CLDeviceInfoType.CL_DEVICE_WORK_GROUP_COLLECTIVE_FUNCTIONS_SUPPORT, out int supported) == CLError.CL_SUCCESS && supported != 0
+            : d.DeviceVersion >= CLDeviceVersion.CL20;
+
+    // What a build log's tell-tale identifiers mean, for the error message.
+    static string Hint(string log) =>
+        log.Contains("work_group_") ? " This device has no work-group collective functions and the kernel uses one Peer does not substitute (OpenClGroupCollectives covers group Reduce/Scan/Broadcast for groups up to 4096)."
+        : log.Contains("sub_group_") ? " This device has no sub-group functions; ILGPU's warp intrinsics (Warp.Shuffle, warp Reduce) use them on OpenCL."
+        : log.Contains("__generic") ? " The kernel needs the generic address space, which this device lacks."
+        : log.Contains("atomic") ? " Atomics did not compile on this device (Peer's kernels must not use atomics: reduce deterministically instead)."
+        : "";
+
+    /// <summary>
+    /// Runs <paramref name="create"/> (which loads kernels on an OpenCL device). ILGPU reports a kernel the OpenCL
+    /// compiler rejects as a bare <see cref="CLException"/> and writes the compiler's build log only to
+    /// <see cref="Trace"/>; this captures that log and throws it with the launcher's name instead.
+    /// </summary>
+    /// <exception cref="NotSupportedException">The OpenCL compiler rejected a kernel; the message holds its build log.</exception>
+    internal static T LoadExplained<T>(Device device, Func<Device, T> create)
+    {
+        var log = new BuildLogListener();
+        lock (Trace.Listeners) Trace.Listeners.Add(log);
+        try
+        {
+            return create(device);
+        }
+        catch (CLException e) when (e.Error is CLError.CL_BUILD_PROGRAM_FAILURE or CLError.CL_COMPILE_PROGRAM_FAILURE or CLError.CL_INVALID_PROGRAM_EXECUTABLE)
+        {
+            string text = log.Text;
+            throw new NotSupportedException($"{device.Name} could not build a kernel of {typeof(T).Name} ({e.Error}).{Hint(text)} OpenCL build log: {Shorten(text)}", e);
+        }
+        finally
+        {
+            lock (Trace.Listeners) Trace.Listeners.Remove(log);
+        }
+    }
+
+    // The first lines of a build log (a rejected construct often repeats once per use).
+    static string Shorten(string log)
+    {
+        var lines = log.Split('\n');
+        return lines.Length <= 12 ? log : string.Join('\n', lines.Take(12)) + $"\n... ({lines.Length - 12} more lines)";
+    }
+
+    // Collects what ILGPU traces while kernels load (its CLKernel writes "Kernel loading failed:" and the log).
+    // Trace is process-wide: a load on another device at the same moment may add its lines too.
+    sealed class BuildLogListener : TraceListener
+    {
+        readonly StringBuilder text = new();
+
+        public string Text
+        {
+            get
+            {
+                lock (text) return text.Length == 0 ? "(none traced)" : text.ToString().Trim();
+            }
+        }
+
+        public override void Write(string? message)
+        {
+            lock (text) text.Append(message);
+        }
+
+        public override void WriteLine(string? message)
+        {
+            lock (text) text.AppendLine(message);
+        }
     }
 }

@@ -44,6 +44,14 @@ public static class OpenClBackend
         accelerator is CLAccelerator cl && cl.DeviceType.HasFlag(CLDeviceType.CL_DEVICE_TYPE_CPU);
 
     /// <summary>
+    /// Whether <paramref name="device"/> is an OpenCL device without work-group collective functions (OpenCL 1.x, or 3.0
+    /// without the optional feature, as PoCL 3.1). ILGPU compiles group Reduce/Scan/Broadcast to those functions on
+    /// OpenCL; on such a device (groups up to 4096) Peer substitutes its own (<see cref="OpenClGroupCollectives"/>).
+    /// </summary>
+    internal static bool LacksWorkGroupCollectives(Device device) =>
+        device.Accelerator is CLAccelerator cl && !OpenClAdapter.HasWorkGroupCollectives(cl.Device);
+
+    /// <summary>
     /// What <see cref="Device.List"/> shows for OpenCL: the first device Peer can open (name and platform), or why
     /// there is none: the OpenCL library is missing, it reports no platform, or each device found and why it was refused.
     /// </summary>
@@ -60,6 +68,9 @@ public static class OpenClBackend
     /// <exception cref="ArgumentException">No such device; the message says what was found and why each device was refused.</exception>
     public static Device Open(DeviceOptions options)
     {
+        // O2 is required, not only faster: at O1 ILGPU leaves __generic pointers, which a device without generic address
+        // space (PoCL) rejects. Hazard of O2 in ILGPU 1.5.3: it moves a load below a store to the same element
+        // (`int c = x[j]; x[j] = run; run += c;` reads the stored value), so kernels must not load-then-store one element.
         var (context, device) = OpenClAdapter.Select(options.Index, static b => b.EnableAlgorithms().Optimize(OptimizationLevel.O2).Math(MathMode.Default));
         try
         {

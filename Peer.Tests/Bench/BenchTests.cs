@@ -29,11 +29,17 @@ public sealed class BenchTests
     }
 
     [Test]
-    public void PlainAxpyMatchesHost()
+    public void PlainElementwiseReferencesMatchHost()
     {
         var x = GradCheck.Rand(1003, 3);
         var y = GradCheck.Rand(1003, 4);
         var want = y.Select((v, i) => v + 0.5 * x[i]).ToArray();
+        var sum = PlainElementwise.AddNew(x, y);
+        for (int i = 0; i < y.Length; i++) Assert.That(sum[i], Is.EqualTo(x[i] + y[i]));
+        var bias = GradCheck.Rand(17, 5);
+        var rowSum = new float[59 * 17];
+        PlainElementwise.AddRow(x.Take(59 * 17).ToArray(), bias, rowSum, 59, 17);
+        for (int i = 0; i < rowSum.Length; i++) Assert.That(rowSum[i], Is.EqualTo(x[i] + bias[i % 17]));
         PlainElementwise.Axpy(y, x, 0.5f);
         for (int i = 0; i < y.Length; i++) Assert.That(y[i], Is.EqualTo(want[i]).Within(1e-6));
     }
@@ -56,6 +62,8 @@ public sealed class BenchTests
         Assert.That(Assert.Throws<ArgumentException>(() => BenchOptions.Parse(["speed"], SuiteNames))!.Message, Does.Contain("unknown suite 'speed'"));
         Assert.That(Assert.Throws<ArgumentException>(() => BenchOptions.Parse(["--out"], SuiteNames))!.Message, Does.Contain("--out needs a value"));
         Assert.Throws<ArgumentException>(() => BenchOptions.Parse(["--fast"], SuiteNames));
+        Assert.That(BenchOptions.Parse(["--repeats", "11"], SuiteNames).Repeats, Is.EqualTo(11));
+        Assert.That(Assert.Throws<ArgumentException>(() => BenchOptions.Parse(["--repeats", "0"], SuiteNames))!.Message, Does.Contain("--repeats = '0'"));
     }
 
     [Test]
@@ -150,7 +158,7 @@ public sealed class BenchTests
                 }
             Assert.That(Figures("ceilings"), Does.Contain("best matmul | 128^3 | GFLOP/s"));
             Assert.That(Figures("kernels"), Has.Some.StartsWith("matmul 128^3 | CpuSimd | GFLOP/s").Or.Some.StartsWith("matmul 128^3 | Portable"));
-            foreach (var op in new[] { "axpy", "softmax", "layer norm", "causal attention" })
+            foreach (var op in new[] { "axpy", "add row-broadcast", "Ops.Add new output", "softmax", "layer norm", "causal attention" })
                 Assert.That(Figures("kernels"), Has.Some.StartsWith(op), op);
             foreach (var n in new[] { "16^2", "32^2" })
             {

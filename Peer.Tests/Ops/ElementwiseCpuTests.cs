@@ -37,10 +37,35 @@ public sealed class ElementwiseCpuTests
         var yv = Tensor.FromArray(D, hy);
         for (int op = 0; op < 4; op++)
         {
-            fast.Binary(w.Workers, w, op, x.View, yv.View, o1.View);
+            fast.Binary(w.Workers, w, op, 0, n, x.View, yv.View, o1.View);
             kernels[op](w.Workers, w, x.View, yv.View, o2.View, n, 0);
             Assert.That(o1.ToArray(), Is.EqualTo(o2.ToArray()), $"binary op {op}: IEEE add/sub/mul/div give identical bits");
         }
+    }
+
+    [TestCase(1, 1)]
+    [TestCase(3, 7)]
+    [TestCase(5, 37)]
+    [TestCase(64, 1000)]
+    public void BroadcastBodiesAgreeWithPortableKernels(int rows, int n)
+    {
+        using var s = Scope.Begin();
+        var fast = D.Get(static d => new ElementwiseCpuKernels(d));
+        var portable = D.Get(static d => new ElementwiseKernels(d));
+        var kernels = new[] { portable.Add, portable.Sub, portable.Mul, portable.Div };
+        var w = D.Split(rows * n);
+        var a = Tensor.FromArray(D, GradCheck.Rand(rows * n, 1));
+        var row = Tensor.FromArray(D, GradCheck.Rand(n, 2).Select(v => v + (v >= 0 ? 0.25f : -0.25f)).ToArray());
+        var col = Tensor.FromArray(D, GradCheck.Rand(rows, 3).Select(v => v + (v >= 0 ? 0.25f : -0.25f)).ToArray());
+        var o1 = Tensor.Empty(D, DType.F32, rows * n);
+        var o2 = Tensor.Empty(D, DType.F32, rows * n);
+        foreach (var (mode, b) in new[] { (1, row), (2, col) })
+            for (int op = 0; op < 4; op++)
+            {
+                fast.Binary(w.Workers, w, op, mode, n, a.View, b.View, o1.View);
+                kernels[op](w.Workers, w, a.View, b.View, o2.View, n, mode);
+                Assert.That(o1.ToArray(), Is.EqualTo(o2.ToArray()), $"op {op}, mode {mode}");
+            }
     }
 
     // FMA in the SIMD body rounds once where the portable kernel rounds twice: they may differ in the last bit.

@@ -56,6 +56,14 @@ public sealed class OpenClTests
     }
 
     [Test]
+    public void MissingLibraryIsNamedWithTheFix()
+    {
+        var probe = OpenClAdapter.Probe(["libOpenCL-absent.so.9"]);
+        Assert.That(probe.Devices, Is.Empty);
+        Assert.That(OpenClAdapter.Summary(probe), Does.Contain("OpenCL library not found").And.Contain("libOpenCL-absent.so.9").And.Contain("apt-get install"));
+    }
+
+    [Test]
     public void ProbeNotesTheBypassOnDevicesWithoutGenericAddressSpace()
     {
         RequireDevice();
@@ -113,6 +121,25 @@ public sealed class OpenClTests
         Assert.That(onCl, Is.EqualTo(onCpu).Within(1e-5));
     }
 
+    [Test]
+    public void FusedMultiplyAddCompilesAndStaysFused()
+    {
+        RequireDevice();
+        // (1 + 2^-12)^2 - (1 + 2^-11) = 2^-24 exactly; computed unfused the product rounds to 1 + 2^-11 and gives 0.
+        float x = 1f + MathF.Pow(2, -12), z = -(1f + MathF.Pow(2, -11));
+        var cl = Devices.Get("opencl");
+        foreach (var d in new[] { Devices.Cpu, cl })
+        {
+            var k = d.Get(static d => new FmaKernels(d));
+            using var a = d.Accelerator.Allocate1D(new[] { x, 2f });
+            using var c = d.Accelerator.Allocate1D(new[] { z, 0.5f });
+            using var y = d.Accelerator.Allocate1D<float>(2);
+            k.Fma(2, a.View, c.View, y.View);
+            d.Synchronize();
+            Assert.That(y.GetAsArray1D(), Is.EqualTo(new[] { MathF.Pow(2, -24), 4.5f }), d.Name);
+        }
+    }
+
     static int[] RunMix(Device d, int[] x)
     {
         var k = d.Get(static d => new MixKernels(d));
@@ -137,6 +164,54 @@ public sealed class OpenClTests
         Assert.That(RunMix(d, x), Is.EqualTo(RunMix(Devices.Cpu, x)));
     }
 
+    [Test]
+    public void GroupCollectivesWorkWithoutWorkGroupFunctions()
+    {
+        RequireDevice();
+        var d = Devices.Get("opencl");
+        Assert.That(OpenClBackend.LacksWorkGroupCollectives(Devices.Cpu), Is.False);
+        // Groups of 64: sum, inclusive and exclusive scan, and the last item's value, per group.
+        const int groups = 3, size = 64;
+        var x = Enumerable.Range(0, groups * size).Select(i => (i * 37) % 11 - 5).ToArray();
+        var want = new int[4 * x.Length];
+        for (int g = 0; g < groups; g++)
+        {
+            int sum = 0, last = x[g * size + size - 1];
+            for (int i = 0; i < size; i++) sum += x[g * size + i];
+            for (int i = 0, run = 0; i < size; i++)
+            {
+                int at = g * size + i;
+                want[at] = sum;
+                want[x.Length + at] = run + x[at];
+                want[2 * x.Length + at] = run;
+                want[3 * x.Length + at] = last;
+                run += x[at];
+            }
+        }
+        var k = d.Get(static d => new GroupKernels(d));
+        using var input = d.Accelerator.Allocate1D(x);
+        using var output = d.Accelerator.Allocate1D<int>(want.Length);
+        k.All((groups, size), input.View, output.View);
+        d.Synchronize();
+        Assert.That(output.GetAsArray1D(), Is.EqualTo(want));
+    }
+
+    sealed class GroupKernels(Device d)
+    {
+        public readonly Action<KernelConfig, ArrayView<int>, ArrayView<int>> All = d.Accelerator.LoadStreamKernel<ArrayView<int>, ArrayView<int>>(AllKernel);
+
+        // x: [n] (explicit groups) -> y: [4, n] = group sum, inclusive scan, exclusive scan, the group's last value
+        static void AllKernel(ArrayView<int> x, ArrayView<int> y)
+        {
+            int i = Grid.GlobalIndex.X, n = (int)x.Length;
+            int v = x[i];
+            y[i] = ILGPU.Algorithms.GroupExtensions.AllReduce<int, ILGPU.Algorithms.ScanReduceOperations.AddInt32>(v);
+            y[n + i] = ILGPU.Algorithms.GroupExtensions.InclusiveScan<int, ILGPU.Algorithms.ScanReduceOperations.AddInt32>(v);
+            y[2 * n + i] = ILGPU.Algorithms.GroupExtensions.ExclusiveScan<int, ILGPU.Algorithms.ScanReduceOperations.AddInt32>(v);
+            y[3 * n + i] = Group.Broadcast(v, Group.DimX - 1);
+        }
+    }
+
     sealed class MixKernels(Device d)
     {
         public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>> Mix =
@@ -154,6 +229,15 @@ public sealed class OpenClTests
                     y[i] = v ^ (v << 7) ^ i;
                 }
         }
+    }
+
+    sealed class FmaKernels(Device d)
+    {
+        public readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> Fma =
+            d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(FmaKernel);
+
+        // a: [n], c: [n] -> y: [n] = fma(a, a, c)
+        static void FmaKernel(Index1D i, ArrayView<float> a, ArrayView<float> c, ArrayView<float> y) => y[i] = MathF.FusedMultiplyAdd(a[i], a[i], c[i]);
     }
 
     sealed class ThrowingKernels(Device d)

@@ -33,10 +33,10 @@ public sealed class ConfigTests
     public void JsonUsesSnakeCaseKeys()
     {
         string json = new ModelConfig().ToJson();
-        Assert.That(json, Does.Contain("\"d_model\": 96").And.Contain("\"experts\": 4096").And.Contain("\"tied_head\": true"));
+        Assert.That(json, Does.Contain("\"d_model\": 64").And.Contain("\"experts\": 4096").And.Contain("\"tied_head\": true"));
     }
 
-    [TestCase("{\"heads\": 5}", "heads = 5 does not divide d_model = 96")]
+    [TestCase("{\"heads\": 5}", "heads = 5 does not divide d_model = 64")]
     [TestCase("{\"blocks\": [\"ffw\", \"peer\"]}", "blocks lists 2 kinds but layers = 3")]
     [TestCase("{\"blocks\": [\"ffw\", \"dense\", \"ffw\"]}", "'dense' is not a feed-forward kind")]
     [TestCase("{\"peer\": {\"top_k\": 100}}", "TopK = 100")]

@@ -45,6 +45,49 @@ public sealed class TrainerTests
         Assert.That(after.Experts[0].WeightSums.Sum(), Is.EqualTo(8 * 16 * 2).Within(1e-2), "softmax router weights sum to 1 per token and head");
     }
 
+    [TestCase("ffw")]
+    [TestCase("pkm")]
+    [TestCase("moe-ec")]
+    [TestCase("moe-topk")]
+    public void EveryFeedForwardKindTrains(string kind)
+    {
+        var config = TrainingFixtures.Micro(12);
+        config = config with { Model = config.Model with { Blocks = ["ffw", kind], Moe = new MoeConfig { Experts = 4, TopK = 2 } } };
+        using var t = new Trainer(device, config, data);
+        Assert.That(t.Model.NamedParameters().Select(p => p.Name), Has.Some.StartsWith("blocks.1.ffw."));
+        var losses = Run(t, 12);
+        Assert.That(losses.All(double.IsFinite));
+        Assert.That(losses.Skip(9).Average(), Is.LessThan(losses.Take(3).Average() - 0.5), kind);
+        Assert.That(t.Evaluate().Experts, Is.Empty, "only PEER layers report expert usage");
+    }
+
+    [Test]
+    public void SoftMoeIsRefusedUnlessAskedThenTrains()
+    {
+        var config = TrainingFixtures.Micro(12);
+        config = config with { Model = config.Model with { Blocks = ["ffw", "soft-moe"], Moe = new MoeConfig { Experts = 4, SlotsPerExpert = 2 } } };
+        Assert.That(() => new Trainer(device, config, data), Throws.TypeOf<ConfigException>().With.Message.Contains("allow_non_causal"));
+        config = config with { Model = config.Model with { Moe = config.Model.Moe with { AllowNonCausal = true } } };
+        using var t = new Trainer(device, config, data);
+        Assert.That(t.Model.NamedParameters().Select(p => p.Name), Has.Member("blocks.1.ffw.router.weight"));
+        var losses = Run(t, 12);
+        Assert.That(losses.All(double.IsFinite));
+        Assert.That(losses.Skip(9).Average(), Is.LessThan(losses.Take(3).Average()));
+    }
+
+    [Test]
+    public void Gpt2TokenizedRunTrains()
+    {
+        var gpt2 = Dataset.Create(TrainingFixtures.SmallCorpus, new Gpt2Tokenizer(), 16);
+        var config = TrainingFixtures.Micro(4);
+        config = config with { Model = config.Model with { VocabSize = 50257 }, Train = config.Train with { Tokenizer = "gpt2" } };
+        using var t = new Trainer(device, config, gpt2);
+        var losses = Run(t, 4);
+        Assert.That(losses[0], Is.EqualTo(Math.Log(50257)).Within(0.5), "an untrained model is near uniform over GPT-2's vocabulary");
+        Assert.That(losses[^1], Is.LessThan(losses[0]));
+        Assert.That(() => new Trainer(device, TrainingFixtures.Micro(4), gpt2), Throws.TypeOf<ConfigException>().With.Message.Contains("vocab_size = 256 but the gpt2 tokenizer has 50257"));
+    }
+
     [Test]
     public void LearningRateWarmsUpThenDecaysByCosine()
     {

@@ -14,21 +14,26 @@ public static class PeerCli
     public const int InterruptedExit = 130;
 
     /// <summary>Parses <paramref name="args"/> and runs the chosen command; returns the exit code.</summary>
-    public static int Run(string[] args, TextWriter? output = null, TextWriter? error = null)
+    /// <param name="args">The command line.</param>
+    /// <param name="output">Where results and progress go (default: the console).</param>
+    /// <param name="error">Where errors go (default: the console's error stream).</param>
+    /// <param name="interrupt">Cancelling it acts as Ctrl+C: training saves a checkpoint and stops.</param>
+    public static int Run(string[] args, TextWriter? output = null, TextWriter? error = null, CancellationToken interrupt = default)
     {
-        var root = Build(output ?? Console.Out, error ?? Console.Error);
+        var root = Build(output ?? Console.Out, error ?? Console.Error, interrupt);
         return root.Parse(args).Invoke(new InvocationConfiguration { Output = output ?? Console.Out, Error = error ?? Console.Error, EnableDefaultExceptionHandler = false });
     }
 
     /// <summary>The root command with every subcommand.</summary>
-    public static RootCommand Build(TextWriter output, TextWriter error)
+    public static RootCommand Build(TextWriter output, TextWriter error, CancellationToken interrupt = default)
     {
         var root = new RootCommand("Peer: train, evaluate and sample transformer language models whose feed-forward layer is PEER (Mixture of A Million Experts).");
-        root.Subcommands.Add(TrainCommand.Create(output, error));
+        root.Subcommands.Add(TrainCommand.Create(output, error, interrupt));
         root.Subcommands.Add(EvalCommand.Create(output, error));
         root.Subcommands.Add(GenerateCommand.Create(output, error));
         root.Subcommands.Add(DevicesCommand(output, error));
-        // `peer layer` (the PEER issue's command) is added here, beside the others.
+        root.Subcommands.Add(LayerCommand.Create(output, error));
+        root.Subcommands.Add(SweepCommand.Create(output, error, interrupt));
         return root;
     }
 

@@ -31,7 +31,7 @@ public sealed record TrainOptions
 
 static class TrainCommand
 {
-    public static Command Create(TextWriter output, TextWriter error)
+    public static Command Create(TextWriter output, TextWriter error, CancellationToken interrupt)
     {
         var preset = new Option<string>("--preset") { Description = "Model and training preset: tiny (default; minutes on a laptop CPU), small, paper (the paper's PEER layer settings)." };
         preset.AcceptOnlyFromAmong(ModelConfig.PresetNames);
@@ -39,7 +39,7 @@ static class TrainCommand
         var corpus = new Option<string>("--corpus") { Description = "A UTF-8 text file or a folder of *.txt files (default: the built-in .NET documentation corpus)." };
         var tokenizer = new Option<string>("--tokenizer") { Description = "byte (default) or gpt2." };
         tokenizer.AcceptOnlyFromAmong(Tokenizers.Names);
-        var steps = new Option<int?>("--steps") { Description = "Optimizer steps (overrides the preset)." };
+        var steps = new Option<int?>("--steps") { Description = "Optimizer steps (overrides the preset; warmup is then capped at a tenth of them)." };
         var device = new Option<string>("--device") { Description = "cpu, cuda, opencl or auto (default auto)." };
         var seed = new Option<ulong?>("--seed") { Description = "Seed of initialisation and batch sampling." };
         var outDir = new Option<string>("--out") { Description = "Run folder (default runs/<preset>-<time>; with --resume, the latest run under runs/)." };
@@ -59,7 +59,7 @@ static class TrainCommand
             Seed = r.GetValue(seed),
             Out = r.GetValue(outDir),
             Resume = r.GetValue(resume),
-        }, output)));
+        }, output, interrupt)));
         return cmd;
     }
 
@@ -92,7 +92,7 @@ static class TrainCommand
         return run;
     }
 
-    static int Run(TrainOptions o, TextWriter output)
+    static int Run(TrainOptions o, TextWriter output, CancellationToken interrupt)
     {
         string runDir;
         RunConfig config;
@@ -128,7 +128,7 @@ static class TrainCommand
         Directory.CreateDirectory(runDir);
         if (!resume) AtomicFile.WriteAllText(Path.Combine(runDir, "config.json"), config.ToJson());
         using var trainer = resume ? Checkpoint.Load(device, runDir, data, config) : new Trainer(device, config, data);
-        return new TrainLoop(trainer, runDir, output).Run();
+        return new TrainLoop(trainer, runDir, output, interrupt).Run();
     }
 
     static string? LatestRun()

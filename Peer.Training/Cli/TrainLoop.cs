@@ -1,12 +1,13 @@
 // The command-line training loop around a Trainer: steps until the configured count, evaluating and
 // checkpointing on schedule, appending metrics.csv and redrawing the plots at each evaluation, showing a
 // Spectre.Console progress bar on a terminal or plain lines when output is redirected, and saving a
-// checkpoint on Ctrl+C.
+// checkpoint on Ctrl+C or SIGTERM.
+using System.Runtime.InteropServices;
 using Spectre.Console;
 
 namespace Peer.Training;
 
-sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output)
+sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, CancellationToken interrupt)
 {
     readonly string metricsPath = Path.Combine(runDir, "metrics.csv");
     volatile bool interrupted;
@@ -25,10 +26,16 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output)
             + $"parameters={trainer.Model.ParameterCount:N0}" + (cfg.Model.BlockKinds().Contains("peer") ? $" experts={cfg.Model.Peer.Experts:N0} (h={cfg.Model.Peer.Heads}, k={cfg.Model.Peer.TopK})" : ""));
         output.WriteLine($"training    steps {start + 1}..{total}, batch {cfg.Train.BatchSize}x{cfg.Train.Accumulation}, lr {cfg.Train.LearningRate}, seed {cfg.Train.Seed}");
 
-        // The first Ctrl+C asks for a checkpoint and a clean exit; a second one ends the process (the last checkpoint stays intact).
-        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = !interrupted; interrupted = true; };
-        Console.CancelKeyPress += onCancel;
-        try
+        // The first Ctrl+C (SIGINT) or SIGTERM asks for a checkpoint and a clean exit; a second one ends the process at
+        // once (the last checkpoint stays intact). PosixSignalRegistration also covers Ctrl+C on Windows.
+        void OnSignal(PosixSignalContext context)
+        {
+            context.Cancel = !interrupted;
+            interrupted = true;
+        }
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        using var onInterrupt = interrupt.Register(() => interrupted = true);
         {
             bool fancy = ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
             if (fancy)
@@ -55,10 +62,6 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output)
                         output.WriteLine($"step {row.Step}/{total}  loss {row.Loss:F4}  lr {row.LearningRate:G3}  {row.TokensPerSecond:N0} tok/s");
                 });
             }
-        }
-        finally
-        {
-            Console.CancelKeyPress -= onCancel;
         }
 
         if (interrupted)

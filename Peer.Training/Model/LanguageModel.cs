@@ -2,8 +2,9 @@
 // multi-head attention and a feed-forward layer chosen per block (dense or PEER), a final LayerNorm and
 // an output head tied to the token embedding or separate. Shapes: B sequences of T tokens, width d,
 // H heads of Dh = d / H; activations are kept as [B*T, d] rows between blocks.
-// Initialisation (ours): embeddings N(0, 0.02); Linear weights and biases U(-1/sqrt(in), 1/sqrt(in)) as
-// PyTorch's Linear, with the residual output projections scaled by 1/sqrt(2 * layers) as in GPT-2.
+// The feed-forward layers come from Peer.Nn's FeedForwardFactory (ffw, peer, pkm, moe-ec, moe-topk, soft-moe).
+// Initialisation (ours): embeddings N(0, 0.02); attention weights and biases U(-1/sqrt(in), 1/sqrt(in)) as
+// PyTorch's Linear, with the attention output projection scaled by 1/sqrt(2 * layers) as in GPT-2.
 using Peer.Nn;
 
 namespace Peer.Training;
@@ -77,7 +78,7 @@ public sealed class LanguageModel : Module
         return Ops.MatMul(x, head ?? tokenEmbedding, transB: true); // [B*T, V]
     }
 
-    /// <summary>Mean next-token cross-entropy of windows I32 <c>[B, T + 1]</c> given row-major (inputs are the first T tokens of each, targets the last T).</summary>
+    /// <summary>Mean next-token cross-entropy (plus weighted auxiliary losses of top-k MoE blocks) of windows I32 <c>[B, T + 1]</c> given row-major (inputs are the first T tokens of each, targets the last T).</summary>
     /// <exception cref="ArgumentException">The windows do not split into <paramref name="batch"/> rows of 2 to context + 1 tokens.</exception>
     public Tensor Loss(int[] windows, int batch)
     {
@@ -93,7 +94,11 @@ public sealed class LanguageModel : Module
         }
         var x = Tensor.FromArray(Device, inputs, batch, t);
         var y = Tensor.FromArray(Device, targets, batch * t);
-        return Ops.CrossEntropy(Forward(x), y);
+        var loss = Ops.CrossEntropy(Forward(x), y);
+        // Load-balancing losses of top-k MoE blocks (weighted), as the baselines issue defines them.
+        foreach (var block in blocks)
+            if (block.AuxiliaryLoss is { } aux && Config.Moe.AuxLossWeight > 0) loss = Ops.Add(loss, Ops.Scale(aux, Config.Moe.AuxLossWeight));
+        return loss;
     }
 
     sealed class Block : Module
@@ -101,34 +106,37 @@ public sealed class LanguageModel : Module
         readonly Tensor norm1Weight, norm1Bias, norm2Weight, norm2Bias;  // [d]
         readonly Tensor qkvWeight, qkvBias;                              // [3d, d], [3d]
         readonly Tensor outWeight, outBias;                              // [d, d], [d]
-        readonly Tensor? upWeight, upBias, downWeight, downBias;         // [hidden, d], [hidden], [d, hidden], [d]
+        readonly FeedForwardLayer ffw;                                   // [rows, d] -> [rows, d]
         readonly int heads;
 
-        public PeerLayer? Peer { get; }
+        public PeerLayer? Peer => (ffw as PeerFeedForward)?.Layer;
+        public Tensor? AuxiliaryLoss => ffw.AuxiliaryLoss;
 
         public Block(Device device, ModelConfig c, string kind, ulong seed) : base(device)
         {
             int d = c.DModel;
-            float residualScale = 1f / MathF.Sqrt(2f * c.Layers);
             heads = c.Heads;
             norm1Weight = Parameter("norm1.weight", Tensor.Full(device, 1f, d));
             norm1Bias = Parameter("norm1.bias", Tensor.Zeros(device, d));
             qkvWeight = Parameter("attn.qkv.weight", LinearWeight(device, seed + 1, 3 * d, d));
             qkvBias = Parameter("attn.qkv.bias", LinearBias(device, seed + 2, 3 * d, d));
-            outWeight = Parameter("attn.out.weight", LinearWeight(device, seed + 3, d, d, residualScale));
+            outWeight = Parameter("attn.out.weight", LinearWeight(device, seed + 3, d, d, 1f / MathF.Sqrt(2f * c.Layers)));
             outBias = Parameter("attn.out.bias", Tensor.Zeros(device, d));
             norm2Weight = Parameter("norm2.weight", Tensor.Full(device, 1f, d));
             norm2Bias = Parameter("norm2.bias", Tensor.Zeros(device, d));
-            if (kind == "peer")
-                Peer = Child("ffw", new PeerLayer(device, d, c.Peer.ToOptions(seed + 5)));
-            else
+            var keys = kind == "pkm" ? c.Pkm : c.Peer;
+            var options = new FeedForwardOptions
             {
-                int hidden = c.HiddenWidth;
-                upWeight = Parameter("ffw.up.weight", LinearWeight(device, seed + 6, hidden, d));
-                upBias = Parameter("ffw.up.bias", LinearBias(device, seed + 7, hidden, d));
-                downWeight = Parameter("ffw.down.weight", LinearWeight(device, seed + 8, d, hidden, residualScale));
-                downBias = Parameter("ffw.down.bias", Tensor.Zeros(device, d));
-            }
+                Dim = d, Hidden = c.HiddenWidth, Seed = seed + 5,
+                Experts = ModelConfig.IsMoe(kind) ? c.Moe.Experts : keys.Experts,
+                Heads = keys.Heads, QueryDim = keys.QueryDim, QueryNorm = keys.ToOptions(0).QueryNorm,
+                TopK = ModelConfig.IsMoe(kind) ? c.Moe.TopK : keys.TopK,
+                CapacityFactor = c.Moe.CapacityFactor,
+                SlotsPerExpert = c.Moe.SlotsPerExpert,
+                Causal = true,
+                AllowNonCausal = c.Moe.AllowNonCausal,
+            };
+            ffw = Child("ffw", FeedForwardFactory.Create(device, kind, options));
         }
 
         // x: [B*T, d] -> [B*T, d]
@@ -142,9 +150,7 @@ public sealed class LanguageModel : Module
             var v = Ops.Slice(qkv, 1, 2 * heads, heads);
             var attended = Ops.Permute(Ops.CausalAttention(q, k, v), 0, 2, 1, 3).Reshape(b * t, d);          // [B*T, d]
             x = Ops.Add(x, Ops.Linear(attended, outWeight, outBias));
-            var f = Ops.LayerNorm(x, norm2Weight, norm2Bias);
-            var y = Peer != null ? Peer.Forward(f) : Ops.Linear(Ops.Gelu(Ops.Linear(f, upWeight!, upBias)), downWeight!, downBias);
-            return Ops.Add(x, y);
+            return Ops.Add(x, ffw.Forward(Ops.LayerNorm(x, norm2Weight, norm2Bias)));
         }
     }
 }

@@ -48,16 +48,51 @@ public sealed record PeerConfig
     }
 }
 
+/// <summary>Settings of the mixture-of-experts baselines (<c>moe-ec</c>, <c>moe-topk</c>, <c>soft-moe</c>); each expert is a dense FFW of the model's hidden width.</summary>
+public sealed record MoeConfig
+{
+    /// <summary>Experts E.</summary>
+    public int Experts { get; init; } = 8;
+    /// <summary>Experts per token for moe-topk.</summary>
+    public int TopK { get; init; } = 2;
+    /// <summary>Capacity factor (expert-choice slots = factor * T / E; top-k: factor * k * T / E).</summary>
+    public double CapacityFactor { get; init; } = 1.0;
+    /// <summary>Weight of moe-topk's load-balancing loss added to the language-model loss.</summary>
+    public float AuxLossWeight { get; init; } = 0.01f;
+    /// <summary>Slots per expert of soft-moe.</summary>
+    public int SlotsPerExpert { get; init; } = 1;
+    /// <summary>
+    /// Lets a <c>soft-moe</c> block into this causal language model. Soft MoE mixes every token of the batch into every
+    /// slot, so a position sees later positions (and other sequences): its loss is not a causal language-model loss.
+    /// Off by default; a configuration naming soft-moe without it is refused.
+    /// </summary>
+    public bool AllowNonCausal { get; init; }
+
+    /// <summary>Checks ranges.</summary>
+    /// <exception cref="ConfigException">A setting is out of range.</exception>
+    public void Validate()
+    {
+        ModelConfig.Require(Experts >= 1, $"moe.experts = {Experts}: expected at least 1");
+        ModelConfig.Require(TopK >= 1 && TopK <= Experts, $"moe.top_k = {TopK}: expected 1..moe.experts ({Experts})");
+        ModelConfig.Require(CapacityFactor > 0 && double.IsFinite(CapacityFactor), $"moe.capacity_factor = {CapacityFactor}: expected a positive number");
+        ModelConfig.Require(AuxLossWeight >= 0 && float.IsFinite(AuxLossWeight), $"moe.aux_loss_weight = {AuxLossWeight}: expected 0 or more");
+        ModelConfig.Require(SlotsPerExpert >= 1, $"moe.slots_per_expert = {SlotsPerExpert}: expected at least 1");
+    }
+}
+
 /// <summary>Shape of the decoder-only transformer.</summary>
 public sealed record ModelConfig
 {
     /// <summary>Feed-forward kinds a block may use.</summary>
-    public static readonly string[] FeedForwardKinds = ["ffw", "peer"];
+    public static readonly string[] FeedForwardKinds = ["ffw", "peer", "pkm", "moe-ec", "moe-topk", "soft-moe"];
+
+    /// <summary>Whether a feed-forward kind takes its settings from <see cref="Moe"/>.</summary>
+    public static bool IsMoe(string kind) => kind is "moe-ec" or "moe-topk" or "soft-moe";
 
     /// <summary>Vocabulary size (set from the tokenizer).</summary>
     public int VocabSize { get; init; } = 256;
     /// <summary>Model width <c>d</c>.</summary>
-    public int DModel { get; init; } = 96;
+    public int DModel { get; init; } = 64;
     /// <summary>Number of transformer blocks.</summary>
     public int Layers { get; init; } = 3;
     /// <summary>Attention heads; must divide <see cref="DModel"/>.</summary>
@@ -66,10 +101,15 @@ public sealed record ModelConfig
     public int Context { get; init; } = 64;
     /// <summary>Hidden width of dense feed-forward layers (0 means 4 * d).</summary>
     public int FfwHidden { get; init; }
-    /// <summary>Feed-forward kind of each block (<c>ffw</c> or <c>peer</c>); null means PEER in the middle block and dense elsewhere.</summary>
+    /// <summary>Feed-forward kind of each block (<c>ffw</c>, <c>peer</c>, <c>pkm</c>, <c>moe-ec</c>, <c>moe-topk</c>, <c>soft-moe</c> (non-causal: needs
+    /// <c>moe.allow_non_causal</c>)); null means PEER in the middle block and dense elsewhere.</summary>
     public string[]? Blocks { get; init; }
     /// <summary>Settings of the PEER layers.</summary>
     public PeerConfig Peer { get; init; } = new();
+    /// <summary>Settings of the PKM layers (product-key memory: N values, h heads, k per head, query size, query norm).</summary>
+    public PeerConfig Pkm { get; init; } = new() { TopK = 16 };
+    /// <summary>Settings of the MoE layers.</summary>
+    public MoeConfig Moe { get; init; } = new();
     /// <summary>Position encoding: <c>learned</c> (the only kind offered).</summary>
     public string Positions { get; init; } = "learned";
     /// <summary>Whether the output head shares the token embedding's weights.</summary>
@@ -97,6 +137,10 @@ public sealed record ModelConfig
         foreach (var kind in BlockKinds())
             Require(FeedForwardKinds.Contains(kind), $"blocks: '{kind}' is not a feed-forward kind; expected one of {string.Join(", ", FeedForwardKinds)}");
         if (BlockKinds().Contains("peer")) Peer.Validate();
+        if (BlockKinds().Contains("pkm")) Pkm.Validate();
+        if (BlockKinds().Any(IsMoe)) Moe.Validate();
+        if (BlockKinds().Contains("soft-moe"))
+            Require(Moe.AllowNonCausal, "blocks: 'soft-moe' mixes information across positions (a token sees later tokens), so it is refused in this causal language model; set moe.allow_non_causal = true to build it anyway");
     }
 
     internal static void Require(bool ok, string message)

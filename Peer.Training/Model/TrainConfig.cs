@@ -14,11 +14,11 @@ public sealed record TrainConfig
     /// <summary>Optimizer steps.</summary>
     public int Steps { get; init; } = 600;
     /// <summary>Sequences per micro-batch.</summary>
-    public int BatchSize { get; init; } = 16;
+    public int BatchSize { get; init; } = 8;
     /// <summary>Micro-batches whose gradients are summed (and averaged) per step.</summary>
     public int Accumulation { get; init; } = 1;
     /// <summary>Peak learning rate.</summary>
-    public float LearningRate { get; init; } = 3e-3f;
+    public float LearningRate { get; init; } = 5e-3f;
     /// <summary>Final learning rate as a fraction of the peak.</summary>
     public float MinLearningRateFraction { get; init; } = 0.1f;
     /// <summary>Linear warmup steps.</summary>

@@ -41,29 +41,38 @@ public static class Plots
         AtomicFile.Write(path, tmp => plot.SavePng(tmp, 900, 540));
     }
 
-    /// <summary>Writes a histogram of per-expert usage relative to uniform (<c>N z_i</c>; 1 is perfectly even) for each PEER layer.</summary>
+    /// <summary>Writes a histogram, per PEER layer, of the used experts' usage relative to uniform on a log scale
+    /// (<c>log10(N z_i)</c>: 0 is the uniform share, +1 ten times it); the legend gives the fraction used and the unevenness.</summary>
     public static void ExpertUsage(string path, IReadOnlyList<LayerUsage> layers, string title)
     {
         var plot = new Plot();
         var palette = new ScottPlot.Palettes.Category10();
+        const int binCount = 40;
+        const double low = -3, high = 3; // a thousandth to a thousand times the uniform share
+        double width = (high - low) / binCount;
         int i = 0;
         foreach (var layer in layers)
         {
             float[] sums = layer.WeightSums;
             double total = sums.Sum(z => Math.Abs((double)z));
-            double[] relative = sums.Select(z => total > 0 ? Math.Abs(z) * sums.Length / total : 0).ToArray();
-            double max = Math.Max(1e-9, relative.Max());
-            const int binCount = 50;
-            double width = max / binCount;
             var counts = new double[binCount];
-            foreach (var r in relative) counts[Math.Min(binCount - 1, (int)(r / width))]++;
-            var bars = plot.Add.Bars(Enumerable.Range(0, binCount).Select(b => (b + 0.5) * width).ToArray(), counts);
-            bars.LegendText = $"{layer.Layer}: usage {layer.Usage:P1}, unevenness {layer.Unevenness:F3}";
+            foreach (var z in sums)
+            {
+                if (z == 0 || total == 0) continue;
+                double r = Math.Log10(Math.Abs(z) * sums.Length / total);
+                counts[Math.Clamp((int)Math.Floor((r - low) / width), 0, binCount - 1)]++;
+            }
+            var bars = plot.Add.Bars(Enumerable.Range(0, binCount).Select(b => low + (b + 0.5) * width).ToArray(), counts);
+            int unused = sums.Count(z => z == 0);
+            bars.LegendText = $"{layer.Layer}: {sums.Length:N0} experts, usage {layer.Usage:P1} ({unused:N0} unused), unevenness {layer.Unevenness:F3}";
             foreach (var bar in bars.Bars) { bar.FillColor = palette.GetColor(i).WithAlpha(0.6); bar.Size = width; bar.LineWidth = 0; }
             i++;
         }
+        var uniform = plot.Add.VerticalLine(0);
+        uniform.LinePattern = LinePattern.Dashed;
+        uniform.LegendText = "uniform share (1/N)";
         plot.Title(title);
-        plot.XLabel("expert usage relative to uniform (N z_i)");
+        plot.XLabel("log10 of an expert's share of router weight relative to uniform (used experts)");
         plot.YLabel("experts");
         plot.ShowLegend(Alignment.UpperRight);
         AtomicFile.Write(path, tmp => plot.SavePng(tmp, 900, 540));

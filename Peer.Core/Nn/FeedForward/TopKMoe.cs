@@ -16,7 +16,8 @@ namespace Peer.Nn;
 /// <see cref="AuxiliaryLoss"/> = <c>E * sum_e f_e P̄_e</c> with <c>f_e</c> the fraction of the T*k choices that went to e (before
 /// the capacity limit, not differentiated) and <c>P̄_e = mean over tokens of P[t, e]</c> (differentiated). For k = 1 it is
 /// Switch Transformer's loss; it equals 1 under perfectly uniform routing. Cost per token: router <c>d E</c> +
-/// <c>capacityFactor * k * (2 d hidden + d)</c> multiply-adds (experts on their E*C slots, empty slots included, and the combine);
+/// <c>capacityFactor * k * (2 d hidden + d)</c> multiply-adds (experts on their E*C slots, empty slots included, and the combine,
+/// counted for every slot: an upper bound when slots stay empty);
 /// exact when <c>capacityFactor * k * T / E</c> is an integer (see <see cref="ForwardMacs"/>). Active parameters per token: the
 /// router plus k experts.
 /// </remarks>

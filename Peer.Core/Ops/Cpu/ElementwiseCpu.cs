@@ -1,5 +1,5 @@
 // The CPU accelerator's bodies for the hottest elementwise ops (axpy: every gradient accumulation and
-// optimizer step; affine; same-shape add/sub/mul/div), reached through [External] so they run as plain
+// optimizer step; affine; add/sub/mul/div, also with row broadcast (bias) or column broadcast), reached through [External] so they run as plain
 // .NET SIMD code. Measured reason: through the ArrayView indexer the portable axpy reached ~0.3x of
 // plain-C# SIMD (Peer.Bench kernels). The portable kernels in Elementwise.cs stay the definition.
 using System.Numerics;
@@ -44,30 +44,58 @@ internal static unsafe class ElementwiseCpu
         for (int i = yv.Length * Vector<float>.Count; i < ys.Length; i++) ys[i] = alpha * xs[i] + beta;
     }
 
-    /// <summary><c>y[i] = a[i] op b[i]</c> for i in [start, end); op 0 add, 1 sub, 2 mul, 3 div.</summary>
+    /// <summary>
+    /// <c>y[i] = a[i] op b[j]</c> for i in [start, end), with j = i (mode 0), i mod n (mode 1, b a row [n]) or i / n (mode 2,
+    /// b a column [rows, 1]); op 0 add, 1 sub, 2 mul, 3 div.
+    /// </summary>
     [External("peer_binary_cpu")]
-    public static void Binary(int op, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y, int start, int end)
+    public static void Binary(int op, int mode, int n, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y, int start, int end)
     {
-        var ys = Span(y, start, end);
-        var av = Span(a, start, end);
-        var bv = Span(b, start, end);
         switch (op)
         {
-            case 0: TensorLoop<AddOp>(av, bv, ys); break;
-            case 1: TensorLoop<SubOp>(av, bv, ys); break;
-            case 2: TensorLoop<MulOp>(av, bv, ys); break;
-            default: TensorLoop<DivOp>(av, bv, ys); break;
+            case 0: Segments<AddOp>(mode, n, a, b, y, start, end); break;
+            case 1: Segments<SubOp>(mode, n, a, b, y, start, end); break;
+            case 2: Segments<MulOp>(mode, n, a, b, y, start, end); break;
+            default: Segments<DivOp>(mode, n, a, b, y, start, end); break;
         }
     }
 
-    static void TensorLoop<TOp>(Span<float> a, Span<float> b, Span<float> y) where TOp : struct, IBinaryOp
+    // Splits [start, end) into runs inside one row, so that each run is a plain vector loop.
+    static void Segments<TOp>(int mode, int n, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y, int start, int end) where TOp : struct, IBinaryOp
+    {
+        if (mode == 0)
+        {
+            Run<TOp>(Span(a, start, end), Span(b, start, end), Span(y, start, end));
+            return;
+        }
+        float* pb = (float*)Unsafe.AsPointer(ref b[0]);
+        for (int i = start; i < end;)
+        {
+            int r = i / n, j = i - r * n, len = Math.Min(end - i, n - j);
+            if (mode == 1) Run<TOp>(Span(a, i, i + len), new Span<float>(pb + j, len), Span(y, i, i + len));
+            else RunScalar<TOp>(Span(a, i, i + len), pb[r], Span(y, i, i + len));
+            i += len;
+        }
+    }
+
+    static void Run<TOp>(Span<float> a, Span<float> b, Span<float> y) where TOp : struct, IBinaryOp
     {
         var op = default(TOp);
-        var ya = MemoryMarshal.Cast<float, Vector<float>>(y);
-        var aa = MemoryMarshal.Cast<float, Vector<float>>(a);
-        var ba = MemoryMarshal.Cast<float, Vector<float>>(b);
-        for (int i = 0; i < ya.Length; i++) ya[i] = op.Apply(aa[i], ba[i]);
-        for (int i = ya.Length * Vector<float>.Count; i < y.Length; i++) y[i] = op.Apply(a[i], b[i]);
+        var yv = MemoryMarshal.Cast<float, Vector<float>>(y);
+        var av = MemoryMarshal.Cast<float, Vector<float>>(a);
+        var bv = MemoryMarshal.Cast<float, Vector<float>>(b);
+        for (int i = 0; i < yv.Length; i++) yv[i] = op.Apply(av[i], bv[i]);
+        for (int i = yv.Length * Vector<float>.Count; i < y.Length; i++) y[i] = op.Apply(a[i], b[i]);
+    }
+
+    static void RunScalar<TOp>(Span<float> a, float b, Span<float> y) where TOp : struct, IBinaryOp
+    {
+        var op = default(TOp);
+        var yv = MemoryMarshal.Cast<float, Vector<float>>(y);
+        var av = MemoryMarshal.Cast<float, Vector<float>>(a);
+        var bb = new Vector<float>(b);
+        for (int i = 0; i < yv.Length; i++) yv[i] = op.Apply(av[i], bb);
+        for (int i = yv.Length * Vector<float>.Count; i < y.Length; i++) y[i] = op.Apply(a[i], b);
     }
 }
 
@@ -77,14 +105,14 @@ internal sealed class ElementwiseCpuKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, float> Axpy;
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, float, float> Affine;
-    public readonly Action<Index1D, Work, int, ArrayView<float>, ArrayView<float>, ArrayView<float>> Binary;
+    public readonly Action<Index1D, Work, int, int, int, ArrayView<float>, ArrayView<float>, ArrayView<float>> Binary;
 
     public ElementwiseCpuKernels(Device d)
     {
         var acc = d.Accelerator;
         Axpy = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, float>(AxpyKernel);
         Affine = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, float, float>(AffineKernel);
-        Binary = acc.LoadAutoGroupedStreamKernel<Index1D, Work, int, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BinaryKernel);
+        Binary = acc.LoadAutoGroupedStreamKernel<Index1D, Work, int, int, int, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BinaryKernel);
     }
 
     // y: [n] += alpha * x: [n], worker w's chunks through the SIMD body
@@ -99,9 +127,9 @@ internal sealed class ElementwiseCpuKernels
         for (int s = work.Start(w); s < work.N; s += work.Stride) ElementwiseCpu.Affine(x, y, alpha, beta, s, work.End(s));
     }
 
-    // a, b: [n] -> y: [n] = a op b
-    static void BinaryKernel(Index1D w, Work work, int op, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y)
+    // a: [rows, n], b: [rows, n] | [n] | [rows, 1] (mode 0, 1, 2) -> y: [rows, n] = a op b
+    static void BinaryKernel(Index1D w, Work work, int op, int mode, int n, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y)
     {
-        for (int s = work.Start(w); s < work.N; s += work.Stride) ElementwiseCpu.Binary(op, a, b, y, s, work.End(s));
+        for (int s = work.Start(w); s < work.N; s += work.Stride) ElementwiseCpu.Binary(op, mode, n, a, b, y, s, work.End(s));
     }
 }

@@ -1,0 +1,177 @@
+// The CPU accelerator's bodies for the row norms (LayerNorm, RMSNorm: forward, input backward, parameter
+// gradients), reached through [External] so that they run as plain .NET Vector256 code. Measured reason:
+// seven LayerNorms per tiny-preset step took ~24 ms forward + backward through the ArrayView indexer, ~5% of
+// the step once attention had its own body. Same formulas as the portable kernels in Norms.cs (the definition);
+// the row sums are taken in eight lanes (rounding differs), the parameter column sums in the same row order
+// (identical bits).
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using ILGPU;
+using ILGPU.Frontend;
+using ILGPU.Runtime;
+
+namespace Peer;
+
+/// <summary>SIMD row-norm bodies over CPU memory, called from <see cref="NormCpuKernels"/>.</summary>
+internal static class NormsCpu
+{
+    /// <summary>Whether the SIMD bodies can run here (a 256-bit vector unit).</summary>
+    public static bool IsSupported => Vector256.IsHardwareAccelerated;
+
+    /// <summary>Rows <c>[start, end)</c> of the row-norm forward (see <see cref="NormKernels"/>). Rows, Cols &gt; 0.</summary>
+    [External("peer_row_norm_forward_cpu")]
+    public static void RowForward(NormShape s, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> bias,
+        ArrayView<float> y, ArrayView<float> mean, ArrayView<float> rstd, int start, int end)
+    {
+        int c = s.Cols;
+        ref float x0 = ref x[0], w0 = ref weight[0], b0 = ref bias[0], y0 = ref y[0];
+        var zero = Vector256<float>.Zero;
+        for (int r = start; r < end; r++)
+        {
+            ref float xr = ref Unsafe.Add(ref x0, (nint)r * c);
+            ref float yr = ref Unsafe.Add(ref y0, (nint)r * c);
+            float mu = 0f;
+            if (s.Center != 0)
+            {
+                var acc = zero;
+                int j = 0;
+                for (; j <= c - 8; j += 8) acc += Vector256.LoadUnsafe(ref xr, (nuint)j);
+                mu = Vector256.Sum(acc);
+                for (; j < c; j++) mu += Unsafe.Add(ref xr, j);
+                mu /= c;
+            }
+            var m = Vector256.Create(mu);
+            var sq = zero;
+            int k = 0;
+            for (; k <= c - 8; k += 8)
+            {
+                var dv = Vector256.LoadUnsafe(ref xr, (nuint)k) - m;
+                sq += dv * dv;
+            }
+            float var = Vector256.Sum(sq);
+            for (; k < c; k++) { float dv = Unsafe.Add(ref xr, k) - mu; var += dv * dv; }
+            float rs = 1f / MathF.Sqrt(var / c + s.Eps);
+            mean[r] = mu;
+            rstd[r] = rs;
+            var rv = Vector256.Create(rs);
+            bool hasBias = s.HasBias != 0;
+            int i = 0;
+            for (; i <= c - 8; i += 8)
+            {
+                var v = (Vector256.LoadUnsafe(ref xr, (nuint)i) - m) * rv * Vector256.LoadUnsafe(ref w0, (nuint)i);
+                (hasBias ? v + Vector256.LoadUnsafe(ref b0, (nuint)i) : v).StoreUnsafe(ref yr, (nuint)i);
+            }
+            for (; i < c; i++)
+                Unsafe.Add(ref yr, i) = (Unsafe.Add(ref xr, i) - mu) * rs * Unsafe.Add(ref w0, i) + (hasBias ? Unsafe.Add(ref b0, i) : 0f);
+        }
+    }
+
+    /// <summary>Rows <c>[start, end)</c> of the row-norm input backward (see <see cref="NormKernels"/>). Rows, Cols &gt; 0.</summary>
+    [External("peer_row_norm_backward_cpu")]
+    public static void RowBackward(NormShape s, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> dy,
+        ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dx, int start, int end)
+    {
+        int c = s.Cols;
+        ref float x0 = ref x[0], w0 = ref weight[0], dy0 = ref dy[0], dx0 = ref dx[0];
+        for (int r = start; r < end; r++)
+        {
+            ref float xr = ref Unsafe.Add(ref x0, (nint)r * c);
+            ref float gr = ref Unsafe.Add(ref dy0, (nint)r * c);
+            ref float dxr = ref Unsafe.Add(ref dx0, (nint)r * c);
+            float mu = mean[r], rs = rstd[r];
+            Vector256<float> m = Vector256.Create(mu), rv = Vector256.Create(rs), sg = default, sgx = default;
+            int j = 0;
+            for (; j <= c - 8; j += 8)
+            {
+                var g = Vector256.LoadUnsafe(ref gr, (nuint)j) * Vector256.LoadUnsafe(ref w0, (nuint)j);
+                sg += g;
+                sgx += g * (Vector256.LoadUnsafe(ref xr, (nuint)j) - m) * rv;
+            }
+            float sumG = Vector256.Sum(sg), sumGx = Vector256.Sum(sgx);
+            for (; j < c; j++)
+            {
+                float g = Unsafe.Add(ref gr, j) * Unsafe.Add(ref w0, j);
+                sumG += g;
+                sumGx += g * (Unsafe.Add(ref xr, j) - mu) * rs;
+            }
+            float meanG = s.Center != 0 ? sumG / c : 0f, meanGx = sumGx / c;
+            Vector256<float> mg = Vector256.Create(meanG), mgx = Vector256.Create(meanGx);
+            int i = 0;
+            for (; i <= c - 8; i += 8)
+            {
+                var xh = (Vector256.LoadUnsafe(ref xr, (nuint)i) - m) * rv;
+                (rv * (Vector256.LoadUnsafe(ref gr, (nuint)i) * Vector256.LoadUnsafe(ref w0, (nuint)i) - mg - xh * mgx)).StoreUnsafe(ref dxr, (nuint)i);
+            }
+            for (; i < c; i++)
+            {
+                float xh = (Unsafe.Add(ref xr, i) - mu) * rs;
+                Unsafe.Add(ref dxr, i) = rs * (Unsafe.Add(ref gr, i) * Unsafe.Add(ref w0, i) - meanG - xh * meanGx);
+            }
+        }
+    }
+
+    /// <summary>Columns <c>[start, end)</c> of the parameter gradients (see <see cref="NormKernels"/>): each column summed over
+    /// the rows in row order, eight columns at a time, with the portable kernel's operations (no FMA), so the bits match it.
+    /// Rows, Cols &gt; 0.</summary>
+    [External("peer_row_norm_params_cpu")]
+    public static void RowParams(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> rstd,
+        ArrayView<float> dWeight, ArrayView<float> dBias, int rows, int cols, int start, int end)
+    {
+        ref float x0 = ref x[0], dy0 = ref dy[0], mean0 = ref mean[0], rstd0 = ref rstd[0], dw0 = ref dWeight[0], db0 = ref dBias[0];
+        int j = start;
+        for (; j <= end - 8; j += 8)
+        {
+            Vector256<float> dw = default, db = default;
+            for (int r = 0; r < rows; r++)
+            {
+                nuint o = (nuint)((nint)r * cols + j);
+                var g = Vector256.LoadUnsafe(ref dy0, o);
+                dw += g * (Vector256.LoadUnsafe(ref x0, o) - Vector256.Create(Unsafe.Add(ref mean0, r))) * Vector256.Create(Unsafe.Add(ref rstd0, r));
+                db += g;
+            }
+            dw.StoreUnsafe(ref dw0, (nuint)j);
+            db.StoreUnsafe(ref db0, (nuint)j);
+        }
+        for (; j < end; j++)
+        {
+            float dw = 0f, db = 0f;
+            for (int r = 0; r < rows; r++)
+            {
+                nint o = (nint)r * cols + j;
+                float g = Unsafe.Add(ref dy0, o);
+                dw += g * (Unsafe.Add(ref x0, o) - Unsafe.Add(ref mean0, r)) * Unsafe.Add(ref rstd0, r);
+                db += g;
+            }
+            Unsafe.Add(ref dw0, j) = dw;
+            Unsafe.Add(ref db0, j) = db;
+        }
+    }
+}
+
+/// <summary>The CPU accelerator's row-norm kernels: one index per worker, whose chunk the SIMD body processes (batch norm
+/// stays portable). Loaded only on the CPU accelerator (the bodies cannot compile for GPUs).</summary>
+internal sealed class NormCpuKernels : NormKernels
+{
+    public NormCpuKernels(Device d) : base(d, RowForwardKernel, RowBackwardKernel, RowParamsKernel) { }
+
+    // x: [rows, C], weight, bias: [C] -> y: [rows, C], mean, rstd: [rows]; worker w's chunks of rows
+    static void RowForwardKernel(Index1D w, Work work, NormShape s, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> bias,
+        ArrayView<float> y, ArrayView<float> mean, ArrayView<float> rstd)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) NormsCpu.RowForward(s, x, weight, bias, y, mean, rstd, st, work.End(st));
+    }
+
+    // x, dy: [rows, C], weight: [C], mean, rstd: [rows] -> dx: [rows, C]; worker w's chunks of rows
+    static void RowBackwardKernel(Index1D w, Work work, NormShape s, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> dy,
+        ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dx)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) NormsCpu.RowBackward(s, x, weight, dy, mean, rstd, dx, st, work.End(st));
+    }
+
+    // x, dy: [rows, C], mean, rstd: [rows] -> dweight, dbias: [C]; worker w's chunks of columns
+    static void RowParamsKernel(Index1D w, Work work, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> rstd,
+        ArrayView<float> dWeight, ArrayView<float> dBias, int rows)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) NormsCpu.RowParams(x, dy, mean, rstd, dWeight, dBias, rows, work.N, st, work.End(st));
+    }
+}
