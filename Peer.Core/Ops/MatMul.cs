@@ -2,7 +2,8 @@
 // C[b] = op(A[b]) @ op(B[b]), op = identity or transpose. The portable kernel is the definition
 // (one index per block of output rows) and runs everywhere. Chosen per accelerator type beside it: on the
 // CPU accelerator a kernel whose body is the SIMD micro-kernel of Cpu/MatMulCpu.cs (the portable kernel
-// reaches ~2 GFLOP/s there, the micro-kernel ~60: ILGPU-NOTES.md); on GPUs a shared-memory tiled kernel.
+// reaches ~2 GFLOP/s there, the micro-kernel ~60: ILGPU-NOTES.md); on other devices that chunk work over CPU
+// cores (OpenCL on PoCL) a row kernel in i-k-j order that streams contiguous rows of B; on GPUs a shared-memory tiled kernel.
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -71,11 +72,12 @@ public static partial class Ops
     }
 
     /// <summary>The kernel <see cref="MatMulInto"/> runs: by accelerator type (<see cref="MatMulPath.Auto"/>) or forced (tests, bench).</summary>
-    internal enum MatMulPath { Auto, Portable, CpuSimd, Tiled }
+    internal enum MatMulPath { Auto, Portable, CpuSimd, Rows, Tiled }
 
     /// <summary>The path <see cref="MatMulPath.Auto"/> takes on device <paramref name="d"/>.</summary>
     internal static MatMulPath ChoosePath(Device d) =>
         d.IsCpu ? (MatMulCpu.IsSupported ? MatMulPath.CpuSimd : MatMulPath.Portable)
+        : d.ChunksWork ? MatMulPath.Rows
         : d.Accelerator.MaxNumThreadsPerGroup >= MatMulTiledKernels.Tile * MatMulTiledKernels.Tile ? MatMulPath.Tiled : MatMulPath.Portable;
 
     /// <summary>Launches <c>c (+)= op(a) @ op(b)</c> with shapes already validated by the caller.</summary>
@@ -102,6 +104,12 @@ public static partial class Ops
                 d.Get(static d => new MatMulTiledKernels(d)).Tiled((grid, new Index3D(t, t, 1)), shape, a.View, b.View, c.View);
                 break;
             }
+            case MatMulPath.Rows:
+            {
+                var w = d.Split(batch * m);
+                d.Get(static d => new MatMulKernels(d)).Rows(w.Workers, w, shape, a.View, b.View, c.View);
+                break;
+            }
             default:
             {
                 var w = d.Split(batch * m);
@@ -125,11 +133,13 @@ internal readonly struct MatMulShape(int m, int n, int k, bool transA, bool tran
 internal sealed class MatMulKernels
 {
     public readonly Action<Index1D, Work, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>> Portable;
+    public readonly Action<Index1D, Work, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>> Rows;
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int> SumRows;
 
     public MatMulKernels(Device d)
     {
         Portable = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>>(PortableKernel);
+        Rows = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>>(RowsKernel);
         SumRows = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int>(SumRowsKernel);
     }
 
@@ -150,6 +160,45 @@ internal sealed class MatMulKernels
                     float acc = 0f;
                     for (int p = 0; p < s.K; p++) acc += a[aRow + p * ap] * b[bOff + p * bp + j * bj];
                     c[cOff + j] = s.Accumulate != 0 ? c[cOff + j] + acc : acc;
+                }
+            }
+        }
+    }
+
+    // a, b, c as PortableKernel. For devices that chunk work over CPU cores (PoCL): with B not transposed, each row of C is
+    // accumulated over p (i-k-j order) while streaming contiguous rows of B, a loop the OpenCL compiler vectorises over j
+    // (the j-outer order of PortableKernel reads B down a column); with B transposed, rows of op(A) and B are both
+    // contiguous (when A is not transposed), so it keeps one dot product per element. Same sums, another rounding order.
+    static void RowsKernel(Index1D w, Work work, MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+        {
+            for (int row = st, end = work.End(st); row < end; row++)
+            {
+                int bi = row / s.M, i = row - bi * s.M;
+                int cOff = row * s.N;
+                int aRow = bi * s.StrideA + (s.TransA == 0 ? i * s.K : i), ap = s.TransA == 0 ? 1 : s.M;
+                int bOff = bi * s.StrideB;
+                if (s.TransB == 0)
+                {
+                    if (s.Accumulate == 0)
+                        for (int j = 0; j < s.N; j++) c[cOff + j] = 0f;
+                    for (int p = 0; p < s.K; p++)
+                    {
+                        float av = a[aRow + p * ap];
+                        int bRow = bOff + p * s.N;
+                        for (int j = 0; j < s.N; j++) c[cOff + j] += av * b[bRow + j];
+                    }
+                }
+                else
+                {
+                    for (int j = 0; j < s.N; j++)
+                    {
+                        int bRow = bOff + j * s.K;
+                        float acc = 0f;
+                        for (int p = 0; p < s.K; p++) acc += a[aRow + p * ap] * b[bRow + p];
+                        c[cOff + j] = s.Accumulate != 0 ? c[cOff + j] + acc : acc;
+                    }
                 }
             }
         }

@@ -70,11 +70,12 @@ public static class GradClip
         return ClipGlobalNorm(parameters.Select(p => p.Param), maxNorm);
     }
 
-    // At most `workers` indices, each a contiguous chunk on the CPU and grid-stride on GPUs, so index w only ever writes partial w.
+    // At most `workers` indices, each a contiguous chunk where the device chunks work (CPU accelerator, PoCL) and
+    // grid-stride on GPUs, so index w only ever writes partial w.
     static Work Split(Device d, int n, int workers)
     {
         int w = Math.Min(workers, n);
-        return d.IsCpu ? new Work(n, w, (n + w - 1) / w) : new Work(n, w, 1);
+        return d.ChunksWork ? new Work(n, w, (n + w - 1) / w) : new Work(n, w, 1);
     }
 }
 

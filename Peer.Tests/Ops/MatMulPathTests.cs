@@ -126,10 +126,50 @@ public sealed class MatMulPathTests
         foreach (var backend in others)
         {
             var d = Devices.Get(backend);
-            Assert.That(ChoosePath(d), Is.EqualTo(MatMulPath.Tiled));
+            Assert.That(ChoosePath(d), Is.EqualTo(d.ChunksWork ? MatMulPath.Rows : MatMulPath.Tiled));
             foreach (bool ta in new[] { false, true })
                 foreach (bool tb in new[] { false, true })
                     Agree(d, MatMulPath.Tiled, 2, 37, 29, 70, ta, tb);
         }
+    }
+
+    // The row kernel (chosen on non-CPU devices that chunk work over CPU cores, i.e. PoCL) is a portable kernel:
+    // checked on every backend present, the OpenCL one being where it runs for real.
+    static IEnumerable<TestCaseData> RowsCases() =>
+        from backend in Devices.Backends()
+        from size in Sizes.Cast<object[]>()
+        select new TestCaseData(backend, (int)size[0], (int)size[1], (int)size[2]);
+
+    [TestCaseSource(nameof(RowsCases))]
+    public void RowsAgreesWithPortable(string backend, int m, int n, int k)
+    {
+        var d = Devices.Get(backend);
+        foreach (bool ta in new[] { false, true })
+            foreach (bool tb in new[] { false, true })
+                Agree(d, MatMulPath.Rows, 1, m, n, k, ta, tb);
+    }
+
+    [TestCaseSource(typeof(Devices), nameof(Devices.Backends))]
+    public void RowsEveryTransposeBatchAndAccumulateCombination(string backend)
+    {
+        var d = Devices.Get(backend);
+        foreach (bool ta in new[] { false, true })
+            foreach (bool tb in new[] { false, true })
+                foreach (var (aBatched, bBatched) in new[] { (true, true), (false, true), (true, false) })
+                    foreach (bool accumulate in new[] { false, true })
+                    {
+                        Agree(d, MatMulPath.Rows, 3, 19, 35, 21, ta, tb, aBatched, bBatched, accumulate);
+                        Agree(d, MatMulPath.Rows, 2, 1, 7, 33, ta, tb, aBatched, bBatched, accumulate);
+                        Agree(d, MatMulPath.Rows, 2, 5, 6, 0, ta, tb, aBatched, bBatched, accumulate);
+                    }
+    }
+
+    [Test]
+    public void AutoPathOnAChunkedNonCpuDeviceIsRows()
+    {
+        Devices.RequireOpenCl();
+        var d = Devices.Get("opencl");
+        Assume.That(d.ChunksWork, "the OpenCL device here is not on the host CPU");
+        Assert.That(ChoosePath(d), Is.EqualTo(MatMulPath.Rows));
     }
 }

@@ -62,6 +62,20 @@ public sealed class TrainerTests
     }
 
     [Test]
+    public void SoftMoeIsRefusedUnlessAskedThenTrains()
+    {
+        var config = TrainingFixtures.Micro(12);
+        config = config with { Model = config.Model with { Blocks = ["ffw", "soft-moe"], Moe = new MoeConfig { Experts = 4, SlotsPerExpert = 2 } } };
+        Assert.That(() => new Trainer(device, config, data), Throws.TypeOf<ConfigException>().With.Message.Contains("allow_non_causal"));
+        config = config with { Model = config.Model with { Moe = config.Model.Moe with { AllowNonCausal = true } } };
+        using var t = new Trainer(device, config, data);
+        Assert.That(t.Model.NamedParameters().Select(p => p.Name), Has.Member("blocks.1.ffw.router.weight"));
+        var losses = Run(t, 12);
+        Assert.That(losses.All(double.IsFinite));
+        Assert.That(losses.Skip(9).Average(), Is.LessThan(losses.Take(3).Average()));
+    }
+
+    [Test]
     public void Gpt2TokenizedRunTrains()
     {
         var gpt2 = Dataset.Create(TrainingFixtures.SmallCorpus, new Gpt2Tokenizer(), 16);

@@ -2,7 +2,7 @@
 // multi-head attention and a feed-forward layer chosen per block (dense or PEER), a final LayerNorm and
 // an output head tied to the token embedding or separate. Shapes: B sequences of T tokens, width d,
 // H heads of Dh = d / H; activations are kept as [B*T, d] rows between blocks.
-// The feed-forward layers come from Peer.Nn's FeedForwardFactory (ffw, peer, pkm, moe-ec, moe-topk).
+// The feed-forward layers come from Peer.Nn's FeedForwardFactory (ffw, peer, pkm, moe-ec, moe-topk, soft-moe).
 // Initialisation (ours): embeddings N(0, 0.02); attention weights and biases U(-1/sqrt(in), 1/sqrt(in)) as
 // PyTorch's Linear, with the attention output projection scaled by 1/sqrt(2 * layers) as in GPT-2.
 using Peer.Nn;
@@ -128,10 +128,13 @@ public sealed class LanguageModel : Module
             var options = new FeedForwardOptions
             {
                 Dim = d, Hidden = c.HiddenWidth, Seed = seed + 5,
-                Experts = kind.StartsWith("moe", StringComparison.Ordinal) ? c.Moe.Experts : keys.Experts,
+                Experts = ModelConfig.IsMoe(kind) ? c.Moe.Experts : keys.Experts,
                 Heads = keys.Heads, QueryDim = keys.QueryDim, QueryNorm = keys.ToOptions(0).QueryNorm,
-                TopK = kind.StartsWith("moe", StringComparison.Ordinal) ? c.Moe.TopK : keys.TopK,
+                TopK = ModelConfig.IsMoe(kind) ? c.Moe.TopK : keys.TopK,
                 CapacityFactor = c.Moe.CapacityFactor,
+                SlotsPerExpert = c.Moe.SlotsPerExpert,
+                Causal = true,
+                AllowNonCausal = c.Moe.AllowNonCausal,
             };
             ffw = Child("ffw", FeedForwardFactory.Create(device, kind, options));
         }

@@ -48,7 +48,7 @@ public sealed record PeerConfig
     }
 }
 
-/// <summary>Settings of the mixture-of-experts baselines (<c>moe-ec</c>, <c>moe-topk</c>); each expert is a dense FFW of the model's hidden width.</summary>
+/// <summary>Settings of the mixture-of-experts baselines (<c>moe-ec</c>, <c>moe-topk</c>, <c>soft-moe</c>); each expert is a dense FFW of the model's hidden width.</summary>
 public sealed record MoeConfig
 {
     /// <summary>Experts E.</summary>
@@ -59,6 +59,14 @@ public sealed record MoeConfig
     public double CapacityFactor { get; init; } = 1.0;
     /// <summary>Weight of moe-topk's load-balancing loss added to the language-model loss.</summary>
     public float AuxLossWeight { get; init; } = 0.01f;
+    /// <summary>Slots per expert of soft-moe.</summary>
+    public int SlotsPerExpert { get; init; } = 1;
+    /// <summary>
+    /// Lets a <c>soft-moe</c> block into this causal language model. Soft MoE mixes every token of the batch into every
+    /// slot, so a position sees later positions (and other sequences): its loss is not a causal language-model loss.
+    /// Off by default; a configuration naming soft-moe without it is refused.
+    /// </summary>
+    public bool AllowNonCausal { get; init; }
 
     /// <summary>Checks ranges.</summary>
     /// <exception cref="ConfigException">A setting is out of range.</exception>
@@ -68,6 +76,7 @@ public sealed record MoeConfig
         ModelConfig.Require(TopK >= 1 && TopK <= Experts, $"moe.top_k = {TopK}: expected 1..moe.experts ({Experts})");
         ModelConfig.Require(CapacityFactor > 0 && double.IsFinite(CapacityFactor), $"moe.capacity_factor = {CapacityFactor}: expected a positive number");
         ModelConfig.Require(AuxLossWeight >= 0 && float.IsFinite(AuxLossWeight), $"moe.aux_loss_weight = {AuxLossWeight}: expected 0 or more");
+        ModelConfig.Require(SlotsPerExpert >= 1, $"moe.slots_per_expert = {SlotsPerExpert}: expected at least 1");
     }
 }
 
@@ -75,7 +84,10 @@ public sealed record MoeConfig
 public sealed record ModelConfig
 {
     /// <summary>Feed-forward kinds a block may use.</summary>
-    public static readonly string[] FeedForwardKinds = ["ffw", "peer", "pkm", "moe-ec", "moe-topk"];
+    public static readonly string[] FeedForwardKinds = ["ffw", "peer", "pkm", "moe-ec", "moe-topk", "soft-moe"];
+
+    /// <summary>Whether a feed-forward kind takes its settings from <see cref="Moe"/>.</summary>
+    public static bool IsMoe(string kind) => kind is "moe-ec" or "moe-topk" or "soft-moe";
 
     /// <summary>Vocabulary size (set from the tokenizer).</summary>
     public int VocabSize { get; init; } = 256;
@@ -89,7 +101,8 @@ public sealed record ModelConfig
     public int Context { get; init; } = 64;
     /// <summary>Hidden width of dense feed-forward layers (0 means 4 * d).</summary>
     public int FfwHidden { get; init; }
-    /// <summary>Feed-forward kind of each block (<c>ffw</c>, <c>peer</c>, <c>pkm</c>, <c>moe-ec</c>, <c>moe-topk</c>); null means PEER in the middle block and dense elsewhere.</summary>
+    /// <summary>Feed-forward kind of each block (<c>ffw</c>, <c>peer</c>, <c>pkm</c>, <c>moe-ec</c>, <c>moe-topk</c>, <c>soft-moe</c> (non-causal: needs
+    /// <c>moe.allow_non_causal</c>)); null means PEER in the middle block and dense elsewhere.</summary>
     public string[]? Blocks { get; init; }
     /// <summary>Settings of the PEER layers.</summary>
     public PeerConfig Peer { get; init; } = new();
@@ -125,7 +138,9 @@ public sealed record ModelConfig
             Require(FeedForwardKinds.Contains(kind), $"blocks: '{kind}' is not a feed-forward kind; expected one of {string.Join(", ", FeedForwardKinds)}");
         if (BlockKinds().Contains("peer")) Peer.Validate();
         if (BlockKinds().Contains("pkm")) Pkm.Validate();
-        if (BlockKinds().Any(k => k.StartsWith("moe", StringComparison.Ordinal))) Moe.Validate();
+        if (BlockKinds().Any(IsMoe)) Moe.Validate();
+        if (BlockKinds().Contains("soft-moe"))
+            Require(Moe.AllowNonCausal, "blocks: 'soft-moe' mixes information across positions (a token sees later tokens), so it is refused in this causal language model; set moe.allow_non_causal = true to build it anyway");
     }
 
     internal static void Require(bool ok, string message)
