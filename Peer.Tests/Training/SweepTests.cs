@@ -24,6 +24,7 @@ public sealed class SweepTests
     [TestCase("peer")]
     [TestCase("pkm")]
     [TestCase("moe-ec")]
+    [TestCase("moe-topk")]
     public void ModelCostCountsEveryParameterOfTheModel(string kind)
     {
         var model = TrainingFixtures.Micro().Model with { Blocks = ["ffw", kind], Moe = new MoeConfig { Experts = 4 } };

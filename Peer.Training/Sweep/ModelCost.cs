@@ -54,7 +54,7 @@ public sealed record ModelCost(long ForwardMacsPerToken, long FeedForwardMacsPer
     // The options LanguageModel's blocks pass to the factory (the seed does not change the cost).
     internal static FeedForwardOptions OptionsFor(ModelConfig c, string kind)
     {
-        bool moe = kind.StartsWith("moe", StringComparison.Ordinal);
+        bool moe = ModelConfig.IsMoe(kind);
         var keys = kind == "pkm" ? c.Pkm : c.Peer;
         return new FeedForwardOptions
         {
@@ -63,6 +63,7 @@ public sealed record ModelCost(long ForwardMacsPerToken, long FeedForwardMacsPer
             Heads = keys.Heads, QueryDim = keys.QueryDim, QueryNorm = keys.ToOptions(0).QueryNorm,
             TopK = moe ? c.Moe.TopK : keys.TopK,
             CapacityFactor = c.Moe.CapacityFactor,
+            SlotsPerExpert = c.Moe.SlotsPerExpert, Causal = true, AllowNonCausal = c.Moe.AllowNonCausal,
         };
     }
 }

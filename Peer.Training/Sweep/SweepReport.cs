@@ -79,8 +79,8 @@ public static class SweepReport
         plot.Title(title);
         plot.XLabel(x);
         plot.YLabel(y);
-        plot.ShowLegend(Alignment.UpperRight);
-        AtomicFile.Write(path, tmp => plot.SavePng(tmp, 800, 500));
+        plot.ShowLegend(Edge.Right); // outside the data area: the curves cross where a legend would sit
+        AtomicFile.Write(path, tmp => plot.SavePng(tmp, 1000, 500));
     }
 
     static (double X, double Y)[] Means(IEnumerable<SweepResult> rs, Func<SweepResult, double> x, Func<SweepResult, double?> y) =>
