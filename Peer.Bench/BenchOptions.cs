@@ -1,22 +1,29 @@
 namespace Peer.Bench;
 
-/// <summary>Options shared by every suite.</summary>
+/// <summary>The command line: suites to run (all by default) and options shared by every suite.</summary>
 internal sealed record BenchOptions
 {
+    /// <summary>Suites to run, in the order given; empty means all, in the default order.</summary>
+    public IReadOnlyList<string> Suites { get; init; } = [];
     /// <summary>Backends to measure, in order; absent ones are reported, not errors.</summary>
     public IReadOnlyList<string> Devices { get; init; } = ["cpu"];
-    /// <summary>Smaller sizes and fewer repeats.</summary>
+    /// <summary>Smaller sizes and fewer repeats: the whole run in under two minutes on a 2-core machine.</summary>
     public bool Quick { get; init; }
     /// <summary>Timed runs per measurement (0: the suite's default). More runs steady the medians on a shared machine.</summary>
     public int Repeats { get; init; }
-    /// <summary>Where results.json goes.</summary>
-    public string Output { get; init; } = "results.json";
+    /// <summary>Folder for results.json, results.md and the PNG plots.</summary>
+    public string Output { get; init; } = "bench-results";
+    /// <summary>Smaller still than <see cref="Quick"/>: the end-to-end test's sizes (not on the command line).</summary>
+    public bool Smoke { get; init; }
 
-    static readonly string[] Known = ["cpu", "opencl", "cuda"];
+    static readonly string[] KnownDevices = ["cpu", "opencl", "cuda"];
 
-    public static BenchOptions Parse(string[] args)
+    /// <summary>Parses the arguments; <paramref name="suites"/> are the known suite names.</summary>
+    /// <exception cref="ArgumentException">An unknown suite, device or option, or an option without its value.</exception>
+    public static BenchOptions Parse(string[] args, IReadOnlyList<string> suites)
     {
         var o = new BenchOptions();
+        var chosen = new List<string>();
         for (int i = 0; i < args.Length; i++)
         {
             string a = args[i];
@@ -35,19 +42,24 @@ internal sealed record BenchOptions
                 case "--devices":
                 {
                     string v = Value().Trim().ToLowerInvariant();
-                    var list = v == "all" ? Known : v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                    var list = v == "all" ? KnownDevices : v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
                     foreach (var d in list)
-                        if (!Known.Contains(d)) throw new ArgumentException($"--devices: unknown device '{d}' (expected cpu, opencl, cuda or all).");
+                        if (!KnownDevices.Contains(d)) throw new ArgumentException($"--devices: unknown device '{d}' (expected cpu, opencl, cuda or all).");
                     o = o with { Devices = list.Distinct().ToArray() };
                     break;
                 }
-                default: throw new ArgumentException($"unknown option '{a}'.");
+                default:
+                    if (a.StartsWith('-')) throw new ArgumentException($"unknown option '{a}'.");
+                    if (!suites.Contains(a)) throw new ArgumentException($"unknown suite '{a}' (expected one of {string.Join(", ", suites)}).");
+                    if (!chosen.Contains(a)) chosen.Add(a);
+                    break;
             }
         }
-        return o;
+        return o with { Suites = chosen };
     }
 
     public static string Usage(IEnumerable<ISuite> suites) =>
-        "usage: dotnet run -c Release --project Peer.Bench -- <suite> [--devices cpu,opencl,cuda|all] [--quick] [--repeats N] [--out results.json]\n" +
+        "usage: dotnet run -c Release --project Peer.Bench -- [suites...] [--devices cpu,opencl,cuda|all] [--quick] [--repeats N] [--out DIR]\n" +
+        "  no suite named: all of them, in this order. Default devices: cpu. Default output folder: bench-results.\n" +
         "suites:\n" + string.Join("\n", suites.Select(s => $"  {s.Name,-10} {s.Summary}"));
 }

@@ -1,9 +1,11 @@
 namespace Peer.Bench;
 
-/// <summary>A plain-text table: a header row, then rows of cells; numbers right-aligned.</summary>
+/// <summary>A table of text cells: printed aligned (numbers right-aligned) and written as markdown.</summary>
 internal sealed class Table(params string[] header)
 {
     readonly List<string[]> rows = new();
+
+    public int Count => rows.Count;
 
     public void Add(params object?[] cells)
     {
@@ -14,13 +16,12 @@ internal sealed class Table(params string[] header)
     static string Format(object? v) => v switch
     {
         null => "-",
-        double d when double.IsNaN(d) => "-",
-        double d => d >= 100 ? d.ToString("F0") : d >= 10 ? d.ToString("F1") : d.ToString("F2"),
-        float f => Format((double)f),
+        double d => Fmt.Num(d),
+        float f => Fmt.Num(f),
         _ => v.ToString() ?? "",
     };
 
-    static bool Numeric(string s) => s.Length > 0 && (char.IsDigit(s[0]) || s[0] is '-' or '.') && double.TryParse(s.TrimEnd('x'), out _);
+    static bool Numeric(string s) => s.Length > 0 && (char.IsDigit(s[0]) || s[0] is '-' or '.') && double.TryParse(s.Split(' ')[0].TrimEnd('x', '%'), out _);
 
     public void Print(TextWriter w)
     {
@@ -30,5 +31,14 @@ internal sealed class Table(params string[] header)
         w.WriteLine(string.Join("  ", width.Select(n => new string('-', n))));
         foreach (var r in rows) w.WriteLine(Line(r));
         w.WriteLine();
+    }
+
+    public string ToMarkdown()
+    {
+        var w = new StringWriter();
+        w.WriteLine("| " + string.Join(" | ", header.Select(h => h.Replace("|", "\\|"))) + " |");
+        w.WriteLine("|" + string.Join("|", header.Select((_, c) => rows.Count > 0 && rows.All(r => Numeric(r[c]) || r[c] == "-") ? "---:" : "---")) + "|");
+        foreach (var r in rows) w.WriteLine("| " + string.Join(" | ", r.Select(c => c.Replace("|", "\\|"))) + " |");
+        return w.ToString();
     }
 }

@@ -1,29 +1,67 @@
+// Clocks for the suites: every run is followed by a device synchronisation inside the timed action (the
+// suites' actions end with device.Synchronize()), repeats come after warm-up, and compared variants run
+// interleaved round by round so that load from other processes on a shared machine falls on all of them.
 using System.Diagnostics;
 
 namespace Peer.Bench;
 
-/// <summary>Median wall time of repeated runs after warm-up.</summary>
-internal static class Timing
+/// <summary>Median and extremes of repeated timings, in seconds.</summary>
+internal readonly record struct Stat(double Median, double Min, double Max)
 {
-    public static double MedianSeconds(Action run, int warmup, int repeats)
+    public static Stat Of(IEnumerable<double> samples)
     {
-        for (int i = 0; i < warmup; i++) run();
-        var times = new double[repeats];
-        for (int i = 0; i < repeats; i++)
-        {
-            long t0 = Stopwatch.GetTimestamp();
-            run();
-            times[i] = Stopwatch.GetElapsedTime(t0).TotalSeconds;
-        }
-        Array.Sort(times);
-        return repeats % 2 == 1 ? times[repeats / 2] : 0.5 * (times[repeats / 2 - 1] + times[repeats / 2]);
+        var t = samples.ToArray();
+        if (t.Length == 0) return new Stat(double.NaN, double.NaN, double.NaN);
+        Array.Sort(t);
+        int n = t.Length;
+        double median = n % 2 == 1 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+        return new Stat(median, t[0], t[n - 1]);
     }
 
+    /// <summary>A rate (work per second) from these times: the median rate and its range (fastest run gives the max).</summary>
+    public Rate Per(double work) => new(work / Median, work / Max, work / Min);
+
+    /// <summary>The times scaled (e.g. 1e3 for milliseconds).</summary>
+    public Stat Scaled(double factor) => new(Median * factor, Min * factor, Max * factor);
+}
+
+/// <summary>A measured figure with its spread: median and the range over repeats.</summary>
+internal readonly record struct Rate(double Median, double Low, double High)
+{
+    public override string ToString() => Fmt.Spread(Median, Low, High);
+}
+
+/// <summary>Number formatting shared by tables and markdown.</summary>
+internal static class Fmt
+{
+    public static string Num(double d) =>
+        double.IsNaN(d) ? "-" : Math.Abs(d) >= 100 ? d.ToString("F0") : Math.Abs(d) >= 10 ? d.ToString("F1") : Math.Abs(d) >= 0.1 ? d.ToString("F2") : d.ToString("G2");
+
+    public static string Spread(double median, double low, double high) => $"{Num(median)} ({Num(low)}..{Num(high)})";
+
+    public static string? Percent(double? f) => f is not { } v ? null : v >= 0.1 ? $"{100 * v:F0} %" : $"{100 * v:F1} %";
+
+    public static string Ratio(double r) => double.IsNaN(r) ? "-" : $"{r:F2}x";
+
+    public static string Bytes(long b) => b >= 1L << 30 ? $"{b / (double)(1L << 30):F2} GiB" : $"{b / (double)(1 << 20):F0} MiB";
+
+    public static string Experts(int n)
+    {
+        int s = (int)Math.Round(Math.Sqrt(n));
+        return s * s == n ? $"{s}^2" : n.ToString();
+    }
+}
+
+internal static class Timing
+{
+    /// <summary>Times of <paramref name="repeats"/> runs after <paramref name="warmup"/> unmeasured ones.</summary>
+    public static Stat Measure(Action run, int warmup, int repeats) => Interleaved(warmup, repeats, run)[0];
+
     /// <summary>
-    /// Median wall time of each run, the runs interleaved round by round after warm-up, so that load from other
-    /// processes on a shared machine falls on all of them alike and their ratios stay meaningful.
+    /// Times of each run, the runs interleaved round by round after warm-up, so that load from other processes on a
+    /// shared machine falls on all of them alike and their ratios stay meaningful.
     /// </summary>
-    public static double[] InterleavedMedians(int warmup, int repeats, params Action[] runs)
+    public static Stat[] Interleaved(int warmup, int repeats, params Action[] runs)
     {
         for (int i = 0; i < warmup; i++) foreach (var r in runs) r();
         var times = runs.Select(_ => new double[repeats]).ToArray();
@@ -34,22 +72,14 @@ internal static class Timing
                 runs[j]();
                 times[j][i] = Stopwatch.GetElapsedTime(t0).TotalSeconds;
             }
-        return times.Select(t => { Array.Sort(t); return repeats % 2 == 1 ? t[repeats / 2] : 0.5 * (t[repeats / 2 - 1] + t[repeats / 2]); }).ToArray();
+        return times.Select(Stat.Of).ToArray();
     }
 
-    /// <summary>Opens each requested device, or reports why it is absent.</summary>
-    public static IEnumerable<(string Name, Device? Device, string? Absent)> OpenDevices(BenchOptions options)
+    /// <summary>Seconds one action takes (for per-phase clocks inside a step).</summary>
+    public static double Seconds(Action run)
     {
-        foreach (var name in options.Devices)
-        {
-            Device? d = null;
-            string? why = null;
-            try { d = Device.Open(name); }
-            catch (Exception e) when (e is ArgumentException or InvalidOperationException or DllNotFoundException or TypeInitializationException or NotSupportedException)
-            {
-                why = e.Message;
-            }
-            yield return (name, d, why);
-        }
+        long t0 = Stopwatch.GetTimestamp();
+        run();
+        return Stopwatch.GetElapsedTime(t0).TotalSeconds;
     }
 }

@@ -1,113 +1,152 @@
-// The kernels suite: matmul (GFLOP/s) and an elementwise op (GB/s) on each requested device, through the
-// portable kernel and through the path Peer chooses on that device, beside plain-C# references run in the
-// same process, interleaved with Peer's runs. Ratios compare Peer's chosen path with the best reference.
+// The kernels suite: matmul (GFLOP/s) and axpy (GB/s) through the portable kernel and the path Peer chooses on
+// each device, beside plain-C# references run interleaved in the same process (issue 7's goal: on the CPU
+// accelerator at least 0.5x of the vectorised reference); softmax and layer norm (GB/s, one read and one write
+// of the rows) and causal attention (GFLOP/s), forward, as fractions of the device's ceilings.
 namespace Peer.Bench;
 
 internal sealed class KernelsSuite : ISuite
 {
     public string Name => "kernels";
-    public string Summary => "matmul GFLOP/s and axpy GB/s per device vs plain-C# references";
+    public string Summary => "matmul, axpy, bias add, softmax, layer norm, attention per device; matmul and elementwise vs plain-C# references";
 
-    public void Run(BenchOptions o, Results results)
+    public void Run(BenchRun run, SuiteResults s)
     {
-        int[] sizes = o.Quick ? [256, 512] : [512, 1024];
-        int repeats = o.Repeats > 0 ? o.Repeats : o.Quick ? 3 : 7, warmup = 2;
-        int axpyN = o.Quick ? 1 << 22 : 1 << 24;
-        var rng = new Random(1);
-        float[] Rand(int n) { var v = new float[n]; for (int i = 0; i < n; i++) v[i] = (float)(rng.NextDouble() * 2 - 1); return v; }
-
-        var mm = new Table("device", "op", "size", "portable GF/s", "chosen GF/s", "chosen path", "plain simple", "plain best", "chosen/best");
-        var ew = new Table("device", "op", "size", "portable GB/s", "chosen GB/s", "plain SIMD GB/s", "chosen/plain");
-        foreach (var (name, device, absent) in Timing.OpenDevices(o))
+        var o = run.Options;
+        int[] sizes = Sizes.Pick<int[]>(o, [512, 1024], [256], [128]);
+        int repeats = Sizes.Repeats(o), warmup = Sizes.Warmup(o);
+        int axpyN = Sizes.Pick(o, 1 << 24, 1 << 22, 1 << 18);
+        int rows = Sizes.Pick(o, 4096, 1024, 128), cols = Sizes.Pick(o, 1024, 1024, 256);
+        int heads = 4, seq = Sizes.Pick(o, 512, 256, 64), headDim = 64;
+        var mm = new Table("device", "size", "portable GF/s", "chosen GF/s", "path", "plain simple GF/s", "plain best GF/s", "chosen/best", "of ceiling");
+        var ew = new Table("device", "op", "shape", "portable", "Peer (chosen)", "unit", "plain SIMD", "Peer/plain", "of ceiling");
+        foreach (var (name, device) in run.Open)
         {
-            if (device is null)
+            var path = Ops.ChoosePath(device);
+            foreach (int size in sizes)
             {
-                results.Absent(name, absent!);
-                Console.WriteLine($"{name}: absent ({absent})");
-                mm.Add(name, "absent", "", null, null, null, null, null, null);
-                continue;
+                using var m = new MatMulBench(device, size);
+                double err = m.Validate(path);
+                if (err > 1e-3 * Math.Sqrt(size)) s.Notes.Add($"WARNING: {name} {path} matmul {size}^3 differs from the plain reference by {err}.");
+                // The portable kernel is ~30x slower on the CPU accelerator: timed apart, with fewer runs.
+                int slowRuns = device.IsCpu ? Math.Min(repeats, size > 512 ? 1 : 3) : repeats;
+                var portable = Timing.Measure(() => m.Launch(Ops.MatMulPath.Portable), device.IsCpu ? 0 : warmup, slowRuns).Per(m.GigaFlop);
+                var t = Timing.Interleaved(warmup, repeats,
+                    () => m.Launch(path),
+                    () => PlainMatMul.Simple(m.A, m.B, m.C, size, size, size),
+                    () => PlainMatMul.Best(m.A, m.B, m.C, size, size, size));
+                var chosen = t[0].Per(m.GigaFlop);
+                var simple = t[1].Per(m.GigaFlop);
+                var best = t[2].Per(m.GigaFlop);
+                var of = run.Results.OfMatMul(name, chosen.Median);
+                mm.Add(name, $"{size}^3", portable.ToString(), chosen.ToString(), path.ToString(), simple.ToString(), best.ToString(),
+                    Fmt.Ratio(chosen.Median / best.Median), Fmt.Percent(of));
+                string op = $"matmul {size}^3";
+                s.Add(new Measurement(name, op, "portable", "GFLOP/s", portable.Median, portable.Low, portable.High) { Reference = best.Median, ReferenceName = "plain best" });
+                s.Add(new Measurement(name, op, path.ToString(), "GFLOP/s", chosen.Median, chosen.Low, chosen.High) { Reference = best.Median, ReferenceName = "plain best", OfCeiling = of });
+                s.Add(new Measurement(name, op, "plain simple (Vector<T> ikj)", "GFLOP/s", simple.Median, simple.Low, simple.High));
+                s.Add(new Measurement(name, op, "plain best (Vector512 micro-kernel)", "GFLOP/s", best.Median, best.Low, best.High));
+                if (device.IsCpu && size == sizes[^1])
+                    s.Goals.Add(new Goal(name, $"matmul {size}^3 on the CPU accelerator vs the plain-C# vectorised reference", ">= 0.5x",
+                        chosen.Median / best.Median, chosen.Median / best.Median >= 0.5, $"{chosen.Median:F1} vs {best.Median:F1} GFLOP/s = {chosen.Median / best.Median:F2}x"));
             }
-            using (device)
-            using (Scope.Begin())
-            {
-                var path = Ops.ChoosePath(device);
-                foreach (int s in sizes)
-                {
-                    var ha = Rand(s * s);
-                    var hb = Rand(s * s);
-                    var hc = new float[s * s];
-                    var a = Tensor.FromArray(device, ha, s, s);
-                    var b = Tensor.FromArray(device, hb, s, s);
-                    var c = Tensor.Zeros(device, s, s);
-                    double gflop = 2.0 * s * s * s / 1e9;
-                    void Launch(Ops.MatMulPath p) { Ops.MatMulInto(a, b, c, false, false, 1, s, s, s, false, false, false, p); device.Synchronize(); }
-                    // Validate the chosen path against the plain reference before timing it (as llm.c's kernel lab does).
-                    Launch(path);
-                    PlainMatMul.Best(ha, hb, hc, s, s, s);
-                    var got = c.ToArray();
-                    double err = 0;
-                    for (int i = 0; i < got.Length; i++) err = Math.Max(err, Math.Abs(got[i] - hc[i]));
-                    if (err > 1e-3) Console.WriteLine($"WARNING: {name} {path} matmul {s}: max |diff| vs plain reference {err}");
-                    // The portable kernel is ~100x slower on the CPU accelerator: timed apart, with fewer runs.
-                    int slowRuns = device.IsCpu ? (s > 512 ? 1 : 3) : repeats;
-                    double portable = gflop / Timing.MedianSeconds(() => Launch(Ops.MatMulPath.Portable), 1, slowRuns);
-                    var t = Timing.InterleavedMedians(warmup, repeats,
-                        () => Launch(path),
-                        () => PlainMatMul.Simple(ha, hb, hc, s, s, s),
-                        () => PlainMatMul.Best(ha, hb, hc, s, s, s));
-                    double chosen = gflop / t[0], simple = gflop / t[1], best = gflop / t[2];
-                    mm.Add(name, "matmul", $"{s}^3", portable, chosen, path.ToString(), simple, best, $"{chosen / best:F2}x");
-                    results.Add(new Measurement(name, $"matmul {s}^3", "portable", "GFLOP/s", portable, best, "plain best"));
-                    results.Add(new Measurement(name, $"matmul {s}^3", path.ToString(), "GFLOP/s", chosen, best, "plain best"));
-                    results.Add(new Measurement(name, $"matmul {s}^3", "plain simple (Vector<T> ikj)", "GFLOP/s", simple));
-                    results.Add(new Measurement(name, $"matmul {s}^3", "plain best (Vector512 micro-kernel)", "GFLOP/s", best));
-                }
-                var hx = Rand(axpyN);
-                var hy = Rand(axpyN);
-                var x = Tensor.FromArray(device, hx);
-                var y = Tensor.FromArray(device, hy);
-                var portableKernels = device.Get(static d => new ElementwiseKernels(d));
-                var w = device.Split(axpyN);
-                double gb = 12.0 * axpyN / 1e9; // read x, read y, write y
-                var e = Timing.InterleavedMedians(warmup, repeats,
-                    () => { portableKernels.Axpy(w.Workers, w, y.View, x.View, 1e-3f); device.Synchronize(); },
-                    () => { Ops.AddInPlace(y, x, 1e-3f); device.Synchronize(); },
-                    () => PlainElementwise.Axpy(hy, hx, 1e-3f));
-                AddElementwise(ew, results, name, device, "axpy y += a x", $"{axpyN}", gb / e[0], gb / e[1], gb / e[2]);
-
-                // Bias add, as every Linear layer does: a [rows, n] + b [n] (row broadcast).
-                int n = 1024, rows = axpyN / n;
-                var hbias = Rand(n);
-                var hout = new float[axpyN];
-                var bias = Tensor.FromArray(device, hbias);
-                var a2 = x.Reshape(rows, n);
-                var sum = Tensor.Empty(device, DType.F32, rows, n);
-                gb = 8.0 * axpyN / 1e9; // read a, write y (b stays in cache)
-                e = Timing.InterleavedMedians(warmup, repeats,
-                    () => { portableKernels.Add(w.Workers, w, a2.View, bias.View, sum.View, n, (int)Ops.Broadcast.Row); device.Synchronize(); },
-                    () => { Ops.BinaryInto(a2, bias, sum, Ops.BinaryOp.Add, Ops.Broadcast.Row); device.Synchronize(); },
-                    () => PlainElementwise.AddRow(hx, hbias, hout, rows, n));
-                AddElementwise(ew, results, name, device, "add row-broadcast", $"[{rows}, {n}] + [{n}]", gb / e[0], gb / e[1], gb / e[2]);
-
-                // The op as layers call it: Ops.Add allocates its output tensor (plain: a new array per call).
-                gb = 12.0 * axpyN / 1e9;
-                e = Timing.InterleavedMedians(warmup, repeats,
-                    () => { Ops.Add(x, y).Dispose(); device.Synchronize(); },
-                    () => PlainElementwise.AddNew(hx, hy));
-                ew.Add(name, "Ops.Add, new output", $"{axpyN}", null, gb / e[0], gb / e[1], $"{e[1] / e[0]:F2}x");
-                results.Add(new Measurement(name, $"Ops.Add new output {axpyN}", "Ops.Add", "GB/s", gb / e[0], gb / e[1], "plain SIMD, new array"));
-            }
+            Elementwise(run, s, ew, name, device, axpyN, warmup, repeats);
+            RowOps(run, s, ew, name, device, rows, cols, warmup, repeats);
+            Attention(run, s, ew, name, device, heads, seq, headDim, warmup, repeats);
         }
-        mm.Print(Console.Out);
-        ew.Print(Console.Out);
-        Console.WriteLine("Medians after warm-up, Peer and plain-C# runs interleaved; plain columns are host C# on this machine's cores.");
+        run.Show(s, "matmul C = A B (row-major, fp32)", mm);
+        run.Show(s, "memory-bound ops and attention (forward)", ew);
+        s.Notes.Add("Peer and plain-C# runs interleaved; plain columns are host C# on this machine's cores. Softmax and layer norm count one read " +
+            "and one write of the rows; attention counts 2 * 2 * T * T * Dh / 2 FLOPs per head (QK^T and PV, causal half).");
     }
 
-    static void AddElementwise(Table t, Results results, string device, Device d, string op, string size, double portable, double chosen, double plain)
+    static void Elementwise(BenchRun run, SuiteResults s, Table ew, string name, Device device, int n, int warmup, int repeats)
     {
-        t.Add(device, op, size, portable, chosen, plain, $"{chosen / plain:F2}x");
-        results.Add(new Measurement(device, $"{op} {size}", "portable", "GB/s", portable, plain, "plain SIMD"));
-        results.Add(new Measurement(device, $"{op} {size}", d.IsCpu ? "CpuSimd" : "portable", "GB/s", chosen, plain, "plain SIMD"));
-        results.Add(new Measurement(device, $"{op} {size}", "plain SIMD (Vector<T>)", "GB/s", plain));
+        var rng = new Random(2);
+        var hx = new float[n];
+        var hy = new float[n];
+        for (int i = 0; i < n; i++) { hx[i] = (float)rng.NextDouble(); hy[i] = (float)rng.NextDouble(); }
+        using var scope = Scope.Begin();
+        var x = Tensor.FromArray(device, hx);
+        var y = Tensor.FromArray(device, hy);
+        var portableKernels = device.Get(static d => new ElementwiseKernels(d));
+        var w = device.Split(n);
+        double gb = 12.0 * n / 1e9; // read x, read y, write y
+        var t = Timing.Interleaved(warmup, repeats,
+            () => { portableKernels.Axpy(w.Workers, w, y.View, x.View, 1e-3f); device.Synchronize(); },
+            () => { Ops.AddInPlace(y, x, 1e-3f); device.Synchronize(); },
+            () => PlainElementwise.Axpy(hy, hx, 1e-3f));
+        var chosen = AddElementwise(run, s, ew, name, device, "axpy y += a x", $"{n}", t[0].Per(gb), t[1].Per(gb), t[2].Per(gb));
+        if (device.IsCpu)
+            s.Goals.Add(new Goal(name, $"axpy {n} on the CPU accelerator vs the plain-C# vectorised reference", ">= 0.5x",
+                chosen.Ratio, chosen.Ratio >= 0.5, $"{chosen.Peer:F2} vs {chosen.Plain:F2} GB/s = {chosen.Ratio:F2}x"));
+
+        // Bias add, as every Linear layer does: a [rows, cols] + b [cols] (row broadcast).
+        int cols = 1024, rows = n / cols;
+        var hbias = new float[cols];
+        for (int i = 0; i < cols; i++) hbias[i] = (float)rng.NextDouble();
+        var hout = new float[rows * cols];
+        var bias = Tensor.FromArray(device, hbias);
+        var a2 = x.Reshape(rows, cols);
+        var sum = Tensor.Empty(device, DType.F32, rows, cols);
+        gb = 8.0 * rows * cols / 1e9; // read a, write the sum (b stays in cache)
+        t = Timing.Interleaved(warmup, repeats,
+            () => { portableKernels.Add(w.Workers, w, a2.View, bias.View, sum.View, cols, (int)Ops.Broadcast.Row); device.Synchronize(); },
+            () => { Ops.BinaryInto(a2, bias, sum, Ops.BinaryOp.Add, Ops.Broadcast.Row); device.Synchronize(); },
+            () => PlainElementwise.AddRow(hx, hbias, hout, rows, cols));
+        AddElementwise(run, s, ew, name, device, "add row-broadcast", $"[{rows}, {cols}] + [{cols}]", t[0].Per(gb), t[1].Per(gb), t[2].Per(gb));
+
+        // The op as layers call it: Ops.Add allocates its output tensor (plain: a new array per call).
+        gb = 12.0 * n / 1e9;
+        t = Timing.Interleaved(warmup, repeats,
+            () => { Ops.Add(x, y).Dispose(); device.Synchronize(); },
+            () => PlainElementwise.AddNew(hx, hy));
+        var peer = t[0].Per(gb);
+        var plain = t[1].Per(gb);
+        ew.Add(name, "Ops.Add, new output", $"{n}", null, peer.ToString(), "GB/s", plain.ToString(), Fmt.Ratio(peer.Median / plain.Median), Fmt.Percent(run.Results.OfCopy(name, peer.Median)));
+        s.Add(new Measurement(name, $"Ops.Add new output {n}", "Ops.Add", "GB/s", peer.Median, peer.Low, peer.High) { Reference = plain.Median, ReferenceName = "plain SIMD, new array" });
+        s.Add(new Measurement(name, $"Ops.Add new output {n}", "plain SIMD, new array", "GB/s", plain.Median, plain.Low, plain.High));
+    }
+
+    static (double Peer, double Plain, double Ratio) AddElementwise(BenchRun run, SuiteResults s, Table ew, string name, Device device, string op, string size,
+        Rate portable, Rate chosen, Rate plain)
+    {
+        var of = run.Results.OfCopy(name, chosen.Median);
+        ew.Add(name, op, size, portable.ToString(), chosen.ToString(), "GB/s", plain.ToString(), Fmt.Ratio(chosen.Median / plain.Median), Fmt.Percent(of));
+        s.Add(new Measurement(name, $"{op} {size}", "portable", "GB/s", portable.Median, portable.Low, portable.High) { Reference = plain.Median, ReferenceName = "plain SIMD" });
+        s.Add(new Measurement(name, $"{op} {size}", device.IsCpu ? "CpuSimd" : "portable", "GB/s", chosen.Median, chosen.Low, chosen.High) { Reference = plain.Median, ReferenceName = "plain SIMD", OfCeiling = of });
+        s.Add(new Measurement(name, $"{op} {size}", "plain SIMD (Vector<T>)", "GB/s", plain.Median, plain.Low, plain.High));
+        return (chosen.Median, plain.Median, chosen.Median / plain.Median);
+    }
+
+    static void RowOps(BenchRun run, SuiteResults s, Table ew, string name, Device device, int rows, int cols, int warmup, int repeats)
+    {
+        using var scope = Scope.Begin();
+        var x = Ops.Normal(device, 3, 0f, 1f, rows, cols);
+        var w = Tensor.Full(device, 1f, cols);
+        var b = Tensor.Zeros(device, cols);
+        double gb = 8.0 * rows * cols / 1e9;
+        var t = Timing.Interleaved(warmup, repeats,
+            () => { using (Scope.Begin()) { Ops.Softmax(x); device.Synchronize(); } },
+            () => { using (Scope.Begin()) { Ops.LayerNorm(x, w, b); device.Synchronize(); } });
+        foreach (var (op, stat) in new[] { ("softmax", t[0]), ("layer norm", t[1]) })
+        {
+            var r = stat.Per(gb);
+            var of = run.Results.OfCopy(name, r.Median);
+            ew.Add(name, op, $"[{rows}, {cols}]", null, r.ToString(), "GB/s", null, null, Fmt.Percent(of));
+            s.Add(new Measurement(name, $"{op} [{rows}, {cols}]", "forward", "GB/s", r.Median, r.Low, r.High) { OfCeiling = of });
+        }
+    }
+
+    static void Attention(BenchRun run, SuiteResults s, Table ew, string name, Device device, int heads, int seq, int dh, int warmup, int repeats)
+    {
+        using var scope = Scope.Begin();
+        var q = Ops.Normal(device, 4, 0f, 1f, 1, heads, seq, dh);
+        var k = Ops.Normal(device, 5, 0f, 1f, 1, heads, seq, dh);
+        var v = Ops.Normal(device, 6, 0f, 1f, 1, heads, seq, dh);
+        double gflop = 2.0 * heads * seq * (double)seq * dh / 1e9;
+        var r = Timing.Measure(() => { using (Scope.Begin()) { Ops.CausalAttention(q, k, v); device.Synchronize(); } }, warmup, repeats).Per(gflop);
+        var of = run.Results.OfMatMul(name, r.Median);
+        ew.Add(name, "causal attention", $"[1, {heads}, {seq}, {dh}]", null, r.ToString(), "GFLOP/s", null, null, Fmt.Percent(of));
+        s.Add(new Measurement(name, $"causal attention [1, {heads}, {seq}, {dh}]", "forward", "GFLOP/s", r.Median, r.Low, r.High) { OfCeiling = of });
     }
 }

@@ -1,0 +1,3 @@
+global using Peer.Nn;
+global using Peer.Optim;
+global using ILGPU.Runtime;
