@@ -186,4 +186,27 @@ public sealed class SweepTests
         Assert.That(() => new SweepRunner(Cpu, outDir, TextWriter.Null).Run([changed]),
             Throws.TypeOf<ConfigException>().With.Message.Contains("another configuration").And.Message.Contains("steps"));
     }
+
+    [Test]
+    public void CliListsTheVariantsAndRefusesBadInputInOneLine()
+    {
+        var o = new StringWriter();
+        var e = new StringWriter();
+        Assert.That(PeerCli.Run(["sweep", "--experiment", "isoflop", "--quick", "--device", "cpu", "--list"], o, e), Is.EqualTo(0), e.ToString());
+        var lines = o.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.That(lines, Has.Length.EqualTo(8));
+        Assert.That(lines[0], Does.StartWith("ffw-d32-b2e10-s1"));
+        foreach (var (args, expected) in new[]
+        {
+            (new[] { "--seeds", "0" }, "error: config: seeds = 0: expected at least 1"),
+            (new[] { "--budget", "-1" }, "error: config: budget = -1: expected a positive number of FLOPs"),
+            (new[] { "--corpus", Path.Combine(dir, "missing.txt") }, "does not exist"),
+        })
+        {
+            var err = new StringWriter();
+            Assert.That(PeerCli.Run(["sweep", "--experiment", "isoflop", "--device", "cpu", "--list", .. args], new StringWriter(), err), Is.EqualTo(PeerCli.ErrorExit));
+            Assert.That(err.ToString().TrimEnd().Split('\n'), Has.Length.EqualTo(1));
+            Assert.That(err.ToString(), Does.Contain(expected));
+        }
+    }
 }
