@@ -1,6 +1,7 @@
 // Data movement: permute (rank <= 4; transpose of the last two dims is one case, [B,T,H,D] <-> [B,H,T,D]
 // for attention another), slice along a dimension and concat along a dimension. Every kernel maps one
-// output element to one input element, so there are no overlapping writes and no atomics.
+// output element to one input element, so there are no overlapping writes and no atomics. On the CPU accelerator the
+// same copies run as block copies (Cpu/ShapeCpu.cs, identical bits); these portable kernels stay the definition.
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -33,7 +34,8 @@ public static partial class Ops
             int Stride(int k) => k < pad ? 0 : inStride[perm[k - pad]];
             var p = new PermuteShape(Dim(1), Dim(2), Dim(3), Stride(0), Stride(1), Stride(2), Stride(3));
             var w = d.Split(y.Length);
-            d.Get(static d => new ShapeKernels(d)).Permute(w.Workers, w, x.View, y.View, p);
+            if (d.IsCpu) d.Get(static d => new ShapeCpuKernels(d)).Permute(w.Workers, w, x.View, y.View, p);
+            else d.Get(static d => new ShapeKernels(d)).Permute(w.Workers, w, x.View, y.View, p);
         }
         if (d.Tape.Needs(x))
         {
@@ -74,7 +76,9 @@ public static partial class Ops
         if (y.Length > 0)
         {
             var w = d.Split(y.Length);
-            d.Get(static d => new ShapeKernels(d)).Take(w.Workers, w, x.View, y.View, new SliceShape(size, start, length, inner));
+            var shape1 = new SliceShape(size, start, length, inner);
+            if (d.IsCpu) d.Get(static d => new ShapeCpuKernels(d)).Take(w.Workers, w, x.View, y.View, shape1);
+            else d.Get(static d => new ShapeKernels(d)).Take(w.Workers, w, x.View, y.View, shape1);
         }
         if (d.Tape.Needs(x))
         {
@@ -84,7 +88,7 @@ public static partial class Ops
                 if (g.Length > 0)
                 {
                     var w = d.Split(g.Length);
-                    d.Get(static d => new ShapeKernels(d)).Put(w.Workers, w, g.View, dx.View, new SliceShape(size, start, length, inner));
+                    Put(d, w, g, dx, new SliceShape(size, start, length, inner));
                 }
                 Tape.Accumulate(x, dx);
             });
@@ -119,12 +123,11 @@ public static partial class Ops
         shape[dim] = total;
         var y = Tensor.Empty(d, DType.F32, shape);
         int inner = Inner(shape, dim);
-        var k = d.Get(static d => new ShapeKernels(d));
         for (int i = 0, offset = 0; i < xs.Count; offset += xs[i].Shape[dim], i++)
         {
             if (xs[i].Length == 0) continue;
             var w = d.Split(xs[i].Length);
-            k.Put(w.Workers, w, xs[i].View, y.View, new SliceShape(total, offset, xs[i].Shape[dim], inner));
+            Put(d, w, xs[i], y, new SliceShape(total, offset, xs[i].Shape[dim], inner));
         }
         var inputs = xs.ToArray();
         if (d.Tape.Needs(inputs))
@@ -136,6 +139,13 @@ public static partial class Ops
             });
         }
         return y;
+    }
+
+    // dst[:, Start:Start+Length, :] = src, through the block-copy body on the CPU accelerator, else the portable kernel.
+    static void Put(Device d, Work w, Tensor src, Tensor dst, SliceShape s)
+    {
+        if (d.IsCpu) d.Get(static d => new ShapeCpuKernels(d)).Put(w.Workers, w, src.View, dst.View, s);
+        else d.Get(static d => new ShapeKernels(d)).Put(w.Workers, w, src.View, dst.View, s);
     }
 
     static int NormalizeDim(Tensor x, int dim, string argument)
