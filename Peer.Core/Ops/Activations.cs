@@ -1,6 +1,7 @@
 // Activations: GELU (exact erf form, or the tanh approximation), ReLU and SiLU, each a forward map and a
 // fused backward (dx = g * act'(x)). The scalar functions live in ActivationMath so that other kernels
-// (the PEER expert kernels) can call the same code: no throw, only MathF.
+// (the PEER expert kernels) can call the same code: no throw, only MathF. On the CPU accelerator the same functions
+// run in a plain loop (Cpu/ActivationsCpu.cs, identical bits); these portable kernels stay the definition.
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -116,11 +117,12 @@ public static partial class Ops
         Check.DType(x, DType.F32, nameof(x));
         var d = x.Device;
         var y = Tensor.Empty(d, DType.F32, x.Shape);
-        var k = d.Get(static d => new ActivationKernels(d));
         if (x.Length > 0)
         {
             var w = d.Split(x.Length);
-            k.Forward[(int)act](w.Workers, w, x.View, y.View);
+            // The CPU accelerator runs the same scalar math in a plain loop (ActivationsCpu, identical bits).
+            if (d.IsCpu) d.Get(static d => new ActivationCpuKernels(d)).Forward(w.Workers, w, (int)act, x.View, y.View);
+            else d.Get(static d => new ActivationKernels(d)).Forward[(int)act](w.Workers, w, x.View, y.View);
         }
         if (d.Tape.Needs(x))
         {
@@ -130,7 +132,8 @@ public static partial class Ops
                 if (x.Length > 0)
                 {
                     var w = d.Split(x.Length);
-                    k.Backward[(int)act](w.Workers, w, x.View, g.View, dx.View);
+                    if (d.IsCpu) d.Get(static d => new ActivationCpuKernels(d)).Backward(w.Workers, w, (int)act, x.View, g.View, dx.View);
+                    else d.Get(static d => new ActivationKernels(d)).Backward[(int)act](w.Workers, w, x.View, g.View, dx.View);
                 }
                 Tape.Accumulate(x, dx);
             });
