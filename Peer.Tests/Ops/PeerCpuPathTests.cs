@@ -155,6 +155,34 @@ public sealed class PeerCpuPathTests
         finally { PeerExpertKernels.PreferPortable = saved; }
     }
 
+    // The CPU selection body runs the portable kernel's algorithm with the same comparisons in the same order: identical
+    // ids and scores. Odd sizes (one token, one head, k = 1, k = n) and coarse values, so that ties occur and must break alike.
+    [TestCase(1, 1, 2, 1, 1, false)]
+    [TestCase(5, 3, 6, 7, 1, false)]
+    [TestCase(7, 2, 10, 9, 4, true)]
+    [TestCase(4, 4, 16, 64, 8, false)]
+    [TestCase(3, 2, 8, 20, 20, true)]
+    [TestCase(9, 5, 4, 33, 16, true)]
+    public void SelectionBodyMatchesPortableKernelBitForBit(int t, int h, int dq, int n, int k, bool ties)
+    {
+        using var s = Scope.Begin();
+        float[] Data(int count, int seed) =>
+            GradCheck.Rand(count, seed).Select(v => ties ? MathF.Round(v * 2f) / 2f : v).ToArray();
+        var q = Tensor.FromArray(D, Data(t * h * dq, 21), t, h * dq);
+        var sub1 = Tensor.FromArray(D, Data(n * dq / 2, 22), n, dq / 2);
+        var sub2 = Tensor.FromArray(D, Data(n * dq / 2, 23), n, dq / 2);
+        var (fi, fs) = Peer.Ops.ProductKeyTopK(q, sub1, sub2, h, k);
+        bool saved = ProductKeyKernels.PreferPortable;
+        try
+        {
+            ProductKeyKernels.PreferPortable = true;
+            var (pi, ps) = Peer.Ops.ProductKeyTopK(q, sub1, sub2, h, k);
+            Assert.That(fi.ToIntArray(), Is.EqualTo(pi.ToIntArray()), "indices");
+            Assert.That(fs.ToArray(), Is.EqualTo(ps.ToArray()), "scores");
+        }
+        finally { ProductKeyKernels.PreferPortable = saved; }
+    }
+
     static double Act(double z, PeerActivation a) => a == PeerActivation.Relu ? Math.Max(z, 0) : 0.5 * z * (1 + Erf(z / Math.Sqrt(2)));
 
     static double ActGrad(double z, PeerActivation a) =>

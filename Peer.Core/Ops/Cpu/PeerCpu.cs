@@ -196,3 +196,81 @@ internal sealed class PeerExpertCpuKernels : PeerExpertKernels
             PeerCpu.Backward(s, x, indices, g, down, up, z, dY, dX, dG, coefDown, coefUp, st, work.End(st));
     }
 }
+
+/// <summary>Plain-C# product-key selection over CPU memory, called from <see cref="ProductKeyCpuKernels"/>. Measured reason:
+/// once the fused experts had SIMD bodies, retrieval was the PEER layer's largest CPU cost, mostly the selection's
+/// insertion lists in local-memory views. Same algorithm, comparisons and insertion order as the portable SelectKernel in
+/// ProductKeyTopK.cs (the definition), so the results are identical.</summary>
+internal static class ProductKeyCpu
+{
+    // Inserts (s, i) into the list of length count (at most k), kept sorted by ProductKeyKernels.Better.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static int Insert(Span<float> vals, Span<int> ids, int count, int k, float s, int i)
+    {
+        if (count == k && !ProductKeyKernels.Better(s, i, vals[k - 1], ids[k - 1])) return count;
+        int pos = count < k ? count : k - 1;
+        while (pos > 0 && ProductKeyKernels.Better(s, i, vals[pos - 1], ids[pos - 1]))
+        {
+            vals[pos] = vals[pos - 1];
+            ids[pos] = ids[pos - 1];
+            pos--;
+        }
+        vals[pos] = s;
+        ids[pos] = i;
+        return count < k ? count + 1 : count;
+    }
+
+    static void TopK(ref float row, int n, int k, Span<float> vals, Span<int> ids)
+    {
+        int count = 0;
+        for (int r = 0; r < n; r++) count = Insert(vals, ids, count, k, Unsafe.Add(ref row, r), r);
+    }
+
+    /// <summary>Items <c>[from, to)</c> of a chunk's selection (see ProductKeyKernels.SelectKernel). N &gt; 0, 1 &lt;= K &lt;= 64.</summary>
+    [External("peer_product_key_select_cpu")]
+    public static void Select(RetrievalShape s, ArrayView<float> s1, ArrayView<float> s2, ArrayView<int> indices, ArrayView<float> scores,
+        int start, int from, int to)
+    {
+        Span<float> v1 = stackalloc float[Ops.ProductKeyMaxTopK], v2 = stackalloc float[Ops.ProductKeyMaxTopK], vf = stackalloc float[Ops.ProductKeyMaxTopK];
+        Span<int> i1 = stackalloc int[Ops.ProductKeyMaxTopK], i2 = stackalloc int[Ops.ProductKeyMaxTopK], idf = stackalloc int[Ops.ProductKeyMaxTopK];
+        ref float a0 = ref s1[0], b0 = ref s2[0], sc0 = ref scores[0];
+        ref int ix0 = ref indices[0];
+        int n = s.N, k = s.K;
+        for (int item = from; item < to; item++)
+        {
+            TopK(ref Unsafe.Add(ref a0, (nint)item * n), n, k, v1, i1);
+            TopK(ref Unsafe.Add(ref b0, (nint)item * n), n, k, v2, i2);
+            int count = 0;
+            for (int a = 0; a < k; a++)
+            {
+                if (count == k && v1[a] + v2[0] < vf[k - 1]) break;
+                for (int b = 0; b < k; b++)
+                {
+                    float sum = v1[a] + v2[b];
+                    if (count == k && sum < vf[k - 1]) break;
+                    count = Insert(vf, idf, count, k, sum, i1[a] * n + i2[b]);
+                }
+            }
+            nint outOff = (nint)(start + item) * k;
+            for (int m = 0; m < k; m++)
+            {
+                Unsafe.Add(ref ix0, outOff + m) = idf[m];
+                Unsafe.Add(ref sc0, outOff + m) = vf[m];
+            }
+        }
+    }
+}
+
+/// <summary>The CPU accelerator's retrieval kernels: the selection runs <see cref="ProductKeyCpu"/> per worker chunk, the rest
+/// stays portable. Loaded only on the CPU accelerator (the body cannot compile for GPUs).</summary>
+internal sealed class ProductKeyCpuKernels : ProductKeyKernels
+{
+    public ProductKeyCpuKernels(Device d) : base(d, SelectCpuKernel) { }
+
+    // s1, s2: [rows, n] sub-key scores of chunk rows start.. -> indices, scores: [T, h, k] at those rows; worker w's chunks of items
+    static void SelectCpuKernel(Index1D w, Work work, RetrievalShape s, ArrayView<float> s1, ArrayView<float> s2,
+        ArrayView<int> indices, ArrayView<float> scores, int start)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) ProductKeyCpu.Select(s, s1, s2, indices, scores, start, st, work.End(st));
+    }
+}
