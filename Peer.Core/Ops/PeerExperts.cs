@@ -97,7 +97,11 @@ public static partial class Ops
         Check.Shape(up, nameof(up), down.Shape);
         int nExperts = down.Shape[0];
         var d = x.Device;
-        var kernels = d.Get(static d => new PeerExpertKernels(d));
+        // On the CPU accelerator the fused experts run SIMD bodies (Cpu/PeerCpu.cs); the kernels below are the definition.
+        // The bodies index element 0 of every operand, so empty inputs stay on the portable kernels.
+        var kernels = d.IsCpu && PeerCpu.IsSupported && !PeerExpertKernels.PreferPortable && t > 0 && dm > 0 && hk > 0 && nExperts > 0
+            ? d.Get(static d => new PeerExpertCpuKernels(d))
+            : d.Get(static d => new PeerExpertKernels(d));
         int bad = CountOutOfRange(indices, nExperts);
         Check.That(bad == 0, nameof(indices), $"{bad} ids outside [0, {nExperts})", $"every expert id in [0, N = {nExperts})");
 
@@ -163,8 +167,8 @@ internal readonly struct ExpertShape(int d, int hk, int act)
     public readonly int D = d, Hk = hk, Act = act;
 }
 
-/// <summary>Kernels of the PEER router and fused experts.</summary>
-internal sealed class PeerExpertKernels
+/// <summary>Kernels of the PEER router and fused experts (portable; <see cref="PeerExpertCpuKernels"/> swaps in the CPU bodies).</summary>
+internal class PeerExpertKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int, int> Router;
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> RouterBackward;
@@ -173,21 +177,29 @@ internal sealed class PeerExpertKernels
     public readonly Action<Index1D, Work, ExpertShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> Backward;
 
-    public PeerExpertKernels(Device d)
+    /// <summary>Run the portable fused expert kernels even on the CPU accelerator (tests and benchmarks compare the two paths).</summary>
+    internal static bool PreferPortable { get; set; }
+
+    public PeerExpertKernels(Device d) : this(d, ForwardKernel, BackwardKernel) { }
+
+    /// <summary>Loads the given fused expert kernels (same parameters as this class's) and the portable router kernels.</summary>
+    protected PeerExpertKernels(Device d,
+        Action<Index1D, Work, ExpertShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> forward,
+        Action<Index1D, Work, ExpertShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> backward)
     {
         var acc = d.Accelerator;
         Router = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int, int>(RouterKernel);
         RouterBackward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(RouterBackwardKernel);
         OutOfRange = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, int, int>(OutOfRangeKernel);
-        Forward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ExpertShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(ForwardKernel);
-        Backward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ExpertShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BackwardKernel);
+        Forward = acc.LoadAutoGroupedStreamKernel(forward);
+        Backward = acc.LoadAutoGroupedStreamKernel(backward);
     }
 
     // The exact-erf GELU shared with Ops.Gelu (ActivationMath), so the experts and the standalone op agree bit for bit.
-    static float Act(float z, int act) => act == 1 ? (z > 0f ? z : 0f) : ActivationMath.GeluExact(z);
+    internal static float Act(float z, int act) => act == 1 ? (z > 0f ? z : 0f) : ActivationMath.GeluExact(z);
 
-    static float ActGrad(float z, int act) => act == 1 ? (z > 0f ? 1f : 0f) : ActivationMath.GeluExactGrad(z);
+    internal static float ActGrad(float z, int act) => act == 1 ? (z > 0f ? 1f : 0f) : ActivationMath.GeluExactGrad(z);
 
     // scores: [groups, k] -> g: [groups, k], softmax per group (or sigmoid elementwise); one group per item
     static void RouterKernel(Index1D w, Work work, ArrayView<float> scores, ArrayView<float> g, int k, int sigmoid)

@@ -50,7 +50,10 @@ public static partial class Ops
         var indices = Tensor.Empty(d, DType.I32, t, heads, k);
         var scores = Tensor.Empty(d, DType.F32, t, heads, k);
         var shape = new RetrievalShape(heads, dq, n, k);
-        var kernels = d.Get(static d => new ProductKeyKernels(d));
+        // On the CPU accelerator the selection runs a plain-C# body (Cpu/PeerCpu.cs, same algorithm, identical results).
+        var kernels = d.IsCpu && !ProductKeyKernels.PreferPortable
+            ? d.Get(static d => new ProductKeyCpuKernels(d))
+            : d.Get(static d => new ProductKeyKernels(d));
         if (t > 0) Retrieve(q, sub1, sub2, shape, indices, scores, kernels);
 
         if (d.Tape.Needs(q, sub1, sub2))
@@ -123,19 +126,25 @@ internal readonly struct RetrievalShape(int heads, int dq, int n, int k)
     public readonly int Heads = heads, Dq = dq, Half = dq / 2, N = n, K = k;
 }
 
-/// <summary>Kernels of product-key retrieval.</summary>
-internal sealed class ProductKeyKernels
+/// <summary>Kernels of product-key retrieval (portable; <see cref="ProductKeyCpuKernels"/> swaps in the CPU selection body).</summary>
+internal class ProductKeyKernels
 {
     public readonly Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> SplitHalves;
     public readonly Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, int> Select;
     public readonly Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>> BackwardQuery;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, int> SplitIndices;
 
-    public ProductKeyKernels(Device d)
+    /// <summary>Run the portable selection kernel even on the CPU accelerator (tests and benchmarks compare the two paths).</summary>
+    internal static bool PreferPortable { get; set; }
+
+    public ProductKeyKernels(Device d) : this(d, SelectKernel) { }
+
+    /// <summary>Loads the given selection kernel (same parameters as this class's) and the other portable kernels.</summary>
+    protected ProductKeyKernels(Device d, Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, int> select)
     {
         var acc = d.Accelerator;
         SplitHalves = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(SplitHalvesKernel);
-        Select = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, int>(SelectKernel);
+        Select = acc.LoadAutoGroupedStreamKernel(select);
         BackwardQuery = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BackwardQueryKernel);
         SplitIndices = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, int>(SplitIndicesKernel);
     }
@@ -144,7 +153,7 @@ internal sealed class ProductKeyKernels
     // brute-force top-k but r is not among the k best rows of s1, each of those k rows r' has s1[r'] > s1[r], or equal with
     // r' < r; then (r', c) scores >= (rounding is monotone), and when equal has the smaller index r'*n + c. So k candidates
     // precede (r, c): a contradiction. The same holds for c with (r, c'), c' < c giving the smaller index.
-    static bool Better(float s, int i, float s2, int i2) => s > s2 || (s == s2 && i < i2);
+    internal static bool Better(float s, int i, float s2, int i2) => s > s2 || (s == s2 && i < i2);
 
     // Inserts (s, i) into the list vals/ids of length count (at most k), kept sorted by Better; count grows up to k.
     static int Insert(ArrayView<float> vals, ArrayView<int> ids, int count, int k, float s, int i)

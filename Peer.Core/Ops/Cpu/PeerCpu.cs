@@ -1,0 +1,277 @@
+// The CPU accelerator's bodies for the fused PEER experts (forward and the dense part of the backward), reached
+// through [External] so that they run as plain .NET Vector256 code. Measured reason: the PEER layer was the largest
+// CPU cost of a tiny-preset training step (90-150 ms of ~230 ms); at its shapes (T=512, d=64, h=4, k=8) these two
+// kernels took ~8 + ~13 ms through the bounds-checked ArrayView indexer, the SIMD bodies ~1 + ~1.3 ms (and retrieval's
+// selection, below, ~26 -> ~4.5 ms). Same formulas and slot grouping as the portable kernels in PeerExperts.cs (the
+// definition): the dot products down[i] . x[t] and up[i] . dY[t] are summed in eight lanes (rounding differs); the
+// per-slot scalars and the y / dX updates keep the portable kernel's operation order (identical bits given the dots).
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using ILGPU;
+using ILGPU.Frontend;
+using ILGPU.Runtime;
+
+namespace Peer;
+
+/// <summary>SIMD fused-expert bodies over CPU memory, called from <see cref="PeerExpertCpuKernels"/>.</summary>
+internal static class PeerCpu
+{
+    /// <summary>Whether the SIMD bodies can run here (a 256-bit vector unit).</summary>
+    public static bool IsSupported => Vector256.IsHardwareAccelerated;
+
+    // a . b over n floats: eight lanes, then the lane sum, then the scalar tail in order.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float Dot(ref float a, ref float b, int n)
+    {
+        var acc = Vector256<float>.Zero;
+        int c = 0;
+        for (; c <= n - 8; c += 8) acc += Vector256.LoadUnsafe(ref a, (nuint)c) * Vector256.LoadUnsafe(ref b, (nuint)c);
+        float s = Vector256.Sum(acc);
+        for (; c < n; c++) s += Unsafe.Add(ref a, c) * Unsafe.Add(ref b, c);
+        return s;
+    }
+
+    // Four dot products against one vector b, sharing its loads.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Dot4(ref float a0, ref float a1, ref float a2, ref float a3, ref float b, int n,
+        out float d0, out float d1, out float d2, out float d3)
+    {
+        Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        int c = 0;
+        for (; c <= n - 8; c += 8)
+        {
+            var bv = Vector256.LoadUnsafe(ref b, (nuint)c);
+            s0 += Vector256.LoadUnsafe(ref a0, (nuint)c) * bv;
+            s1 += Vector256.LoadUnsafe(ref a1, (nuint)c) * bv;
+            s2 += Vector256.LoadUnsafe(ref a2, (nuint)c) * bv;
+            s3 += Vector256.LoadUnsafe(ref a3, (nuint)c) * bv;
+        }
+        d0 = Vector256.Sum(s0); d1 = Vector256.Sum(s1); d2 = Vector256.Sum(s2); d3 = Vector256.Sum(s3);
+        for (; c < n; c++)
+        {
+            float bs = Unsafe.Add(ref b, c);
+            d0 += Unsafe.Add(ref a0, c) * bs;
+            d1 += Unsafe.Add(ref a1, c) * bs;
+            d2 += Unsafe.Add(ref a2, c) * bs;
+            d3 += Unsafe.Add(ref a3, c) * bs;
+        }
+    }
+
+    // o[c] += k0 r0[c] + k1 r1[c] + k2 r2[c] + k3 r3[c], summed left to right as in the portable kernel.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Axpy4(ref float o, float k0, ref float r0, float k1, ref float r1, float k2, ref float r2, float k3, ref float r3, int n)
+    {
+        var v0 = Vector256.Create(k0); var v1 = Vector256.Create(k1); var v2 = Vector256.Create(k2); var v3 = Vector256.Create(k3);
+        int c = 0;
+        for (; c <= n - 8; c += 8)
+        {
+            var sum = v0 * Vector256.LoadUnsafe(ref r0, (nuint)c) + v1 * Vector256.LoadUnsafe(ref r1, (nuint)c)
+                + v2 * Vector256.LoadUnsafe(ref r2, (nuint)c) + v3 * Vector256.LoadUnsafe(ref r3, (nuint)c);
+            (Vector256.LoadUnsafe(ref o, (nuint)c) + sum).StoreUnsafe(ref o, (nuint)c);
+        }
+        for (; c < n; c++)
+            Unsafe.Add(ref o, c) += k0 * Unsafe.Add(ref r0, c) + k1 * Unsafe.Add(ref r1, c) + k2 * Unsafe.Add(ref r2, c) + k3 * Unsafe.Add(ref r3, c);
+    }
+
+    // o[c] += k r[c].
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Axpy(ref float o, float k, ref float r, int n)
+    {
+        var kv = Vector256.Create(k);
+        int c = 0;
+        for (; c <= n - 8; c += 8) (Vector256.LoadUnsafe(ref o, (nuint)c) + kv * Vector256.LoadUnsafe(ref r, (nuint)c)).StoreUnsafe(ref o, (nuint)c);
+        for (; c < n; c++) Unsafe.Add(ref o, c) += k * Unsafe.Add(ref r, c);
+    }
+
+    /// <summary>Tokens <c>[start, end)</c> of the fused expert forward (see <see cref="PeerExpertKernels"/>). D, Hk &gt; 0.</summary>
+    [External("peer_experts_forward_cpu")]
+    public static void Forward(ExpertShape s, ArrayView<float> x, ArrayView<int> indices, ArrayView<float> g,
+        ArrayView<float> down, ArrayView<float> up, ArrayView<float> y, ArrayView<float> z, int start, int end)
+    {
+        int dm = s.D, hk = s.Hk;
+        ref float x0 = ref x[0], dn0 = ref down[0], up0 = ref up[0], y0 = ref y[0], z0 = ref z[0], g0 = ref g[0];
+        ref int i0 = ref indices[0];
+        for (int t = start; t < end; t++)
+        {
+            ref float xt = ref Unsafe.Add(ref x0, (nint)t * dm);
+            ref float yt = ref Unsafe.Add(ref y0, (nint)t * dm);
+            for (int c = 0; c < dm; c++) Unsafe.Add(ref yt, c) = 0f;
+            int slot = 0;
+            for (; slot + 4 <= hk; slot += 4)
+            {
+                int p = t * hk + slot;
+                ref float a0 = ref Unsafe.Add(ref dn0, (nint)Unsafe.Add(ref i0, p) * dm);
+                ref float a1 = ref Unsafe.Add(ref dn0, (nint)Unsafe.Add(ref i0, p + 1) * dm);
+                ref float a2 = ref Unsafe.Add(ref dn0, (nint)Unsafe.Add(ref i0, p + 2) * dm);
+                ref float a3 = ref Unsafe.Add(ref dn0, (nint)Unsafe.Add(ref i0, p + 3) * dm);
+                Dot4(ref a0, ref a1, ref a2, ref a3, ref xt, dm, out float d0, out float d1, out float d2, out float d3);
+                Unsafe.Add(ref z0, p) = d0; Unsafe.Add(ref z0, p + 1) = d1; Unsafe.Add(ref z0, p + 2) = d2; Unsafe.Add(ref z0, p + 3) = d3;
+                float c0 = Unsafe.Add(ref g0, p) * PeerExpertKernels.Act(d0, s.Act), c1 = Unsafe.Add(ref g0, p + 1) * PeerExpertKernels.Act(d1, s.Act);
+                float c2 = Unsafe.Add(ref g0, p + 2) * PeerExpertKernels.Act(d2, s.Act), c3 = Unsafe.Add(ref g0, p + 3) * PeerExpertKernels.Act(d3, s.Act);
+                Axpy4(ref yt, c0, ref Unsafe.Add(ref up0, (nint)Unsafe.Add(ref i0, p) * dm), c1, ref Unsafe.Add(ref up0, (nint)Unsafe.Add(ref i0, p + 1) * dm),
+                    c2, ref Unsafe.Add(ref up0, (nint)Unsafe.Add(ref i0, p + 2) * dm), c3, ref Unsafe.Add(ref up0, (nint)Unsafe.Add(ref i0, p + 3) * dm), dm);
+            }
+            for (; slot < hk; slot++)
+            {
+                int p = t * hk + slot;
+                nint row = (nint)Unsafe.Add(ref i0, p) * dm;
+                float dot = Dot(ref Unsafe.Add(ref dn0, row), ref xt, dm);
+                Unsafe.Add(ref z0, p) = dot;
+                Axpy(ref yt, Unsafe.Add(ref g0, p) * PeerExpertKernels.Act(dot, s.Act), ref Unsafe.Add(ref up0, row), dm);
+            }
+        }
+    }
+
+    /// <summary>Tokens <c>[start, end)</c> of the fused expert backward (see <see cref="PeerExpertKernels"/>). D, Hk &gt; 0.</summary>
+    [External("peer_experts_backward_cpu")]
+    public static void Backward(ExpertShape s, ArrayView<float> x, ArrayView<int> indices, ArrayView<float> g,
+        ArrayView<float> down, ArrayView<float> up, ArrayView<float> z, ArrayView<float> dY,
+        ArrayView<float> dX, ArrayView<float> dG, ArrayView<float> coefDown, ArrayView<float> coefUp, int start, int end)
+    {
+        int dm = s.D, hk = s.Hk;
+        ref float dn0 = ref down[0], up0 = ref up[0], dy0 = ref dY[0], dx0 = ref dX[0];
+        ref float z0 = ref z[0], g0 = ref g[0], dg0 = ref dG[0], cd0 = ref coefDown[0], cu0 = ref coefUp[0];
+        ref int i0 = ref indices[0];
+        for (int t = start; t < end; t++)
+        {
+            ref float dyt = ref Unsafe.Add(ref dy0, (nint)t * dm);
+            ref float dxt = ref Unsafe.Add(ref dx0, (nint)t * dm);
+            for (int c = 0; c < dm; c++) Unsafe.Add(ref dxt, c) = 0f;
+            int slot = 0;
+            for (; slot + 4 <= hk; slot += 4)
+            {
+                int p = t * hk + slot;
+                nint r0 = (nint)Unsafe.Add(ref i0, p) * dm, r1 = (nint)Unsafe.Add(ref i0, p + 1) * dm;
+                nint r2 = (nint)Unsafe.Add(ref i0, p + 2) * dm, r3 = (nint)Unsafe.Add(ref i0, p + 3) * dm;
+                Dot4(ref Unsafe.Add(ref up0, r0), ref Unsafe.Add(ref up0, r1), ref Unsafe.Add(ref up0, r2), ref Unsafe.Add(ref up0, r3), ref dyt, dm,
+                    out float v0, out float v1, out float v2, out float v3);
+                float dz0 = Slot(s.Act, p, v0, ref z0, ref g0, ref dg0, ref cd0, ref cu0);
+                float dz1 = Slot(s.Act, p + 1, v1, ref z0, ref g0, ref dg0, ref cd0, ref cu0);
+                float dz2 = Slot(s.Act, p + 2, v2, ref z0, ref g0, ref dg0, ref cd0, ref cu0);
+                float dz3 = Slot(s.Act, p + 3, v3, ref z0, ref g0, ref dg0, ref cd0, ref cu0);
+                Axpy4(ref dxt, dz0, ref Unsafe.Add(ref dn0, r0), dz1, ref Unsafe.Add(ref dn0, r1), dz2, ref Unsafe.Add(ref dn0, r2), dz3, ref Unsafe.Add(ref dn0, r3), dm);
+            }
+            for (; slot < hk; slot++)
+            {
+                int p = t * hk + slot;
+                nint row = (nint)Unsafe.Add(ref i0, p) * dm;
+                float vdy = Dot(ref Unsafe.Add(ref up0, row), ref dyt, dm);
+                float dz = Slot(s.Act, p, vdy, ref z0, ref g0, ref dg0, ref cd0, ref cu0);
+                Axpy(ref dxt, dz, ref Unsafe.Add(ref dn0, row), dm);
+            }
+        }
+    }
+
+    // The portable kernel's per-slot scalars (same expressions): writes dG, coefDown, coefUp; returns dz = g act'(z) vdy.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float Slot(int act, int p, float vdy, ref float z0, ref float g0, ref float dg0, ref float cd0, ref float cu0)
+    {
+        float zp = Unsafe.Add(ref z0, p), a = PeerExpertKernels.Act(zp, act), gp = Unsafe.Add(ref g0, p);
+        float dz = gp * vdy * PeerExpertKernels.ActGrad(zp, act);
+        Unsafe.Add(ref dg0, p) = a * vdy;
+        Unsafe.Add(ref cd0, p) = dz;
+        Unsafe.Add(ref cu0, p) = gp * a;
+        return dz;
+    }
+}
+
+/// <summary>The CPU accelerator's fused-expert kernels: one index per worker, whose chunks of tokens the SIMD bodies
+/// process (router and range check stay portable). Loaded only on the CPU accelerator (the bodies cannot compile for GPUs).</summary>
+internal sealed class PeerExpertCpuKernels : PeerExpertKernels
+{
+    public PeerExpertCpuKernels(Device d) : base(d, ForwardCpuKernel, BackwardCpuKernel) { }
+
+    // x: [T, d], indices, g: [T, h*k], down, up: [N, d] -> y: [T, d], z: [T, h*k]; worker w's chunks of tokens
+    static void ForwardCpuKernel(Index1D w, Work work, ExpertShape s, ArrayView<float> x, ArrayView<int> indices, ArrayView<float> g,
+        ArrayView<float> down, ArrayView<float> up, ArrayView<float> y, ArrayView<float> z)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) PeerCpu.Forward(s, x, indices, g, down, up, y, z, st, work.End(st));
+    }
+
+    // dY: [T, d] -> dX: [T, d], dG, coefDown, coefUp: [T*h*k]; worker w's chunks of tokens
+    static void BackwardCpuKernel(Index1D w, Work work, ExpertShape s, ArrayView<float> x, ArrayView<int> indices, ArrayView<float> g,
+        ArrayView<float> down, ArrayView<float> up, ArrayView<float> z, ArrayView<float> dY,
+        ArrayView<float> dX, ArrayView<float> dG, ArrayView<float> coefDown, ArrayView<float> coefUp)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+            PeerCpu.Backward(s, x, indices, g, down, up, z, dY, dX, dG, coefDown, coefUp, st, work.End(st));
+    }
+}
+
+/// <summary>Plain-C# product-key selection over CPU memory, called from <see cref="ProductKeyCpuKernels"/>. Measured reason:
+/// once the fused experts had SIMD bodies, retrieval was the PEER layer's largest CPU cost, mostly the selection's
+/// insertion lists in local-memory views. Same algorithm, comparisons and insertion order as the portable SelectKernel in
+/// ProductKeyTopK.cs (the definition), so the results are identical.</summary>
+internal static class ProductKeyCpu
+{
+    // Inserts (s, i) into the list of length count (at most k), kept sorted by ProductKeyKernels.Better.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static int Insert(Span<float> vals, Span<int> ids, int count, int k, float s, int i)
+    {
+        if (count == k && !ProductKeyKernels.Better(s, i, vals[k - 1], ids[k - 1])) return count;
+        int pos = count < k ? count : k - 1;
+        while (pos > 0 && ProductKeyKernels.Better(s, i, vals[pos - 1], ids[pos - 1]))
+        {
+            vals[pos] = vals[pos - 1];
+            ids[pos] = ids[pos - 1];
+            pos--;
+        }
+        vals[pos] = s;
+        ids[pos] = i;
+        return count < k ? count + 1 : count;
+    }
+
+    static void TopK(ref float row, int n, int k, Span<float> vals, Span<int> ids)
+    {
+        int count = 0;
+        for (int r = 0; r < n; r++) count = Insert(vals, ids, count, k, Unsafe.Add(ref row, r), r);
+    }
+
+    /// <summary>Items <c>[from, to)</c> of a chunk's selection (see ProductKeyKernels.SelectKernel). N &gt; 0, 1 &lt;= K &lt;= 64.</summary>
+    [External("peer_product_key_select_cpu")]
+    public static void Select(RetrievalShape s, ArrayView<float> s1, ArrayView<float> s2, ArrayView<int> indices, ArrayView<float> scores,
+        int start, int from, int to)
+    {
+        Span<float> v1 = stackalloc float[Ops.ProductKeyMaxTopK], v2 = stackalloc float[Ops.ProductKeyMaxTopK], vf = stackalloc float[Ops.ProductKeyMaxTopK];
+        Span<int> i1 = stackalloc int[Ops.ProductKeyMaxTopK], i2 = stackalloc int[Ops.ProductKeyMaxTopK], idf = stackalloc int[Ops.ProductKeyMaxTopK];
+        ref float a0 = ref s1[0], b0 = ref s2[0], sc0 = ref scores[0];
+        ref int ix0 = ref indices[0];
+        int n = s.N, k = s.K;
+        for (int item = from; item < to; item++)
+        {
+            TopK(ref Unsafe.Add(ref a0, (nint)item * n), n, k, v1, i1);
+            TopK(ref Unsafe.Add(ref b0, (nint)item * n), n, k, v2, i2);
+            int count = 0;
+            for (int a = 0; a < k; a++)
+            {
+                if (count == k && v1[a] + v2[0] < vf[k - 1]) break;
+                for (int b = 0; b < k; b++)
+                {
+                    float sum = v1[a] + v2[b];
+                    if (count == k && sum < vf[k - 1]) break;
+                    count = Insert(vf, idf, count, k, sum, i1[a] * n + i2[b]);
+                }
+            }
+            nint outOff = (nint)(start + item) * k;
+            for (int m = 0; m < k; m++)
+            {
+                Unsafe.Add(ref ix0, outOff + m) = idf[m];
+                Unsafe.Add(ref sc0, outOff + m) = vf[m];
+            }
+        }
+    }
+}
+
+/// <summary>The CPU accelerator's retrieval kernels: the selection runs <see cref="ProductKeyCpu"/> per worker chunk, the rest
+/// stays portable. Loaded only on the CPU accelerator (the body cannot compile for GPUs).</summary>
+internal sealed class ProductKeyCpuKernels : ProductKeyKernels
+{
+    public ProductKeyCpuKernels(Device d) : base(d, SelectCpuKernel) { }
+
+    // s1, s2: [rows, n] sub-key scores of chunk rows start.. -> indices, scores: [T, h, k] at those rows; worker w's chunks of items
+    static void SelectCpuKernel(Index1D w, Work work, RetrievalShape s, ArrayView<float> s1, ArrayView<float> s2,
+        ArrayView<int> indices, ArrayView<float> scores, int start)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) ProductKeyCpu.Select(s, s1, s2, indices, scores, start, st, work.End(st));
+    }
+}
