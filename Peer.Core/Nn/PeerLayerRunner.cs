@@ -51,42 +51,26 @@ public static class PeerLayerRunner
         int dq = 2 * s1.Shape[1], n = s1.Shape[0];
         Check.That(w.Shape[0] % dq == 0, "query.weight", w.Shape, $"a first dimension h*dq divisible by dq = {dq} (from keys.sub1)");
         Check.That(down.Shape.Length == 2 && (long)n * n == down.Shape[0], "experts.down", down.Shape, $"[N = n*n = {(long)n * n}, d] (n = {n} from keys.sub1)");
-        var norm = parameters.ContainsKey("query_norm.running_mean") || parameters.ContainsKey("query_norm.running_var") ? PeerQueryNorm.BatchNorm
-            : parameters.ContainsKey("query_norm.weight") ? PeerQueryNorm.LayerNorm : PeerQueryNorm.None;
+        var norm = LayerRunnerState.QueryNormFrom(parameters);
         var options = new PeerOptions
         {
             Experts = n * n, Heads = w.Shape[0] / dq, TopK = topK, QueryDim = dq, Activation = activation, QueryNorm = norm,
         };
 
         using var layer = new PeerLayer(device, dim, options);
-        var state = layer.StateDict().ToList();
-        foreach (var name in parameters.Keys)
-            Check.That(state.Any(s => s.Name == name), nameof(parameters), name, $"only names of this layer ({string.Join(", ", state.Select(s => s.Name))})");
-        foreach (var (name, tensor) in state)
-        {
-            var p = Get(name);
-            Check.That(p.Shape.AsSpan().SequenceEqual(tensor.Shape), name, p.Shape, $"shape {Tensor.FormatShape(tensor.Shape)}");
-            if (p.Data.Length > 0) tensor.View.SubView(0, p.Data.Length).CopyFromCPU(p.Data);
-        }
+        LayerRunnerState.Load(layer, parameters);
         layer.Train(!eval);
 
         using var scope = Scope.Begin();
         var tx = Tensor.FromArray(device, x, t, dim);
         tx.RequiresGrad = gradY is not null;
         var y = layer.Forward(tx);
-        var grads = new Dictionary<string, (float[], int[])>();
+        IReadOnlyDictionary<string, (float[], int[])> grads = new Dictionary<string, (float[], int[])>();
         if (gradY is not null)
         {
             Check.That(gradY.Length == x.Length, nameof(gradY), $"{gradY.Length} values", $"[T, d] = [{t}, {dim}] like x");
             device.Tape.Backward(y, Tensor.FromArray(device, gradY, t, dim));
-            grads["grad.x"] = (tx.Grad!.ToArray(), [t, dim]);
-            foreach (var (name, p) in layer.NamedParameters())
-            {
-                float[] g = p.Grad is { } dense ? dense.ToArray()
-                    : p.SparseGrad is { } sparse ? RowSparse.ToDense(sparse, p.Shape[0]).ToArray()
-                    : new float[p.Length];
-                grads["grad." + name] = (g, (int[])p.Shape.Clone());
-            }
+            grads = LayerRunnerState.DenseGrads(layer, tx);
         }
         else device.Tape.Clear();
         return new PeerRunResult(y.ToArray(), layer.LastIndices!.ToIntArray(), layer.LastWeights!.ToArray(), [t, options.Heads, topK], grads);

@@ -58,24 +58,13 @@ public static class FeedForwardRunner
                 var s1 = Shape("keys.sub1", 2);
                 int dq = 2 * s1[1];
                 Check.That(w[0] % dq == 0, "query.weight", w, $"a first dimension h*dq divisible by dq = {dq} (from keys.sub1)");
-                var norm = parameters.ContainsKey("query_norm.running_mean") || parameters.ContainsKey("query_norm.running_var") ? PeerQueryNorm.BatchNorm
-                    : parameters.ContainsKey("query_norm.weight") ? PeerQueryNorm.LayerNorm : PeerQueryNorm.None;
+                var norm = LayerRunnerState.QueryNormFrom(parameters);
                 o = o with { Experts = checked(s1[0] * s1[0]), Heads = w[0] / dq, QueryDim = dq, QueryNorm = norm };
                 break;
         }
 
         using var layer = FeedForwardFactory.Create(device, kind, o);
-        var state = layer.StateDict().ToList();
-        foreach (var name in parameters.Keys)
-            Check.That(state.Any(s => s.Name == name), nameof(parameters), name, $"only names of this layer ({string.Join(", ", state.Select(s => s.Name))})");
-        foreach (var (name, tensor) in state)
-        {
-            Check.That(parameters.ContainsKey(name), nameof(parameters), string.Join(", ", parameters.Keys), $"a parameter named '{name}'");
-            var p = parameters[name];
-            Check.That(p.Shape.AsSpan().SequenceEqual(tensor.Shape) && p.Data.Length == tensor.Length, name, p.Shape,
-                $"shape {Tensor.FormatShape(tensor.Shape)} with as many values");
-            if (p.Data.Length > 0) tensor.View.SubView(0, p.Data.Length).CopyFromCPU(p.Data);
-        }
+        LayerRunnerState.Load(layer, parameters);
         layer.Train(!eval);
 
         using var scope = Scope.Begin();
@@ -83,21 +72,14 @@ public static class FeedForwardRunner
         tx.RequiresGrad = gradY is not null;
         var y = layer.Forward(tx);
         float? aux = layer.AuxiliaryLoss?.Item();
-        var grads = new Dictionary<string, (float[], int[])>();
+        IReadOnlyDictionary<string, (float[], int[])> grads = new Dictionary<string, (float[], int[])>();
         if (gradY is not null)
         {
             Check.That(gradY.Length == x.Length, nameof(gradY), $"{gradY.Length} values", $"[T, d] = [{t}, {dim}] like x");
             var total = Ops.Sum(Ops.Mul(y, Tensor.FromArray(device, gradY, t, dim)));
             if (layer.AuxiliaryLoss is { } a) total = Ops.Add(total, a);
             total.Backward();
-            grads["grad.x"] = (tx.Grad!.ToArray(), [t, dim]);
-            foreach (var (name, p) in layer.NamedParameters())
-            {
-                float[] g = p.Grad is { } dense ? dense.ToArray()
-                    : p.SparseGrad is { } sparse ? RowSparse.ToDense(sparse, p.Shape[0]).ToArray()
-                    : new float[p.Length];
-                grads["grad." + name] = (g, (int[])p.Shape.Clone());
-            }
+            grads = LayerRunnerState.DenseGrads(layer, tx);
         }
         else device.Tape.Clear();
         return new FeedForwardRunResult(y.ToArray(), aux, grads);
