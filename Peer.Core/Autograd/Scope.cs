@@ -53,7 +53,7 @@ public sealed class Scope : IDisposable
         if (disposed) return;
         disposed = true;
         // Only the outermost scope drops tape entries: an inner scope (a module's forward, say) may have unscoped
-        // tensors whose entries the outer step still needs. Entries whose outputs were disposed are skipped by Backward.
+        // tensors whose entries the outer step still needs. Entries whose outputs were disposed get no gradient (Backward fails, naming the tensor, if one flows to them).
         if (parent == null)
             foreach (var (tape, mark) in tapeMarks) tape.Truncate(mark);
         foreach (var t in owned) t.Dispose();
