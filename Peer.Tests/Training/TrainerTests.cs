@@ -45,6 +45,29 @@ public sealed class TrainerTests
         Assert.That(after.Experts[0].WeightSums.Sum(), Is.EqualTo(8 * 16 * 2).Within(1e-2), "softmax router weights sum to 1 per token and head");
     }
 
+    static IEnumerable<Peer.Nn.Module> Tree(Peer.Nn.Module m) => m.Children.SelectMany(c => Tree(c.Module)).Prepend(m);
+    static bool[] Modes(Peer.Nn.Module m) => Tree(m).Select(x => x.IsTraining).ToArray();
+
+    [Test]
+    public void EvaluateAndGenerateLeaveEachModuleInTheModeTheyFound()
+    {
+        using var t = new Trainer(device, TrainingFixtures.Micro(), data);
+        t.Model.Eval();
+        double inEval = t.Evaluate().Loss;
+        Assert.That(Modes(t.Model), Is.All.False, "a model in evaluation mode stays in evaluation mode");
+        t.Model.Train();
+        Assert.That(t.Evaluate().Loss, Is.EqualTo(inEval), "evaluation runs in evaluation mode whatever mode it found");
+        Assert.That(Modes(t.Model), Is.All.True, "a model in training mode stays in training mode");
+        // Mixed: one module held in evaluation mode while the rest trains.
+        Tree(t.Model).Last().Eval();
+        var mixed = Modes(t.Model);
+        Assert.That(mixed, Has.Some.False.And.Some.True);
+        t.Evaluate();
+        Assert.That(Modes(t.Model), Is.EqualTo(mixed));
+        t.Model.Generate([65, 66], 3);
+        Assert.That(Modes(t.Model), Is.EqualTo(mixed), "generation restores the modes too");
+    }
+
     [TestCase("ffw")]
     [TestCase("pkm")]
     [TestCase("moe-ec")]

@@ -119,7 +119,7 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>Mean loss over up to <see cref="TrainConfig.EvalWindows"/> validation windows spread over the split, and PEER expert usage,
-    /// in evaluation mode without gradients.</summary>
+    /// in evaluation mode without gradients. Every module is left in the mode (training or evaluation) it was in before.</summary>
     public EvalResult Evaluate()
     {
         int context = Config.Model.Context, batch = Config.Train.BatchSize;
@@ -127,7 +127,7 @@ public sealed class Trainer : IDisposable
         var peers = Model.PeerLayers().ToArray();
         var usage = peers.Select(p => new ExpertUsage(Device, p.Layer.Options.Experts)).ToArray();
         double lossSum = 0;
-        Model.Eval();
+        using var mode = new EvalMode(Model);
         try
         {
             for (int i = 0; i < peers.Length; i++) peers[i].Layer.Usage = usage[i];
@@ -149,7 +149,6 @@ public sealed class Trainer : IDisposable
         {
             foreach (var (_, layer) in peers) layer.Usage = null;
             foreach (var u in usage) u.Dispose();
-            Model.Train();
         }
     }
 
