@@ -1,5 +1,5 @@
 // The `peer` program end to end, in process: each bad
-// input of the issue gives one line on stderr, exit code 1, and leaves every file as it was.
+// input tested here gives one line on stderr, exit code 1, and leaves every file as it was.
 using System.Security.Cryptography;
 using Peer.Training;
 

@@ -7,7 +7,7 @@ using Peer.Nn;
 
 namespace Peer.Training;
 
-/// <summary>Settings of the PEER layers of a model (see PEER-SPEC.md and <see cref="PeerOptions"/>).</summary>
+/// <summary>Settings of the PEER layers of a model (see docs/peer-spec.md and <see cref="PeerOptions"/>).</summary>
 public sealed record PeerConfig
 {
     /// <summary>Query normalisations accepted by <see cref="QueryNorm"/>.</summary>
