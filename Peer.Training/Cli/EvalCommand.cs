@@ -26,12 +26,10 @@ static class EvalCommand
             data.Baselines.CacheFile = RunFolder(r.GetValue(checkpoint)!) is { } run ? Path.Combine(run, "baselines.json") : null;
             var coverage = sample is null ? EvalCoverage.Whole : EvalCoverage.Sample;
             EvalResult result;
-            if (ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive)
+            if (EvalDisplay.Interactive(output))
             {
                 EvalResult? done = null;
-                AnsiConsole.Progress()
-                    .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-                    .Start(ctx =>
+                EvalDisplay.Progress().Start(ctx =>
                     {
                         ProgressTask? task = null;
                         done = trainer.Evaluate(coverage, (n, count) =>
@@ -45,7 +43,7 @@ static class EvalCommand
             else result = trainer.Evaluate(coverage);
             string scope = coverage == EvalCoverage.Whole ? "the whole validation split" : "a sample of the validation split";
             output.WriteLine($"step {state.Step}  val loss {result.Loss:F4}  val ppl {result.Perplexity:F2}  on {scope} ({result.Tokens:N0} tokens in {result.Windows:N0} windows)");
-            output.WriteLine($"baselines   {TrainLoop.Baselines(data.UnigramEntropy(), result.Baselines)}");
+            output.WriteLine($"baselines   {EvalDisplay.Baselines(data.UnigramEntropy(), result.Baselines)}");
             foreach (var layer in result.Experts)
                 output.WriteLine($"{layer.Layer}: expert usage {layer.Usage:P2}  unevenness {layer.Unevenness:F4}");
             return 0;

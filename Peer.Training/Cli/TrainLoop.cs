@@ -39,11 +39,8 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
         using var onInterrupt = interrupt.Register(() => interrupted = true);
         {
-            bool fancy = ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
-            if (fancy)
-                AnsiConsole.Progress()
-                    .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-                    .Start(ctx =>
+            if (EvalDisplay.Interactive(output))
+                EvalDisplay.Progress().Start(ctx =>
                     {
                         var task = ctx.AddTask("starting", maxValue: total);
                         task.Value = start;
@@ -102,10 +99,10 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
             string? line = null;
             if (eval != null)
             {
-                line = $"step {s.Step}  loss {s.Loss:F4}  val loss {eval.Loss:F4}  val ppl {eval.Perplexity:F2}  ({Baselines(unigram, eval.Baselines)})"
+                line = $"step {s.Step}  loss {s.Loss:F4}  val loss {eval.Loss:F4}  val ppl {eval.Perplexity:F2}  ({EvalDisplay.Baselines(unigram, eval.Baselines)})"
                     + (eval.Usage is { } u ? $"  expert usage {u:P1}  unevenness {eval.Unevenness:F3}" : "")
                     + $"  {s.TokensPerSecond:N0} tok/s  device memory {row.LiveMiB:F1} MiB (peak {row.PeakMiB:F1})";
-                if (final) line += $"\nfinal       val loss {eval.Loss:F4} (ppl {eval.Perplexity:F2}) on the whole validation split ({eval.Tokens:N0} tokens in {eval.Windows:N0} windows); {Baselines(unigram, eval.Baselines)}";
+                if (final) line += $"\nfinal       val loss {eval.Loss:F4} (ppl {eval.Perplexity:F2}) on the whole validation split ({eval.Tokens:N0} tokens in {eval.Windows:N0} windows); {EvalDisplay.Baselines(unigram, eval.Baselines)}";
                 Plots.LossCurves(Path.Combine(runDir, "loss.png"), rows, unigram, $"{trainer.Data.CorpusName} ({trainer.Data.Tokenizer.Name})", eval.Baselines);
                 if (eval.Experts.Count > 0) Plots.ExpertUsage(Path.Combine(runDir, "experts.png"), eval.Experts, $"expert usage at step {s.Step}");
             }
@@ -114,8 +111,4 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
             report(row, line);
         }
     }
-
-    /// <summary>The baselines as the evaluation lines print them: the unigram entropy of the training tokens and the Kneser–Ney losses on the evaluation's windows.</summary>
-    internal static string Baselines(double unigram, BaselineLosses ngram) =>
-        $"unigram {unigram:F3}, Kneser-Ney trigram {ngram.Trigram:F3}, 5-gram {ngram.FiveGram:F3}";
 }
