@@ -20,7 +20,7 @@ static class LibraryExample
             if (step.Step % 50 == 0) console.WriteLine($"step {step.Step}: loss {step.Loss:F3}");
         }
         var eval = trainer.Evaluate();
-        console.WriteLine($"validation loss {eval.Loss:F3} (perplexity {eval.Perplexity:F1}), expert usage {eval.Usage:P0}");
+        console.WriteLine($"validation loss {eval.Loss:F3} (Kneser-Ney 5-gram {eval.Baselines.FiveGram:F3}), expert usage {eval.Usage:P0}");
 
         int[] next = trainer.Model.Generate(tokenizer.Encode("Returns the"), length: 200, temperature: 0.8f, topK: 40, seed: 1);
         string text = "Returns the" + tokenizer.Decode(next);
@@ -44,7 +44,7 @@ public sealed class LibraryExampleTests
             var config = TrainingFixtures.Micro(50) with { };
             config = config with { Train = config.Train with { Device = "auto" } };
             string text = LibraryExample.Run(config, TrainingFixtures.WriteCorpus(dir.FullName), Path.Combine(dir.FullName, "run"), console);
-            Assert.That(console.ToString(), Does.Contain("step 50: loss").And.Contain("validation loss").And.Contain("expert usage"));
+            Assert.That(console.ToString(), Does.Contain("step 50: loss").And.Contain("validation loss").And.Contain("Kneser-Ney 5-gram").And.Contain("expert usage"));
             Assert.That(text, Does.StartWith("Returns the"));
             Assert.That(Checkpoint.ReadState(Path.Combine(dir.FullName, "run")).State.Step, Is.EqualTo(50));
         }

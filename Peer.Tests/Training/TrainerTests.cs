@@ -68,6 +68,36 @@ public sealed class TrainerTests
         Assert.That(Modes(t.Model), Is.EqualTo(mixed), "generation restores the modes too");
     }
 
+    [Test]
+    public void WholeEvaluationScoresEveryValidationTokenOnceBesideTheBaselines()
+    {
+        using var t = new Trainer(device, TrainingFixtures.Micro(5), data);
+        Run(t, 5);
+        var progress = new List<(int Done, int Total)>();
+        var whole = t.Evaluate(EvalCoverage.Whole, (done, total) => progress.Add((done, total)));
+        int[][] windows = BatchSampler.Tile(data.Validation, 16);
+        Assert.That(whole.Windows, Is.EqualTo(windows.Length));
+        Assert.That(whole.Tokens, Is.EqualTo(data.Validation.Length - 1));
+        Assert.That(progress[^1], Is.EqualTo((windows.Length, windows.Length)));
+        Assert.That(progress.Select(p => p.Done), Is.Ordered.Ascending);
+
+        // The reference: each window alone (the tail one included), weighted by the tokens it scores.
+        double sum = 0;
+        t.Model.Eval();
+        using (device.Tape.NoGrad())
+            foreach (var w in windows)
+                using (Scope.Begin()) sum += t.Model.Loss(w, 1).Item() * (w.Length - 1);
+        t.Model.Train();
+        Assert.That(whole.Loss, Is.EqualTo(sum / whole.Tokens).Within(1e-5 * whole.Loss));
+        Assert.That(whole.Baselines, Is.EqualTo(data.Baselines.Score(windows)), "the baselines are scored on the same windows");
+
+        var sample = t.Evaluate();
+        Assert.That(sample.Windows, Is.EqualTo(8), "interim evaluations keep eval_windows");
+        Assert.That(sample.Tokens, Is.EqualTo(8 * 16));
+        Assert.That(sample.Baselines, Is.EqualTo(data.Baselines.Score(BatchSampler.Windows(data.Validation, 16, 8, out _).Chunk(17).ToArray())));
+        Assert.That(sample.Baselines, Is.Not.EqualTo(whole.Baselines));
+    }
+
     [TestCase("ffw")]
     [TestCase("pkm")]
     [TestCase("moe-ec")]
