@@ -197,7 +197,7 @@ internal class PeerExpertKernels
     }
 
     // The exact-erf GELU of Ops.Gelu's portable kernel (ActivationMath). Ops.Gelu's CPU body vectorises it and agrees within a few
-    // float32 rounding units (ActivationsPathTests), not bit for bit.
+    // float32 rounding units (ActivationsCpuTests), not bit for bit.
     internal static float Act(float z, int act) => act == 1 ? (z > 0f ? z : 0f) : ActivationMath.GeluExact(z);
 
     internal static float ActGrad(float z, int act) => act == 1 ? (z > 0f ? 1f : 0f) : ActivationMath.GeluExactGrad(z);
