@@ -1,10 +1,10 @@
 // A Device owns one ILGPU context and accelerator, the kernels loaded on it, its memory accounting and
 // its autograd tape. Open one by name ("cpu", "cuda", "opencl", "auto"); everything else in Peer
 // (tensors, ops, modules) hangs off a Device.
-// The one rule for CPU fast paths: an op's portable kernel in Ops/X.cs defines it, its CPU body (an [External] method and
-// the kernel, of the portable kernel's signature, that calls it) goes in Ops/Cpu/XCpu.cs, and the launcher's constructor
-// loads d.Choose(portable, cpuBody, bits), which is the CPU body only on the CPU accelerator, with
-// DeviceOptions.PortableKernels off and vectors of the bits the body needs.
+// The one rule for CPU fast paths: an op's portable kernel (Ops/X.cs) is its definition, its CPU body (the [External]
+// method and a kernel of the portable kernel's signature that calls it) goes beside its name in Ops/Cpu/XCpu.cs
+// (Optim/Cpu/XCpu.cs for an optimizer), and the launcher's constructor loads d.Choose(portable, cpuBody, bits), which is
+// the CPU body only on the CPU accelerator with DeviceOptions.PortableKernels off and vectors at least bits wide.
 using System.Runtime.Intrinsics;
 using ILGPU;
 using ILGPU.Algorithms;
