@@ -32,6 +32,16 @@ internal static class MatMulCheck
     public static readonly Launch Portable = Chunked(d => d.Get(static d => new Definitions(d)).Portable);
     /// <summary>The row kernel (chosen on OpenCL devices that chunk work over CPU cores).</summary>
     public static readonly Launch Rows = Chunked(d => d.Get(static d => new Definitions(d)).Rows);
+    // The CPU body's 512-bit kernel loaded on a CPU accelerator device whatever the device would choose: where the CPU has no
+    // 512-bit unit, .NET runs Vector512 in software with the same lane results, so the body is checked on every machine.
+    sealed class Wide(Device d)
+    {
+        public readonly Action<Index1D, Work, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>> Rows512 =
+            d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>>(MatMulCpu.Rows512Kernel);
+    }
+
+    /// <summary>The CPU body with its 512-bit micro-kernel (CPU accelerator devices only).</summary>
+    public static readonly Launch Cpu512 = Chunked(d => d.Get(static d => new Wide(d)).Rows512);
     /// <summary>The shared-memory tiled kernel (chosen on GPUs); needs groups of Tile^2 threads.</summary>
     public static readonly Launch Tiled = (s, batch, a, b, c) =>
     {

@@ -3,8 +3,9 @@
 // CPU cost of a tiny-preset training step (90-150 ms of ~230 ms); at its shapes (T=512, d=64, h=4, k=8) these two
 // kernels took ~8 + ~13 ms through the bounds-checked ArrayView indexer, the SIMD bodies ~1 + ~1.3 ms (and retrieval's
 // selection, Cpu/ProductKeyTopKCpu.cs, ~26 -> ~4.5 ms). Same formulas and slot grouping as the portable kernels in
-// PeerExperts.cs (the definition): the dot products down[i] . x[t] and up[i] . dY[t] are summed in eight lanes (rounding differs); the
-// per-slot scalars and the y / dX updates keep the portable kernel's operation order (identical bits given the dots).
+// PeerExperts.cs (the definition): the dot products down[i] . x[t] and up[i] . dY[t] are summed in eight lanes (rounding
+// differs); the per-slot scalars and the y / dX updates keep the portable kernel's operation order (identical bits given
+// the dots).
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using ILGPU;

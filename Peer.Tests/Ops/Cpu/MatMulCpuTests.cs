@@ -2,9 +2,9 @@ using static Peer.Tests.MatMulCheck;
 
 namespace Peer.Tests.Ops.Cpu;
 
-/// <summary>The CPU SIMD matmul body, at every width the CPU accelerates, against the portable kernel (the definition) and a
-/// double host reference: the 512-bit micro-kernel on <see cref="Devices.Cpu"/> where AVX-512 is there, the 256-bit one on
-/// <see cref="Devices.CpuNarrow"/> (capped at 256 bits) everywhere.</summary>
+/// <summary>The CPU SIMD matmul body at both widths against the portable kernel (the definition) and a double host reference:
+/// as each device chooses it (the 512-bit micro-kernel on <see cref="Devices.Cpu"/> where AVX-512 is there, the 256-bit one
+/// on <see cref="Devices.CpuNarrow"/>), and the 512-bit one loaded directly on every machine.</summary>
 public sealed class MatMulCpuTests
 {
     static IEnumerable<TestCaseData> Cases() =>
@@ -38,6 +38,18 @@ public sealed class MatMulCpuTests
         foreach (bool ta in new[] { false, true })
             foreach (bool tb in new[] { false, true })
                 Agree(d, Chosen, device, 1, m, n, k, ta, tb);
+    }
+
+    [TestCaseSource(typeof(MatMulCheck), nameof(Sizes))]
+    public void The512BitBodyAgreesWithPortableOnEveryMachine(int m, int n, int k)
+    {
+        // Loaded directly: on a CPU without 512-bit vectors no device chooses it, and .NET emulates Vector512 exactly.
+        var d = Devices.Cpu;
+        foreach (bool ta in new[] { false, true })
+            foreach (bool tb in new[] { false, true })
+                Agree(d, Cpu512, "the 512-bit body", 1, m, n, k, ta, tb);
+        Agree(d, Cpu512, "the 512-bit body", 3, 19, 35, 21, true, false, aBatched: false, accumulate: true);
+        Agree(d, Cpu512, "the 512-bit body", 2, 5, 6, 0, false, true, bBatched: false);
     }
 
     [TestCase("cpu")]
