@@ -67,14 +67,14 @@ public static partial class Ops
         int v = table.Shape[0];
         bool asSparse = sparse && table.IsLeaf && table.Grad is null;
         var old = asSparse ? table.SparseGrad : null;
-        var merged = SortSegment.Coalesce(old, ids, rowGrads, v);
+        var merged = RowSparseGradients.Coalesce(old, ids, rowGrads, v);
         if (asSparse)
         {
             old?.Dispose();
             table.SparseGrad = merged;
             return;
         }
-        using (merged) Tape.Accumulate(table, SortSegment.ToDense(merged, v));
+        using (merged) Tape.Accumulate(table, RowSparseGradients.ToDense(merged, v));
     }
 }
 

@@ -58,7 +58,7 @@ public static partial class Ops
                 {
                     // Pair p = t*h*k + slot: coefficient weights[p], source row p / (h*k) = t of dY.
                     using var flat = savedIdx.Reshape(t * hk);
-                    SortSegment.Accumulate(values, SortSegment.Gradients(flat, n, dm, (weights, dY, hk, dm, 0))[0]);
+                    RowSparseGradients.Accumulate(values, RowSparseGradients.Build(flat, n, dm, (weights, dY, hk, dm, 0))[0]);
                 }
             }, savedIdx);
         }

@@ -136,9 +136,9 @@ public static partial class Ops
                 {
                     // Pair p = t*h*k + slot reads row p / (h*k) = t of x (for down) and of dY (for up).
                     using var flat = savedIdx.Reshape(t * hk);
-                    var grads = SortSegment.Gradients(flat, nExperts, dm, (coefDown, x, hk, dm, 0), (coefUp, dY, hk, dm, 0));
-                    SortSegment.Accumulate(down, grads[0]);
-                    SortSegment.Accumulate(up, grads[1]);
+                    var grads = RowSparseGradients.Build(flat, nExperts, dm, (coefDown, x, hk, dm, 0), (coefUp, dY, hk, dm, 0));
+                    RowSparseGradients.Accumulate(down, grads[0]);
+                    RowSparseGradients.Accumulate(up, grads[1]);
                 }
             }, savedIdx, z);
         }

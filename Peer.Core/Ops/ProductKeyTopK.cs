@@ -82,8 +82,8 @@ public static partial class Ops
                         var w = d.Split(p);
                         kernels.SplitIndices(w.Workers, w, savedIdx.IntView, rows1.IntView, rows2.IntView, n);
                     }
-                    if (sub1.RequiresGrad) SortSegment.Accumulate(sub1, SortSegment.Gradients(rows1, n, half, (dS, q, k, dq, 0))[0]);
-                    if (sub2.RequiresGrad) SortSegment.Accumulate(sub2, SortSegment.Gradients(rows2, n, half, (dS, q, k, dq, half))[0]);
+                    if (sub1.RequiresGrad) RowSparseGradients.Accumulate(sub1, RowSparseGradients.Build(rows1, n, half, (dS, q, k, dq, 0))[0]);
+                    if (sub2.RequiresGrad) RowSparseGradients.Accumulate(sub2, RowSparseGradients.Build(rows2, n, half, (dS, q, k, dq, half))[0]);
                 }
             }, savedIdx);
         }

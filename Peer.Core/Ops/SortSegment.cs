@@ -41,7 +41,22 @@ internal readonly struct SegmentSource(int first, int div, int stride, int offse
     public readonly int First = first, Div = div, Stride = stride, Offset = offset, Cols = cols, ColBlock = colBlock, HasCoef = hasCoef;
 }
 
-/// <summary>The sort-and-segment reduction and the row-sparse gradients built with it.</summary>
+/// <summary>
+/// How the passes are cut into work items. Chunked devices (the CPU accelerator, OpenCL on the CPU): one contiguous range per
+/// worker in every pass, whole rows per segment sum. GPUs: merge ranges of about <see cref="MergeGrain"/> outputs, head blocks of
+/// <see cref="BlockLength"/> positions, one column per segment-sum item. Every shape gives the same bits; tests run the GPU
+/// shape on the CPU to check it.
+/// </summary>
+internal readonly record struct SortSegmentShape(int MergeGrain, int BlockLength, bool RowPerItem)
+{
+    /// <summary>The shape GPUs use.</summary>
+    public static readonly SortSegmentShape Gpu = new(8, 32, false);
+
+    /// <summary>The shape for <paramref name="d"/> (block length 0: one block per worker).</summary>
+    public static SortSegmentShape For(Device d) => d.ChunksWork ? new(1, 0, true) : Gpu;
+}
+
+/// <summary>The sort-and-segment reduction (the row-sparse gradients built with it: RowSparseGradients.cs).</summary>
 internal static class SortSegment
 {
     /// <summary>Length of the sorted runs the first pass builds (each element ranked within its run).</summary>
@@ -54,7 +69,7 @@ internal static class SortSegment
     /// (pairs n1 ..), stably, and cuts them into segments of equal key. Keys outside [0, <paramref name="limit"/>) are dropped:
     /// they sort last and belong to no segment. Reads the number of segments back to the host (one synchronisation).
     /// </summary>
-    public static SortedSegments Run(Tensor? keys1, Tensor keys2, int limit)
+    public static SortedSegments Run(Tensor? keys1, Tensor keys2, int limit, SortSegmentShape? shape = null)
     {
         Check.DType(keys2, DType.I32, nameof(keys2));
         if (keys1 is not null)
@@ -68,6 +83,7 @@ internal static class SortSegment
         Check.That(total <= MaxPairs, nameof(keys2), $"{total} pairs", $"at most 2^30 pairs to sort");
         int p = (int)total;
         var k = d.Get(static d => new SortSegmentKernels(d));
+        var sh = shape ?? SortSegmentShape.For(d);
         var keys = Tensor.Empty(d, DType.I32, p);
         var order = Tensor.Empty(d, DType.I32, p);
         if (p == 0) return new SortedSegments(keys, order, Tensor.Empty(d, DType.I32, 0), Tensor.ZerosInt(d, 1));
@@ -81,7 +97,7 @@ internal static class SortSegment
         using (var orderB = Tensor.Empty(d, DType.I32, p))
         {
             var (ka, oa, kb, ob) = (keys, order, keysB, orderB);
-            var mw = Contiguous(d, p, d.ChunksWork ? 1 : 8);
+            var mw = Contiguous(d, p, sh.MergeGrain);
             for (int width = RunLength; width < p; width *= 2)
             {
                 k.Merge(mw.Workers, mw, ka.IntView, oa.IntView, kb.IntView, ob.IntView, width);
@@ -96,7 +112,7 @@ internal static class SortSegment
 
         // Segment heads (a kept key differing from its predecessor): counted per block of contiguous positions, the block
         // counts scanned (inclusive, log-step, ping-pong buffers), then each block writes its heads from its offset.
-        int blockLen = d.ChunksWork ? (p + d.Workers - 1) / d.Workers : 32;
+        int blockLen = sh.BlockLength > 0 ? sh.BlockLength : (p + d.Workers - 1) / d.Workers;
         int blocks = (p + blockLen - 1) / blockLen;
         var bw = d.Split(blocks);
         using var counts = Tensor.Empty(d, DType.I32, blocks);
@@ -124,14 +140,15 @@ internal static class SortSegment
     /// pair's contribution (see <see cref="SegmentSource"/>; <paramref name="first"/> F32 [n1, cols] or null when n1 = 0,
     /// <paramref name="coef"/> F32 indexed by pair - n1, or null for weight 1).
     /// </summary>
-    public static Tensor Sum(SortedSegments s, Tensor? first, Tensor? coef, Tensor src, int div, int stride, int offset, int cols)
+    public static Tensor Sum(SortedSegments s, Tensor? first, Tensor? coef, Tensor src, int div, int stride, int offset, int cols,
+        SortSegmentShape? shape = null)
     {
         var d = s.Order.Device;
         int r = s.Rows.Length;
         var values = Tensor.Empty(d, DType.F32, r, cols);
         if (r == 0 || cols == 0) return values;
         // Chunked devices sum whole rows per item (contiguous reads); GPUs one column per item (neighbours read neighbours).
-        int colBlock = d.ChunksWork ? cols : 1, items = r * ((cols + colBlock - 1) / colBlock);
+        int colBlock = (shape ?? SortSegmentShape.For(d)).RowPerItem ? cols : 1, items = r * ((cols + colBlock - 1) / colBlock);
         var w = d.Split(items);
         var source = new SegmentSource(first?.Shape[0] ?? 0, div, stride, offset, cols, colBlock, coef is null ? 0 : 1);
         d.Get(static d => new SortSegmentKernels(d)).Sum(w.Workers, w, s.Starts.IntView, s.Order.IntView, (first ?? src).View,
@@ -139,88 +156,11 @@ internal static class SortSegment
         return values;
     }
 
-    /// <summary>
-    /// The row-sparse gradients of a table with <paramref name="cols"/> columns from per-pair keys (in [0, <paramref name="limit"/>))
-    /// and one or more (coefficient, source) sets sharing one sort: set i gives rows and
-    /// <c>values[s] = sum over pairs o of segment s of Coef[o] * Src[(o / Div) * Stride + Offset ..]</c>. Not owned by any scope.
-    /// </summary>
-    public static RowSparseGrad[] Gradients(Tensor keys, int limit, int cols, params (Tensor Coef, Tensor Src, int Div, int Stride, int Offset)[] sets)
-    {
-        using var s = Run(null, keys, limit);
-        var result = new RowSparseGrad[sets.Length];
-        for (int i = 0; i < sets.Length; i++)
-        {
-            var (coef, src, div, stride, off) = sets[i];
-            var values = Scope.Unscope(Sum(s, null, coef, src, div, stride, off, cols));
-            result[i] = new RowSparseGrad(Scope.Unscope(Copy(s.Rows)), values);
-        }
-        return result;
-    }
-
-    /// <summary>
-    /// Sums rows with equal ids: <paramref name="old"/>'s rows (if any) then <paramref name="values"/> <c>[n, cols]</c> at
-    /// <paramref name="ids"/> (n of them), dropping ids outside [0, <paramref name="limit"/>); within a row the terms are added
-    /// in that order. The result has distinct ascending rows and is not owned by any scope; takes no ownership of its arguments.
-    /// </summary>
-    public static RowSparseGrad Coalesce(RowSparseGrad? old, Tensor ids, Tensor values, int limit)
-    {
-        int cols = values.Shape[1];
-        using var s = Run(old?.Rows, ids, limit);
-        var sums = Scope.Unscope(Sum(s, old?.Values, null, values, 1, cols, 0, cols));
-        return new RowSparseGrad(Scope.Unscope(Copy(s.Rows)), sums);
-    }
-
-    /// <summary>Adds <paramref name="g"/> into <paramref name="target"/>'s <see cref="Tensor.SparseGrad"/> (taking ownership of it);
-    /// one already there is merged by <see cref="Coalesce"/> (its rows first), so the result stays deterministic.</summary>
-    public static void Accumulate(Tensor target, RowSparseGrad g)
-    {
-        if (!target.RequiresGrad || target.IsDisposed)
-        {
-            g.Dispose();
-            return;
-        }
-        Scope.Unscope(g.Rows);
-        Scope.Unscope(g.Values);
-        if (target.SparseGrad is not { } old)
-        {
-            target.SparseGrad = g;
-            return;
-        }
-        var merged = Coalesce(old, g.Rows, g.Values, target.Shape[0]);
-        old.Dispose();
-        g.Dispose();
-        target.SparseGrad = merged;
-    }
-
-    /// <summary>The gradient as a dense F32 [rows, cols] tensor, zero where no row was kept (costs O(rows)).</summary>
-    public static Tensor ToDense(RowSparseGrad g, int rows)
-    {
-        var d = g.Rows.Device;
-        int cols = g.Values.Shape[1];
-        var dense = Tensor.Zeros(d, rows, cols);
-        int r = g.Rows.Length;
-        if (r > 0 && cols > 0)
-        {
-            var w = d.Split(r);
-            d.Get(static d => new SortSegmentKernels(d)).Scatter(w.Workers, w, g.Rows.IntView, g.Values.View, dense.View, cols);
-        }
-        return dense;
-    }
-
     /// <summary>A split of <paramref name="n"/> items into one contiguous range per worker, at least <paramref name="grain"/> items each.</summary>
     static Work Contiguous(Device d, int n, int grain)
     {
         int workers = (int)Math.Max(1, Math.Min(d.Workers, ((long)n + grain - 1) / grain));
         return new Work(n, workers, (int)(((long)n + workers - 1) / workers));
-    }
-
-    static Tensor Copy(Tensor t)
-    {
-        var c = Tensor.Empty(t.Device, DType.I32, t.Shape);
-        if (t.Length == 0) return c;
-        var w = t.Device.Split(t.Length);
-        t.Device.Get(static d => new SortSegmentKernels(d)).CopyInt(w.Workers, w, t.IntView, c.IntView, 0);
-        return c;
     }
 }
 
@@ -234,7 +174,6 @@ internal sealed class SortSegmentKernels
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int> WriteHeads;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SegmentSource, ArrayView<float>> Sum;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int> CopyInt;
-    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int> Scatter;
 
     public SortSegmentKernels(Device d)
     {
@@ -246,7 +185,6 @@ internal sealed class SortSegmentKernels
         WriteHeads = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int>(WriteHeadsKernel);
         Sum = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SegmentSource, ArrayView<float>>(SumKernel);
         CopyInt = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, int>(CopyIntKernel);
-        Scatter = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int>(ScatterKernel);
     }
 
     // The sort key of pair i: keys1[i] for i < n1, else keys2[i - n1]; int.MaxValue (sorts last) outside [0, limit).
@@ -405,16 +343,5 @@ internal sealed class SortSegmentKernels
     {
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++) to[offset + i] = from[i];
-    }
-
-    // rows: [R] distinct, values: [R, cols] -> dense[rows[s], :] = values[s, :]; one row per item (distinct rows: no conflicts)
-    static void ScatterKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> values, ArrayView<float> dense, int cols)
-    {
-        for (int st = work.Start(w); st < work.N; st += work.Stride)
-            for (int s = st, e = work.End(st); s < e; s++)
-            {
-                int to = rows[s] * cols, from = s * cols;
-                for (int c = 0; c < cols; c++) dense[to + c] = values[from + c];
-            }
     }
 }

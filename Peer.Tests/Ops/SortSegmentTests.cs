@@ -1,7 +1,8 @@
 // The sort-and-segment reduction behind every row-sparse gradient, against a brute-force host computation: the stable
 // sort against LINQ's stable OrderBy, the segments against the distinct kept keys, the sums against host sums in
 // ascending pair order; at awkward sizes (empty, one, around the run length and the worker count), with many
-// duplicates, all-equal keys, dropped keys and an older gradient merged in; and the same bits whatever the worker count.
+// duplicates, all-equal keys, dropped keys and an older gradient merged in; and the same bits whatever the worker count
+// and in the GPU's cut of the passes (short merge ranges, many head blocks scanned in log steps, a column per item).
 namespace Peer.Tests.Ops;
 
 [TestFixtureSource(typeof(Devices), nameof(Devices.Backends))]
@@ -154,5 +155,31 @@ public sealed class SortSegmentTests(string backend)
         Assert.That(c.Item1, Is.EqualTo(a.Item1), $"order, {backend} vs 1 CPU worker");
         Assert.That(c.Item3, Is.EqualTo(a.Item3), $"starts, {backend} vs 1 CPU worker");
         AssertSums(c.Item4, a.Item4, $"sums, {backend} vs 1 CPU worker");
+    }
+
+    [TestCase(1)]
+    [TestCase(33)]
+    [TestCase(20011)]
+    public void TheGpuShapeGivesTheSameBits(int p)
+    {
+        const int cols = 5, limit = 700;
+        var rng = new Random(p);
+        var keys = Enumerable.Range(0, p).Select(_ => rng.Next(-4, limit)).ToArray();
+        var coef = GradCheck.Rand(p, 10);
+        var src = GradCheck.Rand(p * cols, 11);
+        (int[], int[], int[], float[]) Run(SortSegmentShape? shape)
+        {
+            using var scope = Scope.Begin();
+            using var s = SortSegment.Run(null, Tensor.FromArray(D, keys, p), limit, shape);
+            var sums = SortSegment.Sum(s, null, Tensor.FromArray(D, coef, p), Tensor.FromArray(D, src, p, cols), 1, cols, 0, cols, shape);
+            return (s.Order.ToIntArray(), s.Rows.ToIntArray(), s.Starts.ToIntArray(), sums.ToArray());
+        }
+        var a = Run(null);
+        var b = Run(SortSegmentShape.Gpu);
+        var want = Reference(keys, limit);
+        Assert.That(b.Item1, Is.EqualTo(want.Order), "order");
+        Assert.That(b.Item2, Is.EqualTo(want.Rows), "rows");
+        Assert.That(b.Item3, Is.EqualTo(want.Starts), "starts");
+        Assert.That(b.Item4, Is.EqualTo(a.Item4), "sums: the same additions in the same order");
     }
 }

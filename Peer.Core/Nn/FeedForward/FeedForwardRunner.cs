@@ -132,7 +132,7 @@ public static class FeedForwardRunner
         foreach (var (name, p) in layer.NamedParameters())
         {
             float[] g = p.Grad is { } dense ? dense.ToArray()
-                : p.SparseGrad is { } sparse ? SortSegment.ToDense(sparse, p.Shape[0]).ToArray()
+                : p.SparseGrad is { } sparse ? RowSparseGradients.ToDense(sparse, p.Shape[0]).ToArray()
                 : new float[p.Length];
             grads["grad." + name] = (g, (int[])p.Shape.Clone());
         }
