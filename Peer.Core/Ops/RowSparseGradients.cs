@@ -82,7 +82,7 @@ internal static class RowSparseGradients
         var c = Tensor.Empty(t.Device, DType.I32, t.Shape);
         if (t.Length == 0) return c;
         var w = t.Device.Split(t.Length);
-        t.Device.Get(static d => new SortSegmentKernels(d)).CopyInt(w.Workers, w, t.IntView, c.IntView, 0);
+        t.Device.Get(static d => new RowSparseGradientKernels(d)).CopyInt(w.Workers, w, t.IntView, c.IntView);
         return c;
     }
 }
@@ -91,10 +91,12 @@ internal static class RowSparseGradients
 internal sealed class RowSparseGradientKernels
 {
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int> Scatter;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>> CopyInt;
 
     public RowSparseGradientKernels(Device d)
     {
         Scatter = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int>(ScatterKernel);
+        CopyInt = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>>(CopyIntKernel);
     }
 
     // rows: [R] distinct, values: [R, cols] -> dense[rows[s], :] = values[s, :]; one row per item (distinct rows: no conflicts)
@@ -106,5 +108,12 @@ internal sealed class RowSparseGradientKernels
                 int to = rows[s] * cols, from = s * cols;
                 for (int c = 0; c < cols; c++) dense[to + c] = values[from + c];
             }
+    }
+
+    // from: [n] -> to: [n]
+    static void CopyIntKernel(Index1D w, Work work, ArrayView<int> from, ArrayView<int> to)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride)
+            for (int i = s, e = work.End(s); i < e; i++) to[i] = from[i];
     }
 }

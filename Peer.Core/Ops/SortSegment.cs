@@ -11,8 +11,10 @@ using ILGPU.Runtime;
 namespace Peer;
 
 /// <summary>Sorted pairs cut into segments of equal key (from <see cref="SortSegment.Run"/>); owns its tensors.</summary>
-internal sealed class SortedSegments(Tensor keys, Tensor order, Tensor rows, Tensor starts) : IDisposable
+internal sealed class SortedSegments(int first, Tensor keys, Tensor order, Tensor rows, Tensor starts) : IDisposable
 {
+    /// <summary>How many pairs came from the first key set (the older gradient's rows), n1.</summary>
+    public int First { get; } = first;
     /// <summary>Keys in sorted order, I32 [P]; dropped keys (outside the limit) read <see cref="int.MaxValue"/> and come last.</summary>
     public Tensor Keys { get; } = keys;
     /// <summary>The pair index at each sorted position, I32 [P], ascending within equal keys.</summary>
@@ -86,29 +88,22 @@ internal static class SortSegment
         var sh = shape ?? SortSegmentShape.For(d);
         var keys = Tensor.Empty(d, DType.I32, p);
         var order = Tensor.Empty(d, DType.I32, p);
-        if (p == 0) return new SortedSegments(keys, order, Tensor.Empty(d, DType.I32, 0), Tensor.ZerosInt(d, 1));
+        if (p == 0) return new SortedSegments(n1, keys, order, Tensor.Empty(d, DType.I32, 0), Tensor.ZerosInt(d, 1));
 
         var w = d.Split(p);
         k.Runs(w.Workers, w, (keys1 ?? keys2).IntView, keys2.IntView, n1, limit, keys.IntView, order.IntView);
         // Bottom-up merges of the sorted runs, ping-ponging with a scratch pair. Each level splits its P outputs into
         // equal contiguous ranges, one per worker, whatever the run widths (so the last levels, two or four long merges,
         // keep every worker busy). Ties take the left run: stable.
-        using (var keysB = Tensor.Empty(d, DType.I32, p))
-        using (var orderB = Tensor.Empty(d, DType.I32, p))
+        var (keysB, orderB) = (Tensor.Empty(d, DType.I32, p), Tensor.Empty(d, DType.I32, p));
+        var mw = Contiguous(d, p, sh.MergeGrain);
+        for (int width = RunLength; width < p; width *= 2)
         {
-            var (ka, oa, kb, ob) = (keys, order, keysB, orderB);
-            var mw = Contiguous(d, p, sh.MergeGrain);
-            for (int width = RunLength; width < p; width *= 2)
-            {
-                k.Merge(mw.Workers, mw, ka.IntView, oa.IntView, kb.IntView, ob.IntView, width);
-                (ka, oa, kb, ob) = (kb, ob, ka, oa);
-            }
-            if (!ReferenceEquals(ka, keys))
-            {
-                k.CopyInt(w.Workers, w, ka.IntView, keys.IntView, 0);
-                k.CopyInt(w.Workers, w, oa.IntView, order.IntView, 0);
-            }
+            k.Merge(mw.Workers, mw, keys.IntView, order.IntView, keysB.IntView, orderB.IntView, width);
+            (keys, order, keysB, orderB) = (keysB, orderB, keys, order);
         }
+        keysB.Dispose();
+        orderB.Dispose();
 
         // Segment heads (a kept key differing from its predecessor): counted per block of contiguous positions, the block
         // counts scanned (inclusive, log-step, ping-pong buffers), then each block writes its heads from its offset.
@@ -132,7 +127,7 @@ internal static class SortSegment
         var rows = Tensor.Empty(d, DType.I32, r);
         var starts = Tensor.Empty(d, DType.I32, r + 1);
         k.WriteHeads(bw.Workers, bw, keys.IntView, counts.IntView, inclusive.IntView, rows.IntView, starts.IntView, blockLen, r);
-        return new SortedSegments(keys, order, rows, starts);
+        return new SortedSegments(n1, keys, order, rows, starts);
     }
 
     /// <summary>
@@ -144,13 +139,14 @@ internal static class SortSegment
         SortSegmentShape? shape = null)
     {
         var d = s.Order.Device;
-        int r = s.Rows.Length;
+        int r = s.Rows.Length, n1 = first?.Shape[0] ?? 0;
+        Check.That(n1 == s.First, nameof(first), $"{n1} rows", $"one row per pair of the first key set ({s.First})");
         var values = Tensor.Empty(d, DType.F32, r, cols);
         if (r == 0 || cols == 0) return values;
         // Chunked devices sum whole rows per item (contiguous reads); GPUs one column per item (neighbours read neighbours).
         int colBlock = (shape ?? SortSegmentShape.For(d)).RowPerItem ? cols : 1, items = r * ((cols + colBlock - 1) / colBlock);
         var w = d.Split(items);
-        var source = new SegmentSource(first?.Shape[0] ?? 0, div, stride, offset, cols, colBlock, coef is null ? 0 : 1);
+        var source = new SegmentSource(n1, div, stride, offset, cols, colBlock, coef is null ? 0 : 1);
         d.Get(static d => new SortSegmentKernels(d)).Sum(w.Workers, w, s.Starts.IntView, s.Order.IntView, (first ?? src).View,
             (coef ?? src).View, src.View, source, values.View);
         return values;
@@ -173,7 +169,6 @@ internal sealed class SortSegmentKernels
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int> ScanStep;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int> WriteHeads;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SegmentSource, ArrayView<float>> Sum;
-    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int> CopyInt;
 
     public SortSegmentKernels(Device d)
     {
@@ -184,7 +179,6 @@ internal sealed class SortSegmentKernels
         ScanStep = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, int>(ScanStepKernel);
         WriteHeads = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int>(WriteHeadsKernel);
         Sum = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SegmentSource, ArrayView<float>>(SumKernel);
-        CopyInt = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, int>(CopyIntKernel);
     }
 
     // The sort key of pair i: keys1[i] for i < n1, else keys2[i - n1]; int.MaxValue (sorts last) outside [0, limit).
@@ -309,7 +303,7 @@ internal sealed class SortSegmentKernels
     static void SumKernel(Index1D w, Work work, ArrayView<int> starts, ArrayView<int> order, ArrayView<float> first,
         ArrayView<float> coef, ArrayView<float> src, SegmentSource s, ArrayView<float> values)
     {
-        // The fields in locals: the .NET JIT keeps a struct of more than four fields in memory (the CPU accelerator runs this method).
+        // The fields read once into locals, outside the per-element loops.
         int cols = s.Cols, colBlock = s.ColBlock, nFirst = s.First, div = s.Div, stride = s.Stride, offset = s.Offset;
         bool hasCoef = s.HasCoef != 0;
         int colBlocks = (cols + colBlock - 1) / colBlock;
@@ -336,12 +330,5 @@ internal sealed class SortSegmentKernels
                     }
                 }
             }
-    }
-
-    // from: [n] -> to[offset + i]
-    static void CopyIntKernel(Index1D w, Work work, ArrayView<int> from, ArrayView<int> to, int offset)
-    {
-        for (int s = work.Start(w); s < work.N; s += work.Stride)
-            for (int i = s, e = work.End(s); i < e; i++) to[offset + i] = from[i];
     }
 }
