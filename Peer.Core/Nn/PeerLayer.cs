@@ -33,7 +33,7 @@ public sealed record PeerOptions
     public PeerQueryNorm QueryNorm { get; init; } = PeerQueryNorm.BatchNorm;
     /// <summary>Router: softmax over each head's kept scores (default) or sigmoid.</summary>
     public PeerRouter Router { get; init; } = PeerRouter.Softmax;
-    /// <summary>Seed of the parameter initialisation.</summary>
+    /// <summary>Seed of the parameter initialisation (how each parameter's stream derives from it: <see cref="ProductKeys"/>).</summary>
     public ulong Seed { get; init; }
 
     /// <summary>sqrt(N) when N is a perfect square, else -1.</summary>
