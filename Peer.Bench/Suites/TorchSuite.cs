@@ -130,16 +130,22 @@ internal sealed partial class TorchSuite : ISuite
         return (f, b, o);
     }
 
-    static IEnumerable<string> LmArgs(RunConfig c)
+    static IEnumerable<string> LmArgs(RunConfig c) =>
+        [.. LmShapeArgs(c.Model), "--batch", $"{c.Train.BatchSize}", "--lr", $"{c.Train.LearningRate}", "--weight-decay", $"{c.Train.WeightDecay}",
+         "--clip", $"{c.Train.ClipNorm}", "--seed", $"{c.Train.Seed}"];
+
+    /// <summary>torch/lm_step.py's options that give its model <paramref name="m"/>'s shape (its time and check commands take them alike).</summary>
+    /// <exception cref="ArgumentException">A PEER block with a query norm other than BatchNorm (the script has that one only).</exception>
+    internal static IEnumerable<string> LmShapeArgs(ModelConfig m)
     {
-        var m = c.Model;
         if (m.BlockKinds().Contains("peer") && m.Peer.QueryNorm != "batch")
-            throw new ArgumentException($"the PyTorch language model has BatchNorm queries only; peer.query_norm = '{m.Peer.QueryNorm}'");
+            throw new ArgumentException($"the PyTorch language model has BatchNorm queries only; peer.query_norm = '{m.Peer.QueryNorm}'", nameof(m));
+        if (m.BlockKinds().Any(k => k is not ("ffw" or "peer")))
+            throw new ArgumentException($"the PyTorch language model has ffw and peer blocks only; blocks = {string.Join(",", m.BlockKinds())}", nameof(m));
         return ["--vocab", $"{m.VocabSize}", "--dim", $"{m.DModel}", "--layers", $"{m.Layers}", "--heads", $"{m.Heads}", "--context", $"{m.Context}",
             "--hidden", $"{m.HiddenWidth}", "--blocks", string.Join(",", m.BlockKinds()), "--peer-experts", $"{m.Peer.Experts}",
             "--peer-heads", $"{m.Peer.Heads}", "--peer-top-k", $"{m.Peer.TopK}", "--peer-query-dim", $"{m.Peer.QueryDim}",
-            "--batch", $"{c.Train.BatchSize}", "--lr", $"{c.Train.LearningRate}", "--weight-decay", $"{c.Train.WeightDecay}",
-            "--clip", $"{c.Train.ClipNorm}", "--seed", $"{c.Train.Seed}", .. m.TiedHead ? Array.Empty<string>() : ["--untied"]];
+            .. m.TiedHead ? Array.Empty<string>() : ["--untied"]];
     }
 
     /// <summary>Peer's parameter count, after checking that the PyTorch process built a model of the same size.</summary>
