@@ -187,7 +187,7 @@ public sealed class TorchSuiteTests
         Assert.That(parameters.Select(p => p.Name), tied ? Has.None.EqualTo("head.weight") : Has.One.EqualTo("head.weight"));
         foreach (var (name, p) in parameters)
         {
-            float[] g = p.SparseGrad is { } sparse ? Peer.RowSparse.ToDense(sparse, p.Shape[0]).ToArray() : p.Grad!.ToArray();
+            float[] g = p.SparseGrad is { } sparse ? Peer.RowSparseGradients.ToDense(sparse, p.Shape[0]).ToArray() : p.Grad!.ToArray();
             Assert.That(b.GetFloats("grad." + name), Is.EqualTo(g).Within(2e-5), name);
         }
         model.ZeroGrad();
