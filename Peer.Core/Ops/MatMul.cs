@@ -119,10 +119,10 @@ internal sealed class MatMulKernels
         Tiled = !d.ChunksWork && acc.MaxNumThreadsPerGroup >= MatMulTiledKernels.Tile * MatMulTiledKernels.Tile;
         bool rows = d.ChunksWork && d.Backend != Backend.Cpu;
         var product = d.Choose(d.Choose(rows ? RowsKernel : PortableKernel, MatMulCpu.Rows256Kernel, 256), MatMulCpu.Rows512Kernel, 512);
-        Product = acc.LoadAutoGroupedStreamKernel(product);
+        Product = d.Load(rows ? RowsKernel : PortableKernel, product, 0);
         Chosen = product == MatMulCpu.Rows512Kernel ? "cpu 512-bit" : product == MatMulCpu.Rows256Kernel ? "cpu 256-bit"
             : Tiled ? "tiled" : rows ? "rows" : "portable";
-        SumRows = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int>(SumRowsKernel);
+        SumRows = d.Load(SumRowsKernel);
     }
 
     // a: [batch?, M, K] (or [K, M]), b: [batch?, K, N] (or [N, K]) -> c: [batch, M, N]; one work item per output row
@@ -208,7 +208,7 @@ internal sealed class MatMulTiledKernels
     public readonly Action<KernelConfig, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>> Tiled;
 
     public MatMulTiledKernels(Device d) =>
-        Tiled = d.Accelerator.LoadStreamKernel<MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>>(TiledKernel);
+        Tiled = d.LoadExplicit<MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>>(TiledKernel);
 
     // grid (ceil(N/T), ceil(M/T), batch) x group (T, T): c[bi, row, col] (+)= sum_p op(a)[row, p] op(b)[p, col]
     static void TiledKernel(MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c)

@@ -38,6 +38,7 @@ public static class GradClip
         if (grads.Count == 0) return 0f;
         var d = grads[0].Device;
         var k = d.Get(static d => new ClipKernels(d));
+        using var phase = d.Profiler?.Enter(ProfilePhase.Optimizer);
         lock (k) return Clip(d, k, grads, maxNorm);
     }
 
@@ -96,12 +97,11 @@ internal sealed class ClipKernels
 
     public ClipKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Zero = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>>(ZeroKernel);
+        Zero = d.Load(ZeroKernel);
         // The CPU bodies use Vector<float>, whatever width it has here (scalar without SIMD): they need no vector unit.
-        SumSquares = acc.LoadAutoGroupedStreamKernel(d.Choose(SumSquaresKernel, GradClipCpu.SumSquaresKernel, 0));
-        Final = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, int>(FinalKernel);
-        Scale = acc.LoadAutoGroupedStreamKernel(d.Choose(ScaleKernel, GradClipCpu.ScaleKernel, 0));
+        SumSquares = d.Load(SumSquaresKernel, GradClipCpu.SumSquaresKernel, 0);
+        Final = d.Load(FinalKernel);
+        Scale = d.Load(ScaleKernel, GradClipCpu.ScaleKernel, 0);
         // A GPU's final pass is one thread, so keep its partials to a few thousand.
         Workers = d.IsCpu ? d.Workers : Math.Min(d.Workers, 4096);
         Scratch = Scope.Unscope(Tensor.Zeros(d, 2 * Workers + 1));

@@ -83,6 +83,7 @@ public abstract class Optimizer : IDisposable
     public void Step()
     {
         ObjectDisposedException.ThrowIf(disposed, this);
+        using var phase = Device.Profiler?.Enter(ProfilePhase.Optimizer);
         EnsureState();
         for (int i = 0; i < slots.Length; i++) Validate(slots[i]);
         for (int i = 0; i < slots.Length; i++)
@@ -105,6 +106,7 @@ public abstract class Optimizer : IDisposable
     /// <summary>Disposes and clears every parameter's dense and sparse gradient.</summary>
     public void ZeroGrad()
     {
+        using var phase = Device.Profiler?.Enter(ProfilePhase.Optimizer);
         foreach (var s in slots)
         {
             s.Param.Grad?.Dispose();

@@ -3,8 +3,9 @@
 // (tensors, ops, modules) hangs off a Device.
 // The one rule for CPU fast paths: an op's portable kernel (Ops/X.cs) is its definition, its CPU body (the [External]
 // method and a kernel of the portable kernel's signature that calls it) goes beside its name in Ops/Cpu/XCpu.cs
-// (Optim/Cpu/XCpu.cs for an optimizer), and the launcher's constructor loads d.Choose(portable, cpuBody, bits), which is
-// the CPU body only on the CPU accelerator with DeviceOptions.PortableKernels off and vectors at least bits wide.
+// (Optim/Cpu/XCpu.cs for an optimizer), and the launcher's constructor loads d.Load(portable, cpuBody, bits), which is
+// the CPU body only on the CPU accelerator with DeviceOptions.PortableKernels off and vectors at least bits wide
+// (Device.Choose). Every kernel is loaded through d.Load (Runtime/DeviceKernels.cs), so the profiler sees every launch.
 using System.Runtime.Intrinsics;
 using ILGPU;
 using ILGPU.Algorithms;
@@ -58,12 +59,17 @@ public sealed record DeviceOptions
 public sealed record DeviceInfo(Backend Backend, string? Name, bool Available, string? Reason);
 
 /// <summary>One accelerator with its kernels, memory accounting and autograd tape.</summary>
-public sealed class Device : IDisposable
+public sealed partial class Device : IDisposable
 {
     readonly Dictionary<Type, object> launchers = new();
     readonly object gate = new();
+    readonly List<string> opNames = new();
+    readonly Dictionary<string, int> opIds = new();
+    Type? building;
     long liveBytes, peakBytes;
     bool disposed;
+    // The attached profiler, read by every launch (Runtime/DeviceKernels.cs): null costs one check per launch.
+    Profiler? profiler;
 
     /// <summary>The ILGPU context.</summary>
     public Context Context { get; }
@@ -90,7 +96,15 @@ public sealed class Device : IDisposable
         ChunksWork = backend == Backend.Cpu || OpenClBackend.RunsOnHostCpu(accelerator);
         CpuBodyBits = backend == Backend.Cpu && !(options?.PortableKernels ?? false) ? CpuVectorBits(options?.MaxCpuVectorBits ?? 0) : -1;
         Tape = new Tape(this);
+        AllocateOp = RegisterOp("Tensor.Allocate");
+        FreeOp = RegisterOp("Tensor.Free");
+        ZeroOp = RegisterOp("Tensor.Zero");
+        ToHostOp = RegisterOp("Tensor.ToHost");
+        FromHostOp = RegisterOp("Tensor.FromHost");
     }
+
+    /// <summary>Profiler ids of the tensor storage's own work (not kernels): allocation, freeing, zeroing and host copies.</summary>
+    internal readonly int AllocateOp, FreeOp, ZeroOp, ToHostOp, FromHostOp;
 
     // The widest vectors this CPU accelerates (0 without SIMD), capped by the option.
     static int CpuVectorBits(int cap)
@@ -245,6 +259,8 @@ public sealed class Device : IDisposable
         {
             ObjectDisposedException.ThrowIf(disposed, this);
             if (launchers.TryGetValue(typeof(T), out var found)) return (T)found;
+            var outer = building;
+            building = typeof(T); // names the ops of the kernels it loads (RegisterOp)
             try
             {
                 // On OpenCL a rejected kernel comes back with the compiler's build log (OpenClAdapter).
@@ -258,6 +274,10 @@ public sealed class Device : IDisposable
                 Context.ClearCache(ClearCacheMode.Everything);
                 throw;
             }
+            finally
+            {
+                building = outer;
+            }
         }
     }
 
@@ -269,6 +289,7 @@ public sealed class Device : IDisposable
     {
         if (disposed) return;
         disposed = true;
+        profiler = null;
         Accelerator.Dispose();
         Context.Dispose();
     }

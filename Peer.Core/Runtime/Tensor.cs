@@ -28,8 +28,11 @@ internal sealed class Storage
     {
         Device = device;
         long n = Math.Max(1, length); // ILGPU refuses empty buffers; an empty tensor keeps one unused element
+        var p = device.Profiler;
+        long t0 = p?.Begin() ?? 0;
         if (dtype == DType.F32) F = device.Accelerator.Allocate1D<float>(n);
         else I = device.Accelerator.Allocate1D<int>(n);
+        p?.End(device.AllocateOp, t0);
         Bytes = n * 4;
         device.Track(Bytes);
     }
@@ -39,8 +42,11 @@ internal sealed class Storage
     public void Release()
     {
         if (Interlocked.Decrement(ref refs) != 0) return;
+        var p = Device.Profiler;
+        long t0 = p?.Begin() ?? 0;
         F?.Dispose();
         I?.Dispose();
+        p?.End(Device.FreeOp, t0);
         Device.Track(-Bytes);
     }
 }
@@ -123,7 +129,10 @@ public sealed class Tensor : IDisposable
     public static Tensor Zeros(Device device, params int[] shape)
     {
         var t = Empty(device, DType.F32, shape);
+        var p = device.Profiler;
+        long t0 = p?.Begin() ?? 0;
         t.storage.F!.MemSetToZero();
+        p?.End(device.ZeroOp, t0);
         return t;
     }
 
@@ -131,7 +140,10 @@ public sealed class Tensor : IDisposable
     public static Tensor ZerosInt(Device device, params int[] shape)
     {
         var t = Empty(device, DType.I32, shape);
+        var p = device.Profiler;
+        long t0 = p?.Begin() ?? 0;
         t.storage.I!.MemSetToZero();
+        p?.End(device.ZeroOp, t0);
         return t;
     }
 
@@ -152,7 +164,10 @@ public sealed class Tensor : IDisposable
         ValidateShape(shape, nameof(shape));
         Check.That(data.Length == Numel(shape), nameof(data), $"{data.Length} elements", $"{Numel(shape)} elements for shape {FormatShape(shape)}");
         var t = Empty(device, DType.F32, shape);
+        var p = device.Profiler;
+        long t0 = p?.Begin() ?? 0;
         if (data.Length > 0) t.storage.F!.View.SubView(0, data.Length).CopyFromCPU(data);
+        p?.End(device.FromHostOp, t0);
         return t;
     }
 
@@ -164,7 +179,10 @@ public sealed class Tensor : IDisposable
         ValidateShape(shape, nameof(shape));
         Check.That(data.Length == Numel(shape), nameof(data), $"{data.Length} elements", $"{Numel(shape)} elements for shape {FormatShape(shape)}");
         var t = Empty(device, DType.I32, shape);
+        var p = device.Profiler;
+        long t0 = p?.Begin() ?? 0;
         if (data.Length > 0) t.storage.I!.View.SubView(0, data.Length).CopyFromCPU(data);
+        p?.End(device.FromHostOp, t0);
         return t;
     }
 
@@ -194,7 +212,10 @@ public sealed class Tensor : IDisposable
     public float[] ToArray()
     {
         var result = new float[Length];
+        var p = Device.Profiler;
+        long t0 = p?.Begin() ?? 0;
         if (Length > 0) View.SubView(0, Length).CopyToCPU(result);
+        p?.End(Device.ToHostOp, t0);
         return result;
     }
 
@@ -202,7 +223,10 @@ public sealed class Tensor : IDisposable
     public int[] ToIntArray()
     {
         var result = new int[Length];
+        var p = Device.Profiler;
+        long t0 = p?.Begin() ?? 0;
         if (Length > 0) IntView.SubView(0, Length).CopyToCPU(result);
+        p?.End(Device.ToHostOp, t0);
         return result;
     }
 
