@@ -51,6 +51,7 @@ internal sealed class PeerStepRunner : IDisposable
         double o = Timing.Seconds(() => { Optimizer.Step(); device.Synchronize(); });
         long peak = device.PeakBytes;
         Optimizer.ZeroGrad();
+        device.Profiler?.MarkStep();
         // Warm-up steps are left out of the memory figures too: the first one allocates the AdamW state, counted as persistent.
         if (!record) return;
         PersistentBytes = 4L * (Layer.StateDict().Sum(t => (long)t.Tensor.Length) + Optimizer.StateDict().Sum(t => (long)t.T.Length));

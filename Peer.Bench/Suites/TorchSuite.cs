@@ -85,6 +85,7 @@ internal sealed partial class TorchSuite : ISuite
                     c.PeerPeak = peak;
                     (c.TorchPeakRss, c.TorchImportRss) = torch.Quit();
                     rows.Add(c);
+                    Profiles.Capture(run, s, device, $"LM, {label}, {variant}", repeats, () => trainer.Step());
                 }
                 catch (InvalidOperationException e) when (e is not ParameterMismatchException)
                 {

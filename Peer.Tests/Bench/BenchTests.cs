@@ -63,6 +63,7 @@ public sealed class BenchTests
         Assert.That(Assert.Throws<ArgumentException>(() => BenchOptions.Parse(["--out"], SuiteNames))!.Message, Does.Contain("--out needs a value"));
         Assert.Throws<ArgumentException>(() => BenchOptions.Parse(["--fast"], SuiteNames));
         Assert.That(BenchOptions.Parse(["--repeats", "11"], SuiteNames).Repeats, Is.EqualTo(11));
+        Assert.That(BenchOptions.Parse(["--profile"], SuiteNames).Profile && !d.Profile);
         Assert.That(Assert.Throws<ArgumentException>(() => BenchOptions.Parse(["--repeats", "0"], SuiteNames))!.Message, Does.Contain("--repeats = '0'"));
     }
 
@@ -119,6 +120,27 @@ public sealed class BenchTests
         for (int i = 0; i < got.Length; i++) Assert.That(got[i], Is.EqualTo(dense[i]).Within(1e-5), $"dDown[{i}]");
         fused.ZeroGrad();
         naive.ZeroGrad();
+    }
+
+    /// <summary>--profile: the peer and training suites write the profiler's table of Peer's steps per configuration, and say so in results.md.</summary>
+    [Test]
+    public void ProfileWritesTheProfilersTables()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"peer-bench-profile-{Environment.ProcessId}");
+        try
+        {
+            var options = new BenchOptions { Quick = true, Smoke = true, Output = dir, Suites = ["peer", "training"], Profile = true };
+            Peer.Bench.Bench.Run(options, ["peer", "training", "--profile"], new StringWriter());
+            var files = Directory.GetFiles(dir, "profile-*.txt").Select(Path.GetFileName).ToArray();
+            Assert.That(files, Does.Contain("profile-peer-cpu-peer-step-n-16-2.txt").And.Contain("profile-training-cpu-tiny-preset.txt"));
+            var peer = File.ReadAllText(Path.Combine(dir, "profile-peer-cpu-peer-step-n-16-2.txt"));
+            Assert.That(peer, Does.Contain("PeerExpert.Forward").And.Contain("PeerExpert.Backward").And.Contain("over 2 steps"));
+            Assert.That(File.ReadAllText(Path.Combine(dir, "results.md")), Does.Contain("(profile-training-cpu-tiny-preset.txt)"));
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
     }
 
     /// <summary>Every suite end to end in-process at the smoke sizes: results.json holds each suite's figures, all positive and finite; results.md and the plots exist.</summary>
