@@ -165,8 +165,8 @@ internal sealed class NormKernels
         RowForward = d.Load(RowForwardKernel, NormsCpu.RowForwardKernel, 256);
         RowBackward = d.Load(RowBackwardKernel, NormsCpu.RowBackwardKernel, 256);
         RowParams = d.Load(RowParamsKernel, NormsCpu.RowParamsKernel, 256);
-        BatchForward = d.Load(BatchForwardKernel);
-        BatchBackward = d.Load(BatchBackwardKernel);
+        BatchForward = d.Load(BatchForwardKernel, NormsCpu.BatchForwardKernel, 256);
+        BatchBackward = d.Load(BatchBackwardKernel, NormsCpu.BatchBackwardKernel, 256);
     }
 
     // x: [rows, C], weight, bias: [C] -> y: [rows, C], mean, rstd: [rows]. LayerNorm (Center = 1): mean and biased

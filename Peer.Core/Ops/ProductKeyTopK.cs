@@ -124,8 +124,8 @@ internal readonly struct RetrievalShape(int heads, int dq, int n, int k)
     public readonly int Heads = heads, Dq = dq, Half = dq / 2, N = n, K = k;
 }
 
-/// <summary>Kernels of product-key retrieval: the portable kernels below, the selection being the CPU body's kernel
-/// (Cpu/ProductKeyTopKCpu.cs) where <see cref="Device.Choose"/> picks it.</summary>
+/// <summary>Kernels of product-key retrieval: the portable kernels below, the halves' copy, the selection and the query's
+/// gradient being the CPU bodies' kernels (Cpu/ProductKeyTopKCpu.cs) where <see cref="Device.Choose"/> picks them.</summary>
 internal sealed class ProductKeyKernels
 {
     public readonly Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> SplitHalves;
@@ -135,10 +135,10 @@ internal sealed class ProductKeyKernels
 
     public ProductKeyKernels(Device d)
     {
-        SplitHalves = d.Load(SplitHalvesKernel);
-        // The selection body is plain C#: it needs no vector unit.
+        // The selection and the halves' copy are plain C#: they need no vector unit; the query's gradient uses 256-bit vectors.
+        SplitHalves = d.Load(SplitHalvesKernel, ProductKeyTopKCpu.SplitHalvesKernel, 0);
         Select = d.Load(SelectKernel, ProductKeyTopKCpu.SelectKernel, 0);
-        BackwardQuery = d.Load(BackwardQueryKernel);
+        BackwardQuery = d.Load(BackwardQueryKernel, ProductKeyTopKCpu.BackwardQueryKernel, 256);
         SplitIndices = d.Load(SplitIndicesKernel);
     }
 
