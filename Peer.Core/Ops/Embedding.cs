@@ -102,15 +102,14 @@ internal sealed class EmbeddingKernels
 
     public EmbeddingKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Gather = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>(GatherKernel);
-        InitKeys = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, int, ArrayView<int>, ArrayView<int>, int>(InitKeysKernel);
-        Merge = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int>(MergeKernel);
-        CountHeads = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, int, int>(CountHeadsKernel);
-        PrefixHeads = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int>(PrefixHeadsKernel);
-        WriteHeads = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int>(WriteHeadsKernel);
-        SumSegments = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, ArrayView<int>, ArrayView<float>, int>(SumSegmentsKernel);
-        ScatterAdd = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int>(ScatterAddKernel);
+        Gather = d.LoadKernel(GatherKernel);
+        InitKeys = d.LoadKernel(InitKeysKernel);
+        Merge = d.LoadKernel(MergeKernel);
+        CountHeads = d.LoadKernel(CountHeadsKernel);
+        PrefixHeads = d.LoadKernel(PrefixHeadsKernel);
+        WriteHeads = d.LoadKernel(WriteHeadsKernel);
+        SumSegments = d.LoadKernel(SumSegmentsKernel);
+        ScatterAdd = d.LoadKernel(ScatterAddKernel);
     }
 
     /// <summary>

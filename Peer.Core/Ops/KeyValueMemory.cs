@@ -74,9 +74,8 @@ internal sealed class MemoryReadKernels
 
     public MemoryReadKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Forward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, int, int, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(ForwardKernel);
-        BackwardWeights = acc.LoadAutoGroupedStreamKernel<Index1D, Work, int, int, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BackwardWeightsKernel);
+        Forward = d.LoadKernel(ForwardKernel);
+        BackwardWeights = d.LoadKernel(BackwardWeightsKernel);
     }
 
     // indices, weights: [T, hk], values: [N, d] -> y: [T, d]; one token per item

@@ -176,12 +176,11 @@ internal sealed class PeerExpertKernels
 
     public PeerExpertKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Router = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int, int>(RouterKernel);
-        RouterBackward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(RouterBackwardKernel);
-        OutOfRange = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, int, int>(OutOfRangeKernel);
-        Forward = acc.LoadAutoGroupedStreamKernel(d.Choose(ForwardKernel, PeerExpertsCpu.ForwardKernel, 256));
-        Backward = acc.LoadAutoGroupedStreamKernel(d.Choose(BackwardKernel, PeerExpertsCpu.BackwardKernel, 256));
+        Router = d.LoadKernel(RouterKernel);
+        RouterBackward = d.LoadKernel(RouterBackwardKernel);
+        OutOfRange = d.LoadKernel(OutOfRangeKernel);
+        Forward = d.LoadKernel(d.Choose(ForwardKernel, PeerExpertsCpu.ForwardKernel, 256));
+        Backward = d.LoadKernel(d.Choose(BackwardKernel, PeerExpertsCpu.BackwardKernel, 256));
     }
 
     // The exact-erf GELU of Ops.Gelu's portable kernel (ActivationMath). Ops.Gelu's CPU body vectorises it and agrees within a few

@@ -196,16 +196,15 @@ internal sealed class RowSparseKernels
 
     public RowSparseKernels(Device d)
     {
-        var acc = d.Accelerator;
-        CopyIota = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>>(CopyIotaKernel);
-        Merge = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int>(MergeKernel);
-        CountStarts = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, int>(CountStartsKernel);
-        ScanBlocks = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, int>(ScanBlocksKernel);
-        WriteSegments = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int>(WriteSegmentsKernel);
-        Reduce = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, SegmentSource, ArrayView<float>>(ReduceKernel);
-        CopyInt = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, int>(CopyIntKernel);
-        CopyFloat = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int>(CopyFloatKernel);
-        Scatter = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int>(ScatterKernel);
+        CopyIota = d.LoadKernel(CopyIotaKernel);
+        Merge = d.LoadKernel(MergeKernel);
+        CountStarts = d.LoadKernel(CountStartsKernel);
+        ScanBlocks = d.LoadKernel(ScanBlocksKernel);
+        WriteSegments = d.LoadKernel(WriteSegmentsKernel);
+        Reduce = d.LoadKernel(ReduceKernel);
+        CopyInt = d.LoadKernel(CopyIntKernel);
+        CopyFloat = d.LoadKernel(CopyFloatKernel);
+        Scatter = d.LoadKernel(ScatterKernel);
     }
 
     // keys: [P] -> sortedKeys: [P] = keys, order: [P] = 0..P-1 (the sort permutes both in place)

@@ -135,12 +135,11 @@ internal sealed class ProductKeyKernels
 
     public ProductKeyKernels(Device d)
     {
-        var acc = d.Accelerator;
-        SplitHalves = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(SplitHalvesKernel);
+        SplitHalves = d.LoadKernel(SplitHalvesKernel);
         // The selection body is plain C#: it needs no vector unit.
-        Select = acc.LoadAutoGroupedStreamKernel(d.Choose(SelectKernel, ProductKeyTopKCpu.SelectKernel, 0));
-        BackwardQuery = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BackwardQueryKernel);
-        SplitIndices = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, int>(SplitIndicesKernel);
+        Select = d.LoadKernel(d.Choose(SelectKernel, ProductKeyTopKCpu.SelectKernel, 0));
+        BackwardQuery = d.LoadKernel(BackwardQueryKernel);
+        SplitIndices = d.LoadKernel(SplitIndicesKernel);
     }
 
     // scores[off .. off+n) -> the k best (score, column) in list, scanning columns in ascending order

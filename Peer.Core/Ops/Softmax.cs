@@ -106,12 +106,11 @@ internal sealed class SoftmaxKernels
 
     public SoftmaxKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Forward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int, int>(ForwardKernel);
-        Backward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(BackwardKernel);
-        CrossEntropyRows = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>(CrossEntropyRowsKernel);
-        CrossEntropyMean = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>(CrossEntropyMeanKernel);
-        CrossEntropyBackward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(CrossEntropyBackwardKernel);
+        Forward = d.LoadKernel(ForwardKernel);
+        Backward = d.LoadKernel(BackwardKernel);
+        CrossEntropyRows = d.LoadKernel(CrossEntropyRowsKernel);
+        CrossEntropyMean = d.LoadKernel(CrossEntropyMeanKernel);
+        CrossEntropyBackward = d.LoadKernel(CrossEntropyBackwardKernel);
     }
 
     // x: [rows, cols] -> y: [rows, cols] = softmax(x) (log = 0) or log_softmax(x) (log = 1), row-wise

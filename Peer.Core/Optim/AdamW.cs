@@ -96,10 +96,9 @@ internal sealed class AdamKernels
 
     public AdamKernels(Device d)
     {
-        var acc = d.Accelerator;
         // The CPU bodies use Vector<float>, whatever width it has here (scalar without SIMD): they need no vector unit.
-        Dense = acc.LoadAutoGroupedStreamKernel(d.Choose(AdamWKernel, AdamWCpu.DenseKernel, 0));
-        Sparse = acc.LoadAutoGroupedStreamKernel(d.Choose(SparseAdamWKernel, AdamWCpu.SparseKernel, 0));
+        Dense = d.LoadKernel(d.Choose(AdamWKernel, AdamWCpu.DenseKernel, 0));
+        Sparse = d.LoadKernel(d.Choose(SparseAdamWKernel, AdamWCpu.SparseKernel, 0));
     }
 
     // p, g, m, v: [n]; updates p, m, v in place

@@ -96,12 +96,11 @@ internal sealed class ClipKernels
 
     public ClipKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Zero = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>>(ZeroKernel);
+        Zero = d.LoadKernel(ZeroKernel);
         // The CPU bodies use Vector<float>, whatever width it has here (scalar without SIMD): they need no vector unit.
-        SumSquares = acc.LoadAutoGroupedStreamKernel(d.Choose(SumSquaresKernel, GradClipCpu.SumSquaresKernel, 0));
-        Final = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, int>(FinalKernel);
-        Scale = acc.LoadAutoGroupedStreamKernel(d.Choose(ScaleKernel, GradClipCpu.ScaleKernel, 0));
+        SumSquares = d.LoadKernel(d.Choose(SumSquaresKernel, GradClipCpu.SumSquaresKernel, 0));
+        Final = d.LoadKernel(FinalKernel);
+        Scale = d.LoadKernel(d.Choose(ScaleKernel, GradClipCpu.ScaleKernel, 0));
         // A GPU's final pass is one thread, so keep its partials to a few thousand.
         Workers = d.IsCpu ? d.Workers : Math.Min(d.Workers, 4096);
         Scratch = Scope.Unscope(Tensor.Zeros(d, 2 * Workers + 1));

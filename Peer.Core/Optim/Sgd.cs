@@ -65,11 +65,10 @@ internal sealed class SgdKernels
 
     public SgdKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Dense = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, float, float>(SgdKernel);
-        DenseMomentum = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, float, float>(SgdMomentumKernel);
-        Sparse = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, float, float>(SparseSgdKernel);
-        SparseMomentum = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, float, float, float>(SparseSgdMomentumKernel);
+        Dense = d.LoadKernel(SgdKernel);
+        DenseMomentum = d.LoadKernel(SgdMomentumKernel);
+        Sparse = d.LoadKernel(SparseSgdKernel);
+        SparseMomentum = d.LoadKernel(SparseSgdMomentumKernel);
     }
 
     // p, g: [n]; p -= lr * (g + wd * p)

@@ -58,7 +58,7 @@ public sealed record DeviceOptions
 public sealed record DeviceInfo(Backend Backend, string? Name, bool Available, string? Reason);
 
 /// <summary>One accelerator with its kernels, memory accounting and autograd tape.</summary>
-public sealed class Device : IDisposable
+public sealed partial class Device : IDisposable
 {
     readonly Dictionary<Type, object> launchers = new();
     readonly object gate = new();
@@ -72,11 +72,11 @@ public sealed class Device : IDisposable
     /// <summary>The backend.</summary>
     public Backend Backend { get; }
     /// <summary>Backend and device name, e.g. "cpu (CPUAccelerator, 2 threads)".</summary>
-    public string Name { get; }
+    public string Name { get; private init; }
     /// <summary>The autograd tape of this device.</summary>
     public Tape Tape { get; }
     /// <summary>Kernel indices launched for chunked kernels: the CPU thread count, or a GPU-filling number.</summary>
-    public int Workers { get; }
+    public int Workers { get; private init; }
 
     Device(Context context, Accelerator accelerator, Backend backend, int cpuWorkers = 0, DeviceOptions? options = null)
     {
@@ -89,6 +89,7 @@ public sealed class Device : IDisposable
         Name = $"{backend.ToString().ToLowerInvariant()} ({accelerator.Name})";
         ChunksWork = backend == Backend.Cpu || OpenClBackend.RunsOnHostCpu(accelerator);
         CpuBodyBits = backend == Backend.Cpu && !(options?.PortableKernels ?? false) ? CpuVectorBits(options?.MaxCpuVectorBits ?? 0) : -1;
+        MaxGroupSize = accelerator.MaxNumThreadsPerGroup;
         Tape = new Tape(this);
     }
 
@@ -103,7 +104,7 @@ public sealed class Device : IDisposable
     /// The widest vectors, in bits, that CPU bodies may use on this device (0 when the CPU has no SIMD unit), or -1 where
     /// no CPU body is loaded: on other backends than the CPU accelerator, or with <see cref="DeviceOptions.PortableKernels"/>.
     /// </summary>
-    internal int CpuBodyBits { get; }
+    internal int CpuBodyBits { get; private init; }
 
     /// <summary>
     /// The kernel method a launcher loads for one operation: <paramref name="cpuBody"/> (a kernel of the same signature that
@@ -119,7 +120,7 @@ public sealed class Device : IDisposable
     /// such as PoCL, where a grid-stride loop over 4M floats ran 15-50x slower) rather than a grid-stride loop (GPUs).
     /// Kernels that build their own <see cref="Work"/> should follow it; <see cref="IsCpu"/> says only which accelerator runs.
     /// </summary>
-    internal bool ChunksWork { get; }
+    internal bool ChunksWork { get; private init; }
 
     /// <summary>True for ILGPU's CPU accelerator.</summary>
     public bool IsCpu => Backend == Backend.Cpu;
@@ -187,7 +188,7 @@ public sealed class Device : IDisposable
 
     static Device OpenCuda(DeviceOptions options)
     {
-        Context context = Context.Create(b => b.Cuda().EnableAlgorithms().Optimize(OptimizationLevel.O2).Math(MathMode.Default));
+        var context = CreateCudaContext(withDevices: true);
         var devices = context.GetCudaDevices();
         if (devices.Count <= options.Index)
         {
@@ -196,6 +197,23 @@ public sealed class Device : IDisposable
         }
         var acc = devices[options.Index].CreateAccelerator(context);
         return new Device(context, acc, Backend.Cuda);
+    }
+
+    /// <summary>
+    /// A context configured as Peer's CUDA devices are: ILGPU.Algorithms' math, O2, and the PTX code for the calls ILGPU cannot
+    /// translate (GpuIntrinsics). Without <paramref name="withDevices"/> it has no device and serves to compile PTX on any
+    /// machine (the kernel gate of the test suite).
+    /// </summary>
+    internal static Context CreateCudaContext(bool withDevices)
+    {
+        var context = Context.Create(b =>
+        {
+            if (withDevices) b.Cuda();
+            b.EnableAlgorithms().Optimize(OptimizationLevel.O2).Math(MathMode.Default);
+            GpuIntrinsics.Register(b); // after EnableAlgorithms: ILGPU uses the implementation registered last
+        });
+        GpuIntrinsics.Track(context);
+        return context;
     }
 
     internal static Device FromOpenCl(Context context, Accelerator accelerator) => new(context, accelerator, Backend.OpenCL);
