@@ -116,8 +116,9 @@ internal sealed class AdamKernels
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
             {
-                int r = i / cols;
-                int j = rows[r] * cols + (i - r * cols);
+                int r = i / cols, row = rows[r];
+                if ((uint)row >= (uint)(p.Length / cols)) continue; // a row outside p (unchecked on GPUs: Optimizer.Validate) changes nothing
+                int j = row * cols + (i - r * cols);
                 Update(p, m, v, j, values[i], a);
             }
     }

@@ -67,6 +67,11 @@ public sealed class KernelGateTests
                         : EntryPointDescription.FromImplicitlyGroupedKernel(k.Method);
                     var ptx = ((PTXCompiledKernel)backend.Compile(entry, new KernelSpecialization())).PTXAssembly;
                     compiled++;
+                    if (Environment.GetEnvironmentVariable("PEER_PTX_DIR") is { Length: > 0 } dir) // to read or assemble the PTX (ptxas)
+                    {
+                        Directory.CreateDirectory(dir);
+                        File.WriteAllText(Path.Combine(dir, $"{KernelInventory.Name(k.Method).Replace('<', '[').Replace('>', ']')}.{arch}.ptx"), ptx);
+                    }
                     // An .extern function is a symbol nothing defines: the module would fail to load on a GPU.
                     foreach (Match m in Regex.Matches(ptx, @"^\s*\.extern\s+\.func[^\n]*", RegexOptions.Multiline))
                         failures.Add($"{name}: {m.Value.Trim()}");
@@ -86,6 +91,23 @@ public sealed class KernelGateTests
             TestContext.Out.WriteLine($"PTX gate: {name} keeps {bytes} bytes per thread in local memory");
         Assert.That(failures, Is.Empty);
         Assert.That(compiled, Is.EqualTo(Gpu.Count * Architectures.Length), "every chosen kernel compiled for every architecture");
+        // Per-thread arrays go to local memory, which is off-chip: the PEER step keeps its state in registers and shared memory
+        // (the grouped retrieval and experts). Only the routing of the top-k MoE and expert-choice baselines still uses it.
+        Assert.That(localBytes.Keys.Where(k => !k.StartsWith(nameof(MoeRoutingKernels) + ".", StringComparison.Ordinal)), Is.Empty,
+            "kernels a GPU runs that keep per-thread arrays in local memory");
+    }
+
+    // Where a CUDA device is present (Peer.Bench/gpu-check.sh): every launcher built on it, so that the driver loads every kernel
+    // module (JIT-compiling the PTX); and the kernels a real GPU chooses are those the inventory lists for one.
+    [Test]
+    public void EveryGpuKernelLoadsOnCuda()
+    {
+        Devices.RequireCuda();
+        var clock = Stopwatch.StartNew();
+        using var d = Device.Open("cuda");
+        var loaded = KernelInventory.BuildAll(d);
+        TestContext.Out.WriteLine($"CUDA gate: {loaded.Count} kernels loaded on '{d.Name}' in {clock.Elapsed.TotalSeconds:F1} s");
+        Assert.That(loaded.Select(k => k.Method), Is.EquivalentTo(Gpu.Select(k => k.Method)), "the inventory's CUDA shape chooses what a real GPU does");
     }
 
     // ILGPU 1.5.3 leaves MathF/Math.FusedMultiplyAdd as an undefined external function in PTX; Peer's CUDA contexts emit the

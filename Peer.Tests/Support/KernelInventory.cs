@@ -56,27 +56,33 @@ internal static class KernelInventory
     /// <summary>The generic definition of a generic kernel, else the kernel itself (what the scan finds).</summary>
     public static MethodInfo Definition(MethodInfo m) => m.IsGenericMethod ? m.GetGenericMethodDefinition() : m;
 
-    /// <summary>Kernel-shaped methods of Peer.Core and Peer.Training, with whether each is a CPU body's kernel.</summary>
+    /// <summary>
+    /// Kernel-shaped methods of Peer.Core and Peer.Training, with whether each is a CPU body's kernel. A kernel is an entry point:
+    /// methods that other methods call (device functions such as a group reduction, which may use Group) are not kernels.
+    /// </summary>
     public static IReadOnlyList<(MethodInfo Method, bool CpuBody)> KernelShaped()
     {
+        var methods = Libraries.SelectMany(a => a.GetTypes()).SelectMany(t => t.GetMethods(All)).ToArray();
+        var references = methods.ToDictionary(m => m, Calls);
+        var called = references.Values.SelectMany(r => r).Where(r => r.Op == OpCodes.Call || r.Op == OpCodes.Callvirt)
+            .Select(r => r.Target is MethodInfo { IsGenericMethod: true } g ? g.GetGenericMethodDefinition() : r.Target).ToHashSet();
         var found = new List<(MethodInfo, bool)>();
-        foreach (var type in Libraries.SelectMany(a => a.GetTypes()))
-            foreach (var m in type.GetMethods(All))
-            {
-                if (!m.IsStatic || m.ReturnType != typeof(void) || m.IsDefined(typeof(ExternalAttribute))) continue;
-                var called = Calls(m);
-                var first = m.GetParameters().FirstOrDefault()?.ParameterType;
-                bool implicitKernel = first == typeof(Index1D) || first == typeof(Index2D) || first == typeof(Index3D);
-                bool explicitKernel = called.Any(c => c.DeclaringType == typeof(Grid) || c.DeclaringType == typeof(Group));
-                if (implicitKernel || explicitKernel) found.Add((m, called.Any(c => c.IsDefined(typeof(ExternalAttribute)))));
-            }
+        foreach (var m in methods)
+        {
+            if (!m.IsStatic || m.ReturnType != typeof(void) || m.IsDefined(typeof(ExternalAttribute)) || called.Contains(m)) continue;
+            var targets = references[m].Select(r => r.Target).ToArray();
+            var first = m.GetParameters().FirstOrDefault()?.ParameterType;
+            bool implicitKernel = first == typeof(Index1D) || first == typeof(Index2D) || first == typeof(Index3D);
+            bool explicitKernel = targets.Any(c => c.DeclaringType == typeof(Grid) || c.DeclaringType == typeof(Group));
+            if (implicitKernel || explicitKernel) found.Add((m, targets.Any(c => c.IsDefined(typeof(ExternalAttribute)))));
+        }
         return found;
     }
 
-    // Methods whose tokens the IL of m calls or loads (call, callvirt, newobj, ldftn): a small IL walk.
-    static List<MethodBase> Calls(MethodInfo m)
+    // Methods whose tokens the IL of m references (call, callvirt, newobj, ldftn, ...), with the opcode: a small IL walk.
+    static List<(OpCode Op, MethodBase Target)> Calls(MethodInfo m)
     {
-        var result = new List<MethodBase>();
+        var result = new List<(OpCode, MethodBase)>();
         var il = m.GetMethodBody()?.GetILAsByteArray();
         if (il is null) return result;
         var typeArgs = m.DeclaringType?.IsGenericType == true ? m.DeclaringType.GetGenericArguments() : null;
@@ -90,7 +96,7 @@ internal static class KernelInventory
                 int token = BitConverter.ToInt32(il, i);
                 try
                 {
-                    if (m.Module.ResolveMethod(token, typeArgs, methodArgs) is { } target) result.Add(target);
+                    if (m.Module.ResolveMethod(token, typeArgs, methodArgs) is { } target) result.Add((op, target));
                 }
                 catch (ArgumentException) { } // a token of another generic context: not one of ILGPU's Grid/Group members
             }
