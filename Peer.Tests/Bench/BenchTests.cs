@@ -114,7 +114,7 @@ public sealed class BenchTests
         var downN = naive.NamedParameters().Single(p => p.Name == "experts.down").Tensor;
         Assert.That(downN.Grad, Is.Not.Null, "the naive design's gradient is dense");
         Assert.That(downF.SparseGrad, Is.Not.Null, "the fused design's gradient is row-sparse");
-        var dense = Peer.RowSparse.ToDense(downF.SparseGrad!, 64).ToArray();
+        var dense = Peer.RowSparseGradients.ToDense(downF.SparseGrad!, 64).ToArray();
         var got = downN.Grad!.ToArray();
         for (int i = 0; i < got.Length; i++) Assert.That(got[i], Is.EqualTo(dense[i]).Within(1e-5), $"dDown[{i}]");
         fused.ZeroGrad();
