@@ -30,7 +30,7 @@ public static class GradClip
         lock (k)
         {
             Clip(d, k, grads, maxNorm);
-            k.Scratch.View.SubView(2 * k.Workers, 1).CopyToCPU(ref k.Host[0], 1); // waits for the device
+            k.Scratch.View.SubView(2 * k.Workers, 1).CopyToCPU(k.Host.AsSpan()); // waits for the device; the span overload pins
             return k.Host[0];
         }
     }

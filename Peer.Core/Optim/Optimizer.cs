@@ -241,7 +241,7 @@ public abstract class Optimizer : IDisposable
         if (!Device.ChecksIndices) return;
         int total = p.Length / cols;
         if (rowsHost.Length < r) rowsHost = new int[Math.Max(r, 2 * rowsHost.Length)];
-        rows.IntView.SubView(0, r).CopyToCPU(ref rowsHost[0], r);
+        rows.IntView.SubView(0, r).CopyToCPU(rowsHost.AsSpan(0, r)); // pinned by the span overload (the ref overload is not)
         int previous = -1;
         for (int i = 0; i < r; i++)
         {
