@@ -2,7 +2,6 @@
 // .ci/run checks it), at the smoke sizes. The bench checks its own references before timing (plain C# and
 // OpenBLAS against double-precision host loops, the ablation's naive design against PeerLayer's outputs and
 // gradients) and exits with an error when one is wrong; these tests hold it to that and to its report.
-using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 
@@ -151,15 +150,12 @@ public sealed class BenchTests
 
     static int Cells(string row) => Regex.Matches(row, @"(?<!\\)\|").Count - 1;
 
-    /// <summary>Whether this machine has OpenBLAS where Debian's libopenblas0-pthread puts it (or on the loader's path).</summary>
-    static bool OpenBlasHere()
-    {
-        foreach (var name in new[] { "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0", "libopenblas.so.0" })
-            if (NativeLibrary.TryLoad(name, out var handle))
-            {
-                NativeLibrary.Free(handle);
-                return true;
-            }
-        return false;
-    }
+    /// <summary>
+    /// Whether this machine has OpenBLAS where Debian puts it (libopenblas0-pthread's file, or the libopenblas.so.0 its
+    /// alternatives link to). Looked up as files, never loaded here: unloading OpenBLAS from the test host while its
+    /// worker threads live would crash the host later.
+    /// </summary>
+    static bool OpenBlasHere() =>
+        new[] { "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib" }.Any(d =>
+            File.Exists(Path.Combine(d, "openblas-pthread", "libopenblas.so.0")) || File.Exists(Path.Combine(d, "libopenblas.so.0")));
 }
