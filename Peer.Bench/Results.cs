@@ -20,7 +20,7 @@ internal sealed record Measurement(string Device, string Name, string Variant, s
     public double? OfCeiling { get; init; }
 }
 
-/// <summary>A goal of issue 7 and whether this run met it, with the figure that decides.</summary>
+/// <summary>A bench goal (Peer.Bench/README.md) and whether this run met it, with the figure that decides.</summary>
 internal sealed record Goal(string Device, string Name, string Target, double Figure, bool Met, string Detail);
 
 /// <summary>The results of one suite.</summary>

@@ -1,7 +1,7 @@
 // The ablation suite: the same PEER layer (same options, same initialisation) computed the way public
 // implementations do (NaivePeer: expert rows gathered into [T, h*k, d] tensors, dense [N, d] gradients, dense
 // AdamW over the whole tables) against PeerLayer's fused kernels with row-sparse gradients and the lazy step,
-// run alternately. Goal (issue 7): fused/sparse at least 3x faster at N = 256^2, the ratio growing with N, at no
+// run alternately. Goal: fused/sparse at least 3x faster at N = 256^2, the ratio growing with N, at no
 // more than a third of the peak memory. Before timing, the two designs' outputs are compared on one batch, and
 // outputs and expert gradients on a small layer (NaivePeerCheck).
 namespace Peer.Bench;

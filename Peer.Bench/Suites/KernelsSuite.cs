@@ -1,5 +1,5 @@
 // The kernels suite: matmul (GFLOP/s) and axpy (GB/s) through the portable kernel and the path Peer chooses on
-// each device, beside plain-C# references run interleaved in the same process (issue 7's goal: on the CPU
+// each device, beside plain-C# references run interleaved in the same process (the bench's goal: on the CPU
 // accelerator at least 0.5x of the vectorised reference) and, for matmul, OpenBLAS's sgemm as the machine's
 // ceiling when it is installed; softmax and layer norm (GB/s, one read and one write of the rows) and causal
 // attention (GFLOP/s), forward, as fractions of the device's ceilings. The references are checked first.

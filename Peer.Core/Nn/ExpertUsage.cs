@@ -1,4 +1,4 @@
-// Expert usage as the paper defines it (PEER-SPEC.md "Metrics"): z'_i = sum over tokens of the router
+// Expert usage as the paper defines it (docs/peer-spec.md, "Metrics"): z'_i = sum over tokens of the router
 // weight g_i (0 where i was never retrieved), z = z' / |z'|_1, usage = fraction of i with z_i != 0,
 // unevenness = log N + sum z log z. The [N] accumulator lives on the device; each batch adds its
 // (expert, weight) pairs through the sort-and-segment reduction (distinct rows, so the scatter has no

@@ -1,4 +1,4 @@
-// The PEER layer as a Module (PEER-SPEC.md): query projection and norm, product-key retrieval over
+// The PEER layer as a Module (docs/peer-spec.md): query projection and norm, product-key retrieval over
 // shared sub-keys, softmax (or sigmoid) router over each head's k kept scores, and fused singleton
 // experts summed over heads. The expert tables and sub-keys receive row-sparse gradients, so a training
 // step never costs O(N). Options are validated at construction with messages naming value and rule.

@@ -1,4 +1,4 @@
-// The library half of `peer layer` (issue 3 item 6): run one PEER layer from parameter arrays given by
+// The library half of `peer layer`: run one PEER layer from parameter arrays given by
 // interop name, so its output and gradients can be compared with another implementation (PyTorch).
 // N, h, dq and d follow from the shapes; the query norm from which query_norm.* names are present.
 // File I/O (safetensors) is the caller's business.
@@ -16,11 +16,11 @@ namespace Peer.Nn;
 public sealed record PeerRunResult(float[] Y, int[] Indices, float[] Weights, int[] IndexShape,
     IReadOnlyDictionary<string, (float[] Data, int[] Shape)> Grads);
 
-/// <summary>Runs a PEER layer on host arrays named as in PEER-SPEC.md.</summary>
+/// <summary>Runs a PEER layer on host arrays named as in docs/peer-spec.md.</summary>
 public static class PeerLayerRunner
 {
     /// <summary>
-    /// Builds the layer described by <paramref name="parameters"/> (names and shapes of PEER-SPEC.md; <c>query_norm.running_mean</c>
+    /// Builds the layer described by <paramref name="parameters"/> (names and shapes of docs/peer-spec.md; <c>query_norm.running_mean</c>
     /// and <c>running_var</c> present means BatchNorm, <c>query_norm.weight</c>/<c>bias</c> alone LayerNorm, neither no norm), runs
     /// <paramref name="x"/> [T, d] through it in training mode (batch statistics) or, with <paramref name="eval"/>, evaluation mode,
     /// and, when <paramref name="gradY"/> [T, d] is given, back-propagates it. Router: softmax.

@@ -2,7 +2,7 @@
 // C[b] = op(A[b]) @ op(B[b]), op = identity or transpose. The portable kernel is the definition
 // (one index per block of output rows) and runs everywhere. Chosen per accelerator type beside it: on the
 // CPU accelerator a kernel whose body is the SIMD micro-kernel of Cpu/MatMulCpu.cs (the portable kernel
-// reaches ~2 GFLOP/s there, the micro-kernel ~60: ILGPU-NOTES.md); on other devices that chunk work over CPU
+// reaches ~2 GFLOP/s there, the micro-kernel ~60: docs/ilgpu.md); on other devices that chunk work over CPU
 // cores (OpenCL on PoCL) a row kernel in i-k-j order that streams contiguous rows of B; on GPUs a shared-memory tiled kernel.
 using ILGPU;
 using ILGPU.Runtime;
@@ -236,7 +236,7 @@ internal sealed class MatMulCpuKernels
 
 /// <summary>Shared-memory tiled matmul for GPU backends: a Tile x Tile group computes a Tile x Tile block of C, staging
 /// Tile-wide slices of op(A) and op(B) in shared memory. On the CPU accelerator its barriers make it very slow
-/// (ILGPU-NOTES.md), so it is never chosen there; tests run it there on small sizes with a device of Tile^2 threads.</summary>
+/// (docs/ilgpu.md), so it is never chosen there; tests run it there on small sizes with a device of Tile^2 threads.</summary>
 internal sealed class MatMulTiledKernels
 {
     public const int Tile = 16;

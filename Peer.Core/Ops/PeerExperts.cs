@@ -1,4 +1,4 @@
-// PEER router weights and the fused singleton experts (PEER-SPEC.md steps 5-7):
+// PEER router weights and the fused singleton experts (docs/peer-spec.md, steps 5-7):
 // y[t] = sum_j sum_m g[t,j,m] * act(down[i] . x[t]) * up[i], i = indices[t,j,m], reading expert rows where
 // they live: nothing of size [T, h, k, d] is ever materialised. The backward gives dx and d(g) densely,
 // and the gradients of only the retrieved rows of experts.down/up as RowSparseGrad, summed per row by a

@@ -1,4 +1,4 @@
-// Product-key retrieval (PEER-SPEC.md steps 2-4): for every token and head, score the two query halves
+// Product-key retrieval (docs/peer-spec.md, steps 2-4): for every token and head, score the two query halves
 // against the shared sub-key tables, keep the top-k of each, and take the top-k of the k*k candidate
 // sums. Expert i = r*n + c. Ties break toward the smaller index at every stage, which makes the result
 // exactly the brute-force top-k over all N = n*n full keys (see the argument above Better). The sub-key

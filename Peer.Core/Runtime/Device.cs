@@ -211,7 +211,7 @@ public sealed class Device : IDisposable
             }
             catch
             {
-                // One failed compile poisons every later load in the context (ILGPU-NOTES.md): recover it.
+                // One failed compile poisons every later load in the context (docs/ilgpu.md): recover it.
                 Context.ClearCache(ClearCacheMode.Everything);
                 throw;
             }

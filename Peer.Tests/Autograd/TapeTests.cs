@@ -52,4 +52,49 @@ public sealed class TapeTests
         x.Dispose();
         Assert.That(D.LiveBytes, Is.EqualTo(before));
     }
+
+    [Test]
+    public void GradientFlowingToADisposedIntermediateFailsNamingIt()
+    {
+        long before = D.LiveBytes;
+        using (Scope.Begin())
+        {
+            var x = Tensor.FromArray(D, [1f, 2f], 2);
+            x.RequiresGrad = true;
+            var h = Peer.Ops.Mul(x, x);
+            h.Name = "h";
+            var y = Peer.Ops.Scale(h, 3f);
+            h.Dispose();
+            var e = Assert.Throws<InvalidOperationException>(() => D.Tape.Backward(y, Tensor.Full(D, 1f, 2)));
+            Assert.That(e!.Message, Does.Contain("Tensor[2] F32 h").And.Contain("an op's output").And.Contain("disposed")
+                .And.Contain("alive until Backward"));
+            Assert.That(x.Grad, Is.Null, "nothing reached x");
+            Assert.That(D.Tape.Count, Is.EqualTo(0), "the tape is cleared");
+        }
+        Assert.That(D.LiveBytes, Is.EqualTo(before), "the gradients and saved tensors were freed");
+    }
+
+    [Test]
+    public void GradientFlowingToADisposedParameterFailsNamingIt()
+    {
+        using var s = Scope.Begin();
+        var w = Scope.Unscope(Tensor.FromArray(D, [1f, 2f, 3f], 3));
+        w.RequiresGrad = true;
+        w.Name = "blocks.0.weight";
+        var y = Peer.Ops.Scale(w, 2f);
+        w.Dispose();
+        var e = Assert.Throws<InvalidOperationException>(() => D.Tape.Backward(y, Tensor.Full(D, 1f, 3)));
+        Assert.That(e!.Message, Does.Contain("blocks.0.weight").And.Contain("a leaf"));
+    }
+
+    [Test]
+    public void BackwardFromADisposedOutputIsRefused()
+    {
+        using var s = Scope.Begin();
+        var x = Tensor.FromArray(D, [1f, 2f], 2);
+        x.RequiresGrad = true;
+        var y = Peer.Ops.Scale(x, 2f);
+        y.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => D.Tape.Backward(y, Tensor.Full(D, 1f, 2)));
+    }
 }

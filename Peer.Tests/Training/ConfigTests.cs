@@ -43,7 +43,7 @@ public sealed class ConfigTests
     [TestCase("{\"peer\": {\"query_dim\": 7}}", "QueryDim = 7")]
     [TestCase("{\"peer\": {\"experts\": 1000}}", "Experts = 1000")]
     [TestCase("{\"peer\": {\"query_norm\": \"rms\"}}", "peer.query_norm = 'rms'")]
-    [TestCase("{\"positions\": \"sinusoidal\"}", "positions = 'sinusoidal'")]
+    [TestCase("{\"positions\": \"learned\"}", "not valid JSON")]
     [TestCase("{\"d_modle\": 64}", "not valid JSON")]
     [TestCase("{\"layers\": ", "not valid JSON")]
     public void ContradictionsAreOneLineErrors(string json, string expected)

@@ -13,7 +13,7 @@ public static class LayerCommand
     /// <summary>Builds the command.</summary>
     public static Command Create(TextWriter output, TextWriter error)
     {
-        var weights = new Option<string>("--weights") { Description = "safetensors file of the layer's parameters under their interop names (PEER-SPEC.md, docs/layers.md).", Required = true };
+        var weights = new Option<string>("--weights") { Description = "safetensors file of the layer's parameters under their interop names (docs/peer-spec.md, docs/layers.md).", Required = true };
         var input = new Option<string>("--input") { Description = "safetensors file with x [T, d] (F32 or F64) and optionally grad_y [T, d].", Required = true };
         var outputPath = new Option<string>("--output") { Description = "safetensors file to write: y, indices and weights (peer), grad.x and grad.<name> when grad_y was given.", Required = true };
         var topK = new Option<int?>("--top-k") { Description = "Experts kept per head (peer, pkm) or per token (moe-topk). Required for those layers." };

@@ -23,11 +23,26 @@ public sealed record StepResult(int Step, double Loss, double LearningRate, doub
 /// <param name="Unevenness"><c>log N + sum_i z_i log z_i</c>, <c>z = z' / |z'|_1</c>.</param>
 public sealed record LayerUsage(string Layer, float[] WeightSums, double Usage, double Unevenness);
 
+/// <summary>Which validation windows an evaluation scores.</summary>
+public enum EvalCoverage
+{
+    /// <summary>Up to <see cref="TrainConfig.EvalWindows"/> windows of context + 1 tokens spread over the split: the quick interim check.</summary>
+    Sample,
+    /// <summary>Every token of the split after its first, once (<see cref="BatchSampler.Tile"/>): the final figure.</summary>
+    Whole,
+}
+
 /// <summary>An evaluation on the validation windows.</summary>
 /// <param name="Loss">Mean validation cross-entropy in nats per token.</param>
 /// <param name="Experts">Expert usage of each PEER layer.</param>
 public sealed record EvalResult(double Loss, IReadOnlyList<LayerUsage> Experts)
 {
+    /// <summary>The windows scored.</summary>
+    public int Windows { get; init; }
+    /// <summary>The tokens scored (each window's tokens after its first).</summary>
+    public long Tokens { get; init; }
+    /// <summary>The Kneser–Ney trigram and 5-gram losses on the same windows with the same context limit.</summary>
+    public required BaselineLosses Baselines { get; init; }
     /// <summary>Validation perplexity <c>exp(Loss)</c>.</summary>
     public double Perplexity => Math.Exp(Loss);
     /// <summary>Mean over PEER layers of the fraction of experts used; null without PEER layers.</summary>
@@ -118,38 +133,47 @@ public sealed class Trainer : IDisposable
         return new StepResult(step, lossSum / t.Accumulation, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds));
     }
 
-    /// <summary>Mean loss over up to <see cref="TrainConfig.EvalWindows"/> validation windows spread over the split, and PEER expert usage,
-    /// in evaluation mode without gradients.</summary>
-    public EvalResult Evaluate()
+    /// <summary>Mean loss over the validation windows <paramref name="coverage"/> selects, the n-gram baselines on the same windows,
+    /// and PEER expert usage, in evaluation mode without gradients. Every module is left in the mode (training or evaluation) it was in before.</summary>
+    /// <param name="coverage">A spread sample of <see cref="TrainConfig.EvalWindows"/> windows, or the whole split.</param>
+    /// <param name="progress">Called after each batch with the windows done and the total.</param>
+    public EvalResult Evaluate(EvalCoverage coverage = EvalCoverage.Sample, Action<int, int>? progress = null)
     {
         int context = Config.Model.Context, batch = Config.Train.BatchSize;
-        int[] all = BatchSampler.Windows(Data.Validation, context, Config.Train.EvalWindows, out int count);
+        int[][] windows = coverage == EvalCoverage.Whole ? BatchSampler.Tile(Data.Validation, context)
+            : BatchSampler.Windows(Data.Validation, context, Config.Train.EvalWindows, out _).Chunk(context + 1).ToArray();
         var peers = Model.PeerLayers().ToArray();
         var usage = peers.Select(p => new ExpertUsage(Device, p.Layer.Options.Experts)).ToArray();
         double lossSum = 0;
-        Model.Eval();
+        long tokens = 0;
+        using var mode = new EvalMode(Model);
         try
         {
             for (int i = 0; i < peers.Length; i++) peers[i].Layer.Usage = usage[i];
             using var noGrad = Device.Tape.NoGrad();
-            for (int first = 0; first < count; first += batch)
+            for (int first = 0; first < windows.Length;)
             {
-                int n = Math.Min(batch, count - first);
+                // A batch of windows of one length (the tail window of the whole split is shorter).
+                int w = windows[first].Length, n = 1;
+                while (n < batch && first + n < windows.Length && windows[first + n].Length == w) n++;
+                int[] rows = windows[first..(first + n)].SelectMany(r => r).ToArray();
                 using (Scope.Begin())
-                    lossSum += Model.Loss(all[(first * (context + 1))..((first + n) * (context + 1))], n).Item() * n;
+                    lossSum += Model.Loss(rows, n).Item() * n * (w - 1);
+                tokens += n * (w - 1);
+                first += n;
+                progress?.Invoke(first, windows.Length);
             }
             var layers = peers.Select((p, i) =>
             {
                 var stats = usage[i].Compute();
                 return new LayerUsage(p.Name, usage[i].Accumulated.ToArray(), stats.Usage, stats.Unevenness);
             }).ToArray();
-            return new EvalResult(lossSum / count, layers);
+            return new EvalResult(lossSum / tokens, layers) { Windows = windows.Length, Tokens = tokens, Baselines = Data.Baselines.Score(windows) };
         }
         finally
         {
             foreach (var (_, layer) in peers) layer.Usage = null;
             foreach (var u in usage) u.Dispose();
-            Model.Train();
         }
     }
 
