@@ -5,6 +5,7 @@
 // package fails the fixture.
 using System.IO.Compression;
 using System.Xml.Linq;
+using Peer.Tests.Training;
 using Peer.Training;
 
 namespace Peer.Tests.Packaging;
@@ -132,7 +133,7 @@ public sealed class PackageTests
 
     /// <summary>
     /// The tool installed from the feed into a temporary --tool-path; the README's `peer` lines as written (with
-    /// values for their placeholders and 3 steps): help, devices, train, eval, generate, a sweep's plan.
+    /// values for their placeholders, 3 steps and a slice of the corpus): help, devices, train, eval, generate, a sweep's plan.
     /// </summary>
     [Test]
     public void ToolInstallsAndRunsTheReadmeCommands()
@@ -151,7 +152,9 @@ public sealed class PackageTests
         var devices = Peer("devices");
         Assert.That(devices.Item1, Is.EqualTo(0), devices.Item3);
         Assert.That(devices.Item2.Split('\n')[0], Does.StartWith("cpu"));
-        var train = Peer("train", "--preset", "tiny", "--steps", "3", "--device", "cpu", "--out", "run");
+        // A slice of the built-in corpus keeps the n-gram baselines' fit and the final evaluation short.
+        string corpus = TrainingFixtures.WriteCorpus(work);
+        var train = Peer("train", "--preset", "tiny", "--corpus", corpus, "--steps", "3", "--device", "cpu", "--out", "run");
         Assert.That(train.Item1, Is.EqualTo(0), train.Item2 + train.Item3);
         Assert.That(train.Item2, Does.Contain("step 3").And.Contain("val loss"));
         var eval = Peer("eval", "--checkpoint", "run");
