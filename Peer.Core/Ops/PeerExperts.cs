@@ -97,11 +97,7 @@ public static partial class Ops
         Check.Shape(up, nameof(up), down.Shape);
         int nExperts = down.Shape[0];
         var d = x.Device;
-        // On the CPU accelerator the fused experts run SIMD bodies (Cpu/PeerCpu.cs); the kernels below are the definition.
-        // The bodies index element 0 of every operand, so empty inputs stay on the portable kernels.
-        var kernels = d.IsCpu && PeerCpu.IsSupported && !PeerExpertKernels.PreferPortable && t > 0 && dm > 0 && hk > 0 && nExperts > 0
-            ? d.Get(static d => new PeerExpertCpuKernels(d))
-            : d.Get(static d => new PeerExpertKernels(d));
+        var kernels = d.Get(static d => new PeerExpertKernels(d));
         int bad = CountOutOfRange(indices, nExperts);
         Check.That(bad == 0, nameof(indices), $"{bad} ids outside [0, {nExperts})", $"every expert id in [0, N = {nExperts})");
 
@@ -167,8 +163,9 @@ internal readonly struct ExpertShape(int d, int hk, int act)
     public readonly int D = d, Hk = hk, Act = act;
 }
 
-/// <summary>Kernels of the PEER router and fused experts (portable; <see cref="PeerExpertCpuKernels"/> swaps in the CPU bodies).</summary>
-internal class PeerExpertKernels
+/// <summary>Kernels of the PEER router and fused experts: the portable kernels below (the definition), the fused experts being
+/// the SIMD bodies' kernels (Cpu/PeerExpertsCpu.cs) where <see cref="Device.Choose"/> picks them.</summary>
+internal sealed class PeerExpertKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int, int> Router;
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> RouterBackward;
@@ -177,27 +174,18 @@ internal class PeerExpertKernels
     public readonly Action<Index1D, Work, ExpertShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> Backward;
 
-    /// <summary>Run the portable fused expert kernels even on the CPU accelerator (tests and benchmarks compare the two paths).</summary>
-    internal static bool PreferPortable { get; set; }
-
-    public PeerExpertKernels(Device d) : this(d, ForwardKernel, BackwardKernel) { }
-
-    /// <summary>Loads the given fused expert kernels (same parameters as this class's) and the portable router kernels.</summary>
-    protected PeerExpertKernels(Device d,
-        Action<Index1D, Work, ExpertShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> forward,
-        Action<Index1D, Work, ExpertShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> backward)
+    public PeerExpertKernels(Device d)
     {
         var acc = d.Accelerator;
         Router = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int, int>(RouterKernel);
         RouterBackward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(RouterBackwardKernel);
         OutOfRange = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, int, int>(OutOfRangeKernel);
-        Forward = acc.LoadAutoGroupedStreamKernel(forward);
-        Backward = acc.LoadAutoGroupedStreamKernel(backward);
+        Forward = acc.LoadAutoGroupedStreamKernel(d.Choose(ForwardKernel, PeerExpertsCpu.ForwardKernel, 256));
+        Backward = acc.LoadAutoGroupedStreamKernel(d.Choose(BackwardKernel, PeerExpertsCpu.BackwardKernel, 256));
     }
 
     // The exact-erf GELU of Ops.Gelu's portable kernel (ActivationMath). Ops.Gelu's CPU body vectorises it and agrees within a few
-    // float32 rounding units (ActivationsPathTests), not bit for bit.
+    // float32 rounding units (ActivationsCpuTests), not bit for bit.
     internal static float Act(float z, int act) => act == 1 ? (z > 0f ? z : 0f) : ActivationMath.GeluExact(z);
 
     internal static float ActGrad(float z, int act) => act == 1 ? (z > 0f ? 1f : 0f) : ActivationMath.GeluExactGrad(z);

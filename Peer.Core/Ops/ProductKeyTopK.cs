@@ -1,8 +1,9 @@
 // Product-key retrieval (docs/peer-spec.md, steps 2-4): for every token and head, score the two query halves
 // against the shared sub-key tables, keep the top-k of each, and take the top-k of the k*k candidate
-// sums. Expert i = r*n + c. Ties break toward the smaller index at every stage, which makes the result
-// exactly the brute-force top-k over all N = n*n full keys (see the argument above Better). The sub-key
-// scores are computed by the device's matmul; a selection kernel does the rest.
+// sums. Expert i = r*n + c. Ties break toward the smaller index at every stage (TopKList.Better), which makes the
+// result exactly the brute-force top-k over all N = n*n full keys (see the argument above SelectKernel). The sub-key
+// scores are computed by the device's matmul; a selection kernel does the rest (on the CPU accelerator the launcher
+// loads its plain-C# body, Cpu/ProductKeyTopKCpu.cs, which gives identical results).
 // Backward: dense gradient of the query, row-sparse gradients of the retrieved sub-key rows only.
 using ILGPU;
 using ILGPU.Runtime;
@@ -50,10 +51,7 @@ public static partial class Ops
         var indices = Tensor.Empty(d, DType.I32, t, heads, k);
         var scores = Tensor.Empty(d, DType.F32, t, heads, k);
         var shape = new RetrievalShape(heads, dq, n, k);
-        // On the CPU accelerator the selection runs a plain-C# body (Cpu/PeerCpu.cs, same algorithm, identical results).
-        var kernels = d.IsCpu && !ProductKeyKernels.PreferPortable
-            ? d.Get(static d => new ProductKeyCpuKernels(d))
-            : d.Get(static d => new ProductKeyKernels(d));
+        var kernels = d.Get(static d => new ProductKeyKernels(d));
         if (t > 0) Retrieve(q, sub1, sub2, shape, indices, scores, kernels);
 
         if (d.Tape.Needs(q, sub1, sub2))
@@ -126,56 +124,30 @@ internal readonly struct RetrievalShape(int heads, int dq, int n, int k)
     public readonly int Heads = heads, Dq = dq, Half = dq / 2, N = n, K = k;
 }
 
-/// <summary>Kernels of product-key retrieval (portable; <see cref="ProductKeyCpuKernels"/> swaps in the CPU selection body).</summary>
-internal class ProductKeyKernels
+/// <summary>Kernels of product-key retrieval: the portable kernels below, the selection being the CPU body's kernel
+/// (Cpu/ProductKeyTopKCpu.cs) where <see cref="Device.Choose"/> picks it.</summary>
+internal sealed class ProductKeyKernels
 {
     public readonly Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> SplitHalves;
     public readonly Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, int> Select;
     public readonly Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>> BackwardQuery;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, int> SplitIndices;
 
-    /// <summary>Run the portable selection kernel even on the CPU accelerator (tests and benchmarks compare the two paths).</summary>
-    internal static bool PreferPortable { get; set; }
-
-    public ProductKeyKernels(Device d) : this(d, SelectKernel) { }
-
-    /// <summary>Loads the given selection kernel (same parameters as this class's) and the other portable kernels.</summary>
-    protected ProductKeyKernels(Device d, Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, int> select)
+    public ProductKeyKernels(Device d)
     {
         var acc = d.Accelerator;
         SplitHalves = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(SplitHalvesKernel);
-        Select = acc.LoadAutoGroupedStreamKernel(select);
+        // The selection body is plain C#: it needs no vector unit.
+        Select = acc.LoadAutoGroupedStreamKernel(d.Choose(SelectKernel, ProductKeyTopKCpu.SelectKernel, 0));
         BackwardQuery = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BackwardQueryKernel);
         SplitIndices = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, int>(SplitIndicesKernel);
     }
 
-    // Order used everywhere: (score desc, index asc). Why the two-stage search is exact, ties included: if (r, c) is in the
-    // brute-force top-k but r is not among the k best rows of s1, each of those k rows r' has s1[r'] > s1[r], or equal with
-    // r' < r; then (r', c) scores >= (rounding is monotone), and when equal has the smaller index r'*n + c. So k candidates
-    // precede (r, c): a contradiction. The same holds for c with (r, c'), c' < c giving the smaller index.
-    internal static bool Better(float s, int i, float s2, int i2) => s > s2 || (s == s2 && i < i2);
-
-    // Inserts (s, i) into the list vals/ids of length count (at most k), kept sorted by Better; count grows up to k.
-    static int Insert(ArrayView<float> vals, ArrayView<int> ids, int count, int k, float s, int i)
-    {
-        if (count == k && !Better(s, i, vals[k - 1], ids[k - 1])) return count;
-        int pos = count < k ? count : k - 1;
-        while (pos > 0 && Better(s, i, vals[pos - 1], ids[pos - 1]))
-        {
-            vals[pos] = vals[pos - 1];
-            ids[pos] = ids[pos - 1];
-            pos--;
-        }
-        vals[pos] = s;
-        ids[pos] = i;
-        return count < k ? count + 1 : count;
-    }
-
-    // scores[off .. off+n) -> the k best (score, column) in vals/ids, scanning columns in ascending order
-    static void TopKScores(ArrayView<float> sc, int off, RetrievalShape s, ArrayView<float> vals, ArrayView<int> ids)
+    // scores[off .. off+n) -> the k best (score, column) in list, scanning columns in ascending order
+    static void TopKScores(ArrayView<float> sc, int off, RetrievalShape s, ViewTopKList list)
     {
         int count = 0;
-        for (int r = 0; r < s.N; r++) count = Insert(vals, ids, count, s.K, sc[off + r], r);
+        for (int r = 0; r < s.N; r++) count = TopKList.Insert(list, count, s.K, sc[off + r], r);
     }
 
     // q: [T*h, dq] (rows start.. of a chunk) -> qa, qb: [rows, dq/2], the two halves of each head's query, contiguous for the matmul
@@ -194,7 +166,11 @@ internal class ProductKeyKernels
     }
 
     // s1, s2: [rows, n] sub-key scores of chunk rows (token*h + head) start.. -> indices, scores: [T, h, k] at those rows;
-    // one work item per (token, head)
+    // one work item per (token, head). Order used everywhere: (score desc, index asc), TopKList.Better. Why the two-stage
+    // search is exact, ties included: if (r, c) is in the brute-force top-k but r is not among the k best rows of s1, each
+    // of those k rows r' has s1[r'] > s1[r], or equal with r' < r; then (r', c) scores >= (rounding is monotone), and when
+    // equal has the smaller index r'*n + c. So k candidates precede (r, c): a contradiction. The same holds for c with
+    // (r, c'), c' < c giving the smaller index.
     static void SelectKernel(Index1D w, Work work, RetrievalShape s, ArrayView<float> s1, ArrayView<float> s2,
         ArrayView<int> indices, ArrayView<float> scores, int start)
     {
@@ -204,11 +180,12 @@ internal class ProductKeyKernels
         var i2 = LocalMemory.Allocate<int>(Ops.ProductKeyMaxTopK);
         var vf = LocalMemory.Allocate<float>(Ops.ProductKeyMaxTopK);
         var idf = LocalMemory.Allocate<int>(Ops.ProductKeyMaxTopK);
+        var (l1, l2, lf) = (new ViewTopKList(v1, i1), new ViewTopKList(v2, i2), new ViewTopKList(vf, idf));
         for (int st = work.Start(w); st < work.N; st += work.Stride)
             for (int item = st, e = work.End(st); item < e; item++)
             {
-                TopKScores(s1, item * s.N, s, v1, i1);
-                TopKScores(s2, item * s.N, s, v2, i2);
+                TopKScores(s1, item * s.N, s, l1);
+                TopKScores(s2, item * s.N, s, l2);
                 int count = 0;
                 for (int a = 0; a < s.K; a++)
                 {
@@ -218,7 +195,7 @@ internal class ProductKeyKernels
                     {
                         float sum = v1[a] + v2[b];
                         if (count == s.K && sum < vf[s.K - 1]) break;
-                        count = Insert(vf, idf, count, s.K, sum, i1[a] * s.N + i2[b]);
+                        count = TopKList.Insert(lf, count, s.K, sum, i1[a] * s.N + i2[b]);
                     }
                 }
                 int outOff = (start + item) * s.K;

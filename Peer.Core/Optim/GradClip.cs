@@ -1,6 +1,8 @@
 // Global-norm gradient clipping (torch.nn.utils.clip_grad_norm_). The norm is reduced deterministically without
 // atomics: every worker owns one compensated (Kahan) partial sum that it carries across all gradients in a fixed
 // order, then one final pass adds the partials in index order. Dense grads and RowSparseGrad values both count.
+// These kernels are the definition; on the CPU accelerator the launcher loads the SIMD bodies of Cpu/GradClipCpu.cs
+// (Device.Choose; the same sum to rounding, the same scaling bit for bit).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -47,7 +49,7 @@ public static class GradClip
         foreach (var g in grads)
         {
             var w = Split(d, g.Length, workers);
-            (k.UseCpu ? k.SumSquaresCpu! : k.SumSquares)(w.Workers, w, g.View, scratch, workers);
+            k.SumSquares(w.Workers, w, g.View, scratch, workers);
         }
         k.Final(1, new Work(1, 1, 1), scratch, workers);
         var host = k.Host;
@@ -58,7 +60,7 @@ public static class GradClip
             foreach (var g in grads)
             {
                 var w = d.Split(g.Length);
-                (k.UseCpu ? k.ScaleCpu! : k.Scale)(w.Workers, w, g.View, scale);
+                k.Scale(w.Workers, w, g.View, scale);
             }
         return norm;
     }
@@ -79,52 +81,30 @@ public static class GradClip
     }
 }
 
-/// <summary>Clipping kernels and the per-device scratch of partial sums (callers lock the object while using the scratch).</summary>
+/// <summary>Clipping kernels and the per-device scratch of partial sums (callers lock the object while using the scratch): the
+/// portable kernels below, or for the sum of squares and the scaling the SIMD bodies' kernels (Cpu/GradClipCpu.cs) where
+/// <see cref="Device.Choose"/> picks them.</summary>
 internal sealed class ClipKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>> Zero;
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int> SumSquares;
     public readonly Action<Index1D, Work, ArrayView<float>, int> Final;
     public readonly Action<Index1D, Work, ArrayView<float>, float> Scale;
-    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int>? SumSquaresCpu;
-    public readonly Action<Index1D, Work, ArrayView<float>, float>? ScaleCpu;
     public readonly int Workers;
     public readonly Tensor Scratch;
     public readonly float[] Host = new float[1];
-    readonly bool isCpu;
-
-    /// <summary>Run the portable kernels even on the CPU accelerator (tests compare the two paths).</summary>
-    public static bool PreferPortable { get; set; }
-
-    /// <summary>Whether the <see cref="GradClipCpu"/> kernels are used.</summary>
-    public bool UseCpu => isCpu && !PreferPortable;
 
     public ClipKernels(Device d)
     {
         var acc = d.Accelerator;
         Zero = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>>(ZeroKernel);
-        SumSquares = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int>(SumSquaresKernel);
+        // The CPU bodies use Vector<float>, whatever width it has here (scalar without SIMD): they need no vector unit.
+        SumSquares = acc.LoadAutoGroupedStreamKernel(d.Choose(SumSquaresKernel, GradClipCpu.SumSquaresKernel, 0));
         Final = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, int>(FinalKernel);
-        Scale = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, float>(ScaleKernel);
+        Scale = acc.LoadAutoGroupedStreamKernel(d.Choose(ScaleKernel, GradClipCpu.ScaleKernel, 0));
         // A GPU's final pass is one thread, so keep its partials to a few thousand.
         Workers = d.IsCpu ? d.Workers : Math.Min(d.Workers, 4096);
         Scratch = Scope.Unscope(Tensor.Zeros(d, 2 * Workers + 1));
-        isCpu = d.IsCpu;
-        if (!isCpu) return;
-        SumSquaresCpu = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int>(SumSquaresCpuKernel);
-        ScaleCpu = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, float>(ScaleCpuKernel);
-    }
-
-    // as SumSquaresKernel; each chunk computed by GradClipCpu.SumSquares (CPU accelerator only)
-    static void SumSquaresCpuKernel(Index1D w, Work work, ArrayView<float> g, ArrayView<float> partial, int workers)
-    {
-        for (int s = work.Start(w); s < work.N; s += work.Stride) GradClipCpu.SumSquares(g, s, work.End(s), partial, workers, w);
-    }
-
-    // as ScaleKernel; each chunk computed by GradClipCpu.Scale (CPU accelerator only)
-    static void ScaleCpuKernel(Index1D w, Work work, ArrayView<float> g, float scale)
-    {
-        for (int s = work.Start(w); s < work.N; s += work.Stride) GradClipCpu.Scale(g, s, work.End(s), scale);
     }
 
     // scratch: [m] <- 0

@@ -1,6 +1,11 @@
 // A Device owns one ILGPU context and accelerator, the kernels loaded on it, its memory accounting and
 // its autograd tape. Open one by name ("cpu", "cuda", "opencl", "auto"); everything else in Peer
 // (tensors, ops, modules) hangs off a Device.
+// The one rule for CPU fast paths: an op's portable kernel (Ops/X.cs) is its definition, its CPU body (the [External]
+// method and a kernel of the portable kernel's signature that calls it) goes beside its name in Ops/Cpu/XCpu.cs
+// (Optim/Cpu/XCpu.cs for an optimizer), and the launcher's constructor loads d.Choose(portable, cpuBody, bits), which is
+// the CPU body only on the CPU accelerator with DeviceOptions.PortableKernels off and vectors at least bits wide.
+using System.Runtime.Intrinsics;
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -30,6 +35,19 @@ public sealed record DeviceOptions
 
     /// <summary>Index of the device among those of the chosen backend.</summary>
     public int Index { get; init; }
+
+    /// <summary>
+    /// Load every op's portable kernel even on the CPU accelerator, instead of its CPU body (the SIMD code some hot ops add
+    /// there); for tests and comparisons. Other backends always run the portable kernels.
+    /// </summary>
+    public bool PortableKernels { get; init; }
+
+    /// <summary>
+    /// The widest SIMD vectors, in bits, that the CPU bodies may use: 0 (the default) for the widest this CPU accelerates,
+    /// 256 to never use the 512-bit bodies (so that tests run the 256-bit paths on an AVX-512 machine), 512 as 0.
+    /// A body that needs wider vectors than allowed is not loaded: its op runs the narrower body or the portable kernel.
+    /// </summary>
+    public int MaxCpuVectorBits { get; init; }
 }
 
 /// <summary>What <see cref="Device.List"/> reports for each backend.</summary>
@@ -60,7 +78,7 @@ public sealed class Device : IDisposable
     /// <summary>Kernel indices launched for chunked kernels: the CPU thread count, or a GPU-filling number.</summary>
     public int Workers { get; }
 
-    Device(Context context, Accelerator accelerator, Backend backend, int cpuWorkers = 0)
+    Device(Context context, Accelerator accelerator, Backend backend, int cpuWorkers = 0, DeviceOptions? options = null)
     {
         Context = context;
         Accelerator = accelerator;
@@ -70,8 +88,31 @@ public sealed class Device : IDisposable
             : Math.Max(1, accelerator.NumMultiprocessors * accelerator.MaxNumThreadsPerMultiprocessor * 2);
         Name = $"{backend.ToString().ToLowerInvariant()} ({accelerator.Name})";
         ChunksWork = backend == Backend.Cpu || OpenClBackend.RunsOnHostCpu(accelerator);
+        CpuBodyBits = backend == Backend.Cpu && !(options?.PortableKernels ?? false) ? CpuVectorBits(options?.MaxCpuVectorBits ?? 0) : -1;
         Tape = new Tape(this);
     }
+
+    // The widest vectors this CPU accelerates (0 without SIMD), capped by the option.
+    static int CpuVectorBits(int cap)
+    {
+        int bits = Vector512.IsHardwareAccelerated ? 512 : Vector256.IsHardwareAccelerated ? 256 : Vector128.IsHardwareAccelerated ? 128 : 0;
+        return cap > 0 ? Math.Min(bits, cap) : bits;
+    }
+
+    /// <summary>
+    /// The widest vectors, in bits, that CPU bodies may use on this device (0 when the CPU has no SIMD unit), or -1 where
+    /// no CPU body is loaded: on other backends than the CPU accelerator, or with <see cref="DeviceOptions.PortableKernels"/>.
+    /// </summary>
+    internal int CpuBodyBits { get; }
+
+    /// <summary>
+    /// The kernel method a launcher loads for one operation: <paramref name="cpuBody"/> (a kernel of the same signature that
+    /// calls an op's CPU body, in Ops/Cpu/XCpu.cs) on the CPU accelerator when the body may run there, else
+    /// <paramref name="portable"/> (the op's definition). <paramref name="bits"/> is the vector width the body needs
+    /// (0 when it needs no SIMD unit, or adapts to what there is).
+    /// </summary>
+    internal TKernel Choose<TKernel>(TKernel portable, TKernel cpuBody, int bits) where TKernel : Delegate =>
+        CpuBodyBits >= bits ? cpuBody : portable;
 
     /// <summary>
     /// Whether <see cref="Split"/> gives each index one contiguous chunk (the CPU accelerator, and OpenCL on the CPU
@@ -109,6 +150,8 @@ public sealed class Device : IDisposable
         Check.That(key is "cpu" or "cuda" or "opencl" or "auto", nameof(name), name, "one of cpu, cuda, opencl, auto");
         Check.That(options.Index >= 0, nameof(options.Index), options.Index, "a non-negative device index");
         Check.That(options.CpuThreads >= 0, nameof(options.CpuThreads), options.CpuThreads, "0 (one per processor) or a positive thread count");
+        Check.That(options.MaxCpuVectorBits is 0 or 256 or 512, nameof(options.MaxCpuVectorBits), options.MaxCpuVectorBits,
+            "0 (the widest this CPU accelerates), 256 or 512");
         if (key == "auto")
         {
             var present = List();
@@ -139,7 +182,7 @@ public sealed class Device : IDisposable
         var cpu = new CPUDevice(warp, 1, 1);
         var context = Context.Create(b => b.CPU(cpu).EnableAlgorithms().Optimize(OptimizationLevel.O1).Math(MathMode.Default));
         var acc = context.GetCPUDevice(0).CreateCPUAccelerator(context, CPUAcceleratorMode.Parallel);
-        return new Device(context, acc, Backend.Cpu, threads);
+        return new Device(context, acc, Backend.Cpu, threads, options);
     }
 
     static Device OpenCuda(DeviceOptions options)

@@ -46,8 +46,25 @@ public sealed class Devices
         }
     }
 
-    /// <summary>The shared CPU accelerator device.</summary>
+    /// <summary>The shared CPU accelerator device (its launchers load the CPU bodies where the CPU allows them).</summary>
     public static Device Cpu => Get("cpu");
+
+    /// <summary>A second CPU accelerator device whose launchers load every op's portable kernel (the definition), to hold
+    /// the CPU bodies of <see cref="Cpu"/> to.</summary>
+    public static Device CpuPortable => GetCpu("cpu portable", new DeviceOptions { PortableKernels = true });
+
+    /// <summary>A CPU accelerator device whose CPU bodies use at most 256-bit vectors, so that the 256-bit paths are tested
+    /// on an AVX-512 machine too (on others it loads what <see cref="Cpu"/> loads).</summary>
+    public static Device CpuNarrow => GetCpu("cpu narrow", new DeviceOptions { MaxCpuVectorBits = 256 });
+
+    static Device GetCpu(string key, DeviceOptions options)
+    {
+        lock (gate)
+        {
+            if (!open.TryGetValue(key, out var d)) open[key] = d = Device.Open("cpu", options);
+            return d;
+        }
+    }
 
     [OneTimeTearDown]
     public void CloseAll()

@@ -3,17 +3,32 @@
 // access; measured 7-8x slower on 2 cores: a sparse [16384 of 262144, 256] + dense [16384, 256] step took
 // 390-490 ms portable, 53-59 ms here). Same IEEE operations in the same order as the portable
 // kernel (no FMA: sqrt and division are correctly rounded in SIMD too), so the results are bit-identical;
-// AdamWTests hold it to the portable kernel. Never compiled for GPUs.
+// AdamWCpuTests hold it to the portable kernel. Never compiled for GPUs.
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Frontend;
+using ILGPU.Runtime;
 
 namespace Peer.Optim;
 
-/// <summary>AdamW over CPU memory, called from <see cref="AdamKernels"/>' CPU kernels.</summary>
+/// <summary>AdamW over CPU memory and the kernels that call it, which <see cref="AdamKernels"/> loads in place of its portable
+/// kernels on the CPU accelerator (the bodies cannot compile for GPUs).</summary>
 internal static unsafe class AdamWCpu
 {
+    // p, g, m, v: [n]; updates p, m, v in place, each worker's chunks through Dense
+    internal static void DenseKernel(Index1D w, Work work, ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, AdamArgs a)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride) Dense(p, g, m, v, a, s, work.End(s));
+    }
+
+    // rows: [R] distinct, values: [R, cols] (work.N = R * cols); only the listed rows of p, m, v change; chunks through Sparse
+    internal static void SparseKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> values, int cols,
+        ArrayView<float> p, ArrayView<float> m, ArrayView<float> v, AdamArgs a)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride) Sparse(rows, values, cols, p, m, v, a, s, work.End(s));
+    }
+
     /// <summary>Elements <c>[start, end)</c> of the dense update (views are CPU memory of equal length).</summary>
     [External("peer_adamw_cpu_dense")]
     public static void Dense(ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, AdamArgs a, int start, int end)

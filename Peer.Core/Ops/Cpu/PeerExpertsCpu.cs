@@ -2,9 +2,10 @@
 // through [External] so that they run as plain .NET Vector256 code. Measured reason: the PEER layer was the largest
 // CPU cost of a tiny-preset training step (90-150 ms of ~230 ms); at its shapes (T=512, d=64, h=4, k=8) these two
 // kernels took ~8 + ~13 ms through the bounds-checked ArrayView indexer, the SIMD bodies ~1 + ~1.3 ms (and retrieval's
-// selection, below, ~26 -> ~4.5 ms). Same formulas and slot grouping as the portable kernels in PeerExperts.cs (the
-// definition): the dot products down[i] . x[t] and up[i] . dY[t] are summed in eight lanes (rounding differs); the
-// per-slot scalars and the y / dX updates keep the portable kernel's operation order (identical bits given the dots).
+// selection, Cpu/ProductKeyTopKCpu.cs, ~26 -> ~4.5 ms). Same formulas and slot grouping as the portable kernels in
+// PeerExperts.cs (the definition): the dot products down[i] . x[t] and up[i] . dY[t] are summed in eight lanes (rounding
+// differs); the per-slot scalars and the y / dX updates keep the portable kernel's operation order (identical bits given
+// the dots).
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using ILGPU;
@@ -13,11 +14,26 @@ using ILGPU.Runtime;
 
 namespace Peer;
 
-/// <summary>SIMD fused-expert bodies over CPU memory, called from <see cref="PeerExpertCpuKernels"/>.</summary>
-internal static class PeerCpu
+/// <summary>SIMD fused-expert bodies over CPU memory and the kernels that call them, which <see cref="PeerExpertKernels"/> loads
+/// in place of its fused expert kernels on the CPU accelerator with 256-bit vectors (router and range check stay portable;
+/// the bodies cannot compile for GPUs).</summary>
+internal static class PeerExpertsCpu
 {
-    /// <summary>Whether the SIMD bodies can run here (a 256-bit vector unit).</summary>
-    public static bool IsSupported => Vector256.IsHardwareAccelerated;
+    // x: [T, d], indices, g: [T, h*k], down, up: [N, d] -> y: [T, d], z: [T, h*k]; one index per worker, whose chunks of tokens the body processes
+    internal static void ForwardKernel(Index1D w, Work work, ExpertShape s, ArrayView<float> x, ArrayView<int> indices, ArrayView<float> g,
+        ArrayView<float> down, ArrayView<float> up, ArrayView<float> y, ArrayView<float> z)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) Forward(s, x, indices, g, down, up, y, z, st, work.End(st));
+    }
+
+    // dY: [T, d] -> dX: [T, d], dG, coefDown, coefUp: [T*h*k]; worker w's chunks of tokens
+    internal static void BackwardKernel(Index1D w, Work work, ExpertShape s, ArrayView<float> x, ArrayView<int> indices, ArrayView<float> g,
+        ArrayView<float> down, ArrayView<float> up, ArrayView<float> z, ArrayView<float> dY,
+        ArrayView<float> dX, ArrayView<float> dG, ArrayView<float> coefDown, ArrayView<float> coefUp)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+            Backward(s, x, indices, g, down, up, z, dY, dX, dG, coefDown, coefUp, st, work.End(st));
+    }
 
     // a . b over n floats: eight lanes, then the lane sum, then the scalar tail in order.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -83,14 +99,15 @@ internal static class PeerCpu
         for (; c < n; c++) Unsafe.Add(ref o, c) += k * Unsafe.Add(ref r, c);
     }
 
-    /// <summary>Tokens <c>[start, end)</c> of the fused expert forward (see <see cref="PeerExpertKernels"/>). D, Hk &gt; 0.</summary>
+    /// <summary>Tokens <c>[start, end)</c> of the fused expert forward (see <see cref="PeerExpertKernels"/>). D &gt; 0; there may be
+    /// no slots (h*k = 0, and then maybe no experts).</summary>
     [External("peer_experts_forward_cpu")]
     public static void Forward(ExpertShape s, ArrayView<float> x, ArrayView<int> indices, ArrayView<float> g,
         ArrayView<float> down, ArrayView<float> up, ArrayView<float> y, ArrayView<float> z, int start, int end)
     {
         int dm = s.D, hk = s.Hk;
-        ref float x0 = ref x[0], dn0 = ref down[0], up0 = ref up[0], y0 = ref y[0], z0 = ref z[0], g0 = ref g[0];
-        ref int i0 = ref indices[0];
+        ref float x0 = ref x[0], dn0 = ref CpuView.First(down), up0 = ref CpuView.First(up), y0 = ref y[0], z0 = ref CpuView.First(z), g0 = ref CpuView.First(g);
+        ref int i0 = ref CpuView.First(indices);
         for (int t = start; t < end; t++)
         {
             ref float xt = ref Unsafe.Add(ref x0, (nint)t * dm);
@@ -122,16 +139,17 @@ internal static class PeerCpu
         }
     }
 
-    /// <summary>Tokens <c>[start, end)</c> of the fused expert backward (see <see cref="PeerExpertKernels"/>). D, Hk &gt; 0.</summary>
+    /// <summary>Tokens <c>[start, end)</c> of the fused expert backward (see <see cref="PeerExpertKernels"/>). Rows may be empty
+    /// (d = 0), and there may be no slots (h*k = 0).</summary>
     [External("peer_experts_backward_cpu")]
     public static void Backward(ExpertShape s, ArrayView<float> x, ArrayView<int> indices, ArrayView<float> g,
         ArrayView<float> down, ArrayView<float> up, ArrayView<float> z, ArrayView<float> dY,
         ArrayView<float> dX, ArrayView<float> dG, ArrayView<float> coefDown, ArrayView<float> coefUp, int start, int end)
     {
         int dm = s.D, hk = s.Hk;
-        ref float dn0 = ref down[0], up0 = ref up[0], dy0 = ref dY[0], dx0 = ref dX[0];
-        ref float z0 = ref z[0], g0 = ref g[0], dg0 = ref dG[0], cd0 = ref coefDown[0], cu0 = ref coefUp[0];
-        ref int i0 = ref indices[0];
+        ref float dn0 = ref CpuView.First(down), up0 = ref CpuView.First(up), dy0 = ref CpuView.First(dY), dx0 = ref CpuView.First(dX);
+        ref float z0 = ref CpuView.First(z), g0 = ref CpuView.First(g), dg0 = ref CpuView.First(dG), cd0 = ref CpuView.First(coefDown), cu0 = ref CpuView.First(coefUp);
+        ref int i0 = ref CpuView.First(indices);
         for (int t = start; t < end; t++)
         {
             ref float dyt = ref Unsafe.Add(ref dy0, (nint)t * dm);
@@ -172,106 +190,5 @@ internal static class PeerCpu
         Unsafe.Add(ref cd0, p) = dz;
         Unsafe.Add(ref cu0, p) = gp * a;
         return dz;
-    }
-}
-
-/// <summary>The CPU accelerator's fused-expert kernels: one index per worker, whose chunks of tokens the SIMD bodies
-/// process (router and range check stay portable). Loaded only on the CPU accelerator (the bodies cannot compile for GPUs).</summary>
-internal sealed class PeerExpertCpuKernels : PeerExpertKernels
-{
-    public PeerExpertCpuKernels(Device d) : base(d, ForwardCpuKernel, BackwardCpuKernel) { }
-
-    // x: [T, d], indices, g: [T, h*k], down, up: [N, d] -> y: [T, d], z: [T, h*k]; worker w's chunks of tokens
-    static void ForwardCpuKernel(Index1D w, Work work, ExpertShape s, ArrayView<float> x, ArrayView<int> indices, ArrayView<float> g,
-        ArrayView<float> down, ArrayView<float> up, ArrayView<float> y, ArrayView<float> z)
-    {
-        for (int st = work.Start(w); st < work.N; st += work.Stride) PeerCpu.Forward(s, x, indices, g, down, up, y, z, st, work.End(st));
-    }
-
-    // dY: [T, d] -> dX: [T, d], dG, coefDown, coefUp: [T*h*k]; worker w's chunks of tokens
-    static void BackwardCpuKernel(Index1D w, Work work, ExpertShape s, ArrayView<float> x, ArrayView<int> indices, ArrayView<float> g,
-        ArrayView<float> down, ArrayView<float> up, ArrayView<float> z, ArrayView<float> dY,
-        ArrayView<float> dX, ArrayView<float> dG, ArrayView<float> coefDown, ArrayView<float> coefUp)
-    {
-        for (int st = work.Start(w); st < work.N; st += work.Stride)
-            PeerCpu.Backward(s, x, indices, g, down, up, z, dY, dX, dG, coefDown, coefUp, st, work.End(st));
-    }
-}
-
-/// <summary>Plain-C# product-key selection over CPU memory, called from <see cref="ProductKeyCpuKernels"/>. Measured reason:
-/// once the fused experts had SIMD bodies, retrieval was the PEER layer's largest CPU cost, mostly the selection's
-/// insertion lists in local-memory views. Same algorithm, comparisons and insertion order as the portable SelectKernel in
-/// ProductKeyTopK.cs (the definition), so the results are identical.</summary>
-internal static class ProductKeyCpu
-{
-    // Inserts (s, i) into the list of length count (at most k), kept sorted by ProductKeyKernels.Better.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static int Insert(Span<float> vals, Span<int> ids, int count, int k, float s, int i)
-    {
-        if (count == k && !ProductKeyKernels.Better(s, i, vals[k - 1], ids[k - 1])) return count;
-        int pos = count < k ? count : k - 1;
-        while (pos > 0 && ProductKeyKernels.Better(s, i, vals[pos - 1], ids[pos - 1]))
-        {
-            vals[pos] = vals[pos - 1];
-            ids[pos] = ids[pos - 1];
-            pos--;
-        }
-        vals[pos] = s;
-        ids[pos] = i;
-        return count < k ? count + 1 : count;
-    }
-
-    static void TopK(ref float row, int n, int k, Span<float> vals, Span<int> ids)
-    {
-        int count = 0;
-        for (int r = 0; r < n; r++) count = Insert(vals, ids, count, k, Unsafe.Add(ref row, r), r);
-    }
-
-    /// <summary>Items <c>[from, to)</c> of a chunk's selection (see ProductKeyKernels.SelectKernel). N &gt; 0, 1 &lt;= K &lt;= 64.</summary>
-    [External("peer_product_key_select_cpu")]
-    public static void Select(RetrievalShape s, ArrayView<float> s1, ArrayView<float> s2, ArrayView<int> indices, ArrayView<float> scores,
-        int start, int from, int to)
-    {
-        Span<float> v1 = stackalloc float[Ops.ProductKeyMaxTopK], v2 = stackalloc float[Ops.ProductKeyMaxTopK], vf = stackalloc float[Ops.ProductKeyMaxTopK];
-        Span<int> i1 = stackalloc int[Ops.ProductKeyMaxTopK], i2 = stackalloc int[Ops.ProductKeyMaxTopK], idf = stackalloc int[Ops.ProductKeyMaxTopK];
-        ref float a0 = ref s1[0], b0 = ref s2[0], sc0 = ref scores[0];
-        ref int ix0 = ref indices[0];
-        int n = s.N, k = s.K;
-        for (int item = from; item < to; item++)
-        {
-            TopK(ref Unsafe.Add(ref a0, (nint)item * n), n, k, v1, i1);
-            TopK(ref Unsafe.Add(ref b0, (nint)item * n), n, k, v2, i2);
-            int count = 0;
-            for (int a = 0; a < k; a++)
-            {
-                if (count == k && v1[a] + v2[0] < vf[k - 1]) break;
-                for (int b = 0; b < k; b++)
-                {
-                    float sum = v1[a] + v2[b];
-                    if (count == k && sum < vf[k - 1]) break;
-                    count = Insert(vf, idf, count, k, sum, i1[a] * n + i2[b]);
-                }
-            }
-            nint outOff = (nint)(start + item) * k;
-            for (int m = 0; m < k; m++)
-            {
-                Unsafe.Add(ref ix0, outOff + m) = idf[m];
-                Unsafe.Add(ref sc0, outOff + m) = vf[m];
-            }
-        }
-    }
-}
-
-/// <summary>The CPU accelerator's retrieval kernels: the selection runs <see cref="ProductKeyCpu"/> per worker chunk, the rest
-/// stays portable. Loaded only on the CPU accelerator (the body cannot compile for GPUs).</summary>
-internal sealed class ProductKeyCpuKernels : ProductKeyKernels
-{
-    public ProductKeyCpuKernels(Device d) : base(d, SelectCpuKernel) { }
-
-    // s1, s2: [rows, n] sub-key scores of chunk rows start.. -> indices, scores: [T, h, k] at those rows; worker w's chunks of items
-    static void SelectCpuKernel(Index1D w, Work work, RetrievalShape s, ArrayView<float> s1, ArrayView<float> s2,
-        ArrayView<int> indices, ArrayView<float> scores, int start)
-    {
-        for (int st = work.Start(w); st < work.N; st += work.Stride) ProductKeyCpu.Select(s, s1, s2, indices, scores, start, st, work.End(st));
     }
 }

@@ -1,13 +1,14 @@
-namespace Peer.Tests.Ops;
+namespace Peer.Tests.Ops.Cpu;
 
-/// <summary>The CPU activation bodies against the portable kernels (the definition), both launched directly on the CPU
-/// accelerator. The public ops (which take the CPU path there) are checked against double references and finite differences
-/// in ActivationsTests.</summary>
-public sealed class ActivationsPathTests
+/// <summary>The CPU activation bodies (loaded on <see cref="Devices.Cpu"/>) against the portable kernels (the definition,
+/// loaded on <see cref="Devices.CpuPortable"/>), launched directly on the CPU accelerator. The public ops are checked against
+/// double references and finite differences in ActivationsTests.</summary>
+public sealed class ActivationsCpuTests
 {
     static Device D => Devices.Cpu;
+    static Device P => Devices.CpuPortable;
 
-    static int[] Bits(Tensor t) => t.ToArray().Select(BitConverter.SingleToInt32Bits).ToArray();
+    static int[] Bits(float[] t) => t.Select(BitConverter.SingleToInt32Bits).ToArray();
 
     const double U = 1.0 / (1 << 24); // float32 unit roundoff
 
@@ -47,32 +48,37 @@ public sealed class ActivationsPathTests
     [TestCase(4099)]
     public void BodiesAgreeWithPortableKernels(int n)
     {
-        using var s = Scope.Begin();
         var (hx, hg) = (Inputs(n, n), GradCheck.Rand(n, n + 1, 2f));
-        var x = Tensor.FromArray(D, hx, n);
-        var g = Tensor.FromArray(D, hg, n);
-        var fast = D.Get(static d => new ActivationCpuKernels(d));
-        var portable = D.Get(static d => new ActivationKernels(d));
         string[] names = ["GeluExact", "GeluTanh", "Relu", "Silu"];
         foreach (var w in new[] { D.Split(n), new Work(n, 3, 5), new Work(n, 2, 1) })
             for (int act = 0; act < names.Length; act++)
             {
-                var (y1, y2, d1, d2) = (Tensor.Empty(D, DType.F32, n), Tensor.Empty(D, DType.F32, n), Tensor.Empty(D, DType.F32, n), Tensor.Empty(D, DType.F32, n));
-                fast.Forward(w.Workers, w, act, x.View, y1.View);
-                portable.Forward[act](w.Workers, w, x.View, y2.View);
-                fast.Backward(w.Workers, w, act, x.View, g.View, d1.View);
-                portable.Backward[act](w.Workers, w, x.View, g.View, d2.View);
+                var (y1, d1) = Run(D, act, w, hx, hg);
+                var (y2, d2) = Run(P, act, w, hx, hg);
                 string what = $"{names[act]}, workers {w.Workers}, chunk {w.Chunk}";
                 if (act == 0)
                 {
-                    AssertGeluClose(hx, hg, y1.ToArray(), y2.ToArray(), false, what + " forward");
-                    AssertGeluClose(hx, hg, d1.ToArray(), d2.ToArray(), true, what + " backward");
+                    AssertGeluClose(hx, hg, y1, y2, false, what + " forward");
+                    AssertGeluClose(hx, hg, d1, d2, true, what + " backward");
                     continue;
                 }
                 // The other activations call the same ActivationMath function per element: identical bits.
                 Assert.That(Bits(y1), Is.EqualTo(Bits(y2)), what + " forward");
                 Assert.That(Bits(d1), Is.EqualTo(Bits(d2)), what + " backward");
             }
+    }
+
+    // The forward and backward kernels of activation `act` as device d's launcher loads them, over chunks w.
+    static (float[] Y, float[] Dx) Run(Device d, int act, Work w, float[] hx, float[] hg)
+    {
+        using var s = Scope.Begin();
+        int n = hx.Length;
+        var k = d.Get(static d => new ActivationKernels(d));
+        var (x, g) = (Tensor.FromArray(d, hx, n), Tensor.FromArray(d, hg, n));
+        var (y, dx) = (Tensor.Empty(d, DType.F32, n), Tensor.Empty(d, DType.F32, n));
+        k.Forward[act](w.Workers, w, x.View, y.View);
+        k.Backward[act](w.Workers, w, x.View, g.View, dx.View);
+        return (y.ToArray(), dx.ToArray());
     }
 
     [Test]
@@ -87,13 +93,8 @@ public sealed class ActivationsPathTests
         var hg = GradCheck.Rand(n, 4);
         var y = Peer.Ops.Gelu(x);
         D.Tape.Backward(y, Tensor.FromArray(D, hg, 29, 71));
-        var portable = D.Get(static d => new ActivationKernels(d));
-        var g = Tensor.FromArray(D, hg, n);
-        var (y2, d2) = (Tensor.Empty(D, DType.F32, n), Tensor.Empty(D, DType.F32, n));
-        var w = D.Split(n);
-        portable.Forward[0](w.Workers, w, x.View, y2.View);
-        portable.Backward[0](w.Workers, w, x.View, g.View, d2.View);
-        AssertGeluClose(hx, hg, y.ToArray(), y2.ToArray(), false, "forward");
-        AssertGeluClose(hx, hg, x.Grad!.ToArray(), d2.ToArray(), true, "backward");
+        var (y2, d2) = Run(P, 0, P.Split(n), hx, hg);
+        AssertGeluClose(hx, hg, y.ToArray(), y2, false, "forward");
+        AssertGeluClose(hx, hg, x.Grad!.ToArray(), d2, true, "backward");
     }
 }

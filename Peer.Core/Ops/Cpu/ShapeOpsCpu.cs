@@ -10,9 +10,28 @@ using ILGPU.Runtime;
 
 namespace Peer;
 
-/// <summary>Block-copy shape bodies over CPU memory, called from <see cref="ShapeCpuKernels"/>.</summary>
-internal static class ShapeCpu
+/// <summary>Block-copy shape bodies over CPU memory and the kernels that call them, which <see cref="ShapeKernels"/> loads in
+/// place of its portable kernels on the CPU accelerator (the bodies cannot compile for GPUs).</summary>
+internal static class ShapeOpsCpu
 {
+    // x: [.. any order ..] -> y: [D0, D1, D2, D3]; one index per worker, whose chunks of the output the body copies
+    internal static void PermuteKernel(Index1D w, Work work, ArrayView<float> x, ArrayView<float> y, PermuteShape p)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride) Permute(x, y, p, s, work.End(s));
+    }
+
+    // x: [outer, Size, Inner] -> y: [outer, Length, Inner] = x[:, Start:Start+Length, :]
+    internal static void TakeKernel(Index1D w, Work work, ArrayView<float> x, ArrayView<float> y, SliceShape sh)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride) Take(x, y, sh, s, work.End(s));
+    }
+
+    // src: [outer, Length, Inner] -> dst[:, Start:Start+Length, :] of dst: [outer, Size, Inner]; chunks of the source
+    internal static void PutKernel(Index1D w, Work work, ArrayView<float> src, ArrayView<float> dst, SliceShape sh)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride) Put(src, dst, sh, s, work.End(s));
+    }
+
     /// <summary>
     /// Output elements <c>[start, end)</c> of the permute (see <see cref="ShapeKernels"/>): runs along the last output dimension are
     /// block copies when its input stride is 1, else strided loops.
@@ -67,38 +86,4 @@ internal static class ShapeCpu
 
     static void Copy(ref float from, ref float to, int count) =>
         Unsafe.CopyBlockUnaligned(ref Unsafe.As<float, byte>(ref to), ref Unsafe.As<float, byte>(ref from), (uint)count * sizeof(float));
-}
-
-/// <summary>Launchers for <see cref="ShapeCpu"/>: one index per worker, whose chunk of the output (or, for Put, of the
-/// source) the block-copy body processes. Loaded only on the CPU accelerator (the bodies cannot compile for GPUs).</summary>
-internal sealed class ShapeCpuKernels
-{
-    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, PermuteShape> Permute;
-    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, SliceShape> Take, Put;
-
-    public ShapeCpuKernels(Device d)
-    {
-        var acc = d.Accelerator;
-        Permute = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, PermuteShape>(PermuteKernel);
-        Take = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, SliceShape>(TakeKernel);
-        Put = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, SliceShape>(PutKernel);
-    }
-
-    // x: [.. any order ..] -> y: [D0, D1, D2, D3], worker w's chunks through the block-copy body
-    static void PermuteKernel(Index1D w, Work work, ArrayView<float> x, ArrayView<float> y, PermuteShape p)
-    {
-        for (int s = work.Start(w); s < work.N; s += work.Stride) ShapeCpu.Permute(x, y, p, s, work.End(s));
-    }
-
-    // x: [outer, Size, Inner] -> y: [outer, Length, Inner] = x[:, Start:Start+Length, :]
-    static void TakeKernel(Index1D w, Work work, ArrayView<float> x, ArrayView<float> y, SliceShape sh)
-    {
-        for (int s = work.Start(w); s < work.N; s += work.Stride) ShapeCpu.Take(x, y, sh, s, work.End(s));
-    }
-
-    // src: [outer, Length, Inner] -> dst[:, Start:Start+Length, :] of dst: [outer, Size, Inner]
-    static void PutKernel(Index1D w, Work work, ArrayView<float> src, ArrayView<float> dst, SliceShape sh)
-    {
-        for (int s = work.Start(w); s < work.N; s += work.Stride) ShapeCpu.Put(src, dst, sh, s, work.End(s));
-    }
 }

@@ -1,18 +1,39 @@
-namespace Peer.Tests.Ops;
+namespace Peer.Tests.Ops.Cpu;
 
-/// <summary>The CPU block-copy shape bodies against the portable kernels (the definition), both launched directly on the CPU
-/// accelerator: they only move floats, so the outputs must be identical bits. The public ops (which take the block-copy path
-/// there) are checked against host references in ShapeOpsTests.</summary>
-public sealed class ShapeOpsPathTests
+/// <summary>The CPU block-copy shape bodies (loaded on <see cref="Devices.Cpu"/>) against the portable kernels (the definition,
+/// loaded on <see cref="Devices.CpuPortable"/>), launched directly on the CPU accelerator: they only move floats, so the
+/// outputs must be identical bits. The public ops are checked against host references in ShapeOpsTests.</summary>
+public sealed class ShapeOpsCpuTests
 {
     static Device D => Devices.Cpu;
-
-    static Tensor Empty(params int[] shape) => Tensor.Empty(D, DType.F32, shape);
+    static Device P => Devices.CpuPortable;
 
     // The splits to launch with: the device's own, and small chunks that start and end inside rows (partial runs).
     static IEnumerable<Work> Splits(int n) => [D.Split(n), new Work(n, 3, 5), new Work(n, 2, 1), new Work(n, 4, 13)];
 
-    static int[] Bits(Tensor t) => t.ToArray().Select(BitConverter.SingleToInt32Bits).ToArray();
+    static int[] Bits(float[] t) => t.Select(BitConverter.SingleToInt32Bits).ToArray();
+
+    // The permute kernel as device d's launcher loads it, over chunks w.
+    static float[] Permute(Device d, Work w, float[] hx, int[] shape, int[] outShape, PermuteShape p)
+    {
+        using var s = Scope.Begin();
+        var (x, y) = (Tensor.FromArray(d, hx, shape), Tensor.Empty(d, DType.F32, outShape));
+        d.Get(static d => new ShapeKernels(d)).Permute(w.Workers, w, x.View, y.View, p);
+        return y.ToArray();
+    }
+
+    // Take of x into [outer, length, inner], and Put of src into a copy of x, as device d's launcher loads them.
+    static (float[] Taken, float[] Put) TakeAndPut(Device d, Work w, float[] hx, float[] hsrc, int outer, int size, int length, int inner, SliceShape sh)
+    {
+        using var s = Scope.Begin();
+        var k = d.Get(static d => new ShapeKernels(d));
+        var (x, y, src) = (Tensor.FromArray(d, hx, outer, size, inner), Tensor.Empty(d, DType.F32, outer, length, inner), Tensor.FromArray(d, hsrc, outer, length, inner));
+        k.Take(w.Workers, w, x.View, y.View, sh);
+        // Put writes only the slice: the destination starts as the full x, so the rest must stay as it was too.
+        var dst = Tensor.FromArray(d, hx, outer, size, inner);
+        k.Put(w.Workers, w, src.View, dst.View, sh);
+        return (y.ToArray(), dst.ToArray());
+    }
 
     // Odd shapes of rank 1..4 and every kind of permutation: identity, last-two swap, [B,T,H,D] <-> [B,H,T,D], full reversal.
     [TestCase(new[] { 7 }, new[] { 0 })]
@@ -27,7 +48,8 @@ public sealed class ShapeOpsPathTests
     public void PermuteBodyIsBitIdentical(int[] shape, int[] perm)
     {
         using var s = Scope.Begin();
-        var x = Tensor.FromArray(D, GradCheck.Rand(shape.Aggregate(1, (a, b) => a * b), shape.Sum(), 3f), shape);
+        var hx = GradCheck.Rand(shape.Aggregate(1, (a, b) => a * b), shape.Sum(), 3f);
+        var x = Tensor.FromArray(D, hx, shape);
         // The kernel's shape argument as Ops.Permute builds it: output dims 1..3 and input strides, rank padded to 4.
         var outShape = perm.Select(p => shape[p]).ToArray();
         var inStride = new int[shape.Length];
@@ -36,20 +58,10 @@ public sealed class ShapeOpsPathTests
         int Dim(int k) => k < pad ? 1 : outShape[k - pad];
         int Stride(int k) => k < pad ? 0 : inStride[perm[k - pad]];
         var p = new PermuteShape(Dim(1), Dim(2), Dim(3), Stride(0), Stride(1), Stride(2), Stride(3));
-        var fast = D.Get(static d => new ShapeCpuKernels(d));
-        var portable = D.Get(static d => new ShapeKernels(d));
         foreach (var w in Splits(x.Length))
-        {
-            var (y1, y2) = (Empty(outShape), Empty(outShape));
-            fast.Permute(w.Workers, w, x.View, y1.View, p);
-            portable.Permute(w.Workers, w, x.View, y2.View, p);
-            Assert.That(Bits(y1), Is.EqualTo(Bits(y2)), $"workers {w.Workers}, chunk {w.Chunk}");
-        }
+            Assert.That(Bits(Permute(D, w, hx, shape, outShape, p)), Is.EqualTo(Bits(Permute(P, w, hx, shape, outShape, p))), $"workers {w.Workers}, chunk {w.Chunk}");
         // The public op takes the block-copy path on the CPU accelerator and gives the portable result.
-        var (yo, yp) = (Peer.Ops.Permute(x, perm), Empty(outShape));
-        var wd = D.Split(x.Length);
-        portable.Permute(wd.Workers, wd, x.View, yp.View, p);
-        Assert.That(Bits(yo), Is.EqualTo(Bits(yp)), "Ops.Permute");
+        Assert.That(Bits(Peer.Ops.Permute(x, perm).ToArray()), Is.EqualTo(Bits(Permute(P, P.Split(x.Length), hx, shape, outShape, p))), "Ops.Permute");
     }
 
     // [outer, Size, Inner] with a slice [Start, Start + Length) of the middle dimension, including empty outer/inner runs of 1.
@@ -61,24 +73,15 @@ public sealed class ShapeOpsPathTests
     [TestCase(4, 3, 1, 2, 37)]
     public void TakeAndPutBodiesAreBitIdentical(int outer, int size, int start, int length, int inner)
     {
-        using var s = Scope.Begin();
-        var x = Tensor.FromArray(D, GradCheck.Rand(outer * size * inner, size + inner, 2f), outer, size, inner);
-        var src = Tensor.FromArray(D, GradCheck.Rand(outer * length * inner, 3 * size + inner, 2f), outer, length, inner);
+        var hx = GradCheck.Rand(outer * size * inner, size + inner, 2f);
+        var hsrc = GradCheck.Rand(outer * length * inner, 3 * size + inner, 2f);
         var sh = new SliceShape(size, start, length, inner);
-        var fast = D.Get(static d => new ShapeCpuKernels(d));
-        var portable = D.Get(static d => new ShapeKernels(d));
         foreach (var w in Splits(outer * length * inner))
         {
-            var (y1, y2) = (Empty(outer, length, inner), Empty(outer, length, inner));
-            fast.Take(w.Workers, w, x.View, y1.View, sh);
-            portable.Take(w.Workers, w, x.View, y2.View, sh);
-            Assert.That(Bits(y1), Is.EqualTo(Bits(y2)), $"take: workers {w.Workers}, chunk {w.Chunk}");
-
-            // Put writes only the slice: both destinations start as the same full tensor, so the rest must stay as it was too.
-            var (d1, d2) = (Tensor.FromArray(D, x.ToArray(), x.Shape), Tensor.FromArray(D, x.ToArray(), x.Shape));
-            fast.Put(w.Workers, w, src.View, d1.View, sh);
-            portable.Put(w.Workers, w, src.View, d2.View, sh);
-            Assert.That(Bits(d1), Is.EqualTo(Bits(d2)), $"put: workers {w.Workers}, chunk {w.Chunk}");
+            var fast = TakeAndPut(D, w, hx, hsrc, outer, size, length, inner, sh);
+            var portable = TakeAndPut(P, w, hx, hsrc, outer, size, length, inner, sh);
+            Assert.That(Bits(fast.Taken), Is.EqualTo(Bits(portable.Taken)), $"take: workers {w.Workers}, chunk {w.Chunk}");
+            Assert.That(Bits(fast.Put), Is.EqualTo(Bits(portable.Put)), $"put: workers {w.Workers}, chunk {w.Chunk}");
         }
     }
 

@@ -1,31 +1,34 @@
-namespace Peer.Tests.Ops;
+namespace Peer.Tests.Ops.Cpu;
 
-/// <summary>The CPU SIMD attention bodies against the portable kernels (the definition), both launched directly on the
-/// CPU accelerator, and the public op (which takes the SIMD path there) against a double host reference.</summary>
-public sealed class AttentionPathTests
+/// <summary>The CPU SIMD attention bodies (loaded on <see cref="Devices.Cpu"/>) against the portable kernels (the definition,
+/// loaded on <see cref="Devices.CpuPortable"/>), launched directly on the CPU accelerator, and the public op (which takes the
+/// SIMD path there) against a double host reference.</summary>
+public sealed class AttentionCpuTests
 {
     static Device D => Devices.Cpu;
+    static Device P => Devices.CpuPortable;
     const double U = 1.0 / (1 << 24); // float32 unit roundoff
 
     sealed record Outputs(float[] O, float[] Lse, float[] Delta, float[] DQ, float[] DK, float[] DV);
 
-    // Forward and both backward kernels of one launcher on [bh * t, dh] rows.
-    static Outputs Run(AttentionKernels kern, float[] q, float[] k, float[] v, float[] dO, int bh, int t, int dh)
+    // Forward and both backward kernels on [bh * t, dh] rows, as device d's launcher loads them.
+    static Outputs Run(Device d, float[] q, float[] k, float[] v, float[] dO, int bh, int t, int dh)
     {
         using var s = Scope.Begin();
+        var kern = d.Get(static d => new AttentionKernels(d));
         int rows = bh * t;
         var shape = new AttentionShape(t, dh, 1f / MathF.Sqrt(dh));
-        var tq = Tensor.FromArray(D, q, rows, dh);
-        var tk = Tensor.FromArray(D, k, rows, dh);
-        var tv = Tensor.FromArray(D, v, rows, dh);
-        var tg = Tensor.FromArray(D, dO, rows, dh);
-        var o = Tensor.Empty(D, DType.F32, rows, dh);
-        var lse = Tensor.Empty(D, DType.F32, rows);
-        var delta = Tensor.Empty(D, DType.F32, rows);
-        var dq = Tensor.Empty(D, DType.F32, rows, dh);
-        var dk = Tensor.Empty(D, DType.F32, rows, dh);
-        var dv = Tensor.Empty(D, DType.F32, rows, dh);
-        var w = D.Split(rows);
+        var tq = Tensor.FromArray(d, q, rows, dh);
+        var tk = Tensor.FromArray(d, k, rows, dh);
+        var tv = Tensor.FromArray(d, v, rows, dh);
+        var tg = Tensor.FromArray(d, dO, rows, dh);
+        var o = Tensor.Empty(d, DType.F32, rows, dh);
+        var lse = Tensor.Empty(d, DType.F32, rows);
+        var delta = Tensor.Empty(d, DType.F32, rows);
+        var dq = Tensor.Empty(d, DType.F32, rows, dh);
+        var dk = Tensor.Empty(d, DType.F32, rows, dh);
+        var dv = Tensor.Empty(d, DType.F32, rows, dh);
+        var w = d.Split(rows);
         kern.Forward(w.Workers, w, shape, tq.View, tk.View, tv.View, o.View, lse.View);
         kern.BackwardQuery(w.Workers, w, shape, tq.View, tk.View, tv.View, o.View, tg.View, lse.View, delta.View, dq.View);
         kern.BackwardKey(w.Workers, w, shape, tq.View, tk.View, tv.View, tg.View, lse.View, delta.View, dk.View, dv.View);
@@ -40,14 +43,14 @@ public sealed class AttentionPathTests
     [TestCase(1, 33, 64)]
     public void SimdBodiesAgreeWithPortableKernels(int bh, int t, int dh)
     {
-        Assume.That(AttentionCpu.IsSupported, "no 256-bit vector unit");
+        Assume.That(D.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable kernels");
         int n = bh * t * dh;
         var q = GradCheck.Rand(n, 11 + dh, 2f);
         var k = GradCheck.Rand(n, 12 + t, 2f);
         var v = GradCheck.Rand(n, 13);
         var dO = GradCheck.Rand(n, 14);
-        var fast = Run(D.Get(static d => new AttentionCpuKernels(d)), q, k, v, dO, bh, t, dh);
-        var portable = Run(D.Get(static d => new AttentionKernels(d)), q, k, v, dO, bh, t, dh);
+        var fast = Run(D, q, k, v, dO, bh, t, dh);
+        var portable = Run(P, q, k, v, dO, bh, t, dh);
 
         // Same loops in the same order; only the Dh-long dot products (8 lanes, then the lanes summed) and the FMA row
         // updates round differently, so the paths differ by float32 rounding, not bit for bit. Bound per element: every
@@ -137,7 +140,7 @@ public sealed class AttentionPathTests
     [Test]
     public void PublicOpOnTheCpuMatchesDoubleReference()
     {
-        Assume.That(AttentionCpu.IsSupported, "no 256-bit vector unit");
+        Assume.That(D.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable kernels");
         using var s = Scope.Begin();
         int b = 2, h = 3, t = 21, dh = 24, n = b * h * t * dh;
         var q = GradCheck.Rand(n, 21, 2f);
@@ -169,11 +172,24 @@ public sealed class AttentionPathTests
     [Test]
     public void PublicOpGradientsMatchFiniteDifferencesOnSimdWidths()
     {
-        Assume.That(AttentionCpu.IsSupported, "no 256-bit vector unit");
+        Assume.That(D.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable kernels");
         int[] shape = [1, 2, 5, 11]; // Dh = 11: one 8-lane step and a 3-element tail
         int n = 110;
         GradCheck.Check(D, x => Peer.Ops.CausalAttention(x[0], x[1], x[2]),
             [(GradCheck.Rand(n, 31, 1.5f), shape), (GradCheck.Rand(n, 32, 1.5f), shape), (GradCheck.Rand(n, 33), shape)]);
+    }
+
+    [Test]
+    public void PublicOpOnEmptyHeadsRunsOnTheBodies()
+    {
+        // Dh = 0 reaches the bodies with empty rows: they must read none of them (an out-of-range view access ends the process).
+        using var s = Scope.Begin();
+        var q = Tensor.Zeros(D, 2, 3, 5, 0);
+        q.RequiresGrad = true;
+        var y = Peer.Ops.CausalAttention(q, Tensor.Zeros(D, 2, 3, 5, 0), Tensor.Zeros(D, 2, 3, 5, 0));
+        Assert.That(y.Shape, Is.EqualTo(new[] { 2, 3, 5, 0 }));
+        D.Tape.Backward(y, Tensor.Zeros(D, 2, 3, 5, 0));
+        Assert.That(q.Grad!.Shape, Is.EqualTo(new[] { 2, 3, 5, 0 }));
     }
 
     static void Close(float[] fast, float[] portable, double rel, float[] magnitude, string what)

@@ -2,17 +2,31 @@
 // The sum of squares keeps one compensated (Kahan) sum per vector lane, folds the lanes into the worker's partial
 // in lane order, so it stays deterministic for a given worker split; it agrees with the portable kernel to
 // rounding (a different summation order), and the scaling is the same single multiply, bit for bit.
-// GradClipTests hold both to the portable kernels. Never compiled for GPUs.
+// GradClipCpuTests hold both to the portable kernels. Never compiled for GPUs.
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Frontend;
+using ILGPU.Runtime;
 
 namespace Peer.Optim;
 
-/// <summary>Clipping over CPU memory, called from <see cref="ClipKernels"/>' CPU kernels.</summary>
+/// <summary>Clipping over CPU memory and the kernels that call it, which <see cref="ClipKernels"/> loads in place of its
+/// portable kernels on the CPU accelerator (the bodies cannot compile for GPUs).</summary>
 internal static unsafe class GradClipCpu
 {
+    // g: [n]; partial[w] (+ compensation partial[W + w]) += sum over worker w's chunks of g^2
+    internal static void SumSquaresKernel(Index1D w, Work work, ArrayView<float> g, ArrayView<float> partial, int workers)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride) SumSquares(g, s, work.End(s), partial, workers, w);
+    }
+
+    // g: [n] *= scale, worker w's chunks
+    internal static void ScaleKernel(Index1D w, Work work, ArrayView<float> g, float scale)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride) Scale(g, s, work.End(s), scale);
+    }
+
     /// <summary>Adds the squares of <c>g[start, end)</c> into worker <paramref name="w"/>'s compensated partial
     /// (<c>partial[w]</c>, compensation <c>partial[workers + w]</c>).</summary>
     [External("peer_clip_cpu_sum_squares")]
