@@ -1,7 +1,7 @@
 // The read of a product key memory (Lample et al. 2019): y[t] = sum over the token's retrieved slots of
 // weight * values[id], reading value rows where they live (nothing of size [T, h, k, d] is built). The
 // backward gives the weights' gradient densely and the value table's gradient as a RowSparseGrad of the
-// retrieved rows only, summed per row by the deterministic sort-and-segment reduction (PeerSegments.cs).
+// retrieved rows only, summed per row by the deterministic sort-and-segment reduction (SortSegment.cs).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -58,7 +58,7 @@ public static partial class Ops
                 {
                     // Pair p = t*h*k + slot: coefficient weights[p], source row p / (h*k) = t of dY.
                     using var flat = savedIdx.Reshape(t * hk);
-                    RowSparse.Accumulate(values, RowSparse.Build(flat, dm, (weights, dY, hk, dm, 0))[0]);
+                    RowSparseGradients.Accumulate(values, RowSparseGradients.Build(flat, n, dm, (weights, dY, hk, dm, 0))[0]);
                 }
             }, savedIdx);
         }

@@ -2,7 +2,7 @@
 // y[t] = sum_j sum_m g[t,j,m] * act(down[i] . x[t]) * up[i], i = indices[t,j,m], reading expert rows where
 // they live: nothing of size [T, h, k, d] is ever materialised. The backward gives dx and d(g) densely,
 // and the gradients of only the retrieved rows of experts.down/up as RowSparseGrad, summed per row by a
-// sort-and-segment reduction (PeerSegments.cs), so a step costs O(T*h*k*d) whatever N is.
+// sort-and-segment reduction (SortSegment.cs), so a step costs O(T*h*k*d) whatever N is.
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -132,9 +132,9 @@ public static partial class Ops
                 {
                     // Pair p = t*h*k + slot reads row p / (h*k) = t of x (for down) and of dY (for up).
                     using var flat = savedIdx.Reshape(t * hk);
-                    var grads = RowSparse.Build(flat, dm, (coefDown, x, hk, dm, 0), (coefUp, dY, hk, dm, 0));
-                    RowSparse.Accumulate(down, grads[0]);
-                    RowSparse.Accumulate(up, grads[1]);
+                    var grads = RowSparseGradients.Build(flat, nExperts, dm, (coefDown, x, hk, dm, 0), (coefUp, dY, hk, dm, 0));
+                    RowSparseGradients.Accumulate(down, grads[0]);
+                    RowSparseGradients.Accumulate(up, grads[1]);
                 }
             }, savedIdx, z);
         }
@@ -285,7 +285,7 @@ internal sealed class PeerExpertKernels
     }
 
     // dY: [T, d] -> dX: [T, d], dG: [T, h*k], coefDown: [T*h*k] (= g act'(z) (up . dY)), coefUp: [T*h*k] (= g act(z));
-    // the table gradients are then dDown[i] = sum coefDown * x[t], dUp[i] = sum coefUp * dY[t] (PeerSegments.cs).
+    // the table gradients are then dDown[i] = sum coefDown * x[t], dUp[i] = sum coefUp * dY[t] (SortSegment.cs).
     // Four slots at a time, as in the forward.
     static void BackwardKernel(Index1D w, Work work, ExpertShape s, ArrayView<float> x, ArrayView<int> indices, ArrayView<float> g,
         ArrayView<float> down, ArrayView<float> up, ArrayView<float> z, ArrayView<float> dY,

@@ -80,8 +80,8 @@ public static partial class Ops
                         var w = d.Split(p);
                         kernels.SplitIndices(w.Workers, w, savedIdx.IntView, rows1.IntView, rows2.IntView, n);
                     }
-                    if (sub1.RequiresGrad) RowSparse.Accumulate(sub1, RowSparse.Build(rows1, half, (dS, q, k, dq, 0))[0]);
-                    if (sub2.RequiresGrad) RowSparse.Accumulate(sub2, RowSparse.Build(rows2, half, (dS, q, k, dq, half))[0]);
+                    if (sub1.RequiresGrad) RowSparseGradients.Accumulate(sub1, RowSparseGradients.Build(rows1, n, half, (dS, q, k, dq, 0))[0]);
+                    if (sub2.RequiresGrad) RowSparseGradients.Accumulate(sub2, RowSparseGradients.Build(rows2, n, half, (dS, q, k, dq, half))[0]);
                 }
             }, savedIdx);
         }

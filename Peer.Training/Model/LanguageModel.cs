@@ -109,7 +109,7 @@ public sealed class LanguageModel : Module
         readonly FeedForwardLayer ffw;                                   // [rows, d] -> [rows, d]
         readonly int heads;
 
-        public PeerLayer? Peer => (ffw as PeerFeedForward)?.Layer;
+        public PeerLayer? Peer => ffw as PeerLayer;
         public Tensor? AuxiliaryLoss => ffw.AuxiliaryLoss;
 
         public Block(Device device, ModelConfig c, string kind, ulong seed) : base(device)

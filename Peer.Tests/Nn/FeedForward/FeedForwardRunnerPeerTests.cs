@@ -1,12 +1,12 @@
-// The runner library behind `peer layer`: sizes inferred from shapes, outputs and full dense gradients
-// against the double-precision reference, and errors for missing, unknown or misshapen parameters.
-namespace Peer.Tests.Nn;
+// The runner behind `peer layer` on a PEER layer, over every backend: sizes inferred from shapes, retrieval, outputs
+// and full dense gradients against the double-precision reference, and errors for missing, unknown or misshapen parameters.
+namespace Peer.Tests.Nn.FeedForward;
 
 using Peer.Nn;
 using static Peer.Tests.PeerMath;
 
 [TestFixtureSource(typeof(Devices), nameof(Devices.Backends))]
-public sealed class PeerLayerRunnerTests(string backend)
+public sealed class FeedForwardRunnerPeerTests(string backend)
 {
     Device D => Devices.Get(backend);
 
@@ -33,6 +33,9 @@ public sealed class PeerLayerRunnerTests(string backend)
         return p;
     }
 
+    FeedForwardRunResult Run(Dictionary<string, (float[], int[])> p, float[] x, float[]? gy, int k, bool eval = false) =>
+        FeedForwardRunner.Run(D, FeedForwardKind.Peer, p, x, [T, Dm], gy, new FeedForwardOptions { TopK = k, Activation = PeerActivation.Gelu }, eval);
+
     [TestCase(true, false)]
     [TestCase(true, true)]
     [TestCase(false, false)]
@@ -41,14 +44,14 @@ public sealed class PeerLayerRunnerTests(string backend)
         var p = Params(batchNorm);
         var x = GradCheck.Rand(T * Dm, 11);
         var gy = GradCheck.Rand(T * Dm, 12);
-        var res = PeerLayerRunner.Run(D, p, x, [T, Dm], gy, K, PeerActivation.Gelu, eval);
+        var res = Run(p, x, gy, K, eval);
         var rp = new PeerRefParams();
         foreach (var (name, (data, _)) in p) rp[name] = PeerMath.D(data);
         var norm = batchNorm ? PeerQueryNorm.BatchNorm : PeerQueryNorm.None;
         var (y, idx, g) = Layer(rp, PeerMath.D(x), T, Dm, H, Dq, N, K, norm, !eval, PeerActivation.Gelu, PeerRouter.Softmax);
-        Assert.That(res.IndexShape, Is.EqualTo(new[] { T, H, K }));
-        Assert.That(res.Indices, Is.EqualTo(idx));
-        Assert.That(res.Weights, Is.EqualTo(g).Within(1e-5));
+        Assert.That(res.Retrieval!.Shape, Is.EqualTo(new[] { T, H, K }));
+        Assert.That(res.Retrieval.Indices, Is.EqualTo(idx));
+        Assert.That(res.Retrieval.Weights, Is.EqualTo(g).Within(1e-5));
         Assert.That(res.Y, Is.EqualTo(y).Within(1e-5));
         double Loss(PeerRefParams q, double[] xx) => Dot(Layer(q, xx, T, Dm, H, Dq, N, K, norm, !eval, PeerActivation.Gelu, PeerRouter.Softmax).Y, PeerMath.D(gy));
         Assert.That(res.Grads["grad.x"].Data, Is.EqualTo(NumGrad(v => Loss(rp, v), PeerMath.D(x))).Within(2e-4));
@@ -65,7 +68,7 @@ public sealed class PeerLayerRunnerTests(string backend)
     [Test]
     public void WithoutGradYThereAreNoGradients()
     {
-        var res = PeerLayerRunner.Run(D, Params(false), GradCheck.Rand(T * Dm, 1), [T, Dm], null, K);
+        var res = Run(Params(false), GradCheck.Rand(T * Dm, 1), null, K);
         Assert.That(res.Grads, Is.Empty);
         Assert.That(res.Y.Length, Is.EqualTo(T * Dm));
     }
@@ -76,13 +79,13 @@ public sealed class PeerLayerRunnerTests(string backend)
         var x = GradCheck.Rand(T * Dm, 1);
         var missing = Params(false);
         missing.Remove("experts.up");
-        Assert.That(Assert.Throws<ArgumentException>(() => PeerLayerRunner.Run(D, missing, x, [T, Dm], null, K))!.Message, Does.Contain("'experts.up'"));
+        Assert.That(Assert.Throws<ArgumentException>(() => Run(missing, x, null, K))!.Message, Does.Contain("'experts.up'"));
         var unknown = Params(false);
         unknown["query.extra"] = (new float[1], [1]);
-        Assert.That(Assert.Throws<ArgumentException>(() => PeerLayerRunner.Run(D, unknown, x, [T, Dm], null, K))!.Message, Does.Contain("query.extra"));
+        Assert.That(Assert.Throws<ArgumentException>(() => Run(unknown, x, null, K))!.Message, Does.Contain("query.extra"));
         var badDown = Params(false);
         badDown["experts.down"] = (new float[24 * Dm], [24, Dm]);
-        Assert.That(Assert.Throws<ArgumentException>(() => PeerLayerRunner.Run(D, badDown, x, [T, Dm], null, K))!.Message, Does.Contain("N = n*n = 25"));
-        Assert.That(Assert.Throws<ArgumentException>(() => PeerLayerRunner.Run(D, Params(false), x, [T, Dm], null, 6))!.Message, Does.Contain("TopK = 6"));
+        Assert.That(Assert.Throws<ArgumentException>(() => Run(badDown, x, null, K))!.Message, Does.Contain("N = n*n = 25"));
+        Assert.That(Assert.Throws<ArgumentException>(() => Run(Params(false), x, null, 6))!.Message, Does.Contain("TopK = 6"));
     }
 }
