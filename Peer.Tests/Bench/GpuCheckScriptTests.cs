@@ -7,14 +7,6 @@ namespace Peer.Tests.Bench;
 /// stand-in that finds no GPU), so that the test never starts the real check.</summary>
 public sealed class GpuCheckScriptTests
 {
-    static string Root()
-    {
-        var dir = new DirectoryInfo(TestContext.CurrentContext.TestDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Peer.sln"))) dir = dir.Parent;
-        Assert.That(dir, Is.Not.Null, "Peer.sln above " + TestContext.CurrentContext.TestDirectory);
-        return dir!.FullName;
-    }
-
     // Runs the script with PATH = a folder holding only the given tools (links to this machine's, or scripts); returns exit code and stderr.
     static (int Code, string Error, string[] Written) Run(string work, Dictionary<string, string?> tools)
     {
@@ -34,7 +26,7 @@ public sealed class GpuCheckScriptTests
                 if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             }
         }
-        var info = new ProcessStartInfo("/bin/bash", [Path.Combine(Root(), "Peer.Bench", "gpu-check.sh"), Path.Combine(work, "out")])
+        var info = new ProcessStartInfo("/bin/bash", [Path.Combine(Repo.Root, "Peer.Bench", "gpu-check.sh"), Path.Combine(work, "out")])
         {
             RedirectStandardError = true, RedirectStandardOutput = true, WorkingDirectory = work,
         };
