@@ -16,7 +16,7 @@ internal sealed record BenchOptions
     /// <summary>After its timed rounds, the training, peer and torch suites run Peer's steps again under the device's profiler and
     /// print and save its table per configuration (profile-*.txt in the output folder).</summary>
     public bool Profile { get; init; }
-    /// <summary>Smaller still than <see cref="Quick"/>: the end-to-end test's sizes (not on the command line).</summary>
+    /// <summary>Smaller still than <see cref="Quick"/>: the end-to-end test's sizes, to check that every suite runs (its figures mean little).</summary>
     public bool Smoke { get; init; }
 
     static readonly string[] KnownDevices = ["cpu", "opencl", "cuda"];
@@ -34,6 +34,7 @@ internal sealed record BenchOptions
             switch (a)
             {
                 case "--quick": o = o with { Quick = true }; break;
+                case "--smoke": o = o with { Smoke = true }; break;
                 case "--profile": o = o with { Profile = true }; break;
                 case "--out": o = o with { Output = Value() }; break;
                 case "--repeats":
@@ -63,8 +64,9 @@ internal sealed record BenchOptions
     }
 
     public static string Usage(IEnumerable<ISuite> suites) =>
-        "usage: dotnet run -c Release --project Peer.Bench -- [suites...] [--devices cpu,opencl,cuda|all] [--quick] [--repeats N] [--profile] [--out DIR]\n" +
+        "usage: dotnet run -c Release --project Peer.Bench -- [suites...] [--devices cpu,opencl,cuda|all] [--quick|--smoke] [--repeats N] [--profile] [--out DIR]\n" +
         "  no suite named: all of them, in this order. Default devices: cpu. Default output folder: bench-results.\n" +
+        "  --quick: small sizes and few repeats; --smoke: the test's tiny sizes, to check that every suite runs (figures mean little).\n" +
         "  --profile: the training, peer and torch suites also profile Peer's steps (after the timed rounds) and write profile-*.txt.\n" +
         "suites:\n" + string.Join("\n", suites.Select(s => $"  {s.Name,-10} {s.Summary}"));
 }

@@ -101,9 +101,9 @@ internal sealed class ExpertUsageKernels
 
     public ExpertUsageKernels(Device d)
     {
-        Scatter = d.Load(ScatterKernel);
-        Partials = d.Load(PartialsKernel);
-        Combine = d.Load(CombineKernel);
+        Scatter = d.LoadKernel(ScatterKernel);
+        Partials = d.LoadKernel(PartialsKernel);
+        Combine = d.LoadKernel(CombineKernel);
     }
 
     // rows: [R] distinct, sums: [R] -> acc[rows[s]] += sums[s]; rows are distinct, so no two items touch one element

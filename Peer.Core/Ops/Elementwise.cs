@@ -222,18 +222,18 @@ internal sealed class ElementwiseKernels
 
     public ElementwiseKernels(Device d)
     {
-        Fill = d.Load(FillKernel);
+        Fill = d.LoadKernel(FillKernel);
         // The CPU bodies use Vector<float>, whatever width it has here (scalar without SIMD): they need no vector unit.
-        Axpy = d.Load(AxpyKernel, ElementwiseCpu.AxpyKernel, 0);
-        Affine = d.Load(AffineKernel, ElementwiseCpu.AffineKernel, 0);
-        Add = d.Load(BinaryKernel<AddOp>, ElementwiseCpu.BinaryKernel<AddOp>, 0);
-        Sub = d.Load(BinaryKernel<SubOp>, ElementwiseCpu.BinaryKernel<SubOp>, 0);
-        Mul = d.Load(BinaryKernel<MulOp>, ElementwiseCpu.BinaryKernel<MulOp>, 0);
-        Div = d.Load(BinaryKernel<DivOp>, ElementwiseCpu.BinaryKernel<DivOp>, 0);
-        Exp = d.Load(UnaryKernel<ExpOp>);
-        Log = d.Load(UnaryKernel<LogOp>);
-        Sqrt = d.Load(UnaryKernel<SqrtOp>);
-        Square = d.Load(UnaryKernel<SquareOp>);
+        Axpy = d.LoadKernel(AxpyKernel, ElementwiseCpu.AxpyKernel, 0);
+        Affine = d.LoadKernel(AffineKernel, ElementwiseCpu.AffineKernel, 0);
+        Add = d.LoadKernel(BinaryKernel<AddOp>, ElementwiseCpu.BinaryKernel<AddOp>, 0);
+        Sub = d.LoadKernel(BinaryKernel<SubOp>, ElementwiseCpu.BinaryKernel<SubOp>, 0);
+        Mul = d.LoadKernel(BinaryKernel<MulOp>, ElementwiseCpu.BinaryKernel<MulOp>, 0);
+        Div = d.LoadKernel(BinaryKernel<DivOp>, ElementwiseCpu.BinaryKernel<DivOp>, 0);
+        Exp = d.LoadKernel(UnaryKernel<ExpOp>);
+        Log = d.LoadKernel(UnaryKernel<LogOp>);
+        Sqrt = d.LoadKernel(UnaryKernel<SqrtOp>);
+        Square = d.LoadKernel(UnaryKernel<SquareOp>);
     }
 
     // y: [n] <- value

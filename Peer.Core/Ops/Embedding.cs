@@ -85,7 +85,7 @@ internal sealed class EmbeddingKernels
 
     public EmbeddingKernels(Device d)
     {
-        Gather = d.Load(GatherKernel);
+        Gather = d.LoadKernel(GatherKernel);
     }
 
     // ids: [n], table: [V, dim] -> y: [n, dim] = table[ids]; a row of NaN for an id outside [0, V)

@@ -86,8 +86,8 @@ internal sealed class LinearKernels
 
     public LinearKernels(Device d)
     {
-        AddBias = d.Load(AddBiasKernel, LinearCpu.AddBiasKernel, 256);
-        ColumnSums = d.Load(ColumnSumsKernel, LinearCpu.ColumnSumsKernel, 256);
+        AddBias = d.LoadKernel(AddBiasKernel, LinearCpu.AddBiasKernel, 256);
+        ColumnSums = d.LoadKernel(ColumnSumsKernel, LinearCpu.ColumnSumsKernel, 256);
     }
 
     // y: [rows, cols] += bias: [cols], one row per item

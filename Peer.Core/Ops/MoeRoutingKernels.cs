@@ -22,16 +22,16 @@ internal sealed class MoeRoutingKernels
 
     public MoeRoutingKernels(Device d)
     {
-        ExpertChoice = d.Load(ExpertChoiceKernel);
-        Choose = d.Load(ChooseKernel);
-        Capacity = d.Load(CapacityKernel);
-        Dispatch = d.Load(DispatchKernel);
-        DispatchBackward = d.Load(DispatchBackwardKernel);
-        Combine = d.Load(CombineKernel);
-        CombineBackwardOutputs = d.Load(CombineBackwardOutputsKernel);
-        CombineBackwardGates = d.Load(CombineBackwardGatesKernel);
-        Bias = d.Load(BiasKernel);
-        BiasBackward = d.Load(BiasBackwardKernel);
+        ExpertChoice = d.LoadKernel(ExpertChoiceKernel);
+        Choose = d.LoadKernel(ChooseKernel);
+        Capacity = d.LoadKernel(CapacityKernel);
+        Dispatch = d.LoadKernel(DispatchKernel);
+        DispatchBackward = d.LoadKernel(DispatchBackwardKernel);
+        Combine = d.LoadKernel(CombineKernel);
+        CombineBackwardOutputs = d.LoadKernel(CombineBackwardOutputsKernel);
+        CombineBackwardGates = d.LoadKernel(CombineBackwardGatesKernel);
+        Bias = d.LoadKernel(BiasKernel);
+        BiasBackward = d.LoadKernel(BiasBackwardKernel);
     }
 
     // A probability's IEEE bits: for values >= 0 they order as the values do (negative values, which a softmax never

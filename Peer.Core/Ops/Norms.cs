@@ -162,11 +162,11 @@ internal sealed class NormKernels
 
     public NormKernels(Device d)
     {
-        RowForward = d.Load(RowForwardKernel, NormsCpu.RowForwardKernel, 256);
-        RowBackward = d.Load(RowBackwardKernel, NormsCpu.RowBackwardKernel, 256);
-        RowParams = d.Load(RowParamsKernel, NormsCpu.RowParamsKernel, 256);
-        BatchForward = d.Load(BatchForwardKernel, NormsCpu.BatchForwardKernel, 256);
-        BatchBackward = d.Load(BatchBackwardKernel, NormsCpu.BatchBackwardKernel, 256);
+        RowForward = d.LoadKernel(RowForwardKernel, NormsCpu.RowForwardKernel, 256);
+        RowBackward = d.LoadKernel(RowBackwardKernel, NormsCpu.RowBackwardKernel, 256);
+        RowParams = d.LoadKernel(RowParamsKernel, NormsCpu.RowParamsKernel, 256);
+        BatchForward = d.LoadKernel(BatchForwardKernel, NormsCpu.BatchForwardKernel, 256);
+        BatchBackward = d.LoadKernel(BatchBackwardKernel, NormsCpu.BatchBackwardKernel, 256);
     }
 
     // x: [rows, C], weight, bias: [C] -> y: [rows, C], mean, rstd: [rows]. LayerNorm (Center = 1): mean and biased

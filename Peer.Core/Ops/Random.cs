@@ -57,8 +57,8 @@ internal sealed class RandomKernels
 
     public RandomKernels(Device d)
     {
-        Uniform = d.Load(UniformKernel);
-        Normal = d.Load(NormalKernel);
+        Uniform = d.LoadKernel(UniformKernel);
+        Normal = d.LoadKernel(NormalKernel);
     }
 
     // Three rounds of a 32-bit avalanche mix over (seed, counter): a small stateless hash in the spirit of

@@ -130,10 +130,10 @@ internal sealed class ReduceKernels
 
     public ReduceKernels(Device d)
     {
-        Partial = d.Load(PartialKernel);
-        Rows = d.Load(RowsKernel);
-        Columns = d.Load(ColumnsKernel);
-        Expand = d.Load(ExpandKernel);
+        Partial = d.LoadKernel(PartialKernel);
+        Rows = d.LoadKernel(RowsKernel);
+        Columns = d.LoadKernel(ColumnsKernel);
+        Expand = d.LoadKernel(ExpandKernel);
     }
 
     // x: [N] -> partial: [workers], partial[w] = scale * sum of worker w's items (in its fixed order)

@@ -83,7 +83,7 @@ internal sealed class RowSparseGradientKernels
 {
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int> Scatter;
 
-    public RowSparseGradientKernels(Device d) => Scatter = d.Load(ScatterKernel);
+    public RowSparseGradientKernels(Device d) => Scatter = d.LoadKernel(ScatterKernel);
 
     // rows: [R] distinct, values: [R, cols] -> dense[rows[s], :] = values[s, :]; one row per item (distinct rows: no conflicts)
     static void ScatterKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> values, ArrayView<float> dense, int cols)

@@ -183,12 +183,12 @@ internal sealed class SortSegmentKernels
     {
         // The sort body is plain C# (it needs no vector unit); the sums use 256-bit vectors.
         RunsSortAll = d.CpuBodyBits >= 0; // where Device.Choose picks a body that needs 0 bits
-        Runs = d.Load(RunsKernel, SortSegmentCpu.RunsKernel, 0);
-        Merge = d.Load(MergeKernel);
-        CountHeads = d.Load(CountHeadsKernel);
-        ScanStep = d.Load(ScanStepKernel);
-        WriteHeads = d.Load(WriteHeadsKernel);
-        Sum = d.Load(SumKernel, SortSegmentCpu.SumKernel, 256);
+        Runs = d.LoadKernel(RunsKernel, SortSegmentCpu.RunsKernel, 0);
+        Merge = d.LoadKernel(MergeKernel);
+        CountHeads = d.LoadKernel(CountHeadsKernel);
+        ScanStep = d.LoadKernel(ScanStepKernel);
+        WriteHeads = d.LoadKernel(WriteHeadsKernel);
+        Sum = d.LoadKernel(SumKernel, SortSegmentCpu.SumKernel, 256);
     }
 
     // The sort key of pair i: keys1[i] for i < n1, else keys2[i - n1]; int.MaxValue (sorts last) outside [0, limit).

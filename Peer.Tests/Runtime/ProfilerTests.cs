@@ -1,6 +1,6 @@
 // The profiler (Runtime/Profiler.cs): on a small known graph it counts each kernel launch under its op and phase, the
 // rows' shares sum to 1, and nothing is recorded while no profiler is attached or while it is paused. A scan of
-// Peer.Core's sources checks that every kernel is loaded through Device.Load, so that no launch escapes the profiler.
+// Peer.Core's sources checks that every kernel is loaded through Device.LoadKernel or LoadGroupedKernel, so that no launch escapes the profiler.
 using Peer.Optim;
 
 namespace Peer.Tests.Runtime;
@@ -126,7 +126,7 @@ public sealed class ProfilerTests
     }
 
     [Test]
-    public void EveryKernelOfPeerCoreIsLoadedThroughDeviceLoad()
+    public void EveryKernelOfPeerCoreIsLoadedThroughTheDevice()
     {
         var dir = new DirectoryInfo(TestContext.CurrentContext.TestDirectory);
         while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Peer.sln"))) dir = dir.Parent;
@@ -137,6 +137,6 @@ public sealed class ProfilerTests
             .Where(f => File.ReadAllText(f) is var s && (s.Contains("LoadAutoGroupedStreamKernel") || s.Contains("LoadStreamKernel")
                 || s.Contains("LoadAutoGroupedKernel") || s.Contains("LoadImplicitlyGroupedKernel")))
             .Select(f => Path.GetRelativePath(core, f)).ToList();
-        Assert.That(offenders, Is.Empty, "load kernels with d.Load (Runtime/DeviceKernels.cs) so that the profiler sees them");
+        Assert.That(offenders, Is.Empty, "load kernels with d.LoadKernel or d.LoadGroupedKernel (Runtime/DeviceKernels.cs) so that the profiler sees them");
     }
 }
