@@ -75,7 +75,7 @@ public sealed class Tape
         Scope.Unscope(grad);
         if (target.Grad is null)
         {
-            target.Grad = grad;
+            target.Grad = target.FirstGradient(grad); // grad itself, or for a parameter in an optimizer's arena a copy in its slot
             return;
         }
         Ops.AddInPlace(target.Grad, grad);

@@ -52,6 +52,8 @@ public sealed class AdamW : Optimizer
         WeightDecay = weightDecay;
     }
 
+    private protected override bool PacksDenseParameters => true;
+
     AdamArgs Args(long step)
     {
         // Bias corrections in double on the host, as PyTorch computes them in Python floats.
