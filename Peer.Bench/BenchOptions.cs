@@ -13,6 +13,9 @@ internal sealed record BenchOptions
     public int Repeats { get; init; }
     /// <summary>Folder for results.json, results.md and the PNG plots.</summary>
     public string Output { get; init; } = "bench-results";
+    /// <summary>Optimizer of the expert tables and sub-keys in the peer suite's PEER step (as the trainer's train.sparse_optimizer):
+    /// adamw (the lazy AdamW step), rowwise-adamw or rowwise-adagrad; the rest of the layer always steps with AdamW.</summary>
+    public string SparseOptimizer { get; init; } = "adamw";
     /// <summary>Smaller still than <see cref="Quick"/>: the end-to-end test's sizes (not on the command line).</summary>
     public bool Smoke { get; init; }
 
@@ -39,6 +42,14 @@ internal sealed record BenchOptions
                     o = o with { Repeats = r };
                     break;
                 }
+                case "--sparse-optimizer":
+                {
+                    string v = Value();
+                    if (!Peer.Training.TrainConfig.SparseOptimizers.Contains(v))
+                        throw new ArgumentException($"--sparse-optimizer = '{v}': expected one of {string.Join(", ", Peer.Training.TrainConfig.SparseOptimizers)}.");
+                    o = o with { SparseOptimizer = v };
+                    break;
+                }
                 case "--devices":
                 {
                     string v = Value().Trim().ToLowerInvariant();
@@ -60,6 +71,8 @@ internal sealed record BenchOptions
 
     public static string Usage(IEnumerable<ISuite> suites) =>
         "usage: dotnet run -c Release --project Peer.Bench -- [suites...] [--devices cpu,opencl,cuda|all] [--quick] [--repeats N] [--out DIR]\n" +
+        "       [--sparse-optimizer adamw|rowwise-adamw|rowwise-adagrad]\n" +
         "  no suite named: all of them, in this order. Default devices: cpu. Default output folder: bench-results.\n" +
+        "  --sparse-optimizer: the optimizer of the expert tables and sub-keys in the peer suite (default adamw).\n" +
         "suites:\n" + string.Join("\n", suites.Select(s => $"  {s.Name,-10} {s.Summary}"));
 }

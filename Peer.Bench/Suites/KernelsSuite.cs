@@ -1,13 +1,14 @@
 // The kernels suite: matmul (GFLOP/s) and axpy (GB/s) through the portable kernel and the path Peer chooses on
 // each device, beside plain-C# references run interleaved in the same process (the bench's goal: on the CPU
 // accelerator at least 0.5x of the vectorised reference); softmax and layer norm (GB/s, one read and one write
-// of the rows) and causal attention (GFLOP/s), forward, as fractions of the device's ceilings.
+// of the rows) and causal attention (GFLOP/s), forward, as fractions of the device's ceilings; the table optimizers'
+// sparse steps, portable and chosen (OptimizerStepBench).
 namespace Peer.Bench;
 
 internal sealed class KernelsSuite : ISuite
 {
     public string Name => "kernels";
-    public string Summary => "matmul, axpy, bias add, softmax, layer norm, attention per device; matmul and elementwise vs plain-C# references";
+    public string Summary => "matmul, axpy, bias add, softmax, layer norm, attention, table optimizer steps per device; matmul and elementwise vs plain-C# references";
 
     public void Run(BenchRun run, SuiteResults s)
     {
@@ -52,6 +53,7 @@ internal sealed class KernelsSuite : ISuite
             Elementwise(run, s, ew, name, device, axpyN, warmup, repeats);
             RowOps(run, s, ew, name, device, rows, cols, warmup, repeats);
             Attention(run, s, ew, name, device, heads, seq, headDim, warmup, repeats);
+            OptimizerStepBench.Run(run, s, ew, name, device, warmup, repeats);
         }
         run.Show(s, "matmul C = A B (row-major, fp32)", mm);
         run.Show(s, "memory-bound ops and attention (forward)", ew);

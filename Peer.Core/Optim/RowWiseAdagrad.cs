@@ -80,7 +80,8 @@ internal readonly struct RowAdagradArgs(float lr, float decay, float eps)
     public readonly float Eps = eps;
 }
 
-/// <summary>Row-wise AdaGrad kernels, loaded once per device.</summary>
+/// <summary>Row-wise AdaGrad kernels, loaded once per device: the portable kernels below (the definition, every backend), or the
+/// SIMD bodies' kernels (Cpu/RowWiseAdagradCpu.cs) where <see cref="Device.Choose"/> picks them.</summary>
 internal sealed class RowAdagradKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, RowAdagradArgs> Dense;
@@ -89,8 +90,9 @@ internal sealed class RowAdagradKernels
     public RowAdagradKernels(Device d)
     {
         var acc = d.Accelerator;
-        Dense = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, RowAdagradArgs>(DenseKernel);
-        Sparse = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, RowAdagradArgs>(SparseKernel);
+        // The CPU bodies' eight-float vectors are emulated where the CPU does not accelerate them: they need no vector unit.
+        Dense = acc.LoadAutoGroupedStreamKernel(d.Choose(DenseKernel, RowWiseAdagradCpu.DenseKernel, 0));
+        Sparse = acc.LoadAutoGroupedStreamKernel(d.Choose(SparseKernel, RowWiseAdagradCpu.SparseKernel, 0));
     }
 
     // p, g: [rows, cols], sum: [rows] (work.N = rows); every row updated in place
@@ -113,16 +115,42 @@ internal sealed class RowAdagradKernels
     // Row r of p (and of sum) from the cols gradient elements at g[at..]
     static void Row(ArrayView<float> p, ArrayView<float> g, ArrayView<float> sum, int r, int at, int cols, RowAdagradArgs a)
     {
-        float squares = 0f;
-        for (int j = 0; j < cols; j++)
-        {
-            float gj = g[at + j];
-            squares += gj * gj;
-        }
-        float total = sum[r] + squares / cols;
+        float total = sum[r] + Squares(g, at, cols) / cols;
         sum[r] = total;
         float multiplier = a.Lr / (MathF.Sqrt(total) + a.Eps);
         int first = r * cols;
         for (int j = 0; j < cols; j++) p[first + j] = a.Decay * p[first + j] - multiplier * g[at + j];
+    }
+
+    /// <summary>
+    /// The sum of squares of <c>g[at .. at + n)</c> in the one order every row-wise kernel uses, so that the CPU bodies
+    /// (Cpu/RowWiseAdagradCpu.cs, eight-float vectors) give the same bits: eight interleaved partial sums <c>s0..s7</c> over the
+    /// first <c>n - n % 8</c> elements (<c>s_l</c> takes the elements <c>j = l mod 8</c>), combined as
+    /// <c>((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7))</c>, then the last <c>n % 8</c> elements one by one.
+    /// </summary>
+    internal static float Squares(ArrayView<float> g, int at, int n)
+    {
+        float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f, s4 = 0f, s5 = 0f, s6 = 0f, s7 = 0f;
+        int j = 0;
+        for (; j + 8 <= n; j += 8)
+        {
+            float g0 = g[at + j], g1 = g[at + j + 1], g2 = g[at + j + 2], g3 = g[at + j + 3];
+            float g4 = g[at + j + 4], g5 = g[at + j + 5], g6 = g[at + j + 6], g7 = g[at + j + 7];
+            s0 += g0 * g0;
+            s1 += g1 * g1;
+            s2 += g2 * g2;
+            s3 += g3 * g3;
+            s4 += g4 * g4;
+            s5 += g5 * g5;
+            s6 += g6 * g6;
+            s7 += g7 * g7;
+        }
+        float squares = ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7));
+        for (; j < n; j++)
+        {
+            float gj = g[at + j];
+            squares += gj * gj;
+        }
+        return squares;
     }
 }

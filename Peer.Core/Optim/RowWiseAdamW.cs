@@ -91,7 +91,8 @@ public sealed class RowWiseAdamW : Optimizer
     }
 }
 
-/// <summary>Row-wise AdamW kernels, loaded once per device; they take <see cref="AdamArgs"/> as AdamW's do.</summary>
+/// <summary>Row-wise AdamW kernels, loaded once per device (they take <see cref="AdamArgs"/> as AdamW's do): the portable kernels
+/// below (the definition, every backend), or the SIMD bodies' kernels (Cpu/RowWiseAdamWCpu.cs) where <see cref="Device.Choose"/> picks them.</summary>
 internal sealed class RowAdamKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, AdamArgs> Dense;
@@ -102,10 +103,11 @@ internal sealed class RowAdamKernels
     public RowAdamKernels(Device d)
     {
         var acc = d.Accelerator;
-        Dense = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, AdamArgs>(DenseKernel);
-        DenseNoMomentum = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, AdamArgs>(DenseNoMomentumKernel);
-        Sparse = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs>(SparseKernel);
-        SparseNoMomentum = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, AdamArgs>(SparseNoMomentumKernel);
+        // The CPU bodies' eight-float vectors are emulated where the CPU does not accelerate them: they need no vector unit.
+        Dense = acc.LoadAutoGroupedStreamKernel(d.Choose(DenseKernel, RowWiseAdamWCpu.DenseKernel, 0));
+        DenseNoMomentum = acc.LoadAutoGroupedStreamKernel(d.Choose(DenseNoMomentumKernel, RowWiseAdamWCpu.DenseNoMomentumKernel, 0));
+        Sparse = acc.LoadAutoGroupedStreamKernel(d.Choose(SparseKernel, RowWiseAdamWCpu.SparseKernel, 0));
+        SparseNoMomentum = acc.LoadAutoGroupedStreamKernel(d.Choose(SparseNoMomentumKernel, RowWiseAdamWCpu.SparseNoMomentumKernel, 0));
     }
 
     // p, g, m: [rows, cols], v: [rows] (work.N = rows); every row updated in place
@@ -145,13 +147,7 @@ internal sealed class RowAdamKernels
     // The row's second moment from the cols gradient elements at g[at..], then the denominator of its update
     static float Denominator(ArrayView<float> v, ArrayView<float> g, int r, int at, int cols, AdamArgs a)
     {
-        float squares = 0f;
-        for (int j = 0; j < cols; j++)
-        {
-            float gj = g[at + j];
-            squares += gj * gj;
-        }
-        float vr = a.Beta2 * v[r] + (1f - a.Beta2) * (squares / cols);
+        float vr = a.Beta2 * v[r] + (1f - a.Beta2) * (RowAdagradKernels.Squares(g, at, cols) / cols);
         v[r] = vr;
         return MathF.Sqrt(vr) / a.Bias2Sqrt + a.Eps;
     }

@@ -64,6 +64,10 @@ public sealed class BenchTests
         Assert.Throws<ArgumentException>(() => BenchOptions.Parse(["--fast"], SuiteNames));
         Assert.That(BenchOptions.Parse(["--repeats", "11"], SuiteNames).Repeats, Is.EqualTo(11));
         Assert.That(Assert.Throws<ArgumentException>(() => BenchOptions.Parse(["--repeats", "0"], SuiteNames))!.Message, Does.Contain("--repeats = '0'"));
+        Assert.That(d.SparseOptimizer, Is.EqualTo("adamw"));
+        Assert.That(BenchOptions.Parse(["--sparse-optimizer", "rowwise-adagrad"], SuiteNames).SparseOptimizer, Is.EqualTo("rowwise-adagrad"));
+        Assert.That(Assert.Throws<ArgumentException>(() => BenchOptions.Parse(["--sparse-optimizer", "adagrad"], SuiteNames))!.Message,
+            Does.Contain("--sparse-optimizer = 'adagrad'").And.Contain("rowwise-adamw"));
     }
 
     [Test]
