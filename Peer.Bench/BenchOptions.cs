@@ -16,7 +16,7 @@ internal sealed record BenchOptions
     /// <summary>Optimizer of the expert tables and sub-keys in the peer suite's PEER step (as the trainer's train.sparse_optimizer):
     /// adamw (the lazy AdamW step), rowwise-adamw or rowwise-adagrad; the rest of the layer always steps with AdamW.</summary>
     public string SparseOptimizer { get; init; } = "adamw";
-    /// <summary>Smaller still than <see cref="Quick"/>: the end-to-end test's sizes (not on the command line).</summary>
+    /// <summary>Smaller still than <see cref="Quick"/>: the end-to-end test's sizes, to check that every suite runs (its figures mean little).</summary>
     public bool Smoke { get; init; }
 
     static readonly string[] KnownDevices = ["cpu", "opencl", "cuda"];
@@ -34,6 +34,7 @@ internal sealed record BenchOptions
             switch (a)
             {
                 case "--quick": o = o with { Quick = true }; break;
+                case "--smoke": o = o with { Smoke = true }; break;
                 case "--out": o = o with { Output = Value() }; break;
                 case "--repeats":
                 {
@@ -70,9 +71,10 @@ internal sealed record BenchOptions
     }
 
     public static string Usage(IEnumerable<ISuite> suites) =>
-        "usage: dotnet run -c Release --project Peer.Bench -- [suites...] [--devices cpu,opencl,cuda|all] [--quick] [--repeats N] [--out DIR]\n" +
+        "usage: dotnet run -c Release --project Peer.Bench -- [suites...] [--devices cpu,opencl,cuda|all] [--quick|--smoke] [--repeats N] [--out DIR]\n" +
         "       [--sparse-optimizer adamw|rowwise-adamw|rowwise-adagrad]\n" +
         "  no suite named: all of them, in this order. Default devices: cpu. Default output folder: bench-results.\n" +
+        "  --quick: small sizes and few repeats; --smoke: the test's tiny sizes, to check that every suite runs (figures mean little).\n" +
         "  --sparse-optimizer: the optimizer of the expert tables and sub-keys in the peer suite (default adamw).\n" +
         "suites:\n" + string.Join("\n", suites.Select(s => $"  {s.Name,-10} {s.Summary}"));
 }

@@ -89,10 +89,9 @@ internal sealed class RowAdagradKernels
 
     public RowAdagradKernels(Device d)
     {
-        var acc = d.Accelerator;
         // The CPU bodies' eight-float vectors are emulated where the CPU does not accelerate them: they need no vector unit.
-        Dense = acc.LoadAutoGroupedStreamKernel(d.Choose(DenseKernel, RowWiseAdagradCpu.DenseKernel, 0));
-        Sparse = acc.LoadAutoGroupedStreamKernel(d.Choose(SparseKernel, RowWiseAdagradCpu.SparseKernel, 0));
+        Dense = d.LoadKernel(d.Choose(DenseKernel, RowWiseAdagradCpu.DenseKernel, 0));
+        Sparse = d.LoadKernel(d.Choose(SparseKernel, RowWiseAdagradCpu.SparseKernel, 0));
     }
 
     // p, g: [rows, cols], sum: [rows] (work.N = rows); every row updated in place
@@ -109,7 +108,11 @@ internal sealed class RowAdagradKernels
     {
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
-                Row(p, values, sum, rows[i], i * cols, cols, a);
+            {
+                int row = rows[i];
+                if ((uint)row >= (uint)sum.Length) continue; // a row outside p (unchecked on GPUs: Optimizer.Validate) changes nothing
+                Row(p, values, sum, row, i * cols, cols, a);
+            }
     }
 
     // Row r of p (and of sum) from the cols gradient elements at g[at..]

@@ -102,12 +102,11 @@ internal sealed class RowAdamKernels
 
     public RowAdamKernels(Device d)
     {
-        var acc = d.Accelerator;
         // The CPU bodies' eight-float vectors are emulated where the CPU does not accelerate them: they need no vector unit.
-        Dense = acc.LoadAutoGroupedStreamKernel(d.Choose(DenseKernel, RowWiseAdamWCpu.DenseKernel, 0));
-        DenseNoMomentum = acc.LoadAutoGroupedStreamKernel(d.Choose(DenseNoMomentumKernel, RowWiseAdamWCpu.DenseNoMomentumKernel, 0));
-        Sparse = acc.LoadAutoGroupedStreamKernel(d.Choose(SparseKernel, RowWiseAdamWCpu.SparseKernel, 0));
-        SparseNoMomentum = acc.LoadAutoGroupedStreamKernel(d.Choose(SparseNoMomentumKernel, RowWiseAdamWCpu.SparseNoMomentumKernel, 0));
+        Dense = d.LoadKernel(d.Choose(DenseKernel, RowWiseAdamWCpu.DenseKernel, 0));
+        DenseNoMomentum = d.LoadKernel(d.Choose(DenseNoMomentumKernel, RowWiseAdamWCpu.DenseNoMomentumKernel, 0));
+        Sparse = d.LoadKernel(d.Choose(SparseKernel, RowWiseAdamWCpu.SparseKernel, 0));
+        SparseNoMomentum = d.LoadKernel(d.Choose(SparseNoMomentumKernel, RowWiseAdamWCpu.SparseNoMomentumKernel, 0));
     }
 
     // p, g, m: [rows, cols], v: [rows] (work.N = rows); every row updated in place
@@ -132,7 +131,11 @@ internal sealed class RowAdamKernels
     {
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
-                Row(p, m, v, values, rows[i], i * cols, cols, a);
+            {
+                int row = rows[i];
+                if ((uint)row >= (uint)v.Length) continue; // a row outside p (unchecked on GPUs: Optimizer.Validate) changes nothing
+                Row(p, m, v, values, row, i * cols, cols, a);
+            }
     }
 
     // as SparseKernel with m = g
@@ -141,7 +144,11 @@ internal sealed class RowAdamKernels
     {
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
-                RowNoMomentum(p, v, values, rows[i], i * cols, cols, a);
+            {
+                int row = rows[i];
+                if ((uint)row >= (uint)v.Length) continue; // a row outside p (unchecked on GPUs: Optimizer.Validate) changes nothing
+                RowNoMomentum(p, v, values, row, i * cols, cols, a);
+            }
     }
 
     // The row's second moment from the cols gradient elements at g[at..], then the denominator of its update

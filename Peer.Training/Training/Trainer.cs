@@ -75,6 +75,8 @@ public sealed class Trainer : IDisposable
     public BatchSampler Sampler { get; }
     /// <summary>The device.</summary>
     public Device Device { get; }
+    readonly Tensor lossTotal, gradNorm; // [1] each: the step's summed micro-batch losses and its gradient norm, on the device
+
     /// <summary>Optimizer steps taken so far.</summary>
     public int StepCount { get; internal set; }
 
@@ -96,6 +98,8 @@ public sealed class Trainer : IDisposable
         Model = new LanguageModel(device, config.Model, config.Train.Seed);
         Optimizer = CreateOptimizer(Model, config.Train);
         Sampler = new BatchSampler(data.Train, config.Model.Context, config.Train.Seed);
+        lossTotal = Scope.Unscope(Tensor.Zeros(device, 1));
+        gradNorm = Scope.Unscope(Tensor.Zeros(device, 1));
     }
 
     /// <summary>The optimizer groups of <see cref="Optimizer"/> for <paramref name="model"/>, at the peak learning rates of <paramref name="t"/>.</summary>
@@ -142,8 +146,10 @@ public sealed class Trainer : IDisposable
         var clock = Stopwatch.StartNew();
         int step = StepCount + 1;
         double lr = LearningRateAt(step);
-        double lossSum = 0;
         Model.Train();
+        // The micro-batches' losses add up on the device, read once when the step is launched: nothing in the step waits for the
+        // device (on a GPU, each read would stall the launch queue).
+        Ops.Fill(lossTotal, 0f);
         for (int micro = 0; micro < t.Accumulation; micro++)
         {
             int[] windows = Sampler.NextBatch(t.BatchSize);
@@ -151,17 +157,18 @@ public sealed class Trainer : IDisposable
             {
                 var loss = Model.Loss(windows, t.BatchSize);
                 (t.Accumulation > 1 ? Ops.Scale(loss, 1f / t.Accumulation) : loss).Backward();
-                lossSum += loss.Item();
+                Ops.AddInPlace(lossTotal, loss);
             }
         }
-        if (t.ClipNorm > 0) GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm);
+        if (t.ClipNorm > 0) GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm, gradNorm);
         foreach (var (name, group) in Optimizer.Groups)
             group.LearningRate = (float)(name == "sparse" && t.SparseLearningRate is { } peak ? lr * peak / t.LearningRate : lr);
         Optimizer.Step();
         Model.ZeroGrad();
+        double meanLoss = lossTotal.Item() / t.Accumulation;
         StepCount = step;
         double tokens = (double)t.BatchSize * t.Accumulation * Config.Model.Context;
-        return new StepResult(step, lossSum / t.Accumulation, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds));
+        return new StepResult(step, meanLoss, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds));
     }
 
     /// <summary>Mean loss over the validation windows <paramref name="coverage"/> selects, the n-gram baselines on the same windows,
@@ -213,5 +220,7 @@ public sealed class Trainer : IDisposable
     {
         Optimizer.Dispose();
         Model.Dispose();
+        lossTotal.Dispose();
+        gradNorm.Dispose();
     }
 }
