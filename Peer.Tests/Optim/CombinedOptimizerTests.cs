@@ -159,6 +159,46 @@ public sealed class CombinedOptimizerTests
         Assert.That(Assert.Throws<KeyNotFoundException>(() => _ = combined["x"])!.Message, Does.Contain("'x'").And.Contain("'g', 'h'"));
     }
 
+    // README.md's lines (section "Optimizer state for the expert tables"), at a size a test can afford: row-wise AdaGrad's state is
+    // one float per expert, and a step changes only the retrieved experts' rows.
+    [Test]
+    public void ReadmeLinesKeepOneFloatPerExpertAndTouchOnlyRetrievedRows()
+    {
+        var device = D;
+        using var peer = new PeerLayer(device, dim: 32, new PeerOptions { Experts = 32 * 32, Heads = 4, TopK = 4, QueryDim = 16 });
+        var tables = peer.NamedParameters().Where(p => p.Tensor.RowSparse);   // experts.*, keys.*
+        var rest = peer.NamedParameters().Where(p => !p.Tensor.RowSparse);
+        using var optimizer = new CombinedOptimizer(
+        [
+            ("sparse", new RowWiseAdagrad(tables, lr: 0.05f)),   // one float of state per row
+            ("dense", new AdamW(rest, lr: 1e-3f)),
+        ]);
+        var down = peer.NamedParameters().Single(p => p.Name == "experts.down").Tensor;
+        var before = down.ToArray();
+        int[] retrieved;
+        using (Scope.Begin())
+        {
+            var x = Peer.Ops.Normal(device, seed: 1, mean: 0, std: 1, 64, 32);
+            var y = peer.Forward(x);
+            retrieved = peer.LastIndices!.ToIntArray();
+            Peer.Ops.Mean(Peer.Ops.Square(y)).Backward();
+            optimizer.Step();
+            optimizer.ZeroGrad();
+        }
+        var state = optimizer.StateDict().ToDictionary(e => e.Name, e => e.T);
+        Assert.That(state["experts.down.sum"].Shape, Is.EqualTo(new[] { 32 * 32 }));
+        Assert.That(state["keys.sub1.sum"].Shape, Is.EqualTo(new[] { 32 }));
+        var after = down.ToArray();
+        var sums = state["experts.down.sum"].ToArray();
+        var touched = retrieved.ToHashSet();
+        for (int row = 0; row < 32 * 32; row++)
+        {
+            bool changed = Enumerable.Range(0, 32).Any(c => after[row * 32 + c] != before[row * 32 + c]);
+            Assert.That(changed, Is.EqualTo(touched.Contains(row)), $"row {row}: changed exactly when retrieved");
+            Assert.That(sums[row] > 0, Is.EqualTo(touched.Contains(row)), $"row {row}: state only for retrieved rows");
+        }
+    }
+
     // The PEER layer marks its expert tables and sub-keys row-sparse, and nothing else: the split a trainer groups by.
     [Test]
     public void PeerLayerMarksItsTablesRowSparse()
