@@ -16,6 +16,9 @@ internal sealed record BenchOptions
     /// <summary>After its timed rounds, the training, peer and torch suites run Peer's steps again under the device's profiler and
     /// print and save its table per configuration (profile-*.txt in the output folder).</summary>
     public bool Profile { get; init; }
+    /// <summary>Optimizer of the expert tables and sub-keys in the peer suite's PEER step (as the trainer's train.sparse_optimizer):
+    /// adamw (the lazy AdamW step), rowwise-adamw or rowwise-adagrad; the rest of the layer always steps with AdamW.</summary>
+    public string SparseOptimizer { get; init; } = "adamw";
     /// <summary>Smaller still than <see cref="Quick"/>: the end-to-end test's sizes, to check that every suite runs (its figures mean little).</summary>
     public bool Smoke { get; init; }
 
@@ -44,6 +47,14 @@ internal sealed record BenchOptions
                     o = o with { Repeats = r };
                     break;
                 }
+                case "--sparse-optimizer":
+                {
+                    string v = Value();
+                    if (!Peer.Training.TrainConfig.SparseOptimizers.Contains(v))
+                        throw new ArgumentException($"--sparse-optimizer = '{v}': expected one of {string.Join(", ", Peer.Training.TrainConfig.SparseOptimizers)}.");
+                    o = o with { SparseOptimizer = v };
+                    break;
+                }
                 case "--devices":
                 {
                     string v = Value().Trim().ToLowerInvariant();
@@ -65,8 +76,10 @@ internal sealed record BenchOptions
 
     public static string Usage(IEnumerable<ISuite> suites) =>
         "usage: dotnet run -c Release --project Peer.Bench -- [suites...] [--devices cpu,opencl,cuda|all] [--quick|--smoke] [--repeats N] [--profile] [--out DIR]\n" +
+        "       [--sparse-optimizer adamw|rowwise-adamw|rowwise-adagrad]\n" +
         "  no suite named: all of them, in this order. Default devices: cpu. Default output folder: bench-results.\n" +
         "  --quick: small sizes and few repeats; --smoke: the test's tiny sizes, to check that every suite runs (figures mean little).\n" +
         "  --profile: the training, peer and torch suites also profile Peer's steps (after the timed rounds) and write profile-*.txt.\n" +
+        "  --sparse-optimizer: the optimizer of the expert tables and sub-keys in the peer suite (default adamw).\n" +
         "suites:\n" + string.Join("\n", suites.Select(s => $"  {s.Name,-10} {s.Summary}"));
 }

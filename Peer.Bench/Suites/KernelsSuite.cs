@@ -2,14 +2,15 @@
 // each device, beside plain-C# references run interleaved in the same process (the bench's goal: on the CPU
 // accelerator at least 0.5x of the vectorised reference) and, for matmul, OpenBLAS's sgemm as the machine's
 // ceiling when it is installed; softmax and layer norm (GB/s, one read and one write of the rows) and causal
-// attention (GFLOP/s), forward, as fractions of the device's ceilings; and the fixed cost of a launch (a kernel over
-// one element) and of an op with a fresh output, in µs, which bounds small models' steps. The references are checked first.
+// attention (GFLOP/s), forward, as fractions of the device's ceilings; the table optimizers' sparse steps, portable
+// and chosen (OptimizerStepBench); and the fixed cost of a launch (a kernel over one element) and of an op with a
+// fresh output, in µs, which bounds small models' steps. The references are checked first.
 namespace Peer.Bench;
 
 internal sealed class KernelsSuite : ISuite
 {
     public string Name => "kernels";
-    public string Summary => "matmul, axpy, bias add, softmax, layer norm, attention per device; matmul and elementwise vs plain-C# references, matmul vs OpenBLAS sgemm";
+    public string Summary => "matmul, axpy, bias add, softmax, layer norm, attention, table optimizer steps per device; matmul and elementwise vs plain-C# references, matmul vs OpenBLAS sgemm";
 
     public void Run(BenchRun run, SuiteResults s)
     {
@@ -65,6 +66,7 @@ internal sealed class KernelsSuite : ISuite
             RowOps(run, s, ew, name, device, rows, cols, warmup, repeats);
             Attention(run, s, ew, name, device, heads, seq, headDim, warmup, repeats);
             LaunchCost(s, fixedCosts, name, device, warmup, repeats);
+            OptimizerStepBench.Run(run, s, ew, name, device, warmup, repeats);
         }
         run.Show(s, "matmul C = A B (row-major, fp32)", mm);
         run.Show(s, "memory-bound ops and attention (forward)", ew);

@@ -72,6 +72,10 @@ public sealed class Tensor : IDisposable
     public Tensor? Grad { get; set; }
     /// <summary>Accumulated row-sparse gradient (for table parameters looked up by row), or null.</summary>
     public RowSparseGrad? SparseGrad { get; set; }
+    /// <summary>True for a parameter whose gradient arrives as a <see cref="RowSparseGrad"/>: a table looked up by row (PEER expert
+    /// tables and sub-keys, PKM values, a sparse <see cref="Nn.Embedding"/>). Set by the module that registers it; used to give such
+    /// tables their own optimizer (e.g. <see cref="Optim.RowWiseAdagrad"/> in a <see cref="Optim.CombinedOptimizer"/>).</summary>
+    public bool RowSparse { get; internal set; }
     /// <summary>True for tensors created by users or modules rather than by an op on the tape.</summary>
     public bool IsLeaf { get; internal set; } = true;
     /// <summary>A name for messages and state dicts (set by modules).</summary>

@@ -30,6 +30,7 @@ public sealed class BenchTests
     [TestCase("--out", "--out needs a value.")]
     [TestCase("--repeats 0", "--repeats = '0': expected a positive integer.")]
     [TestCase("--fast", "unknown option '--fast'.")]
+    [TestCase("--sparse-optimizer adagrad", "--sparse-optimizer = 'adagrad': expected one of adamw, rowwise-adamw, rowwise-adagrad.")]
     public void BadArgumentsExitWithTheReason(string args, string message)
     {
         var (exit, output, error) = Bench(Repo.Root, args.Split(' '));
