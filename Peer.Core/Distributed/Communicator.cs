@@ -170,14 +170,14 @@ public abstract class Communicator : IDisposable
     /// <summary>"rank r of R" for messages.</summary>
     public string Who => $"rank {Rank} of {Size}";
 
-    private protected unsafe abstract void AllReduceCore(void* data, int count, Element e, ReduceOp op);
-    private protected unsafe abstract void AllGatherVCore(void* send, int sendCount, void* recv, int* counts, int* displs, Element e);
-    private protected unsafe abstract void AllToAllVCore(void* send, int* sendCounts, int* sendDispls, void* recv, int* recvCounts, int* recvDispls, Element e);
-    private protected unsafe abstract void BroadcastCore(void* data, int count, Element e, int root);
-    private protected abstract void BarrierCore();
+    internal unsafe abstract void AllReduceCore(void* data, int count, Element e, ReduceOp op);
+    internal unsafe abstract void AllGatherVCore(void* send, int sendCount, void* recv, int* counts, int* displs, Element e);
+    internal unsafe abstract void AllToAllVCore(void* send, int* sendCounts, int* sendDispls, void* recv, int* recvCounts, int* recvDispls, Element e);
+    internal unsafe abstract void BroadcastCore(void* data, int count, Element e, int root);
+    internal abstract void BarrierCore();
 
     /// <summary>Element types the collectives carry.</summary>
-    private protected enum Element { Float, Double, Int, Long, Byte }
+    internal enum Element { Float, Double, Int, Long, Byte }
 
     static Element ElementOf<T>() where T : unmanaged =>
         typeof(T) == typeof(float) ? Element.Float : typeof(T) == typeof(double) ? Element.Double : typeof(T) == typeof(int) ? Element.Int
@@ -223,9 +223,9 @@ public sealed class SingleProcess : Communicator
     /// <inheritdoc />
     public override void Dispose() { }
 
-    private protected override unsafe void AllReduceCore(void* data, int count, Element e, ReduceOp op) { }
-    private protected override unsafe void AllGatherVCore(void* send, int sendCount, void* recv, int* counts, int* displs, Element e) { }
-    private protected override unsafe void AllToAllVCore(void* send, int* sendCounts, int* sendDispls, void* recv, int* recvCounts, int* recvDispls, Element e) { }
-    private protected override unsafe void BroadcastCore(void* data, int count, Element e, int root) { }
-    private protected override void BarrierCore() { }
+    internal override unsafe void AllReduceCore(void* data, int count, Element e, ReduceOp op) { }
+    internal override unsafe void AllGatherVCore(void* send, int sendCount, void* recv, int* counts, int* displs, Element e) { }
+    internal override unsafe void AllToAllVCore(void* send, int* sendCounts, int* sendDispls, void* recv, int* recvCounts, int* recvDispls, Element e) { }
+    internal override unsafe void BroadcastCore(void* data, int count, Element e, int root) { }
+    internal override void BarrierCore() { }
 }

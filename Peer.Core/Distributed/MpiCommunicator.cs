@@ -104,35 +104,35 @@ public sealed unsafe class MpiCommunicator : Communicator
         native.End();
     }
 
-    private protected override void AllReduceCore(void* data, int count, Element e, ReduceOp op)
+    internal override void AllReduceCore(void* data, int count, Element e, ReduceOp op)
     {
         int req, mop = op switch { ReduceOp.Max => OpMax, ReduceOp.Min => OpMin, _ => OpSum };
         native!.Check(native.Iallreduce((void*)-1, data, count, TypeOf(e), mop, CommWorld, &req), "MPI_Iallreduce"); // MPI_IN_PLACE
         Wait(req, "all-reduce", (long)count * SizeOf(e));
     }
 
-    private protected override void AllGatherVCore(void* send, int sendCount, void* recv, int* counts, int* displs, Element e)
+    internal override void AllGatherVCore(void* send, int sendCount, void* recv, int* counts, int* displs, Element e)
     {
         int req;
         native!.Check(native.Iallgatherv(send, sendCount, TypeOf(e), recv, counts, displs, TypeOf(e), CommWorld, &req), "MPI_Iallgatherv");
         Wait(req, "all-gather", (long)displs[size] * SizeOf(e));
     }
 
-    private protected override void AllToAllVCore(void* send, int* sendCounts, int* sendDispls, void* recv, int* recvCounts, int* recvDispls, Element e)
+    internal override void AllToAllVCore(void* send, int* sendCounts, int* sendDispls, void* recv, int* recvCounts, int* recvDispls, Element e)
     {
         int req;
         native!.Check(native.Ialltoallv(send, sendCounts, sendDispls, TypeOf(e), recv, recvCounts, recvDispls, TypeOf(e), CommWorld, &req), "MPI_Ialltoallv");
         Wait(req, "all-to-all", (long)recvDispls[size] * SizeOf(e));
     }
 
-    private protected override void BroadcastCore(void* data, int count, Element e, int root)
+    internal override void BroadcastCore(void* data, int count, Element e, int root)
     {
         int req;
         native!.Check(native.Ibcast(data, count, TypeOf(e), root, CommWorld, &req), "MPI_Ibcast");
         Wait(req, "broadcast", (long)count * SizeOf(e));
     }
 
-    private protected override void BarrierCore()
+    internal override void BarrierCore()
     {
         int req;
         native!.Check(native.Ibarrier(CommWorld, &req), "MPI_Ibarrier");

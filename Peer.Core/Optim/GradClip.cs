@@ -22,8 +22,59 @@ public static class GradClip
     public static float ClipGlobalNorm(IEnumerable<Tensor> parameters, float maxNorm)
     {
         ArgumentNullException.ThrowIfNull(parameters);
+        CheckMaxNorm(maxNorm);
+        var grads = Gradients(parameters, null);
+        if (grads.Count == 0) return 0f;
+        var d = grads[0].Device;
+        var k = d.Get(static d => new ClipKernels(d));
+        lock (k)
+        {
+            float norm = Norm(d, k, grads);
+            ScaleAll(d, k, grads, maxNorm / (norm + 1e-6f));
+            return norm;
+        }
+    }
+
+    /// <summary>
+    /// <see cref="ClipGlobalNorm(IEnumerable{Tensor}, float)"/> for a model split between the ranks of <paramref name="group"/>: the gradients of
+    /// <paramref name="replicated"/> are the same on every rank (counted once), those of <paramref name="sharded"/> are this rank's part of tables
+    /// split between the ranks, so <c>n = sqrt(|replicated|^2 + sum over ranks of |sharded|^2)</c>, the same on every rank. All ranks call it together.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxNorm"/> is not a finite positive number.</exception>
+    /// <exception cref="Distributed.CommunicationException">The all-reduce failed or timed out.</exception>
+    public static float ClipGlobalNorm(IEnumerable<Tensor> replicated, IEnumerable<Tensor> sharded, Distributed.Communicator group, float maxNorm)
+    {
+        ArgumentNullException.ThrowIfNull(replicated);
+        ArgumentNullException.ThrowIfNull(sharded);
+        ArgumentNullException.ThrowIfNull(group);
+        CheckMaxNorm(maxNorm);
+        var rep = Gradients(replicated, null);
+        var sh = Gradients(sharded, rep.Count > 0 ? rep[0] : null);
+        var first = rep.Count > 0 ? rep[0] : sh.Count > 0 ? sh[0] : null;
+        float nRep = 0f, nSh = 0f;
+        ClipKernels? k = first is null ? null : first.Device.Get(static d => new ClipKernels(d));
+        if (k is not null)
+            lock (k)
+            {
+                nRep = rep.Count > 0 ? Norm(first!.Device, k, rep) : 0f;
+                nSh = sh.Count > 0 ? Norm(first!.Device, k, sh) : 0f;
+            }
+        var squares = new[] { (double)nSh * nSh };
+        group.AllReduce(squares.AsSpan());
+        float norm = (float)Math.Sqrt((double)nRep * nRep + squares[0]);
+        if (k is not null)
+            lock (k) ScaleAll(first!.Device, k, rep.Concat(sh).ToList(), maxNorm / (norm + 1e-6f));
+        return norm;
+    }
+
+    static void CheckMaxNorm(float maxNorm)
+    {
         if (!(maxNorm > 0 && float.IsFinite(maxNorm)))
             throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, $"maxNorm = {maxNorm}: expected a finite value > 0.");
+    }
+
+    static List<Tensor> Gradients(IEnumerable<Tensor> parameters, Tensor? sameDeviceAs)
+    {
         var grads = new List<Tensor>();
         foreach (var p in parameters)
         {
@@ -32,16 +83,15 @@ public static class GradClip
             if (g is null || g.Length == 0) continue;
             Check.Alive(g, $"gradient of {p.Name ?? "a parameter"}");
             Check.DType(g, DType.F32, $"gradient of {p.Name ?? "a parameter"}");
-            if (grads.Count > 0) Check.SameDevice(grads[0], g, $"gradient of {p.Name ?? "a parameter"}");
+            var reference = grads.Count > 0 ? grads[0] : sameDeviceAs;
+            if (reference is not null) Check.SameDevice(reference, g, $"gradient of {p.Name ?? "a parameter"}");
             grads.Add(g);
         }
-        if (grads.Count == 0) return 0f;
-        var d = grads[0].Device;
-        var k = d.Get(static d => new ClipKernels(d));
-        lock (k) return Clip(d, k, grads, maxNorm);
+        return grads;
     }
 
-    static float Clip(Device d, ClipKernels k, List<Tensor> grads, float maxNorm)
+    // The L2 norm of the gradients: compensated per-worker partials carried across all of them in order, then one final pass.
+    static float Norm(Device d, ClipKernels k, List<Tensor> grads)
     {
         int workers = k.Workers;
         var scratch = k.Scratch.View; // [0, W): partial sums, [W, 2W): their compensations, [2W]: the norm
@@ -54,15 +104,18 @@ public static class GradClip
         k.Final(1, new Work(1, 1, 1), scratch, workers);
         var host = k.Host;
         scratch.SubView(2 * workers, 1).CopyToCPU(ref host[0], 1);
-        float norm = host[0];
-        float scale = maxNorm / (norm + 1e-6f);
-        if (!(scale >= 1f))
-            foreach (var g in grads)
-            {
-                var w = d.Split(g.Length);
-                k.Scale(w.Workers, w, g.View, scale);
-            }
-        return norm;
+        return host[0];
+    }
+
+    // Multiplies every gradient by scale when it is below 1 (or NaN, as PyTorch then scales too).
+    static void ScaleAll(Device d, ClipKernels k, List<Tensor> grads, float scale)
+    {
+        if (scale >= 1f) return;
+        foreach (var g in grads)
+        {
+            var w = d.Split(g.Length);
+            k.Scale(w.Workers, w, g.View, scale);
+        }
     }
 
     /// <summary>Same as <see cref="ClipGlobalNorm(IEnumerable{Tensor}, float)"/> for named parameters (e.g. <c>module.NamedParameters()</c>).</summary>
