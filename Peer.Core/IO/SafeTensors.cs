@@ -157,6 +157,16 @@ public static class SafeTensors
         WriteItems(path, items, metadata);
     }
 
+    /// <summary>A source that writes device tensor <paramref name="t"/> (F32 as "F32", I32 as "I32"), for
+    /// <see cref="Write(string, IEnumerable{SafeTensorSource}, IReadOnlyDictionary{string, string}?)"/>.</summary>
+    /// <exception cref="ObjectDisposedException">The tensor was disposed.</exception>
+    public static SafeTensorSource Source(string name, Tensor t)
+    {
+        ArgumentNullException.ThrowIfNull(t, name);
+        Check.Alive(t, name);
+        return new SafeTensorSource(name, t.DType == DType.F32 ? SafeDType.F32 : SafeDType.I32, t.Shape.Select(s => (long)s).ToArray(), s => CopyTensor(t, s));
+    }
+
     /// <summary>
     /// Opens a safetensors file and validates its header: the header length, the JSON, every entry's dtype, shape and
     /// offsets, and that the offsets tile the data buffer exactly. Tensor data is read on request.
