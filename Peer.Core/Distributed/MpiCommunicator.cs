@@ -223,7 +223,8 @@ public sealed unsafe class MpiCommunicator : Communicator
             var text = new byte[8192];
             int len;
             fixed (byte* p = text)
-                if (n.LibraryVersion(p, &len) == 0) n.Version = Encoding.ASCII.GetString(text, 0, Math.Clamp(len, 0, text.Length)).Split('\n')[0].Trim();
+                if (n.LibraryVersion(p, &len) == 0) n.Version = string.Join(' ', Encoding.ASCII.GetString(text, 0, Math.Clamp(len, 0, text.Length)).Split('\n')[0]
+                    .Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries));
             return n;
         }
 

@@ -135,7 +135,8 @@ static class TrainCommand
         catch (Exception e)
         {
             // One rank's error ends every rank: the others may be waiting for it in a collective.
-            error.WriteLine($"error: {group.Who}: {PeerCli.OneLine(e.Message)}");
+            string message = PeerCli.OneLine(e.Message);
+            error.WriteLine($"error: {(message.StartsWith(group.Who, StringComparison.Ordinal) ? "" : group.Who + ": ")}{message}");
             error.Flush();
             group.Abort(PeerCli.ErrorExit);
             return PeerCli.ErrorExit;

@@ -29,7 +29,11 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
         output.WriteLine($"device      {trainer.Device.Name}");
         var group = trainer.Distribution.Group;
         if (group.Size > 1)
+        {
             output.WriteLine($"parallel    {trainer.Distribution.Mode.ToString().ToLowerInvariant()} over {group.Size} ranks ({group.Library}); collectives time out after {group.Timeout.TotalSeconds:G4} s");
+            foreach (var (name, layer) in trainer.Model.PeerLayers().Where(p => p.Layer.Shard is not null).Take(1))
+                output.WriteLine($"experts     {name}.experts.down/up split by columns: rank 0 holds [{layer.Options.Experts}, {layer.Shard!.MyCount}] of [{layer.Options.Experts}, {layer.Shard.Dim}] of each table and of its optimizer state");
+        }
         output.WriteLine($"corpus      {trainer.Data.CorpusName}: {trainer.Data.Train.Length:N0} training and {trainer.Data.Validation.Length:N0} validation tokens ({trainer.Data.Tokenizer.Name}); unigram entropy {unigram:F3} nats");
         output.WriteLine($"model       d={cfg.Model.DModel} layers={cfg.Model.Layers} heads={cfg.Model.Heads} context={cfg.Model.Context} blocks=[{string.Join(",", cfg.Model.BlockKinds())}] "
             + $"parameters={trainer.Model.ParameterCount:N0}" + (cfg.Model.BlockKinds().Contains("peer") ? $" experts={cfg.Model.Peer.Experts:N0} (h={cfg.Model.Peer.Heads}, k={cfg.Model.Peer.TopK})" : ""));

@@ -82,9 +82,14 @@ public sealed record Distribution(Communicator Group, ParallelMode Mode)
         group.AllGather<int>([diff is null ? 0 : 1], flags);
         int bad = Array.IndexOf(flags, 1);
         if (bad < 0) return;
-        throw new ConfigException(diff is not null
-            ? $"launch: rank {group.Rank} was started differently from rank 0 ({diff}); start every rank with the same options, corpus and run folder"
-            : $"launch: rank {bad} was started differently from rank 0 (it names the difference); start every rank with the same options, corpus and run folder");
+        // The first rank that differs tells every rank what differs, so that whichever rank reports first says it.
+        var text = Encoding.UTF8.GetBytes(group.Rank == bad ? diff! : "");
+        length[0] = text.Length;
+        group.Broadcast(length.AsSpan(), bad);
+        if (group.Rank != bad) text = new byte[length[0]];
+        group.Broadcast(text.AsSpan(), bad);
+        throw new ConfigException($"launch: rank {bad} was started differently from rank 0 ({Encoding.UTF8.GetString(text)}); "
+            + "start every rank with the same options, corpus and run folder");
     }
 
     // The first line that differs between two descriptions, quoted from both.
@@ -96,7 +101,7 @@ public sealed record Distribution(Communicator Group, ParallelMode Mode)
         for (int i = 0; i < Math.Max(a.Length, b.Length); i++)
         {
             string x = i < a.Length ? a[i].Trim() : "(nothing)", y = i < b.Length ? b[i].Trim() : "(nothing)";
-            if (x != y) return $"rank 0 has {x} where this rank has {y}";
+            if (x != y) return $"rank 0 has {x} where it has {y}";
         }
         return "the descriptions differ";
     }
