@@ -76,7 +76,7 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
                     if (line != null) output.WriteLine(line);
                     else if (row.Step % every == 0 || row.Step == total)
                         output.WriteLine($"step {row.Step}/{total}  loss {row.Loss:F4}  lr {row.LearningRate:G3}  {row.TokensPerSecond:N0} tok/s"
-                            + (trainer.Distribution.Group.Size > 1 ? $"  {lastBytes / 1048576.0:F2} MiB received per rank" : ""));
+                            + (trainer.Distribution.Group.Size > 1 ? $"  {lastBytes / 1024.0:F1} KiB received per rank" : ""));
                 }, (_, count) =>
                 {
                     if (!announced) output.WriteLine($"evaluating the whole validation split: {count:N0} windows");
