@@ -88,6 +88,18 @@ public static class CommunicationCost
     }
 
     /// <summary>
+    /// Bytes per step a rank receives for one PEER layer's column-sharded experts, for <paramref name="tokens"/> tokens split evenly
+    /// between <paramref name="ranks"/> ranks (the experts-mode terms of <see cref="BytesPerStep"/>, without integer rounding):
+    /// ids and router weights gathered, <c>(R - 1) / R * 8 T h k</c>; the x, y, dY and dX slices, <c>4 (R - 1) / R^2 * 4 T d</c>;
+    /// the two all-reduces of partial dot products, <c>2 * 2 (R - 1) / R * 4 T h k</c>.
+    /// </summary>
+    public static double ColumnShardedBytesPerRank(int tokens, int hk, int dim, int ranks)
+    {
+        double t = tokens, b = ranks - 1;
+        return b / ranks * 8 * t * hk + 4 * (b / ((double)ranks * ranks) * 4 * t * dim) + 2 * (2 * b / ranks * 4 * t * hk);
+    }
+
+    /// <summary>
     /// Bytes per step and rank that row sharding (each rank owning N/R rows of the expert tables, requests sent to the owners)
     /// would move for one layer, counted from actual retrievals: for each token and each other rank owning one of its experts, the
     /// token's x and dY go there and partial y and dX come back (4 d floats), with the slot ids, router weights and their gradients

@@ -100,7 +100,7 @@ public sealed record Distribution(Communicator Group, ParallelMode Mode)
         var b = mine.Split('\n');
         for (int i = 0; i < Math.Max(a.Length, b.Length); i++)
         {
-            string x = i < a.Length ? a[i].Trim() : "(nothing)", y = i < b.Length ? b[i].Trim() : "(nothing)";
+            string x = i < a.Length ? a[i].Trim().TrimEnd(',') : "(nothing)", y = i < b.Length ? b[i].Trim().TrimEnd(',') : "(nothing)";
             if (x != y) return $"rank 0 has {x} where it has {y}";
         }
         return "the descriptions differ";
