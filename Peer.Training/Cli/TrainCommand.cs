@@ -138,6 +138,8 @@ static class TrainCommand
             string message = PeerCli.OneLine(e.Message);
             error.WriteLine($"error: {(message.StartsWith(group.Who, StringComparison.Ordinal) ? "" : group.Who + ": ")}{message}");
             error.Flush();
+            // The launcher forwards each rank's output through a pipe; aborting at once can tear that down before the line is read.
+            Thread.Sleep(TimeSpan.FromSeconds(1));
             group.Abort(PeerCli.ErrorExit);
             return PeerCli.ErrorExit;
         }
