@@ -207,13 +207,11 @@ internal sealed class ShardedExpertKernels
 
     public ShardedExpertKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Dots = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(DotsKernel);
-        Sums = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>(SumsKernel);
-        Coefs = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(CoefsKernel);
-        SlotGrads = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, ArrayView<float>, int>(SlotGradsKernel);
-        Pack = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int>(PackKernel);
+        Dots = d.LoadKernel(DotsKernel);
+        Sums = d.LoadKernel(SumsKernel);
+        Coefs = d.LoadKernel(CoefsKernel);
+        SlotGrads = d.LoadKernel(SlotGradsKernel);
+        Pack = d.LoadKernel(PackKernel);
     }
 
     // table: [N, w], rows: [Tg, w], ids: [Tg*hk] -> out: [Tg*hk], out[t hk + s] = table[ids[t hk + s]] . rows[t]; one token per item

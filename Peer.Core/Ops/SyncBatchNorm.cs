@@ -103,14 +103,10 @@ internal sealed class SyncNormKernels
 
     public SyncNormKernels(Device d)
     {
-        var acc = d.Accelerator;
-        ColumnSumsCentered = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int, int, int, ArrayView<float>>(ColumnSumsKernel);
-        Apply = acc.LoadAutoGroupedStreamKernel<Index1D, Work, BatchNormShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, float>(ApplyKernel);
-        GradSums = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, ArrayView<float>, int, int>(GradSumsKernel);
-        InputGrad = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float>(InputGradKernel);
+        ColumnSumsCentered = d.LoadKernel(ColumnSumsKernel);
+        Apply = d.LoadKernel(ApplyKernel);
+        GradSums = d.LoadKernel(GradSumsKernel);
+        InputGrad = d.LoadKernel(InputGradKernel);
     }
 
     /// <summary>Column sums of x (<paramref name="centered"/> 0) or of (x - mean)^2 (1) into <paramref name="sums"/> [C].</summary>

@@ -78,6 +78,8 @@ public sealed class Trainer : IDisposable
     public BatchSampler Sampler { get; }
     /// <summary>The device.</summary>
     public Device Device { get; }
+    readonly Tensor lossTotal, gradNorm; // [1] each: the step's summed micro-batch losses and its gradient norm, on the device
+
     /// <summary>Optimizer steps taken so far.</summary>
     public int StepCount { get; internal set; }
     /// <summary>The ranks this trainer runs with and what they split (one process: a <see cref="SingleProcess"/> group).</summary>
@@ -116,6 +118,8 @@ public sealed class Trainer : IDisposable
         var shardNames = Model.ShardedParameters();
         replicated = Model.NamedParameters().Where(p => !shardNames.ContainsKey(p.Name)).ToArray();
         sharded = Model.NamedParameters().Where(p => shardNames.ContainsKey(p.Name)).Select(p => p.Tensor).ToArray();
+        lossTotal = Scope.Unscope(Tensor.Zeros(device, 1));
+        gradNorm = Scope.Unscope(Tensor.Zeros(device, 1));
     }
 
     /// <summary>The learning rate of step <paramref name="step"/> (1-based): linear warmup to the peak, then cosine decay to the minimum.</summary>
@@ -137,13 +141,15 @@ public sealed class Trainer : IDisposable
         long bytesBefore = group.BytesReceived;
         int step = StepCount + 1;
         double lr = LearningRateAt(step);
-        double lossSum = 0;
         Model.Train();
         // Every rank draws the whole global batch (the samplers stay in step) and trains on its share, its mean loss weighted by the
         // share's fraction of the batch, so that the gradients summed over ranks are those of the whole batch's mean loss.
         var (first, count) = Distribution.Share(t.BatchSize);
         int w = Config.Model.Context + 1;
-        float weight = (float)count / t.BatchSize / t.Accumulation;
+        float share = (float)count / t.BatchSize, weight = share / t.Accumulation;
+        // The micro-batches' losses add up on the device, read once when the step is launched: nothing in the step waits for the
+        // device (on a GPU, each read would stall the launch queue).
+        Ops.Fill(lossTotal, 0f);
         for (int micro = 0; micro < t.Accumulation; micro++)
         {
             int[] windows = Sampler.NextBatch(t.BatchSize);
@@ -152,27 +158,29 @@ public sealed class Trainer : IDisposable
             {
                 var loss = Model.Loss(windows, count);
                 (weight != 1f ? Ops.Scale(loss, weight) : loss).Backward();
-                lossSum += count == t.BatchSize ? loss.Item() : loss.Item() * count / t.BatchSize;
+                Ops.AddInPlace(lossTotal, count == t.BatchSize ? loss : Ops.Scale(loss, share));
             }
         }
         reducer.AllReduce(replicated);
-        if (group.Size > 1)
-        {
-            var total = new[] { lossSum };
-            group.AllReduce(total.AsSpan());
-            lossSum = total[0];
-        }
         if (t.ClipNorm > 0)
         {
+            // Split tables: the norm's sharded part is all-reduced on the host; otherwise every gradient is whole here, clipped on the device.
             if (sharded.Length > 0) GradClip.ClipGlobalNorm(replicated.Select(p => p.Param), sharded, group, t.ClipNorm);
-            else GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm);
+            else GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm, gradNorm);
         }
         Optimizer.LearningRate = (float)lr;
         Optimizer.Step();
         Model.ZeroGrad();
+        double meanLoss = lossTotal.Item() / t.Accumulation;
         StepCount = step;
         double tokens = (double)t.BatchSize * t.Accumulation * Config.Model.Context;
-        return new StepResult(step, lossSum / t.Accumulation, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds))
+        if (group.Size > 1)
+        {
+            var total = new[] { meanLoss };
+            group.AllReduce(total.AsSpan());
+            meanLoss = total[0];
+        }
+        return new StepResult(step, meanLoss, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds))
         {
             BytesReceived = group.BytesReceived - bytesBefore,
         };
@@ -249,5 +257,7 @@ public sealed class Trainer : IDisposable
     {
         Optimizer.Dispose();
         Model.Dispose();
+        lossTotal.Dispose();
+        gradNorm.Dispose();
     }
 }
