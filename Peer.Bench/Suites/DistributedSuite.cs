@@ -20,6 +20,9 @@ internal sealed partial class DistributedSuite : ISuite
     [GeneratedRegex(@"^step (\d+)/\d+ +loss \S+ +lr \S+ +([\d,]+) tok/s(?: +([\d.,]+) KiB received per rank)?")]
     private static partial Regex StepLine();
 
+    [GeneratedRegex(@"^experts +\S+ split by columns: rank 0 holds \[(\d+), (\d+)\] of \[\d+, \d+\]")]
+    private static partial Regex HoldsLine();
+
     public void Run(BenchRun run, SuiteResults s)
     {
         var o = run.Options;
@@ -44,16 +47,22 @@ internal sealed partial class DistributedSuite : ISuite
         File.WriteAllText(Path.Combine(dir, "run.json"), config.ToJson());
         File.WriteAllText(Path.Combine(dir, "corpus.txt"), Corpus.Load(null).Text[..60_000]);
         long dense;
-        int tensors;
+        int tensors, peerLayers;
         using (var device = Device.Open("cpu", new DeviceOptions { CpuThreads = 1 }))
-        using (var model = new LanguageModel(device, config.Model, 1)) (dense, tensors) = CommunicationCost.DenseShape(model);
+        using (var model = new LanguageModel(device, config.Model, 1))
+        {
+            (dense, tensors) = CommunicationCost.DenseShape(model);
+            peerLayers = model.PeerLayers().Count();
+        }
+        // A whole PEER layer's expert memory: down and up, each [N, d] floats with AdamW's two moments of the same shape.
+        double wholeExperts = peerLayers * 2.0 * config.Model.Peer.Experts * config.Model.DModel * 4 * 3 / (1 << 20);
 
-        var table = new Table("mode", "ranks", "step ms", "KiB/step/rank", "model KiB", "compute-bound above (Gbit/s)");
+        var table = new Table("mode", "ranks", "step ms", "KiB/step/rank", "model KiB", "compute-bound above (Gbit/s)", "expert MiB/rank");
         double? oneRank = null;
         foreach (var mode in modes)
             foreach (int r in ranks)
             {
-                var (ms, kib) = Launch(run, launcher, dir, mode, r, steps, skip);
+                var (ms, kib, held) = Launch(run, launcher, dir, mode, r, steps, skip);
                 if (ms.Count == 0) continue;
                 var st = Stat.Of(ms);
                 if (r == 1) oneRank ??= st.Median;
@@ -62,7 +71,11 @@ internal sealed partial class DistributedSuite : ISuite
                 double model = CommunicationCost.BytesPerStep(config, dense, tensors, r, 0, parallel) / 1024.0;
                 // R machines share the one-rank compute: the link must move a step's bytes in 1/R of the one-rank step.
                 double? link = r > 1 && oneRank is { } t1 ? measured * 1024 * 8 / (t1 / r / 1e3) / 1e9 : null;
-                table.Add(mode, r, Fmt.Spread(st.Median, st.Min, st.Max), r > 1 ? measured : null, r > 1 ? model : null, link);
+                // Expert tables and their AdamW moments on rank 0: from the split the run reports, else whole.
+                double experts = held.Count > 0 ? held.Sum() * 4.0 * 3 / (1 << 20) : wholeExperts;
+                table.Add(mode, r, Fmt.Spread(st.Median, st.Min, st.Max), r > 1 ? measured : null, r > 1 ? model : null, link, experts);
+                s.Add(new Measurement("cpu", $"{mode}, {r} ranks", "expert tables and AdamW state on rank 0", "MiB", experts)
+                    { Reference = wholeExperts, ReferenceName = "one process" });
                 s.Add(new Measurement("cpu", $"{mode}, {r} ranks", "training step", "ms", st.Median, st.Min, st.Max));
                 if (r > 1) s.Add(new Measurement("cpu", $"{mode}, {r} ranks", "bytes received per rank per step", "KiB", measured) { Reference = model, ReferenceName = "cost model (upper bound for data)" });
             }
@@ -98,8 +111,9 @@ internal sealed partial class DistributedSuite : ISuite
         run.Show(s, $"expert sharding of {name} (d = {d}, h k = {hk}, T = {t}): bytes per rank per step, column (chosen) vs row (counted from a trained model's retrievals)", table);
     }
 
-    // One `mpiexec -np R peer train`; the step times (ms) and KiB per step of rank 0 after the first `skip` steps.
-    static (List<double> Ms, List<double> KiB) Launch(BenchRun run, string launcher, string dir, string mode, int r, int steps, int skip)
+    // One `mpiexec -np R peer train`; the step times (ms) and KiB per step of rank 0 after the first `skip` steps, and the floats of
+    // the expert tables rank 0 reports holding split (two tables a line; none when they are whole).
+    static (List<double> Ms, List<double> KiB, List<double> Held) Launch(BenchRun run, string launcher, string dir, string mode, int r, int steps, int skip)
     {
         string peer = $"{Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet"} {Path.Combine(AppContext.BaseDirectory, "peer.dll")}";
         var info = new ProcessStartInfo(launcher, $"-np {r} {peer} train --config run.json --corpus corpus.txt --out {mode}-{r} --parallel {mode} --comm-timeout 600")
@@ -112,10 +126,11 @@ internal sealed partial class DistributedSuite : ISuite
         p.WaitForExit();
         var ms = new List<double>();
         var kib = new List<double>();
+        var held = new List<double>();
         if (p.ExitCode != 0)
         {
             run.Log.WriteLine($"{mode} on {r} ranks failed (exit {p.ExitCode}): {err.Result.Trim()}");
-            return (ms, kib);
+            return (ms, kib, held);
         }
         var config = RunConfig.FromJson(File.ReadAllText(Path.Combine(dir, "run.json")));
         double tokens = (double)config.Train.BatchSize * config.Model.Context;
@@ -125,6 +140,8 @@ internal sealed partial class DistributedSuite : ISuite
                 ms.Add(tokens / double.Parse(m.Groups[2].Value, NumberStyles.AllowThousands, CultureInfo.InvariantCulture) * 1e3);
                 if (m.Groups[3].Success) kib.Add(double.Parse(m.Groups[3].Value, NumberStyles.Number, CultureInfo.InvariantCulture));
             }
-        return (ms, kib);
+            else if (HoldsLine().Match(line.Trim()) is { Success: true } h)
+                held.Add(2.0 * long.Parse(h.Groups[1].Value, CultureInfo.InvariantCulture) * long.Parse(h.Groups[2].Value, CultureInfo.InvariantCulture));
+        return (ms, kib, held);
     }
 }

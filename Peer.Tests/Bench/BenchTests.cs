@@ -40,7 +40,8 @@ public sealed class BenchTests
     }
 
     /// <summary>The distributed suite at the smoke sizes (expert parallelism on 2 ranks through mpiexec): the bytes each rank received per
-    /// step equal the cost model's, and row sharding's bytes, counted from a trained model's retrievals, are reported beside column sharding's.</summary>
+    /// step equal the cost model's, rank 0 holds half of the expert tables and their optimizer state, and row sharding's bytes, counted
+    /// from a trained model's retrievals, are reported beside column sharding's.</summary>
     [Test]
     public void DistributedSuiteMeasuresBytesAsTheCostModelSays()
     {
@@ -54,6 +55,9 @@ public sealed class BenchTests
             var figures = doc.RootElement.GetProperty("suites")[0].GetProperty("measurements").EnumerateArray().ToArray();
             var bytes = figures.Single(m => m.GetProperty("variant").GetString() == "bytes received per rank per step");
             Assert.That(bytes.GetProperty("value").GetDouble(), Is.EqualTo(bytes.GetProperty("reference").GetDouble()).Within(0.05), "KiB as printed, to 0.1");
+            var memory = figures.Single(m => m.GetProperty("variant").GetString() == "expert tables and AdamW state on rank 0");
+            Assert.That(memory.GetProperty("value").GetDouble(), Is.EqualTo(memory.GetProperty("reference").GetDouble() / 2).Within(1e-9),
+                "each of 2 ranks holds half of the expert tables' columns, as the run reports");
             Assert.That(figures.Count(m => m.GetProperty("name").GetString()!.StartsWith("row sharding")), Is.EqualTo(3));
             Assert.That(figures.All(m => m.GetProperty("value").GetDouble() > 0));
         }
