@@ -1,7 +1,8 @@
 // Looking inside PEER layers: a trace subscribes to layers' Retrieved event and keeps, on the host, every (sample, position,
 // layer, head, expert, weight) they retrieve while attached, in compact per-forward arrays (8 bytes a selection: a test set of
-// 10,000 images of 49 tokens through h = 4, k = 8 costs about 125 MB per layer). The caller says how the rows of the next
-// forwards map to samples and positions (BeginBatch); a model keeps rows sample-major, as [B*P, d].
+// 10,000 images of 49 tokens through h = 4, k = 8 costs about 125 MB per layer). The caller announces each forward it wants
+// recorded and how its rows map to samples and positions (BeginBatch; a model keeps rows sample-major, as [B*P, d]); forwards
+// nobody announced are not recorded, so a trace left attached does not mix other evaluations into its records.
 namespace Peer.Nn;
 
 /// <summary>One retrieval: at <paramref name="Position"/> of sample <paramref name="Sample"/>, head <paramref name="Head"/> of layer
@@ -75,8 +76,8 @@ public sealed class LayerRetrievals
 }
 
 /// <summary>
-/// Records every retrieval of the given PEER layers while it is alive (from construction to <see cref="Dispose"/>): for each
-/// selection its sample, position, layer, head, expert and router weight. Use it around an evaluation pass.
+/// Records the retrievals of the given PEER layers in the forwards announced with <see cref="BeginBatch"/> while it is attached
+/// (from construction to <see cref="Dispose"/>): for each selection its sample, position, layer, head, expert and router weight.
 /// </summary>
 /// <example><code>
 /// using var trace = new RetrievalTrace(model.PeerLayers());
@@ -87,7 +88,8 @@ public sealed class LayerRetrievals
 public sealed class RetrievalTrace : IDisposable
 {
     readonly List<(PeerLayer Layer, LayerRetrievals Log)> layers = new();
-    int firstSample, samples = -1, positions = 1, nextSample;
+    readonly HashSet<PeerLayer> armed = new(ReferenceEqualityComparer.Instance);
+    int firstSample, samples, positions;
     bool disposed;
 
     /// <summary>Attaches to <paramref name="layers"/> (name, layer).</summary>
@@ -99,8 +101,8 @@ public sealed class RetrievalTrace : IDisposable
         {
             Check.That(this.layers.All(l => l.Log.Name != name), nameof(layers), name, "distinct layer names");
             this.layers.Add((layer, new LayerRetrievals(name, layer)));
-            layer.Retrieved += OnRetrieved;
         }
+        foreach (var (layer, _) in this.layers) layer.Retrieved += OnRetrieved;
     }
 
     /// <summary>The traced layers' names, in the order given.</summary>
@@ -114,10 +116,13 @@ public sealed class RetrievalTrace : IDisposable
     /// <summary>Every layer's retrievals.</summary>
     public IEnumerable<LayerRetrievals> Layers => layers.Select(l => l.Log);
 
+    /// <summary>Forwards of traced layers that ran without an announcement and so were not recorded.</summary>
+    public int Unannounced { get; private set; }
+
     /// <summary>
-    /// Declares that the rows of the following forwards are <paramref name="samples"/> samples of <paramref name="positions"/>
-    /// positions each, sample-major, numbered from <paramref name="firstSample"/>. Without it each forward's rows are taken as
-    /// samples of one position, numbered on from the last.
+    /// Announces the next forward of every traced layer: its rows are <paramref name="samples"/> samples of
+    /// <paramref name="positions"/> positions each, sample-major, numbered from <paramref name="firstSample"/>. Each layer records
+    /// its next forward under this announcement; forwards without one are not recorded (<see cref="Unannounced"/> counts them).
     /// </summary>
     /// <exception cref="ArgumentException">A negative first sample, or samples or positions below 1.</exception>
     public void BeginBatch(int firstSample, int samples, int positions)
@@ -128,6 +133,7 @@ public sealed class RetrievalTrace : IDisposable
         this.firstSample = firstSample;
         this.samples = samples;
         this.positions = positions;
+        foreach (var (layer, _) in layers) armed.Add(layer);
     }
 
     /// <summary>Every selection of every layer (layer by layer, each in recorded order).</summary>
@@ -135,18 +141,16 @@ public sealed class RetrievalTrace : IDisposable
 
     void OnRetrieved(PeerLayer layer, Tensor indices, Tensor weights)
     {
+        if (!armed.Remove(layer))
+        {
+            Unannounced++;
+            return;
+        }
         var log = layers.First(l => ReferenceEquals(l.Layer, layer)).Log;
         int rows = indices.Shape[0];
-        int first = firstSample, per = positions;
-        if (samples < 0)
-        {
-            first = nextSample;
-            per = 1;
-        }
-        else if (rows != samples * positions)
+        if (rows != samples * positions)
             throw new InvalidOperationException($"RetrievalTrace: layer {log.Name} ran on {rows} rows but BeginBatch announced {samples} samples x {positions} positions");
-        log.Chunks.Add(new LayerRetrievals.Chunk(first, per, indices.ToIntArray(), weights.ToArray()));
-        if (samples < 0 && ReferenceEquals(layer, layers[^1].Layer)) nextSample += rows;
+        log.Chunks.Add(new LayerRetrievals.Chunk(firstSample, positions, indices.ToIntArray(), weights.ToArray()));
     }
 
     /// <summary>Detaches from the layers (the records stay readable).</summary>

@@ -152,6 +152,44 @@ public sealed class ProductKeyMaskTests(string backend)
     }
 
     [Test]
+    public void ScoresUnderAMaskBackPropagateToTheRetrievedRowsOnly()
+    {
+        // The mask changes which experts are kept, not how their scores depend on q and the sub-keys: host sums in double
+        // over the retrieved (enabled) experts.
+        int t = 4, h = 2, dq = 6, half = 3, n = 5, k = 3;
+        var q = GradCheck.Rand(t * h * dq, 71);
+        var s1 = GradCheck.Rand(n * half, 72);
+        var s2 = GradCheck.Rand(n * half, 73);
+        var dS = GradCheck.Rand(t * h * k, 74);
+        using var s = Scope.Begin();
+        using var mask = new ExpertMask(D, n, [0, 6, 12, 18, 24, 3]);
+        var tq = Tensor.FromArray(D, q, t, h * dq); tq.RequiresGrad = true;
+        var t1 = Tensor.FromArray(D, s1, n, half); t1.RequiresGrad = true;
+        var t2 = Tensor.FromArray(D, s2, n, half); t2.RequiresGrad = true;
+        var (idx, sc) = Peer.Ops.ProductKeyTopK(tq, t1, t2, h, k, mask);
+        var ids = idx.ToIntArray();
+        Assert.That(ids.Intersect(mask.Disabled), Is.Empty);
+        D.Tape.Backward(sc, Tensor.FromArray(D, dS, t, h, k));
+        var wantQ = new double[q.Length];
+        var want1 = new double[s1.Length];
+        var want2 = new double[s2.Length];
+        for (int p = 0; p < ids.Length; p++)
+        {
+            int item = p / k, r = ids[p] / n, c = ids[p] % n;
+            for (int e = 0; e < half; e++)
+            {
+                wantQ[item * dq + e] += dS[p] * s1[r * half + e];
+                wantQ[item * dq + half + e] += dS[p] * s2[c * half + e];
+                want1[r * half + e] += dS[p] * q[item * dq + e];
+                want2[c * half + e] += dS[p] * q[item * dq + half + e];
+            }
+        }
+        Assert.That(tq.Grad!.ToArray(), Is.EqualTo(wantQ).Within(1e-5));
+        Assert.That(PeerReference.Densify(t1.SparseGrad!, n, half), Is.EqualTo(want1).Within(1e-5));
+        Assert.That(PeerReference.Densify(t2.SparseGrad!, n, half), Is.EqualTo(want2).Within(1e-5));
+    }
+
+    [Test]
     public void BadMasksNameTheRule()
     {
         using var s = Scope.Begin();

@@ -73,6 +73,18 @@ public sealed class VisionTests
         Assert.That(two[..32], Is.EqualTo(ya).Within(1e-5));
     }
 
+    [TestCase("attention")]
+    [TestCase("mlp")]
+    public void ABlocksGradientMatchesFiniteDifferences(string mixing)
+    {
+        // The block's token mixing is composed of reshapes, permutes, slices, batched products and a softmax: its wiring is
+        // checked end to end against central differences in the input (two images of nine tokens).
+        var cfg = new VisionModelConfig { ImageSize = 3, PatchSize = 1, Classes = 2, DModel = 4, Layers = 1, Heads = 2, TokenMixing = mixing,
+            Blocks = ["ffw"], FfwHidden = 6 };
+        using var block = new VisionBlock(Devices.Cpu, cfg, "ffw", 4);
+        GradCheck.Check(Devices.Cpu, t => block.Forward(t[0], 2, 9), [(GradCheck.Rand(2 * 9 * 4, 3), [18, 4])], maxCoords: 24);
+    }
+
     [Test]
     public void TrainingLearnsTheSyntheticTask()
     {
