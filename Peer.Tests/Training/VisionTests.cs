@@ -178,6 +178,23 @@ public sealed class VisionTests
     }
 
     [Test]
+    public void ThePresetsFeedForwardLayersHaveEqualForwardFlops()
+    {
+        // docs/results.md compares the two presets at equal FLOPs: every block's feed-forward layer, as the model builds it.
+        static long[] Flops(string preset)
+        {
+            using var model = new VisionModel(Devices.Cpu, VisionRunConfig.Preset(preset).Model, 1);
+            return model.Children.Where(c => c.Name.StartsWith("blocks.")).Select(c => ((VisionBlock)c.Module).Ffw.ForwardFlopsPerToken).ToArray();
+        }
+        var peer = Flops("peer");
+        var dense = Flops("dense");
+        Assert.That(peer, Has.Length.EqualTo(4));
+        Assert.That(peer, Is.All.EqualTo(36_992));
+        Assert.That(dense, Is.All.EqualTo(36_864));
+        Assert.That(VisionRunConfig.Preset("peer").Train, Is.EqualTo(VisionRunConfig.Preset("dense").Train));
+    }
+
+    [Test]
     public void TheSamplerShufflesEachEpochAndReplaysFromItsState()
     {
         var a = new ImageSampler(10, 3);

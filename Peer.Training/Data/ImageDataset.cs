@@ -62,9 +62,11 @@ public sealed class ImageDataset
         {
             foreach (var candidate in new[] { name + ".gz", name })
                 if (File.Exists(Path.Combine(dir, candidate))) return Path.Combine(dir, candidate);
-            throw new DatasetException(folder is null || Path.GetFullPath(folder) == DebianFolder
+            throw new DatasetException(dir == DebianFolder
                 ? $"data: Fashion-MNIST is not installed ({Path.Combine(dir, name)}.gz is missing); install it with `apt-get install {DebianPackage}`, or pass --data DIR"
-                : $"data: {dir} holds no {name}.gz or {name} (the Fashion-MNIST files as `apt-get install {DebianPackage}` installs them)");
+                : Directory.Exists(dir)
+                    ? $"data: {dir} holds no {name}.gz or {name} (the Fashion-MNIST files as `apt-get install {DebianPackage}` installs them)"
+                    : $"data: {dir} does not exist; pass the folder of the Fashion-MNIST files, or install them with `apt-get install {DebianPackage}` and leave --data out");
         }
         var paths = FileNames.Select(Find).ToArray();
         var train = Split(paths[0], paths[1]);

@@ -15,7 +15,7 @@ public sealed record VisionModelConfig
     /// <summary>Image height and width in pixels (square, grey-scale; set from the data).</summary>
     public int ImageSize { get; init; } = 28;
     /// <summary>Patch side in pixels; must divide <see cref="ImageSize"/>. Each patch is one token.</summary>
-    public int PatchSize { get; init; } = 4;
+    public int PatchSize { get; init; } = 7;
     /// <summary>Number of classes.</summary>
     public int Classes { get; init; } = 10;
     /// <summary>Token width <c>d</c>.</summary>
@@ -78,7 +78,7 @@ public sealed record VisionTrainConfig
     /// <summary>Training images held back (the last of the training file) for interim evaluations.</summary>
     public int Validation { get; init; } = 5000;
     /// <summary>Optimizer steps.</summary>
-    public int Steps { get; init; } = 2000;
+    public int Steps { get; init; } = 3500;
     /// <summary>Images per step.</summary>
     public int BatchSize { get; init; } = 128;
     /// <summary>Peak learning rate.</summary>
@@ -144,15 +144,18 @@ public sealed record VisionRunConfig
     /// <exception cref="ConfigException">Unknown name.</exception>
     public static VisionRunConfig Preset(string name)
     {
+        // A ViT of 16 tokens (7x7-pixel patches), d = 64, 4 blocks; PEER of 64² experts, h = 4, k = 4: 36,992 forward FLOPs per
+        // token, against a dense layer of H = 144 at 36,864. 3,500 steps of 128 images are 8.1 epochs of the 55,000.
         var model = new VisionModelConfig
         {
-            PatchSize = 4, DModel = 64, Layers = 4, Heads = 4,
-            Peer = new PeerConfig { Experts = 32 * 32, Heads = 4, TopK = 8, QueryDim = 32 },
+            PatchSize = 7, DModel = 64, Layers = 4, Heads = 4,
+            Peer = new PeerConfig { Experts = 64 * 64, Heads = 4, TopK = 4, QueryDim = 32 },
         };
+        var train = new VisionTrainConfig { Steps = 3500, BatchSize = 128, LearningRate = 2e-3f, WarmupSteps = 100, EvalEvery = 500, CheckpointEvery = 500 };
         return name switch
         {
-            "peer" => new VisionRunConfig { Model = model with { Blocks = Enumerable.Repeat("peer", model.Layers).ToArray() } },
-            "dense" => new VisionRunConfig { Model = model with { Blocks = Enumerable.Repeat("ffw", model.Layers).ToArray(), FfwHidden = 128 } },
+            "peer" => new VisionRunConfig { Model = model with { Blocks = Enumerable.Repeat("peer", model.Layers).ToArray() }, Train = train },
+            "dense" => new VisionRunConfig { Model = model with { Blocks = Enumerable.Repeat("ffw", model.Layers).ToArray(), FfwHidden = 144 }, Train = train },
             _ => throw new ConfigException($"config: preset '{name}' is unknown; expected one of {string.Join(", ", PresetNames)}"),
         };
     }
