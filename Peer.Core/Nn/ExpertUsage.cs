@@ -101,10 +101,9 @@ internal sealed class ExpertUsageKernels
 
     public ExpertUsageKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Scatter = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>>(ScatterKernel);
-        Partials = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(PartialsKernel);
-        Combine = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(CombineKernel);
+        Scatter = d.LoadKernel(ScatterKernel);
+        Partials = d.LoadKernel(PartialsKernel);
+        Combine = d.LoadKernel(CombineKernel);
     }
 
     // rows: [R] distinct, sums: [R] -> acc[rows[s]] += sums[s]; rows are distinct, so no two items touch one element

@@ -222,19 +222,18 @@ internal sealed class ElementwiseKernels
 
     public ElementwiseKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Fill = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, float>(FillKernel);
+        Fill = d.LoadKernel(FillKernel);
         // The CPU bodies use Vector<float>, whatever width it has here (scalar without SIMD): they need no vector unit.
-        Axpy = acc.LoadAutoGroupedStreamKernel(d.Choose(AxpyKernel, ElementwiseCpu.AxpyKernel, 0));
-        Affine = acc.LoadAutoGroupedStreamKernel(d.Choose(AffineKernel, ElementwiseCpu.AffineKernel, 0));
-        Add = acc.LoadAutoGroupedStreamKernel(d.Choose(BinaryKernel<AddOp>, ElementwiseCpu.BinaryKernel<AddOp>, 0));
-        Sub = acc.LoadAutoGroupedStreamKernel(d.Choose(BinaryKernel<SubOp>, ElementwiseCpu.BinaryKernel<SubOp>, 0));
-        Mul = acc.LoadAutoGroupedStreamKernel(d.Choose(BinaryKernel<MulOp>, ElementwiseCpu.BinaryKernel<MulOp>, 0));
-        Div = acc.LoadAutoGroupedStreamKernel(d.Choose(BinaryKernel<DivOp>, ElementwiseCpu.BinaryKernel<DivOp>, 0));
-        Exp = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>>(UnaryKernel<ExpOp>);
-        Log = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>>(UnaryKernel<LogOp>);
-        Sqrt = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>>(UnaryKernel<SqrtOp>);
-        Square = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>>(UnaryKernel<SquareOp>);
+        Axpy = d.LoadKernel(d.Choose(AxpyKernel, ElementwiseCpu.AxpyKernel, 0));
+        Affine = d.LoadKernel(d.Choose(AffineKernel, ElementwiseCpu.AffineKernel, 0));
+        Add = d.LoadKernel(d.Choose(BinaryKernel<AddOp>, ElementwiseCpu.BinaryKernel<AddOp>, 0));
+        Sub = d.LoadKernel(d.Choose(BinaryKernel<SubOp>, ElementwiseCpu.BinaryKernel<SubOp>, 0));
+        Mul = d.LoadKernel(d.Choose(BinaryKernel<MulOp>, ElementwiseCpu.BinaryKernel<MulOp>, 0));
+        Div = d.LoadKernel(d.Choose(BinaryKernel<DivOp>, ElementwiseCpu.BinaryKernel<DivOp>, 0));
+        Exp = d.LoadKernel(UnaryKernel<ExpOp>);
+        Log = d.LoadKernel(UnaryKernel<LogOp>);
+        Sqrt = d.LoadKernel(UnaryKernel<SqrtOp>);
+        Square = d.LoadKernel(UnaryKernel<SquareOp>);
     }
 
     // y: [n] <- value

@@ -85,7 +85,7 @@ internal sealed class EmbeddingKernels
 
     public EmbeddingKernels(Device d)
     {
-        Gather = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>(GatherKernel);
+        Gather = d.LoadKernel(GatherKernel);
     }
 
     // ids: [n], table: [V, dim] -> y: [n, dim] = table[ids]; a row of NaN for an id outside [0, V)

@@ -112,17 +112,16 @@ internal sealed class MatMulKernels
 
     public MatMulKernels(Device d)
     {
-        var acc = d.Accelerator;
         // By accelerator type: GPUs whose groups hold Tile^2 threads run the tiled kernel, devices that chunk work over CPU
         // cores under OpenCL (PoCL) the row kernel, the rest the definition; on the CPU accelerator Device.Choose swaps in
         // the SIMD micro-kernel, 512 bits wide where the device allows it.
-        Tiled = !d.ChunksWork && acc.MaxNumThreadsPerGroup >= MatMulTiledKernels.Tile * MatMulTiledKernels.Tile;
+        Tiled = !d.ChunksWork && d.MaxGroupSize >= MatMulTiledKernels.Tile * MatMulTiledKernels.Tile;
         bool rows = d.ChunksWork && d.Backend != Backend.Cpu;
         var product = d.Choose(d.Choose(rows ? RowsKernel : PortableKernel, MatMulCpu.Rows256Kernel, 256), MatMulCpu.Rows512Kernel, 512);
-        Product = acc.LoadAutoGroupedStreamKernel(product);
+        Product = d.LoadKernel(product);
         Chosen = product == MatMulCpu.Rows512Kernel ? "cpu 512-bit" : product == MatMulCpu.Rows256Kernel ? "cpu 256-bit"
             : Tiled ? "tiled" : rows ? "rows" : "portable";
-        SumRows = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int>(SumRowsKernel);
+        SumRows = d.LoadKernel(SumRowsKernel);
     }
 
     // a: [batch?, M, K] (or [K, M]), b: [batch?, K, N] (or [N, K]) -> c: [batch, M, N]; one work item per output row
@@ -208,7 +207,7 @@ internal sealed class MatMulTiledKernels
     public readonly Action<KernelConfig, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>> Tiled;
 
     public MatMulTiledKernels(Device d) =>
-        Tiled = d.Accelerator.LoadStreamKernel<MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>>(TiledKernel);
+        Tiled = d.LoadGroupedKernel<Action<KernelConfig, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>>>(TiledKernel);
 
     // grid (ceil(N/T), ceil(M/T), batch) x group (T, T): c[bi, row, col] (+)= sum_p op(a)[row, p] op(b)[p, col]
     static void TiledKernel(MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c)

@@ -22,17 +22,16 @@ internal sealed class MoeRoutingKernels
 
     public MoeRoutingKernels(Device d)
     {
-        var acc = d.Accelerator;
-        ExpertChoice = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RouteShape, ArrayView<float>, ArrayView<int>, ArrayView<int>>(ExpertChoiceKernel);
-        Choose = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RouteShape, ArrayView<float>, ArrayView<int>, ArrayView<float>>(ChooseKernel);
-        Capacity = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RouteShape, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>>(CapacityKernel);
-        Dispatch = acc.LoadAutoGroupedStreamKernel<Index1D, Work, int, ArrayView<float>, ArrayView<int>, ArrayView<float>>(DispatchKernel);
-        DispatchBackward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RouteShape, ArrayView<float>, ArrayView<int>, ArrayView<float>>(DispatchBackwardKernel);
-        Combine = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RouteShape, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>>(CombineKernel);
-        CombineBackwardOutputs = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RouteShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>>(CombineBackwardOutputsKernel);
-        CombineBackwardGates = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RouteShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>>(CombineBackwardGatesKernel);
-        Bias = acc.LoadAutoGroupedStreamKernel<Index1D, Work, int, int, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BiasKernel);
-        BiasBackward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, int, int, ArrayView<float>, ArrayView<float>>(BiasBackwardKernel);
+        ExpertChoice = d.LoadKernel(ExpertChoiceKernel);
+        Choose = d.LoadKernel(ChooseKernel);
+        Capacity = d.LoadKernel(CapacityKernel);
+        Dispatch = d.LoadKernel(DispatchKernel);
+        DispatchBackward = d.LoadKernel(DispatchBackwardKernel);
+        Combine = d.LoadKernel(CombineKernel);
+        CombineBackwardOutputs = d.LoadKernel(CombineBackwardOutputsKernel);
+        CombineBackwardGates = d.LoadKernel(CombineBackwardGatesKernel);
+        Bias = d.LoadKernel(BiasKernel);
+        BiasBackward = d.LoadKernel(BiasBackwardKernel);
     }
 
     // A probability's IEEE bits: for values >= 0 they order as the values do (negative values, which a softmax never

@@ -162,12 +162,11 @@ internal sealed class NormKernels
 
     public NormKernels(Device d)
     {
-        var acc = d.Accelerator;
-        RowForward = acc.LoadAutoGroupedStreamKernel(d.Choose(RowForwardKernel, NormsCpu.RowForwardKernel, 256));
-        RowBackward = acc.LoadAutoGroupedStreamKernel(d.Choose(RowBackwardKernel, NormsCpu.RowBackwardKernel, 256));
-        RowParams = acc.LoadAutoGroupedStreamKernel(d.Choose(RowParamsKernel, NormsCpu.RowParamsKernel, 256));
-        BatchForward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, BatchNormShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BatchForwardKernel);
-        BatchBackward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, BatchNormShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BatchBackwardKernel);
+        RowForward = d.LoadKernel(d.Choose(RowForwardKernel, NormsCpu.RowForwardKernel, 256));
+        RowBackward = d.LoadKernel(d.Choose(RowBackwardKernel, NormsCpu.RowBackwardKernel, 256));
+        RowParams = d.LoadKernel(d.Choose(RowParamsKernel, NormsCpu.RowParamsKernel, 256));
+        BatchForward = d.LoadKernel(BatchForwardKernel);
+        BatchBackward = d.LoadKernel(BatchBackwardKernel);
     }
 
     // x: [rows, C], weight, bias: [C] -> y: [rows, C], mean, rstd: [rows]. LayerNorm (Center = 1): mean and biased

@@ -111,8 +111,7 @@ internal sealed class ProductKeyMaskKernels
 
     public ProductKeyMaskKernels(Device d)
     {
-        Select = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, MaskedRetrievalShape, ArrayView<float>, ArrayView<float>,
-            ArrayView<int>, ArrayView<int>, ArrayView<float>, int>(SelectMaskedKernel);
+        Select = d.LoadKernel(SelectMaskedKernel);
     }
 
     // scores[off .. off+n) -> the len best (score, column) in list, scanning columns in ascending order

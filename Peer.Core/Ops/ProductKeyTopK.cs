@@ -119,7 +119,7 @@ public static partial class Ops
             kernels.SplitHalves(w.Workers, w, shape, q.View, qa.View, qb.View, start);
             using var s1 = MatMul(qa, k1, false, true); // [r, n]
             using var s2 = MatMul(qb, k2, false, true);
-            if (mask is null) kernels.Select(w.Workers, w, shape, s1.View, s2.View, indices.IntView, scores.View, start);
+            if (mask is null) kernels.RunSelect(d, shape, r, s1.View, s2.View, indices.IntView, scores.View, start);
             else d.Get(static d => new ProductKeyMaskKernels(d)).Select(w.Workers, w, new MaskedRetrievalShape(shape, lists.K1, lists.K2),
                 s1.View, s2.View, mask.Flags.IntView, indices.IntView, scores.View, start);
         }
@@ -133,22 +133,41 @@ internal readonly struct RetrievalShape(int heads, int dq, int n, int k)
 }
 
 /// <summary>Kernels of product-key retrieval: the portable kernels below, the selection being the CPU body's kernel
-/// (Cpu/ProductKeyTopKCpu.cs) where <see cref="Device.Choose"/> picks it.</summary>
+/// (Cpu/ProductKeyTopKCpu.cs) where <see cref="Device.Choose"/> picks it, and on GPUs the grouped selection of Gpu/ProductKeyTopKGpu.cs
+/// (a group of threads per item, its state in shared memory, instead of one thread with 1.5 KB of local lists).</summary>
 internal sealed class ProductKeyKernels
 {
     public readonly Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> SplitHalves;
-    public readonly Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, int> Select;
+    readonly Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, int>? select;
+    readonly ProductKeyTopKGpu? grouped;
     public readonly Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>> BackwardQuery;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, int> SplitIndices;
 
-    public ProductKeyKernels(Device d)
+    /// <summary>The kernels for <paramref name="d"/>: the grouped selection on GPUs whose groups hold <see cref="ProductKeyTopKGpu.GroupSize"/>
+    /// threads, one item per thread elsewhere.</summary>
+    public ProductKeyKernels(Device d) : this(d, !d.ChunksWork && d.MaxGroupSize >= ProductKeyTopKGpu.GroupSize ? ProductKeyTopKGpu.GroupSize : 0) { }
+
+    /// <summary>The kernels with the selection grouped in groups of <paramref name="groupSize"/> threads (a power of two), or one item per
+    /// thread with 0; tests run the grouped kernel on CPU devices.</summary>
+    internal ProductKeyKernels(Device d, int groupSize)
     {
-        var acc = d.Accelerator;
-        SplitHalves = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(SplitHalvesKernel);
+        SplitHalves = d.LoadKernel(SplitHalvesKernel);
         // The selection body is plain C#: it needs no vector unit.
-        Select = acc.LoadAutoGroupedStreamKernel(d.Choose(SelectKernel, ProductKeyTopKCpu.SelectKernel, 0));
-        BackwardQuery = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BackwardQueryKernel);
-        SplitIndices = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, int>(SplitIndicesKernel);
+        if (groupSize > 0) grouped = new ProductKeyTopKGpu(d, groupSize);
+        else select = d.LoadKernel(d.Choose(SelectKernel, ProductKeyTopKCpu.SelectKernel, 0));
+        BackwardQuery = d.LoadKernel(BackwardQueryKernel);
+        SplitIndices = d.LoadKernel(SplitIndicesKernel);
+    }
+
+    /// <summary>The selection over <paramref name="rows"/> (token, head) items of a chunk starting at row <paramref name="start"/>.</summary>
+    public void RunSelect(Device d, RetrievalShape s, int rows, ArrayView<float> s1, ArrayView<float> s2, ArrayView<int> indices, ArrayView<float> scores, int start)
+    {
+        if (grouped is not null) grouped.Select(s, rows, s1, s2, indices, scores, start);
+        else
+        {
+            var w = d.Split(rows);
+            select!(w.Workers, w, s, s1, s2, indices, scores, start);
+        }
     }
 
     // scores[off .. off+n) -> the k best (score, column) in list, scanning columns in ascending order

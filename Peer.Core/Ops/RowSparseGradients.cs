@@ -95,8 +95,8 @@ internal sealed class RowSparseGradientKernels
 
     public RowSparseGradientKernels(Device d)
     {
-        Scatter = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int>(ScatterKernel);
-        CopyInt = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>>(CopyIntKernel);
+        Scatter = d.LoadKernel(ScatterKernel);
+        CopyInt = d.LoadKernel(CopyIntKernel);
     }
 
     // rows: [R] distinct, values: [R, cols] -> dense[rows[s], :] = values[s, :]; one row per item (distinct rows: no conflicts)

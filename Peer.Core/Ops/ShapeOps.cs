@@ -178,11 +178,10 @@ internal sealed class ShapeKernels
 
     public ShapeKernels(Device d)
     {
-        var acc = d.Accelerator;
         // The block copies need no vector unit.
-        Permute = acc.LoadAutoGroupedStreamKernel(d.Choose(PermuteKernel, ShapeOpsCpu.PermuteKernel, 0));
-        Take = acc.LoadAutoGroupedStreamKernel(d.Choose(TakeKernel, ShapeOpsCpu.TakeKernel, 0));
-        Put = acc.LoadAutoGroupedStreamKernel(d.Choose(PutKernel, ShapeOpsCpu.PutKernel, 0));
+        Permute = d.LoadKernel(d.Choose(PermuteKernel, ShapeOpsCpu.PermuteKernel, 0));
+        Take = d.LoadKernel(d.Choose(TakeKernel, ShapeOpsCpu.TakeKernel, 0));
+        Put = d.LoadKernel(d.Choose(PutKernel, ShapeOpsCpu.PutKernel, 0));
     }
 
     // x: [.. any order ..] -> y: [D0, D1, D2, D3], y[i0, i1, i2, i3] = x[i0 S0 + i1 S1 + i2 S2 + i3 S3]

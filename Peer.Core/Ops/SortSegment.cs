@@ -172,13 +172,12 @@ internal sealed class SortSegmentKernels
 
     public SortSegmentKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Runs = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, int, int, ArrayView<int>, ArrayView<int>>(RunsKernel);
-        Merge = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int>(MergeKernel);
-        CountHeads = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, int>(CountHeadsKernel);
-        ScanStep = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, int>(ScanStepKernel);
-        WriteHeads = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int>(WriteHeadsKernel);
-        Sum = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SegmentSource, ArrayView<float>>(SumKernel);
+        Runs = d.LoadKernel(RunsKernel);
+        Merge = d.LoadKernel(MergeKernel);
+        CountHeads = d.LoadKernel(CountHeadsKernel);
+        ScanStep = d.LoadKernel(ScanStepKernel);
+        WriteHeads = d.LoadKernel(WriteHeadsKernel);
+        Sum = d.LoadKernel(SumKernel);
     }
 
     // The sort key of pair i: keys1[i] for i < n1, else keys2[i - n1]; int.MaxValue (sorts last) outside [0, limit).

@@ -96,10 +96,9 @@ internal sealed class AdamKernels
 
     public AdamKernels(Device d)
     {
-        var acc = d.Accelerator;
         // The CPU bodies use Vector<float>, whatever width it has here (scalar without SIMD): they need no vector unit.
-        Dense = acc.LoadAutoGroupedStreamKernel(d.Choose(AdamWKernel, AdamWCpu.DenseKernel, 0));
-        Sparse = acc.LoadAutoGroupedStreamKernel(d.Choose(SparseAdamWKernel, AdamWCpu.SparseKernel, 0));
+        Dense = d.LoadKernel(d.Choose(AdamWKernel, AdamWCpu.DenseKernel, 0));
+        Sparse = d.LoadKernel(d.Choose(SparseAdamWKernel, AdamWCpu.SparseKernel, 0));
     }
 
     // p, g, m, v: [n]; updates p, m, v in place
@@ -117,8 +116,9 @@ internal sealed class AdamKernels
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
             {
-                int r = i / cols;
-                int j = rows[r] * cols + (i - r * cols);
+                int r = i / cols, row = rows[r];
+                if ((uint)row >= (uint)(p.Length / cols)) continue; // a row outside p (unchecked on GPUs: Optimizer.Validate) changes nothing
+                int j = row * cols + (i - r * cols);
                 Update(p, m, v, j, values[i], a);
             }
     }

@@ -2,10 +2,10 @@
 // side-by-side figures or PyTorch absent. Where a Python with torch is present, the scripts are shown to compute
 // what Peer computes from the same weights, so the bench's yardstick measures the same work: the PEER layer of
 // torch/peer_step.py (both designs) against `peer layer`'s output and gradients, and the language model of
-// torch/lm_step.py against Peer.Training's LanguageModel (loss and every gradient).
+// torch/lm_step.py against Peer.Training's LanguageModel (loss and every gradient). The bench runs as a process
+// (BenchProgram) and its scripts from its build output; which Python has torch, the test finds out for itself.
 using System.Diagnostics;
 using System.Text.Json;
-using Peer.Bench;
 using Peer.IO;
 using Peer.Training;
 
@@ -21,12 +21,35 @@ public sealed class TorchSuiteTests
     [TearDown]
     public void RemoveDir() => Directory.Delete(dir, true);
 
-    static JsonElement RunSuite(string output)
+    /// <summary>The variable that names the bench's interpreter (Peer.Bench/README.md, "PyTorch for the torch suite").</summary>
+    const string PythonVariable = "PEER_BENCH_PYTHON";
+
+    static JsonElement RunSuite(string output, IReadOnlyDictionary<string, string>? env = null)
     {
-        var options = new BenchOptions { Smoke = true, Suites = ["torch"], Output = output };
-        Peer.Bench.Bench.Run(options, ["torch"], new StringWriter());
+        var (exit, stdout, stderr) = BenchProgram.Run(output, ["torch", "--smoke", "--out", output], env);
+        Assert.That(exit, Is.EqualTo(0), Repo.Tail(stdout) + "\n" + stderr);
         using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "results.json")));
         return doc.RootElement.GetProperty("suites").EnumerateArray().Single().Clone();
+    }
+
+    /// <summary>
+    /// The interpreter the bench should find, looked for as the README says (the variable, else /usr/bin/python3,
+    /// python3, python): the first that imports torch, or null.
+    /// </summary>
+    static string? TorchPython()
+    {
+        string? chosen = Environment.GetEnvironmentVariable(PythonVariable);
+        string[] candidates = string.IsNullOrWhiteSpace(chosen) ? ["/usr/bin/python3", "python3", "python"] : [chosen.Trim()];
+        foreach (var c in candidates)
+        {
+            try
+            {
+                var (exit, _, _) = Repo.Run(c, ["-c", "import torch"], Path.GetTempPath(), TimeSpan.FromMinutes(2));
+                if (exit == 0) return c;
+            }
+            catch (System.ComponentModel.Win32Exception) { } // no such program
+        }
+        return null;
     }
 
     static string[] Notes(JsonElement suite) => suite.GetProperty("notes").EnumerateArray().Select(n => n.GetString()!).ToArray();
@@ -39,9 +62,9 @@ public sealed class TorchSuiteTests
         Assert.That(suite.GetProperty("name").GetString(), Is.EqualTo("torch"));
         var notes = Notes(suite);
         var measurements = suite.GetProperty("measurements").EnumerateArray().ToArray();
-        if (TorchPython.Find(out string reason) is null)
+        if (TorchPython() is null)
         {
-            Assert.That(notes, Has.Some.StartsWith("PyTorch absent: ").And.Some.Contains(reason), string.Join("\n", notes));
+            Assert.That(notes, Has.Some.StartsWith("PyTorch absent: "), string.Join("\n", notes));
             Assert.That(measurements, Is.Empty);
             return;
         }
@@ -72,29 +95,20 @@ public sealed class TorchSuiteTests
     [Test]
     public void MissingInterpreterIsReportedAbsent()
     {
-        string? before = Environment.GetEnvironmentVariable(TorchPython.Variable);
-        try
-        {
-            Environment.SetEnvironmentVariable(TorchPython.Variable, Path.Combine(dir, "no-such-python"));
-            var suite = RunSuite(dir);
-            var notes = Notes(suite);
-            Assert.That(notes, Has.One.StartsWith("PyTorch absent: no Python that imports torch (").And.Contains("no-such-python"));
-            Assert.That(notes, Has.One.Contains($"({TorchPython.Variable} is set)"));
-            Assert.That(suite.GetProperty("measurements").GetArrayLength(), Is.EqualTo(0));
-        }
-        finally
-        {
-            Environment.SetEnvironmentVariable(TorchPython.Variable, before);
-        }
+        var suite = RunSuite(dir, new Dictionary<string, string> { [PythonVariable] = Path.Combine(dir, "no-such-python") });
+        var notes = Notes(suite);
+        Assert.That(notes, Has.One.StartsWith("PyTorch absent: no Python that imports torch (").And.Contains("no-such-python"));
+        Assert.That(notes, Has.One.Contains($"({PythonVariable} is set)"));
+        Assert.That(suite.GetProperty("measurements").GetArrayLength(), Is.EqualTo(0));
     }
 
-    static TorchPython RequireTorch() => TorchPython.Find(out string reason) ?? throw new IgnoreException($"PyTorch absent: {reason}");
+    static string RequireTorch() => TorchPython() ?? throw new IgnoreException("PyTorch absent: no Python here imports torch");
 
     /// <summary>Runs a script of the torch folder to completion; fails the test with its error output otherwise.</summary>
-    static void RunScript(TorchPython python, string script, IEnumerable<string> args)
+    static void RunScript(string python, string script, IEnumerable<string> args)
     {
-        var info = new ProcessStartInfo(python.Path) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        info.ArgumentList.Add(Path.Combine(TorchPython.ScriptFolder, script));
+        var info = new ProcessStartInfo(python) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        info.ArgumentList.Add(Path.Combine(BenchProgram.TorchScripts, script));
         foreach (var a in args) info.ArgumentList.Add(a);
         info.Environment["PYTHONDONTWRITEBYTECODE"] = "1";
         using var p = Process.Start(info)!;
@@ -173,7 +187,7 @@ public sealed class TorchSuiteTests
         string w = Path.Combine(dir, "w.safetensors"), x = Path.Combine(dir, "x.safetensors"), theirs = Path.Combine(dir, "torch.safetensors");
         SafeTensors.Write(w, weights);
         SafeTensors.Write(x, input);
-        RunScript(python, "lm_step.py", ["check", "--weights", w, "--input", x, "--output", theirs, .. TorchSuite.LmShapeArgs(config)]);
+        RunScript(python, "lm_step.py", ["check", "--weights", w, "--input", x, "--output", theirs, .. LmShapeArgs(config)]);
 
         model.Train();
         var loss = model.Loss(windows, batch);
@@ -192,4 +206,11 @@ public sealed class TorchSuiteTests
         }
         model.ZeroGrad();
     }
+
+    /// <summary>torch/lm_step.py's options for a model of <paramref name="m"/>'s shape (its command line, as the torch suite passes it).</summary>
+    static IEnumerable<string> LmShapeArgs(ModelConfig m) =>
+        ["--vocab", $"{m.VocabSize}", "--dim", $"{m.DModel}", "--layers", $"{m.Layers}", "--heads", $"{m.Heads}", "--context", $"{m.Context}",
+         "--hidden", $"{m.HiddenWidth}", "--blocks", string.Join(",", m.BlockKinds()), "--peer-experts", $"{m.Peer.Experts}",
+         "--peer-heads", $"{m.Peer.Heads}", "--peer-top-k", $"{m.Peer.TopK}", "--peer-query-dim", $"{m.Peer.QueryDim}",
+         .. m.TiedHead ? Array.Empty<string>() : ["--untied"]];
 }

@@ -55,4 +55,20 @@ public sealed class DeviceTests
         var e = Assert.Throws<ArgumentException>(() => Device.Open("cpu", new DeviceOptions { MaxCpuVectorBits = bits }));
         Assert.That(e!.Message, Does.Contain($"MaxCpuVectorBits = {bits}").And.Contain("256 or 512"));
     }
+
+    // Ids are checked on the host where launches wait anyway (the CPU accelerator), elsewhere only with CheckIndices: then a bad
+    // expert id is reported on OpenCL too, instead of giving NaN.
+    [Test]
+    public void CheckIndicesTurnsTheHostChecksOnWhereLaunchesDoNotWait()
+    {
+        Assert.That(Devices.Cpu.ChecksIndices, Is.True);
+        Devices.RequireOpenCl();
+        Assert.That(Devices.Get("opencl").ChecksIndices, Is.False);
+        using var d = Device.Open("opencl", new DeviceOptions { CheckIndices = true });
+        Assert.That(d.ChecksIndices, Is.True);
+        using var s = Scope.Begin();
+        var e = Assert.Throws<ArgumentException>(() => Peer.Ops.PeerExperts(Tensor.Zeros(d, 2, 4), Tensor.FromArray(d, new[] { 0, 1, 5, 2 }, 2, 1, 2),
+            Tensor.Zeros(d, 2, 1, 2), Tensor.Zeros(d, 5, 4), Tensor.Zeros(d, 5, 4)));
+        Assert.That(e!.Message, Does.Contain("1 ids outside [0, 5)"));
+    }
 }

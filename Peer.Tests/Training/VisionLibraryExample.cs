@@ -53,10 +53,10 @@ public sealed class VisionLibraryExampleTests
     [Test]
     public void ExampleLinesAreWhatTheReadmeShows()
     {
-        string source = File.ReadAllText(Path.Combine(TestContext.CurrentContext.TestDirectory, "../../../Training/VisionLibraryExample.cs"));
+        string source = File.ReadAllText(Path.Combine(Repo.Root, "Peer.Tests/Training/VisionLibraryExample.cs"));
         int begin = source.IndexOf("// README-BEGIN", StringComparison.Ordinal), end = source.IndexOf("// README-END", StringComparison.Ordinal);
         var lines = source[begin..end].Split('\n').Skip(1).Where(l => l.Trim().Length > 0).Select(l => l.Length >= 8 ? l[8..] : l.Trim()).ToArray();
-        string readme = File.ReadAllText(Path.Combine(TestContext.CurrentContext.TestDirectory, "../../../../README.md"));
+        string readme = File.ReadAllText(Path.Combine(Repo.Root, "README.md"));
         foreach (var line in lines) Assert.That(readme, Does.Contain(line), "the README shows the example as the test runs it");
     }
 }

@@ -22,8 +22,10 @@ internal static unsafe class GradClipCpu
     }
 
     // g: [n] *= scale, worker w's chunks
-    internal static void ScaleKernel(Index1D w, Work work, ArrayView<float> g, float scale)
+    internal static void ScaleKernel(Index1D w, Work work, ArrayView<float> g, ArrayView<float> factor)
     {
+        float scale = factor[0];
+        if (scale == 1f) return;
         for (int s = work.Start(w); s < work.N; s += work.Stride) Scale(g, s, work.End(s), scale);
     }
 

@@ -11,14 +11,18 @@ public sealed class PeerExpertsCpuTests
     static void RequireBody() =>
         Assume.That(D.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable kernels");
 
-    sealed record Outputs(float[] Y, float[] Z, float[] Dx, float[] DG, float[] CoefDown, float[] CoefUp);
+    internal sealed record Outputs(float[] Y, float[] Z, float[] Dx, float[] DG, float[] CoefDown, float[] CoefUp);
 
     // The fused forward, then the backward, as device d's launcher loads them. The backward gets the pre-activations
     // `z` given (the portable ones), so that the differences between devices are the backward's own.
-    static Outputs Run(Device d, ExpertShape shape, int t, int dm, int n, int[] hIdx, float[] hx, float[] hg, float[] hDown, float[] hUp, float[] hDy, float[]? z = null)
+    static Outputs Run(Device d, ExpertShape shape, int t, int dm, int n, int[] hIdx, float[] hx, float[] hg, float[] hDown, float[] hUp, float[] hDy, float[]? z = null) =>
+        Run(d, d.Get(static d => new PeerExpertKernels(d)), shape, t, dm, n, hIdx, hx, hg, hDown, hUp, hDy, z);
+
+    /// <summary>The fused forward, then the backward, through the launcher <paramref name="k"/> built on <paramref name="d"/>.</summary>
+    internal static Outputs Run(Device d, PeerExpertKernels k, ExpertShape shape, int t, int dm, int n, int[] hIdx, float[] hx, float[] hg,
+        float[] hDown, float[] hUp, float[] hDy, float[]? z = null)
     {
         using var s = Scope.Begin();
-        var k = d.Get(static d => new PeerExpertKernels(d));
         int p = hIdx.Length;
         var x = Tensor.FromArray(d, hx, t, dm);
         var idx = Tensor.FromArray(d, hIdx, p);
@@ -27,12 +31,11 @@ public sealed class PeerExpertsCpuTests
         var up = Tensor.FromArray(d, hUp, n, dm);
         var dy = Tensor.FromArray(d, hDy, t, dm);
         Tensor Empty(params int[] shape) => Tensor.Empty(d, DType.F32, shape);
-        var w = d.Split(t);
         var (y, zOut) = (Empty(t, dm), Empty(p));
-        if (dm > 0) k.Forward(w.Workers, w, shape, x.View, idx.IntView, g.View, down.View, up.View, y.View, zOut.View);
+        if (dm > 0 && t > 0) k.RunForward(d, shape, t, x.View, idx.IntView, g.View, down.View, up.View, y.View, zOut.View);
         var zIn = z is null ? zOut : Tensor.FromArray(d, z, p);
         var (dx, dg, cd, cu) = (Empty(t, dm), Empty(p), Empty(p), Empty(p));
-        k.Backward(w.Workers, w, shape, x.View, idx.IntView, g.View, down.View, up.View, zIn.View, dy.View, dx.View, dg.View, cd.View, cu.View);
+        if (t > 0) k.RunBackward(d, shape, t, x.View, idx.IntView, g.View, down.View, up.View, zIn.View, dy.View, dx.View, dg.View, cd.View, cu.View);
         return new Outputs(y.ToArray(), zOut.ToArray(), dx.ToArray(), dg.ToArray(), cd.ToArray(), cu.ToArray());
     }
     const double U = 1.0 / (1 << 24); // float32 unit roundoff
@@ -56,7 +59,7 @@ public sealed class PeerExpertsCpuTests
         var hIdx = Enumerable.Range(0, p).Select(_ => rng.Next(n)).ToArray();
         float[] hx = GradCheck.Rand(t * dm, dm + 1, 2f), hg = GradCheck.Rand(p, hk + 2), hDown = GradCheck.Rand(n * dm, n + 3),
             hUp = GradCheck.Rand(n * dm, n + 4), hDy = GradCheck.Rand(t * dm, dm + 5);
-        var shape = new ExpertShape(dm, hk, activation == PeerActivation.Relu ? 1 : 0);
+        var shape = new ExpertShape(dm, hk, activation == PeerActivation.Relu ? 1 : 0, n);
         var portable = Run(P, shape, t, dm, n, hIdx, hx, hg, hDown, hUp, hDy);
         var fast = Run(D, shape, t, dm, n, hIdx, hx, hg, hDown, hUp, hDy, portable.Z);
 
@@ -116,13 +119,13 @@ public sealed class PeerExpertsCpuTests
         var hIdx = Enumerable.Range(0, t * hk).Select(_ => rng.Next(n)).ToArray();
         float[] hx = GradCheck.Rand(t * dm, 1), hg = GradCheck.Rand(t * hk, 2), hDown = GradCheck.Rand(n * dm, 3), hUp = GradCheck.Rand(n * dm, 4),
             hDy = GradCheck.Rand(t * dm, 5);
-        var shape = new ExpertShape(dm, hk, 0);
+        var shape = new ExpertShape(dm, hk, 0, n);
         var first = Run(D, shape, t, dm, n, hIdx, hx, hg, hDown, hUp, hDy);
         for (int r = 0; r < 3; r++)
             Assert.That(Run(D, shape, t, dm, n, hIdx, hx, hg, hDown, hUp, hDy), Is.EqualTo(first).Using<Outputs>(Same), $"run {r}");
     }
 
-    static bool Same(Outputs a, Outputs b) =>
+    internal static bool Same(Outputs a, Outputs b) =>
         a.Y.SequenceEqual(b.Y) && a.Z.SequenceEqual(b.Z) && a.Dx.SequenceEqual(b.Dx) && a.DG.SequenceEqual(b.DG)
         && a.CoefDown.SequenceEqual(b.CoefDown) && a.CoefUp.SequenceEqual(b.CoefUp);
 
@@ -135,7 +138,7 @@ public sealed class PeerExpertsCpuTests
         var rng = new Random(9);
         var hIdx = Enumerable.Range(0, t * h * k).Select(_ => rng.Next(n)).ToArray();
         float[] hx = GradCheck.Rand(t * dm, 11, 3f), hg = GradCheck.Rand(t * h * k, 12), hDown = GradCheck.Rand(n * dm, 13), hUp = GradCheck.Rand(n * dm, 14);
-        var shape = new ExpertShape(dm, h * k, 0);
+        var shape = new ExpertShape(dm, h * k, 0, n);
         foreach (var d in new[] { D, P })
         {
             using var s = Scope.Begin();

@@ -6,16 +6,18 @@ namespace Peer.Tests.Ops.Cpu;
 public sealed class ProductKeyTopKCpuTests
 {
     // The selection kernel of device d's launcher over sub-key scores s1, s2 [rows, n], rows = t*h.
-    static (int[] Indices, float[] Scores) Select(Device d, float[] s1, float[] s2, int t, int h, int n, int k)
+    static (int[] Indices, float[] Scores) Select(Device d, float[] s1, float[] s2, int t, int h, int n, int k) =>
+        Select(d, d.Get(static d => new ProductKeyKernels(d)), s1, s2, t, h, n, k);
+
+    /// <summary>The selection of launcher <paramref name="kernels"/> (built on <paramref name="d"/>) over sub-key scores s1, s2 [t*h, n].</summary>
+    internal static (int[] Indices, float[] Scores) Select(Device d, ProductKeyKernels kernels, float[] s1, float[] s2, int t, int h, int n, int k)
     {
         using var s = Scope.Begin();
         int rows = t * h;
-        var kernels = d.Get(static d => new ProductKeyKernels(d));
         var (a, b) = (Tensor.FromArray(d, s1, rows, n), Tensor.FromArray(d, s2, rows, n));
         var indices = Tensor.Empty(d, DType.I32, t, h, k);
         var scores = Tensor.Empty(d, DType.F32, t, h, k);
-        var w = d.Split(rows);
-        kernels.Select(w.Workers, w, new RetrievalShape(h, 2, n, k), a.View, b.View, indices.IntView, scores.View, 0);
+        kernels.RunSelect(d, new RetrievalShape(h, 2, n, k), rows, a.View, b.View, indices.IntView, scores.View, 0);
         return (indices.ToIntArray(), scores.ToArray());
     }
 
