@@ -61,6 +61,8 @@ static class InspectPlots
         plot.Axes.Bottom.SetTicks(Enumerable.Range(0, m.Classes).Select(c => (double)c).ToArray(), classes.ToArray());
         plot.Axes.Bottom.TickLabelStyle.Rotation = 45;
         plot.Axes.Bottom.TickLabelStyle.Alignment = Alignment.MiddleLeft;
+        // Rotated labels hang below the axis: room for the longest, or ScottPlot cuts them at the figure's edge.
+        plot.Axes.Bottom.MinimumSize = 12 + 6 * classes.Max(c => c.Length);
         plot.Axes.Left.SetTicks(Enumerable.Range(0, experts.Length).Select(r => (double)r).ToArray(), experts.Select(e => e.ToString()).ToArray());
         plot.Title($"{layer}: share of each class in the router weight of the {experts.Length} most used experts");
         plot.YLabel("expert (most used at the top)");
