@@ -109,7 +109,7 @@ public sealed class Trainer : IDisposable
         return min + 0.5 * (peak - min) * (1 + Math.Cos(Math.PI * Math.Min(1, progress)));
     }
 
-    /// <summary>Takes one optimizer step.</summary>
+    /// <summary>Takes one optimizer step (and marks it on the device's profiler, when one is attached: <see cref="Device.Profile"/>).</summary>
     public StepResult Step()
     {
         var t = Config.Train;
@@ -130,11 +130,15 @@ public sealed class Trainer : IDisposable
                 Ops.AddInPlace(lossTotal, loss);
             }
         }
-        if (t.ClipNorm > 0) GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm, gradNorm);
-        Optimizer.LearningRate = (float)lr;
-        Optimizer.Step();
-        Model.ZeroGrad();
+        using (Device.Profiler?.Enter(ProfilePhase.Optimizer))
+        {
+            if (t.ClipNorm > 0) GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm, gradNorm);
+            Optimizer.LearningRate = (float)lr;
+            Optimizer.Step();
+            Model.ZeroGrad();
+        }
         double meanLoss = lossTotal.Item() / t.Accumulation;
+        Device.Profiler?.MarkStep();
         StepCount = step;
         double tokens = (double)t.BatchSize * t.Accumulation * Config.Model.Context;
         return new StepResult(step, meanLoss, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds));
