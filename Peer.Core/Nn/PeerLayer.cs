@@ -87,6 +87,13 @@ public sealed class PeerLayer : FeedForwardLayer
     /// <summary>When set, every forward adds its (indices, router weights) to this accumulator (e.g. during an evaluation pass).</summary>
     public ExpertUsage? Usage { get; set; }
 
+    /// <summary>
+    /// Raised after every forward with the layer, the retrieved expert ids I32 [T, h, k] and their router weights F32 [T, h, k]
+    /// (each head's in descending score order). The tensors belong to the forward's scope: copy what you keep
+    /// (<see cref="RetrievalTrace"/> does).
+    /// </summary>
+    public event Action<PeerLayer, Tensor, Tensor>? Retrieved;
+
     /// <summary>Creates the layer for tokens of width <paramref name="dim"/>.</summary>
     /// <exception cref="ArgumentException">Invalid options (see <see cref="PeerOptions.Validate"/>) or a non-positive width.</exception>
     public PeerLayer(Device device, int dim, PeerOptions? options = null) : this(device, dim, options, null) { }
@@ -132,6 +139,17 @@ public sealed class PeerLayer : FeedForwardLayer
     /// <summary>Router weights F32 [T, h, k] of the last forward (owned by the layer).</summary>
     public Tensor? LastWeights => lastWeights;
 
+    /// <summary>The disabled experts, ascending (empty when every expert is enabled).</summary>
+    public IReadOnlyList<int> DisabledExperts => keys.DisabledExperts;
+
+    /// <summary>
+    /// Switches <paramref name="experts"/> off (replacing any earlier set; an empty set switches every expert back on): from the
+    /// next forward on they are excluded from retrieval and each head takes its k best enabled experts instead, so the layer
+    /// computes exactly the PEER layer over the remaining experts (see <see cref="ProductKeys.DisableExperts"/>).
+    /// </summary>
+    /// <exception cref="ArgumentException">As <see cref="ProductKeys.DisableExperts"/>.</exception>
+    public void DisableExperts(IEnumerable<int> experts) => keys.DisableExperts(experts);
+
     /// <summary>The normalised query <c>query_norm(W x + b)</c>, F32 [T, h*dq]. Differentiable.</summary>
     /// <exception cref="ArgumentException">As <see cref="ProductKeys.Query"/>.</exception>
     public Tensor Query(Tensor x) => keys.Query(x);
@@ -148,6 +166,7 @@ public sealed class PeerLayer : FeedForwardLayer
         var y = Shard is null ? Ops.PeerExperts(x, indices, g, down, up, Options.Activation)
             : Ops.PeerExpertsSharded(x, indices, g, down, up, Shard, Options.Activation);
         Usage?.Add(indices, g);
+        Retrieved?.Invoke(this, indices, g);
         lastIndices?.Dispose();
         lastWeights?.Dispose();
         lastIndices = Scope.Unscope(indices.Detach());

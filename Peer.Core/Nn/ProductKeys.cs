@@ -29,6 +29,7 @@ public sealed class ProductKeys : Module
 
     readonly Tensor queryWeight, queryBias, keys1, keys2;
     readonly Tensor? normWeight, normBias, runningMean, runningVar;
+    ExpertMask? mask;
 
     /// <summary>Model width d.</summary>
     public int Dim { get; }
@@ -113,11 +114,46 @@ public sealed class ProductKeys : Module
     /// <summary>
     /// Retrieved ids I32 [T, h, k] (each head's in descending score order) and their router weights F32 [T, h, k]
     /// (<see cref="Ops.PeerRouterWeights"/> over each head's k scores; differentiable, with row-sparse sub-key gradients).
+    /// Disabled experts (<see cref="DisableExperts"/>) are never retrieved: each head keeps its k best enabled ones.
     /// </summary>
     /// <exception cref="ArgumentException">As <see cref="Query"/>.</exception>
     public (Tensor Indices, Tensor Weights) Retrieve(Tensor x, PeerRouter router = PeerRouter.Softmax)
     {
-        var (indices, scores) = Ops.ProductKeyTopK(Query(x), keys1, keys2, Heads, TopK);
+        var (indices, scores) = Ops.ProductKeyTopK(Query(x), keys1, keys2, Heads, TopK, mask);
         return (indices, Ops.PeerRouterWeights(scores, router));
+    }
+
+    /// <summary>The disabled experts, ascending (empty when every expert is enabled).</summary>
+    public IReadOnlyList<int> DisabledExperts => mask?.Disabled ?? [];
+
+    /// <summary>
+    /// Disables <paramref name="experts"/> (replacing any earlier set; an empty set enables all): from the next forward on, each
+    /// head retrieves the k best of the enabled experts, exactly (the argument is in Peer.Core/Ops/ProductKeyMask.cs).
+    /// </summary>
+    /// <exception cref="ArgumentException">An id outside [0, n²), fewer than k experts left enabled, or more disabled in one row
+    /// or column of the n x n grid than the retrieval's lists can hold (k plus that number at most <see cref="Ops.ProductKeyMaxTopK"/>).</exception>
+    public void DisableExperts(IEnumerable<int> experts)
+    {
+        var next = new ExpertMask(Device, SubKeys, experts);
+        try
+        {
+            next.CheckTopK(TopK);
+        }
+        catch
+        {
+            next.Dispose();
+            throw;
+        }
+        mask?.Dispose();
+        mask = next.Disabled.Count > 0 ? next : null;
+        if (mask is null) next.Dispose();
+    }
+
+    /// <inheritdoc />
+    public override void Dispose()
+    {
+        mask?.Dispose();
+        mask = null;
+        base.Dispose();
     }
 }

@@ -27,8 +27,12 @@ public static partial class Ops
     /// <param name="sub2">Second sub-key table F32 [n, dq/2].</param>
     /// <param name="heads">h.</param>
     /// <param name="k">Experts kept per head, 1 &lt;= k &lt;= min(n, <see cref="ProductKeyMaxTopK"/>).</param>
-    /// <exception cref="ArgumentException">Wrong dtypes, shapes that disagree, an odd query size, or k out of range.</exception>
-    public static (Tensor Indices, Tensor Scores) ProductKeyTopK(Tensor q, Tensor sub1, Tensor sub2, int heads, int k)
+    /// <param name="mask">Experts that may not be retrieved (null: none): each head then keeps the k best enabled experts,
+    /// exactly (ProductKeyMask.cs gives the argument).</param>
+    /// <exception cref="ArgumentException">Wrong dtypes, shapes that disagree, an odd query size, k out of range, or a mask of
+    /// another size or device, with fewer than k enabled experts, or with more disabled experts in one row or column than the
+    /// selection's lists can hold.</exception>
+    public static (Tensor Indices, Tensor Scores) ProductKeyTopK(Tensor q, Tensor sub1, Tensor sub2, int heads, int k, ExpertMask? mask = null)
     {
         Check.DType(q, DType.F32, nameof(q));
         Check.DType(sub1, DType.F32, nameof(sub1));
@@ -45,6 +49,7 @@ public static partial class Ops
         Check.Shape(sub2, nameof(sub2), n, half);
         Check.That(n > 0 && (long)n * n <= int.MaxValue, nameof(sub1), sub1.Shape, "1 <= n and n*n experts indexable by int32");
         Check.That(k >= 1 && k <= n && k <= ProductKeyMaxTopK, nameof(k), k, $"1 <= k <= min(n = {n}, {ProductKeyMaxTopK})");
+        var lists = mask is null ? default : CheckMask(mask, q, n, k);
 
         var d = q.Device;
         int t = q.Shape[0];
@@ -52,7 +57,7 @@ public static partial class Ops
         var scores = Tensor.Empty(d, DType.F32, t, heads, k);
         var shape = new RetrievalShape(heads, dq, n, k);
         var kernels = d.Get(static d => new ProductKeyKernels(d));
-        if (t > 0) Retrieve(q, sub1, sub2, shape, indices, scores, kernels);
+        if (t > 0) Retrieve(q, sub1, sub2, shape, indices, scores, kernels, mask, lists);
 
         if (d.Tape.Needs(q, sub1, sub2))
         {
@@ -95,7 +100,8 @@ public static partial class Ops
     // matmul (SIMD on the CPU accelerator, tiled on GPUs): at n = 1024 they are ~90% of retrieval's FLOPs. The selection
     // kernel then reads the [rows, n] score blocks. Rows (token, head) go in chunks so a block stays near 16 MB per table
     // whatever T is.
-    static void Retrieve(Tensor q, Tensor sub1, Tensor sub2, RetrievalShape shape, Tensor indices, Tensor scores, ProductKeyKernels kernels)
+    static void Retrieve(Tensor q, Tensor sub1, Tensor sub2, RetrievalShape shape, Tensor indices, Tensor scores, ProductKeyKernels kernels,
+        ExpertMask? mask, (int K1, int K2) lists)
     {
         var d = q.Device;
         int rows = q.Shape[0] * shape.Heads;
@@ -113,7 +119,9 @@ public static partial class Ops
             kernels.SplitHalves(w.Workers, w, shape, q.View, qa.View, qb.View, start);
             using var s1 = MatMul(qa, k1, false, true); // [r, n]
             using var s2 = MatMul(qb, k2, false, true);
-            kernels.RunSelect(d, shape, r, s1.View, s2.View, indices.IntView, scores.View, start);
+            if (mask is null) kernels.RunSelect(d, shape, r, s1.View, s2.View, indices.IntView, scores.View, start);
+            else d.Get(static d => new ProductKeyMaskKernels(d)).Select(w.Workers, w, new MaskedRetrievalShape(shape, lists.K1, lists.K2),
+                s1.View, s2.View, mask.Flags.IntView, indices.IntView, scores.View, start);
         }
     }
 }

@@ -1,4 +1,4 @@
-// Every `peer …` the README shows must be a command line the program accepts: the command exists, each option it
+// Every `peer …` the README shows must be a command line the program accepts: the command (or subcommand) exists, each option it
 // names is one of that command's options, and each choice it lists (`--preset tiny|small|paper`) is one the
 // option's help offers. Read from README.md, checked against the parser's own help, in-process.
 using System.Text.RegularExpressions;
@@ -14,7 +14,7 @@ public sealed class ReadmeCommandsTests
         return Regex.Matches(readme, "`(peer [^`]+)`").Select(m => m.Groups[1].Value.Replace("\\|", "|")).Distinct().ToArray();
     }
 
-    static string Help(params string[] args)
+    static string Help(string[] args)
     {
         var output = new StringWriter();
         var error = new StringWriter();
@@ -27,13 +27,16 @@ public sealed class ReadmeCommandsTests
     {
         var lines = ReadmeCommands();
         var commands = lines.Select(l => l.Split(' ')[1]).Where(c => !c.StartsWith('<')).Distinct().ToArray();
-        Assert.That(commands, Is.SupersetOf(new[] { "train", "eval", "generate", "layer", "devices", "sweep" }), "the README shows every command");
+        Assert.That(commands, Is.SupersetOf(new[] { "train", "eval", "generate", "layer", "devices", "sweep", "vision", "inspect" }), "the README shows every command");
         foreach (var line in lines)
         {
             var words = line.Replace("[", " ").Replace("]", " ").Split(' ', StringSplitOptions.RemoveEmptyEntries);
             if (words[1].StartsWith('<')) continue; // `peer <command> --help`
-            string help = Help(words[1], "--help");
-            for (int i = 2; i < words.Length; i++)
+            // The command path: `peer train`, or a subcommand such as `peer vision train`.
+            int first = 2;
+            while (first < words.Length && !words[first].StartsWith('-') && Help([.. words[1..first], "--help"]).Contains($"  {words[first]} ")) first++;
+            string help = Help([.. words[1..first], "--help"]);
+            for (int i = first; i < words.Length; i++)
             {
                 if (!words[i].StartsWith("--", StringComparison.Ordinal)) continue;
                 var option = Regex.Match(help, $@"^\s+(-\S+, )?{Regex.Escape(words[i])}\b(?!-).*$", RegexOptions.Multiline);

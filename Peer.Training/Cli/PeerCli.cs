@@ -1,4 +1,4 @@
-// The `peer` command line (System.CommandLine): train, eval, generate, devices. Every user-fixable problem
+// The `peer` command line (System.CommandLine): train, eval, generate, devices, layer, sweep, vision (train, eval), inspect. Every user-fixable problem
 // (bad corpus, configuration, checkpoint, device) ends the command with one line on stderr and exit code 1;
 // nothing the user had is overwritten.
 using System.CommandLine;
@@ -34,6 +34,8 @@ public static class PeerCli
         root.Subcommands.Add(DevicesCommand(output, error));
         root.Subcommands.Add(LayerCommand.Create(output, error));
         root.Subcommands.Add(SweepCommand.Create(output, error, interrupt));
+        root.Subcommands.Add(VisionCommand.Create(output, error, interrupt));
+        root.Subcommands.Add(InspectCommand.Create(output, error));
         return root;
     }
 
@@ -58,8 +60,8 @@ public static class PeerCli
         {
             return body();
         }
-        catch (Exception e) when (e is CorpusException or ConfigException or CheckpointException or ArgumentException or IOException or UnauthorizedAccessException
-            or Distributed.CommunicationException)
+        catch (Exception e) when (e is CorpusException or DatasetException or ConfigException or CheckpointException or ArgumentException or IOException
+            or UnauthorizedAccessException or Distributed.CommunicationException)
         {
             error.WriteLine("error: " + OneLine(e.Message));
             return ErrorExit;

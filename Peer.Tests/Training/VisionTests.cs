@@ -1,0 +1,208 @@
+// The image classifier as a library: patches against a host reference, attention that sees every patch (not causal), training
+// that learns the synthetic task, a checkpoint that resumes with the identical losses, and the teeth of the inspection: on a
+// task built so experts must specialise, class purity well above the random-routing baseline, and switching off one class's
+// most specific experts costs that class more accuracy than any other.
+using Peer.Nn;
+using Peer.Training;
+
+namespace Peer.Tests.Training;
+
+[TestFixture]
+public sealed class VisionTests
+{
+    static readonly Lazy<string> Folder = new(() =>
+    {
+        string dir = Directory.CreateTempSubdirectory("peer-vision-data-").FullName;
+        SyntheticImages.Write(dir, train: 2400, test: 600);
+        return dir;
+    });
+
+    // One trained model shared by the specialisation tests (training it takes a few seconds).
+    static readonly Lazy<VisionTrainer> Trained = new(() =>
+    {
+        var data = ImageDataset.Load(Folder.Value, validation: 400);
+        var trainer = new VisionTrainer(Devices.Cpu, SyntheticImages.Config(steps: 400, validation: 400), data);
+        while (trainer.StepCount < trainer.Config.Train.Steps) trainer.Step();
+        return trainer;
+    });
+
+    [OneTimeTearDown]
+    public void Cleanup()
+    {
+        if (Trained.IsValueCreated) Trained.Value.Dispose();
+        if (Folder.IsValueCreated) Directory.Delete(Folder.Value, true);
+    }
+
+    [Test]
+    public void PatchesAreTheImagesTilesRowMajor()
+    {
+        var cfg = new VisionModelConfig { ImageSize = 6, PatchSize = 3, Classes = 2, DModel = 4, Layers = 1, Heads = 1, Blocks = ["ffw"] };
+        using var model = new VisionModel(Devices.Cpu, cfg, 1);
+        var px = Enumerable.Range(0, 2 * 36).Select(i => (float)i).ToArray();
+        using var s = Scope.Begin();
+        var patches = model.Patches(Tensor.FromArray(Devices.Cpu, px, 2, 36)).ToArray();
+        // Host reference: image b, patch (gy, gx) is row b*4 + gy*2 + gx; its pixels (y, x) row-major.
+        var want = new float[2 * 4 * 9];
+        for (int b = 0; b < 2; b++)
+            for (int gy = 0; gy < 2; gy++)
+                for (int gx = 0; gx < 2; gx++)
+                    for (int y = 0; y < 3; y++)
+                        for (int x = 0; x < 3; x++)
+                            want[((b * 4 + gy * 2 + gx) * 9) + y * 3 + x] = px[b * 36 + (gy * 3 + y) * 6 + gx * 3 + x];
+        Assert.That(patches, Is.EqualTo(want));
+        Assert.Throws<ArgumentException>(() => model.Patches(Tensor.Zeros(Devices.Cpu, 2, 35)));
+    }
+
+    [TestCase("attention")]
+    [TestCase("mlp")]
+    public void EveryTokenSeesTheOthers(string mixing)
+    {
+        // A block with a dense (per-token) feed-forward layer: changing only the last token changes the first token's output,
+        // through the token mixing alone (the model is not causal).
+        var cfg = new VisionModelConfig { ImageSize = 4, PatchSize = 2, Classes = 3, DModel = 8, Layers = 1, Heads = 2, TokenMixing = mixing, Blocks = ["ffw"] };
+        using var block = new VisionBlock(Devices.Cpu, cfg, "ffw", 2);
+        using var s = Scope.Begin();
+        var a = GradCheck.Rand(4 * 8, 5);
+        var b = (float[])a.Clone();
+        for (int i = 24; i < 32; i++) b[i] += 0.5f * i - 14f; // token 3 (not a constant shift, which its LayerNorm would undo)
+        var ya = block.Forward(Tensor.FromArray(Devices.Cpu, a, 4, 8), 1, 4).ToArray();
+        var yb = block.Forward(Tensor.FromArray(Devices.Cpu, b, 4, 8), 1, 4).ToArray();
+        Assert.That(Enumerable.Range(0, 8).Max(i => Math.Abs(ya[i] - yb[i])), Is.GreaterThan(1e-4), "token 0 changed");
+        // And two images of a batch do not see each other.
+        var two = block.Forward(Tensor.FromArray(Devices.Cpu, [.. a, .. b], 8, 8), 2, 4).ToArray();
+        Assert.That(two[..32], Is.EqualTo(ya).Within(1e-5));
+    }
+
+    [TestCase("attention")]
+    [TestCase("mlp")]
+    public void ABlocksGradientMatchesFiniteDifferences(string mixing)
+    {
+        // The block's token mixing is composed of reshapes, permutes, slices, batched products and a softmax: its wiring is
+        // checked end to end against central differences in the input (two images of nine tokens).
+        var cfg = new VisionModelConfig { ImageSize = 3, PatchSize = 1, Classes = 2, DModel = 4, Layers = 1, Heads = 2, TokenMixing = mixing,
+            Blocks = ["ffw"], FfwHidden = 6 };
+        using var block = new VisionBlock(Devices.Cpu, cfg, "ffw", 4);
+        GradCheck.Check(Devices.Cpu, t => block.Forward(t[0], 2, 9), [(GradCheck.Rand(2 * 9 * 4, 3), [18, 4])], maxCoords: 24);
+    }
+
+    [Test]
+    public void TrainingLearnsTheSyntheticTask()
+    {
+        var eval = Trained.Value.Evaluate(Trained.Value.Data.Test);
+        Assert.That(eval.Accuracy, Is.GreaterThan(0.9), "10 classes: chance is 0.1, and no linear function of the pixels beats it");
+        Assert.That(eval.Images, Is.EqualTo(600));
+        Assert.That(eval.ClassAccuracy.All(a => a > 0.6), string.Join(", ", eval.ClassAccuracy));
+        Assert.That(eval.Experts.Single().Usage, Is.GreaterThan(0));
+    }
+
+    [Test]
+    public void ExpertsSpecialiseByClassFarAboveRandomRouting()
+    {
+        var t = Trained.Value;
+        var layers = t.Model.PeerLayers().ToArray();
+        using var trace = new RetrievalTrace(layers);
+        t.Evaluate(t.Data.Test, trace);
+        var log = trace[layers[0].Name];
+        var labels = t.Data.Test.Labels.Select(l => (int)l).ToArray();
+        Assert.That(log.Count, Is.EqualTo(600L * 1 * 2 * 4), "every image (one patch each), head and rank recorded");
+        var m = ClassExpertMatrix.From(log, labels, 10);
+        var baseline = ClassExpertMatrix.Shuffled(log, labels, 10, seed: 1);
+        var (purity, entropy) = m.WeightedMeans();
+        var (basePurity, baseEntropy) = baseline.WeightedMeans();
+        Assert.That(purity, Is.GreaterThan(basePurity + 0.3), $"purity {purity:F3} vs random routing {basePurity:F3}");
+        Assert.That(entropy, Is.LessThan(baseEntropy - 1.0), $"entropy {entropy:F3} bits vs random routing {baseEntropy:F3}");
+        var selections = log.Selections().ToArray();
+        Assert.That(selections.Select(x => x.Position).Distinct(), Is.EqualTo(new[] { 0 }));
+        Assert.That(selections.Select(x => x.Head).Distinct().Order(), Is.EqualTo(new[] { 0, 1 }));
+        Assert.That(selections.Max(x => x.Sample), Is.EqualTo(599));
+    }
+
+    [Test]
+    public void SwitchingOffAClassesExpertsCostsThatClassMost()
+    {
+        var t = Trained.Value;
+        var layers = t.Model.PeerLayers().ToArray();
+        var before = t.Evaluate(t.Data.Test).ClassAccuracy;
+        foreach (int cls in new[] { 2, 7 })
+        {
+            // Chosen on the validation images, judged on the test images.
+            var edits = ExpertEditing.ClassExperts(t, t.Data.Validation, cls, perLayer: 16);
+            double[] after;
+            try
+            {
+                ExpertEditing.Apply(layers, edits);
+                Assert.That(layers[0].Layer.DisabledExperts, Has.Count.EqualTo(16));
+                after = t.Evaluate(t.Data.Test).ClassAccuracy;
+            }
+            finally
+            {
+                ExpertEditing.Apply(layers, new Dictionary<string, SortedSet<int>>());
+            }
+            var drop = before.Zip(after, (b, a) => b - a).ToArray();
+            double others = drop.Where((_, c) => c != cls).Max();
+            Assert.That(drop[cls], Is.GreaterThan(others + 0.1), $"class {cls}: drops {string.Join(", ", drop.Select(d => d.ToString("F3")))}");
+        }
+        Assert.That(t.Evaluate(t.Data.Test).ClassAccuracy, Is.EqualTo(before), "switching every expert back on restores the model exactly");
+    }
+
+    [Test]
+    public void ACheckpointResumesWithTheIdenticalLosses()
+    {
+        var data = ImageDataset.Load(Folder.Value, validation: 400);
+        var config = SyntheticImages.Config(steps: 12, validation: 400, seed: 5);
+        string run = Directory.CreateTempSubdirectory("peer-vision-run-").FullName;
+        try
+        {
+            double[] straight;
+            using (var a = new VisionTrainer(Devices.Cpu, config, data))
+                straight = Enumerable.Range(0, 12).Select(_ => a.Step().Loss).ToArray();
+            var resumed = new List<double>();
+            using (var b = new VisionTrainer(Devices.Cpu, config, data))
+            {
+                for (int i = 0; i < 5; i++) resumed.Add(b.Step().Loss);
+                VisionCheckpoint.Save(b, run);
+            }
+            using (var c = VisionCheckpoint.Load(Devices.Cpu, run, data, config))
+            {
+                Assert.That(c.StepCount, Is.EqualTo(5));
+                while (c.StepCount < 12) resumed.Add(c.Step().Loss);
+            }
+            Assert.That(resumed, Is.EqualTo(straight));
+            var other = config with { Model = config.Model with { DModel = 24 } };
+            Assert.That(Assert.Throws<CheckpointException>(() => VisionCheckpoint.Load(Devices.Cpu, run, data, other))!.Message, Does.Contain("d_model"));
+        }
+        finally
+        {
+            Directory.Delete(run, true);
+        }
+    }
+
+    [Test]
+    public void ThePresetsFeedForwardLayersHaveEqualForwardFlops()
+    {
+        // docs/results.md compares the two presets at equal FLOPs: every block's feed-forward layer, as the model builds it.
+        static long[] Flops(string preset)
+        {
+            using var model = new VisionModel(Devices.Cpu, VisionRunConfig.Preset(preset).Model, 1);
+            return model.Children.Where(c => c.Name.StartsWith("blocks.")).Select(c => ((VisionBlock)c.Module).Ffw.ForwardFlopsPerToken).ToArray();
+        }
+        var peer = Flops("peer");
+        var dense = Flops("dense");
+        Assert.That(peer, Has.Length.EqualTo(4));
+        Assert.That(peer, Is.All.EqualTo(36_992));
+        Assert.That(dense, Is.All.EqualTo(36_864));
+        Assert.That(VisionRunConfig.Preset("peer").Train, Is.EqualTo(VisionRunConfig.Preset("dense").Train));
+    }
+
+    [Test]
+    public void TheSamplerShufflesEachEpochAndReplaysFromItsState()
+    {
+        var a = new ImageSampler(10, 3);
+        var first = a.NextBatch(10);
+        Assert.That(first.Order(), Is.EqualTo(Enumerable.Range(0, 10)), "an epoch is a permutation");
+        var second = a.NextBatch(10);
+        Assert.That(second, Is.Not.EqualTo(first), "each epoch has its own shuffle");
+        var b = new ImageSampler(10, 3) { State = 7 };
+        Assert.That(b.NextBatch(6), Is.EqualTo(first[7..].Concat(second[..3])));
+    }
+}

@@ -1,0 +1,176 @@
+// The image classifier: square grey-scale images cut into p x p patches (one token each, by reshapes and a permute on
+// the device), a linear patch embedding plus learned position embeddings, pre-norm blocks of token mixing (non-causal
+// multi-head self-attention as in ViT, or an MLP across the tokens as in MLP-Mixer) and a feed-forward layer of any
+// kind (Peer.Nn's FeedForwardFactory), a final LayerNorm, mean pooling over the tokens and a linear head.
+// Shapes: B images of H x W pixels, P = (H/p)(W/p) tokens of width d; activations are kept as [B*P, d] rows.
+// Initialisation (ours): position embeddings N(0, 0.02); linear maps U(-1/sqrt(in), 1/sqrt(in)) as PyTorch's Linear,
+// the output projection of each block's token mixing scaled by 1/sqrt(2 * layers) as in GPT-2.
+using Peer.Nn;
+
+namespace Peer.Training;
+
+/// <summary>A ViT- or Mixer-style image classifier (see <see cref="VisionModelConfig"/>).</summary>
+public sealed class VisionModel : Module
+{
+    readonly Tensor patchWeight, patchBias;   // [d, p*p], [d]
+    readonly Tensor positionEmbedding;        // [P, d]
+    readonly VisionBlock[] blocks;
+    readonly Tensor normWeight, normBias;     // [d]
+    readonly Tensor headWeight, headBias;     // [C, d], [C]
+
+    /// <summary>The configuration the model was built from.</summary>
+    public VisionModelConfig Config { get; }
+
+    /// <summary>Builds the model with weights drawn from <paramref name="seed"/>.</summary>
+    /// <exception cref="ConfigException">The configuration is invalid.</exception>
+    public VisionModel(Device device, VisionModelConfig config, ulong seed) : base(device)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        Config = config;
+        ulong s = seed * 1000;
+        int d = config.DModel, patch = config.PatchSize * config.PatchSize;
+        patchWeight = Parameter("patch_embed.weight", LanguageModel.LinearWeight(device, s + 1, d, patch));
+        patchBias = Parameter("patch_embed.bias", LanguageModel.LinearBias(device, s + 2, d, patch));
+        positionEmbedding = Parameter("pos_emb.weight", Ops.Normal(device, s + 3, 0f, 0.02f, config.Tokens, d));
+        var kinds = config.BlockKinds();
+        blocks = new VisionBlock[config.Layers];
+        for (int i = 0; i < config.Layers; i++)
+            blocks[i] = Child($"blocks.{i}", new VisionBlock(device, config, kinds[i], s + 10 + 10 * (ulong)i));
+        normWeight = Parameter("norm.weight", Tensor.Full(device, 1f, d));
+        normBias = Parameter("norm.bias", Tensor.Zeros(device, d));
+        headWeight = Parameter("head.weight", LanguageModel.LinearWeight(device, s + 4, config.Classes, d));
+        headBias = Parameter("head.bias", Tensor.Zeros(device, config.Classes));
+    }
+
+    /// <summary>The PEER layers with their dotted names.</summary>
+    public IEnumerable<(string Name, PeerLayer Layer)> PeerLayers()
+    {
+        for (int i = 0; i < blocks.Length; i++)
+            if (blocks[i].Ffw is PeerLayer p) yield return ($"blocks.{i}.ffw", p);
+    }
+
+    /// <summary>The tokens <c>[B*P, p*p]</c> of images F32 <c>[B, H*W]</c>: patch <c>(gy, gx)</c> of image b is row <c>b P + gy (W/p) + gx</c>,
+    /// its pixels row-major. Not differentiable (images are data).</summary>
+    /// <exception cref="ArgumentException">The images are not F32 [B, H*W] for this model's image size.</exception>
+    public Tensor Patches(Tensor images)
+    {
+        int size = Config.ImageSize, p = Config.PatchSize, g = size / p;
+        Check.DType(images, DType.F32, nameof(images));
+        Check.That(images.Rank == 2 && images.Shape[1] == size * size, nameof(images), images.Shape, $"[B, {size * size}] ({size}x{size} pixels per image)");
+        int b = images.Shape[0];
+        // [B, g, p, g, p] as [B*g, p, g, p] -> [B*g, g, p, p]: (image, patch row, patch column, pixel row, pixel column)
+        using var rows = images.Detach().Reshape(b * g, p, g, p);
+        return Ops.Permute(rows, 0, 2, 1, 3).Reshape(b * g * g, p * p);
+    }
+
+    /// <summary>Class logits F32 <c>[B, classes]</c> of images F32 <c>[B, H*W]</c> (normalised pixels, row-major).</summary>
+    /// <exception cref="ArgumentException">The images are not F32 [B, H*W] for this model's image size.</exception>
+    public Tensor Forward(Tensor images)
+    {
+        int tokens = Config.Tokens, d = Config.DModel;
+        var patches = Patches(images);
+        int b = images.Shape[0];
+        var positions = new int[b * tokens];
+        for (int i = 0; i < positions.Length; i++) positions[i] = i % tokens;
+        var x = Ops.Add(Ops.Linear(patches, patchWeight, patchBias),
+                        Ops.Embedding(Tensor.FromArray(Device, positions, b * tokens), positionEmbedding, sparseGrad: false)); // [B*P, d]
+        foreach (var block in blocks) x = block.Forward(x, b, tokens);
+        x = Ops.LayerNorm(x, normWeight, normBias);
+        var pooled = Ops.MeanLastDim(Ops.Transpose(x.Reshape(b, tokens, d))); // [B, d]
+        return Ops.Linear(pooled, headWeight, headBias);                       // [B, C]
+    }
+
+    /// <summary>Mean cross-entropy of <paramref name="images"/> F32 <c>[B, H*W]</c> against <paramref name="labels"/> I32 <c>[B]</c>,
+    /// plus the weighted auxiliary losses of top-k MoE blocks; also returns the logits.</summary>
+    /// <exception cref="ArgumentException">Shapes or dtypes that do not fit.</exception>
+    public (Tensor Loss, Tensor Logits) Loss(Tensor images, Tensor labels)
+    {
+        var logits = Forward(images);
+        var loss = Ops.CrossEntropy(logits, labels);
+        foreach (var block in blocks)
+            if (block.Ffw.AuxiliaryLoss is { } aux && Config.Moe.AuxLossWeight > 0) loss = Ops.Add(loss, Ops.Scale(aux, Config.Moe.AuxLossWeight));
+        return (loss, logits);
+    }
+}
+
+/// <summary>One block: <c>x += mix(LN(x))</c>, <c>x += ffw(LN(x))</c>.</summary>
+internal sealed class VisionBlock : Module
+{
+    readonly Tensor norm1Weight, norm1Bias, norm2Weight, norm2Bias; // [d]
+    readonly Tensor mixInWeight, mixInBias;   // attention: qkv [3d, d], [3d]; mlp: [Th, P], [Th]
+    readonly Tensor mixOutWeight, mixOutBias; // attention: [d, d], [d]; mlp: [P, Th], [P]
+    readonly bool attention;
+    readonly int heads;
+
+    public FeedForwardLayer Ffw { get; }
+
+    public VisionBlock(Device device, VisionModelConfig c, string kind, ulong seed) : base(device)
+    {
+        int d = c.DModel;
+        attention = c.TokenMixing == "attention";
+        heads = c.Heads;
+        norm1Weight = Parameter("norm1.weight", Tensor.Full(device, 1f, d));
+        norm1Bias = Parameter("norm1.bias", Tensor.Zeros(device, d));
+        float outScale = 1f / MathF.Sqrt(2f * c.Layers);
+        if (attention)
+        {
+            mixInWeight = Parameter("attn.qkv.weight", LanguageModel.LinearWeight(device, seed + 1, 3 * d, d));
+            mixInBias = Parameter("attn.qkv.bias", LanguageModel.LinearBias(device, seed + 2, 3 * d, d));
+            mixOutWeight = Parameter("attn.out.weight", LanguageModel.LinearWeight(device, seed + 3, d, d, outScale));
+            mixOutBias = Parameter("attn.out.bias", Tensor.Zeros(device, d));
+        }
+        else
+        {
+            int p = c.Tokens, th = c.TokenHiddenWidth;
+            mixInWeight = Parameter("token_mlp.fc1.weight", LanguageModel.LinearWeight(device, seed + 1, th, p));
+            mixInBias = Parameter("token_mlp.fc1.bias", LanguageModel.LinearBias(device, seed + 2, th, p));
+            mixOutWeight = Parameter("token_mlp.fc2.weight", LanguageModel.LinearWeight(device, seed + 3, p, th, outScale));
+            mixOutBias = Parameter("token_mlp.fc2.bias", Tensor.Zeros(device, p));
+        }
+        norm2Weight = Parameter("norm2.weight", Tensor.Full(device, 1f, d));
+        norm2Bias = Parameter("norm2.bias", Tensor.Zeros(device, d));
+        var keys = kind == "pkm" ? c.Pkm : c.Peer;
+        bool moe = ModelConfig.IsMoe(kind);
+        Ffw = Child("ffw", FeedForwardFactory.Create(device, kind, new FeedForwardOptions
+        {
+            Dim = d, Hidden = c.HiddenWidth, Seed = seed + 5,
+            Experts = moe ? c.Moe.Experts : keys.Experts,
+            Heads = keys.Heads, QueryDim = keys.QueryDim, QueryNorm = keys.ToOptions(0).QueryNorm,
+            TopK = moe ? c.Moe.TopK : keys.TopK,
+            CapacityFactor = c.Moe.CapacityFactor,
+            SlotsPerExpert = c.Moe.SlotsPerExpert,
+            Causal = false,
+        }));
+    }
+
+    // x: [B*P, d] -> [B*P, d]
+    public Tensor Forward(Tensor x, int b, int tokens)
+    {
+        int d = x.Shape[1];
+        var h = Ops.LayerNorm(x, norm1Weight, norm1Bias);
+        x = Ops.Add(x, attention ? Attend(h, b, tokens, d) : MixTokens(h, b, tokens, d));
+        return Ops.Add(x, Ffw.Forward(Ops.LayerNorm(x, norm2Weight, norm2Bias)));
+    }
+
+    // Non-causal multi-head self-attention over the P tokens of each image, from batched matrix products and a softmax.
+    Tensor Attend(Tensor h, int b, int tokens, int d)
+    {
+        int dh = d / heads;
+        var qkv = Ops.Permute(Ops.Linear(h, mixInWeight, mixInBias).Reshape(b, tokens, 3 * heads, dh), 0, 2, 1, 3); // [B, 3H, P, Dh]
+        var q = Ops.Slice(qkv, 1, 0, heads).Reshape(b * heads, tokens, dh);
+        var k = Ops.Slice(qkv, 1, heads, heads).Reshape(b * heads, tokens, dh);
+        var v = Ops.Slice(qkv, 1, 2 * heads, heads).Reshape(b * heads, tokens, dh);
+        var weights = Ops.Softmax(Ops.Scale(Ops.MatMul(q, k, transB: true), 1f / MathF.Sqrt(dh)));                // [B*H, P, P]
+        var attended = Ops.Permute(Ops.MatMul(weights, v).Reshape(b, heads, tokens, dh), 0, 2, 1, 3).Reshape(b * tokens, d);
+        return Ops.Linear(attended, mixOutWeight, mixOutBias);
+    }
+
+    // MLP-Mixer token mixing: the same two-layer MLP across the tokens of every channel.
+    Tensor MixTokens(Tensor h, int b, int tokens, int d)
+    {
+        var channels = Ops.Transpose(h.Reshape(b, tokens, d));                                                  // [B, d, P]
+        var mixed = Ops.Linear(Ops.Gelu(Ops.Linear(channels, mixInWeight, mixInBias)), mixOutWeight, mixOutBias); // [B, d, P]
+        return Ops.Transpose(mixed).Reshape(b * tokens, d);
+    }
+}
