@@ -22,6 +22,23 @@ public static class GradClip
         ArgumentNullException.ThrowIfNull(parameters);
         if (!(maxNorm > 0 && float.IsFinite(maxNorm)))
             throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, $"maxNorm = {maxNorm}: expected a finite value > 0.");
+        return NormAndClip(parameters, maxNorm);
+    }
+
+    /// <summary>
+    /// The global L2 norm of all gradients as <see cref="ClipGlobalNorm(IEnumerable{Tensor}, float)"/> computes it (same
+    /// reduction, same value), without changing them: one read of every gradient. NaN or infinity when a gradient holds one.
+    /// </summary>
+    /// <exception cref="ArgumentException">Parameters on different devices.</exception>
+    public static float GlobalNorm(IEnumerable<Tensor> parameters)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        return NormAndClip(parameters, float.NaN);
+    }
+
+    // maxNorm NaN: the norm only.
+    static float NormAndClip(IEnumerable<Tensor> parameters, float maxNorm)
+    {
         var grads = new List<Tensor>();
         foreach (var p in parameters)
         {
@@ -53,6 +70,7 @@ public static class GradClip
         var host = k.Host;
         scratch.SubView(2 * workers, 1).CopyToCPU(ref host[0], 1);
         float norm = host[0];
+        if (float.IsNaN(maxNorm)) return norm;
         float scale = maxNorm / (norm + 1e-6f);
         if (!(scale >= 1f))
             foreach (var g in grads)

@@ -221,4 +221,49 @@ public sealed class SafeTensorsTests
         Assert.That(size.Message, Does.Contain("16 bytes").And.Contain("32 bytes"));
         Assert.That(Directory.GetFiles(dir), Is.Empty);
     }
+
+    [Test]
+    public void NonFiniteValuesAreFoundAtEveryPositionOfAVectorBlock()
+    {
+        // Longer than a few vector blocks, so both the vector loop and the scalar tail are exercised at every offset.
+        var values = new float[67];
+        Assert.That(SafeTensors.FirstNonFinite(values), Is.EqualTo(-1));
+        Assert.That(SafeTensors.FirstNonFinite([float.MaxValue, -float.MaxValue, float.Epsilon]), Is.EqualTo(-1));
+        foreach (float bad in new[] { float.NaN, float.PositiveInfinity, float.NegativeInfinity })
+            for (int i = 0; i < values.Length; i++)
+            {
+                values[i] = bad;
+                Assert.That(SafeTensors.FirstNonFinite(values), Is.EqualTo(i), $"{bad} at {i}");
+                values[i] = 0;
+            }
+        Assert.That(SafeTensors.Describe(float.NaN), Is.EqualTo("NaN"));
+        Assert.That(SafeTensors.Describe(float.NegativeInfinity), Is.EqualTo("-infinity"));
+    }
+
+    [Test]
+    public void AWriteThatRequiresFiniteValuesRefusesNaNAndLeavesTheOldFile()
+    {
+        using var s = Scope.Begin();
+        string path = Path.Combine(dir, "ckpt.safetensors");
+        var good = Tensor.FromArray(D, new[] { 1f, 2f, 3f }, 3);
+        SafeTensors.Write(path, [("a", good)], requireFinite: true);
+        var before = File.ReadAllBytes(path);
+        var bad = Tensor.FromArray(D, new[] { 1f, float.PositiveInfinity, 3f }, 3);
+        var e = Assert.Throws<NonFiniteTensorException>(() => SafeTensors.Write(path, [("a", good), ("b", bad)], requireFinite: true))!;
+        Assert.That((e.Tensor, e.Index, e.Value), Is.EqualTo(("b", 1L, "infinity")));
+        Assert.That(File.ReadAllBytes(path), Is.EqualTo(before));
+        Assert.That(Directory.GetFiles(dir), Is.EqualTo(new[] { path }), "no temporary file left behind");
+        SafeTensors.Write(path, [("b", bad)]); // without the requirement the values are written as they are
+        using var r = SafeTensors.Read(path);
+        Assert.That(r.GetFloats("b")[1], Is.EqualTo(float.PositiveInfinity));
+    }
+
+    [Test]
+    public void AFailedWriteNamesTheTargetNotItsTemporaryFile()
+    {
+        using var s = Scope.Begin();
+        string missing = Path.Combine(dir, "no-such-folder", "x.safetensors");
+        Assert.That(() => SafeTensors.Write(missing, [("a", Tensor.Zeros(D, 2))]),
+            Throws.InstanceOf<IOException>().With.Message.Contains(missing).And.Message.Not.Contain(".tmp"));
+    }
 }
