@@ -31,6 +31,23 @@ public sealed record Corpus(string Name, string Text)
         return new Corpus(full, text);
     }
 
+    /// <summary>Bytes of text <see cref="Load"/> would read from <paramref name="path"/>, without reading it (0 for the built-in corpus or a missing path).</summary>
+    public static long BytesOnDisk(string? path)
+    {
+        if (string.IsNullOrWhiteSpace(path) || path == BuiltInCorpus.Name) return 0;
+        try
+        {
+            string full = Path.GetFullPath(path);
+            if (File.Exists(full)) return new FileInfo(full).Length;
+            if (Directory.Exists(full)) return Directory.GetFiles(full, "*.txt", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            // Load will say what is wrong with the path.
+        }
+        return 0;
+    }
+
     static string ReadUtf8(string file)
     {
         try
