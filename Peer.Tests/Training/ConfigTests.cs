@@ -39,12 +39,12 @@ public sealed class ConfigTests
     [TestCase("{\"heads\": 5}", "heads = 5 does not divide d_model = 64")]
     [TestCase("{\"blocks\": [\"ffw\", \"peer\"]}", "blocks lists 2 kinds but layers = 3")]
     [TestCase("{\"blocks\": [\"ffw\", \"dense\", \"ffw\"]}", "'dense' is not a feed-forward kind")]
-    [TestCase("{\"peer\": {\"top_k\": 100}}", "TopK = 100")]
-    [TestCase("{\"peer\": {\"query_dim\": 7}}", "QueryDim = 7")]
-    [TestCase("{\"peer\": {\"experts\": 1000}}", "Experts = 1000")]
+    [TestCase("{\"peer\": {\"top_k\": 100}}", "peer.top_k = 100: expected at most sqrt(peer.experts) = 64")]
+    [TestCase("{\"peer\": {\"query_dim\": 7}}", "peer.query_dim = 7")]
+    [TestCase("{\"peer\": {\"experts\": 1000}}", "peer.experts = 1000")]
     [TestCase("{\"peer\": {\"query_norm\": \"rms\"}}", "peer.query_norm = 'rms'")]
     [TestCase("{\"positions\": \"sinusoidal\"}", "positions = 'sinusoidal'")]
-    [TestCase("{\"d_modle\": 64}", "not valid JSON")]
+    [TestCase("{\"d_modle\": 64}", "d_modle is not a known setting")]
     [TestCase("{\"layers\": ", "not valid JSON")]
     public void ContradictionsAreOneLineErrors(string json, string expected)
     {

@@ -48,22 +48,30 @@ public static class LayerCommand
             var file = new SafeTensorFile();
             file.Metadata["layer"] = FeedForwardFactory.Name(kind);
             file.Metadata["mode"] = r.GetValue(eval) ? "eval" : "train";
-            if (kind == FeedForwardKind.Peer)
+            try
             {
-                var result = PeerLayerRunner.Run(dev, parameters, x, xShape, gradY, k!.Value, act, r.GetValue(eval));
-                file.Add("y", result.Y, xShape[0], xShape[1]);
-                var idx = result.IndexShape.Select(v => (long)v).ToArray();
-                file.Add("indices", result.Indices, idx);
-                file.Add("weights", result.Weights, idx);
-                AddGrads(file, result.Grads);
+                if (kind == FeedForwardKind.Peer)
+                {
+                    var result = PeerLayerRunner.Run(dev, parameters, x, xShape, gradY, k!.Value, act, r.GetValue(eval));
+                    file.Add("y", result.Y, xShape[0], xShape[1]);
+                    var idx = result.IndexShape.Select(v => (long)v).ToArray();
+                    file.Add("indices", result.Indices, idx);
+                    file.Add("weights", result.Weights, idx);
+                    AddGrads(file, result.Grads);
+                }
+                else
+                {
+                    var options = new FeedForwardOptions { Activation = act, TopK = k ?? 0, CapacityFactor = r.GetValue(capacity) };
+                    var result = FeedForwardRunner.Run(dev, kind, parameters, x, xShape, gradY, options, r.GetValue(eval));
+                    file.Add("y", result.Y, xShape[0], xShape[1]);
+                    if (result.AuxiliaryLoss is float aux) file.Add("aux_loss", [aux], 1);
+                    AddGrads(file, result.Grads);
+                }
             }
-            else
+            catch (ArgumentException e)
             {
-                var options = new FeedForwardOptions { Activation = act, TopK = k ?? 0, CapacityFactor = r.GetValue(capacity) };
-                var result = FeedForwardRunner.Run(dev, kind, parameters, x, xShape, gradY, options, r.GetValue(eval));
-                file.Add("y", result.Y, xShape[0], xShape[1]);
-                if (result.AuxiliaryLoss is float aux) file.Add("aux_loss", [aux], 1);
-                AddGrads(file, result.Grads);
+                // The runners check the files' tensors against the layer (names, shapes, options) before any launch.
+                throw new ConfigException($"--weights/--input: {PeerCli.ForPeople(e)}");
             }
             SafeTensors.Write(outPath, file);
             output.WriteLine($"wrote {outPath}: {string.Join(", ", file.Entries.Select(e => $"{e.Name} {Tensor.FormatShape(e.Shape.Select(s => (int)s).ToArray())}"))}");
@@ -80,7 +88,7 @@ public static class LayerCommand
         }
         catch (ArgumentException e)
         {
-            throw new ConfigException($"--layer: {PeerCli.OneLine(e.Message)}");
+            throw new ConfigException($"--layer: {PeerCli.ForPeople(e)}");
         }
     }
 
@@ -125,8 +133,16 @@ public static class LayerCommand
         }
         catch (InvalidDataException e)
         {
-            throw new ConfigException($"{option}: {PeerCli.OneLine(e.Message)}");
+            throw new ConfigException($"{option}: {PeerCli.ForPeople(e)}");
         }
+    }
+
+    static string Position(int index, int[] shape)
+    {
+        if (shape.Length < 2) return $"index {index}";
+        var at = new int[shape.Length];
+        for (int i = shape.Length - 1; i >= 0; i--) { at[i] = index % shape[i]; index /= shape[i]; }
+        return $"[{string.Join(", ", at)}]";
     }
 
     static (float[] Data, int[] Shape) ReadFloats(SafeTensorReader reader, string name, string path)
@@ -134,12 +150,24 @@ public static class LayerCommand
         var info = reader.GetInfo(name);
         if (info.Shape.Any(s => s > int.MaxValue)) throw new ConfigException($"{path}: tensor '{name}' has a dimension too large");
         var shape = info.Shape.Select(s => (int)s).ToArray();
-        float[] data = info.DType switch
+        float[] data;
+        try
         {
-            SafeDType.F32 => reader.GetFloats(name),
-            SafeDType.F64 => SafeTensors.ToFloats(reader.GetDoubles(name), name),
-            _ => throw new ConfigException($"{path}: tensor '{name}' has dtype {info.DType}; expected F32 or F64"),
-        };
+            data = info.DType switch
+            {
+                SafeDType.F32 => reader.GetFloats(name),
+                SafeDType.F64 => SafeTensors.ToFloats(reader.GetDoubles(name), name),
+                _ => throw new ConfigException($"{path}: tensor '{name}' has dtype {info.DType}; expected F32 or F64"),
+            };
+        }
+        catch (OverflowException e)
+        {
+            throw new ConfigException($"{path}: tensor '{name}' does not fit float32 ({PeerCli.OneLine(e.Message).TrimEnd('.')})");
+        }
+        // NaN or infinity in an input or weight would make every output NaN: refused, naming the tensor and the place.
+        int bad = SafeTensors.FirstNonFinite(data);
+        if (bad >= 0)
+            throw new ConfigException($"{path}: tensor '{name}' holds {SafeTensors.Describe(data[bad])} at {Position(bad, shape)}; expected finite numbers");
         return (data, shape);
     }
 }

@@ -58,14 +58,51 @@ public static class PeerCli
         {
             return body();
         }
-        catch (Exception e) when (e is CorpusException or ConfigException or CheckpointException or ArgumentException or IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is CorpusException or ConfigException or CheckpointException or TrainingDivergedException
+                                   or ArgumentException or IOException or InvalidDataException or UnauthorizedAccessException)
         {
-            error.WriteLine("error: " + OneLine(e.Message));
+            error.WriteLine("error: " + ForPeople(e));
             return ErrorExit;
         }
     }
 
     internal static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
+
+    /// <summary>An exception's message as one line for people: without .NET's "(Parameter 'x')" and "Actual value was" suffixes.</summary>
+    internal static string ForPeople(Exception e)
+    {
+        string message = e.Message;
+        if (e is ArgumentException { ParamName: { } name }) message = message.Replace($" (Parameter '{name}')", "");
+        int actual = message.IndexOf("Actual value was", StringComparison.Ordinal);
+        if (e is ArgumentOutOfRangeException && actual > 0) message = message[..actual];
+        return OneLine(message);
+    }
+
+    /// <summary>
+    /// <paramref name="arguments"/> as a command the user can type: <c>peer ...</c> when a program named peer is on the PATH,
+    /// else the README's form from the repository root, <c>dotnet run -c Release --project Peer.Training -- ...</c>.
+    /// </summary>
+    public static string Command(string arguments) => (PeerOnPath.Value ? "peer " : "dotnet run -c Release --project Peer.Training -- ") + arguments;
+
+    /// <summary>A path quoted for a shell command line.</summary>
+    public static string Quote(string path) => $"\"{path}\"";
+
+    static readonly Lazy<bool> PeerOnPath = new(() =>
+    {
+        string name = OperatingSystem.IsWindows() ? "peer.exe" : "peer";
+        foreach (var folder in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries))
+        {
+            try
+            {
+                if (File.Exists(Path.Combine(folder, name))) return true;
+            }
+            catch (ArgumentException)
+            {
+                // A malformed PATH entry names no folder.
+            }
+        }
+        return false;
+    });
 
     /// <summary>Opens a device by name, with a one-line error for unknown or absent ones.</summary>
     public static Device OpenDevice(string name)
@@ -76,7 +113,7 @@ public static class PeerCli
         }
         catch (ArgumentException e)
         {
-            throw new ConfigException($"device: {OneLine(e.Message)}");
+            throw new ConfigException($"device: {ForPeople(e)}");
         }
     }
 }

@@ -11,6 +11,8 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
 {
     readonly string metricsPath = Path.Combine(runDir, "metrics.csv");
     volatile bool interrupted;
+    int lastCheckpoint = trainer.StepCount;
+    bool hasCheckpoint = Checkpoint.Exists(runDir);
 
     public int Run()
     {
@@ -66,7 +68,7 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
 
         if (interrupted)
         {
-            output.WriteLine($"interrupted at step {trainer.StepCount}: checkpoint saved in {runDir}; continue with: peer train --resume --out \"{runDir}\"");
+            output.WriteLine($"interrupted at step {trainer.StepCount}: checkpoint saved in {runDir}; continue with: {PeerCli.Command($"train --resume --out {PeerCli.Quote(runDir)}")}");
             return PeerCli.InterruptedExit;
         }
         var sample = trainer.Model.Generate(trainer.Data.Tokenizer.Encode("The "), 160, temperature: 0.8f, topK: 40, seed: trainer.Config.Train.Seed);
@@ -75,12 +77,28 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
         return 0;
     }
 
+    // One line: which step, what was not finite, what happened to it, and that the last checkpoint is as it was.
+    TrainingDivergedException Stopped(TrainingDivergedException e, string consequence)
+    {
+        string kept = hasCheckpoint ? $"the last checkpoint, step {lastCheckpoint}, is unchanged in {runDir}" : "no checkpoint was written";
+        return new TrainingDivergedException($"training stopped: {e.Message}; {consequence}; {kept}. "
+            + $"Lower train.learning_rate{(trainer.Config.Train.ClipNorm > 0 ? "" : " (or set train.clip_norm)")} and start a new run (another --out)", e.Step);
+    }
+
     void Loop(List<MetricRow> rows, double unigram, Action<MetricRow, string?> report)
     {
         var cfg = trainer.Config.Train;
         while (trainer.StepCount < cfg.Steps && !interrupted)
         {
-            var s = trainer.Step();
+            StepResult s;
+            try
+            {
+                s = trainer.Step();
+            }
+            catch (TrainingDivergedException e)
+            {
+                throw Stopped(e, "the step was not applied");
+            }
             bool evaluate = s.Step == cfg.Steps || (cfg.EvalEvery > 0 && s.Step % cfg.EvalEvery == 0);
             EvalResult? eval = evaluate ? trainer.Evaluate() : null;
             var row = new MetricRow(s.Step, s.Loss, s.LearningRate, s.TokensPerSecond, eval?.Loss, eval?.Usage, eval?.Unevenness,
@@ -97,7 +115,21 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
                 if (eval.Experts.Count > 0) Plots.ExpertUsage(Path.Combine(runDir, "experts.png"), eval.Experts, $"expert usage at step {s.Step}");
             }
             bool save = s.Step == cfg.Steps || interrupted || (cfg.CheckpointEvery > 0 && s.Step % cfg.CheckpointEvery == 0);
-            if (save) Checkpoint.Save(trainer, runDir);
+            if (save)
+            {
+                try
+                {
+                    Checkpoint.Save(trainer, runDir);
+                }
+                catch (TrainingDivergedException e)
+                {
+                    rows.RemoveAt(rows.Count - 1);
+                    MetricsFile.Write(metricsPath, rows); // the step's row describes parameters that were not kept
+                    throw Stopped(e, "its parameters were not saved");
+                }
+                lastCheckpoint = s.Step;
+                hasCheckpoint = true;
+            }
             report(row, line);
         }
     }

@@ -25,7 +25,8 @@ public sealed record TrainConfig
     public int WarmupSteps { get; init; } = 30;
     /// <summary>AdamW decoupled weight decay.</summary>
     public float WeightDecay { get; init; } = 0.01f;
-    /// <summary>Global gradient-norm clip; 0 disables.</summary>
+    /// <summary>Global gradient-norm clip; 0 disables it (the norm is then still computed, one read of the gradients, so that a
+    /// non-finite gradient stops the run before it reaches the parameters).</summary>
     public float ClipNorm { get; init; } = 1f;
     /// <summary>Evaluate every this many steps (and at the end); 0 only at the end.</summary>
     public int EvalEvery { get; init; } = 100;

@@ -9,6 +9,13 @@ using Peer.Optim;
 
 namespace Peer.Training;
 
+/// <summary>Training produced a non-finite loss, gradient or parameter; the step was not applied. Its message is one line naming the step.</summary>
+public sealed class TrainingDivergedException(string message, int step) : Exception(message)
+{
+    /// <summary>The step (1-based) that produced the non-finite value.</summary>
+    public int Step { get; } = step;
+}
+
 /// <summary>What one optimizer step did.</summary>
 /// <param name="Step">The step number (1-based).</param>
 /// <param name="Loss">Mean training loss over the step's micro-batches.</param>
@@ -91,6 +98,7 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>Takes one optimizer step.</summary>
+    /// <exception cref="TrainingDivergedException">The step's loss or gradient is not finite; the parameters and the optimizer were not changed.</exception>
     public StepResult Step()
     {
         var t = Config.Train;
@@ -109,7 +117,16 @@ public sealed class Trainer : IDisposable
                 lossSum += loss.Item();
             }
         }
-        if (t.ClipNorm > 0) GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm);
+        // A non-finite loss or gradient stops the run before the optimizer applies it. The loss is on the host already;
+        // the gradient norm is the one clipping computes, or, with clipping off, the same reduction without the scaling.
+        float norm = t.ClipNorm > 0 ? GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm) : GradClip.GlobalNorm(Model.Parameters());
+        if (!double.IsFinite(lossSum) || !float.IsFinite(norm))
+        {
+            Model.ZeroGrad();
+            throw new TrainingDivergedException(!double.IsFinite(lossSum)
+                ? $"the loss of step {step} is {Words(lossSum)}"
+                : $"the gradient norm of step {step} is {Words(norm)}", step);
+        }
         Optimizer.LearningRate = (float)lr;
         Optimizer.Step();
         Model.ZeroGrad();
@@ -117,6 +134,8 @@ public sealed class Trainer : IDisposable
         double tokens = (double)t.BatchSize * t.Accumulation * Config.Model.Context;
         return new StepResult(step, lossSum / t.Accumulation, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds));
     }
+
+    static string Words(double v) => double.IsNaN(v) ? "NaN" : v > 0 ? "infinity" : "-infinity";
 
     /// <summary>Mean loss over up to <see cref="TrainConfig.EvalWindows"/> validation windows spread over the split, and PEER expert usage,
     /// in evaluation mode without gradients.</summary>
