@@ -311,4 +311,51 @@ public sealed class HostileRunTests
         AssertOneLineError(RunPeer("train", "--config", config, "--corpus", corpus, "--out", file), $"{file} is a file", dir, before);
         AssertOneLineError(RunPeer("train", "--resume", "--out", file), $"{file} is a file", dir, before);
     }
+
+    [TestCase("train", "--steps", "99999999999")]
+    [TestCase("train", "--seed", "-1")]
+    [TestCase("generate", "--checkpoint", "x", "--temperature", "abc")]
+    [TestCase("train", "--frobnicate")]
+    public void ArgumentsThatDoNotParseGiveOneLineForPeople(params string[] args)
+    {
+        var r = RunPeer(args);
+        AssertOneLineError(r, $"{args[0]} --help");
+    }
+
+    [Test]
+    public void ACorpusThatIsNotARegularFileIsRefusedWithoutReadingIt()
+    {
+        Assume.That(File.Exists("/dev/zero"), "a device that never ends");
+        var before = Snapshot(dir);
+        AssertOneLineError(RunPeer("train", "--config", config, "--corpus", "/dev/zero", "--out", Path.Combine(dir, "fresh")), "not a regular file", dir, before);
+    }
+
+    [Test]
+    public void ControlCharactersInASettingAreShownAsEscapes()
+    {
+        File.WriteAllText(Path.Combine(dir, "nul.json"), "{\"train\": {\"tokenizer\": \"byte\\u0000\"}}");
+        var r = RunPeer("train", "--config", Path.Combine(dir, "nul.json"), "--corpus", corpus, "--out", Path.Combine(dir, "fresh"));
+        AssertOneLineError(r, "'byte\\u0000'");
+        Assert.That(r.Err, Does.Not.Contain("\0"));
+    }
+
+    [Test]
+    public void ARunWhoseCheckpointsWereDeletedStartsAfreshOrSaysHow()
+    {
+        string run = TrainedRun();
+        Directory.Delete(Path.Combine(run, "checkpoints"), true); // checkpoint.json now names a missing folder
+        var before = Snapshot(dir);
+        AssertOneLineError(RunPeer("train", "--resume", "--out", run), "without --resume", dir, before);
+        var fresh = RunPeer("train", "--config", Path.Combine(run, "config.json"), "--steps", "3", "--out", run);
+        Assert.That(fresh.Code, Is.EqualTo(0), fresh.Err);
+        Assert.That(fresh.Out, Does.Contain("checkpoint.json"), "names what it replaces");
+        Assert.That(Checkpoint.ReadState(run).State.Step, Is.EqualTo(3));
+    }
+
+    [Test]
+    public void ASettingPastFloat32IsRefusedAsSuch()
+    {
+        File.WriteAllText(Path.Combine(dir, "lr.json"), "{\"train\": {\"learning_rate\": 1e39}}");
+        AssertOneLineError(RunPeer("train", "--config", Path.Combine(dir, "lr.json"), "--corpus", corpus), "train.learning_rate = 1e39: expected a number within");
+    }
 }

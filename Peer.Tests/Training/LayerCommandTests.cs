@@ -211,4 +211,21 @@ public sealed class LayerCommandTests
         r = Run("layer", "--weights", w, "--input", inPath, "--output", outPath, "--top-k", K.ToString(), "--device", "cpu");
         CliHarness.AssertOneLineError(r, "experts.up");
     }
+
+    [Test]
+    public void AnEmptyInputATooLargeTopKAndAFolderAsOutputAreNamed()
+    {
+        string w = WriteWeights(Params());
+        var input = new SafeTensorFile();
+        input.Add("x", new float[0], 0, Dm);
+        string empty = Path.Combine(dir, "x0.safetensors"), outPath = Path.Combine(dir, "out.safetensors");
+        SafeTensors.Write(empty, input);
+        CliHarness.AssertOneLineError(Run("layer", "--weights", w, "--input", empty, "--output", outPath, "--top-k", "2", "--device", "cpu"), "--input: x has shape [0, 4]");
+        input = new SafeTensorFile();
+        input.Add("x", GradCheck.Rand(T * Dm, 11), T, Dm);
+        string inPath = Path.Combine(dir, "x.safetensors");
+        SafeTensors.Write(inPath, input);
+        CliHarness.AssertOneLineError(Run("layer", "--weights", w, "--input", inPath, "--output", outPath, "--top-k", "99", "--device", "cpu"), "--top-k = 99");
+        CliHarness.AssertOneLineError(Run("layer", "--weights", w, "--input", inPath, "--output", dir, "--top-k", "2", "--device", "cpu"), "--output: cannot write");
+    }
 }

@@ -62,7 +62,7 @@ public sealed class MemoryEstimateTests
             Throws.TypeOf<ConfigException>().With.Message.Contains("batch_size").And.Message.Contains("2,147,483,647"));
         var experts = micro with { Model = micro.Model with { DModel = 512, Peer = micro.Model.Peer with { Experts = 4096 * 4096 } } };
         Assert.That(() => MemoryEstimate.Require(experts, 0, long.MaxValue, "the CPU accelerator", host: true, resume: false),
-            Throws.TypeOf<ConfigException>().With.Message.Contains("experts x d_model"));
+            Throws.TypeOf<ConfigException>().With.Message.Contains("peer.experts x d_model table"));
         Assert.That(MemoryEstimate.Of(micro).Oversized, Is.Empty);
     }
 

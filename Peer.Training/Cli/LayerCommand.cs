@@ -71,9 +71,17 @@ public static class LayerCommand
             catch (ArgumentException e)
             {
                 // The runners check the files' tensors against the layer (names, shapes, options) before any launch.
-                throw new ConfigException($"--weights/--input: {PeerCli.ForPeople(e)}");
+                string message = PeerCli.ForPeople(e).Replace("sqrt(Experts)", "sqrt(experts)").Replace("TopK = ", "--top-k = ");
+                throw new ConfigException($"--weights/--input: {message}");
             }
-            SafeTensors.Write(outPath, file);
+            try
+            {
+                SafeTensors.Write(outPath, file);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new ConfigException($"--output: cannot write {Path.GetFullPath(outPath)} ({PeerCli.ForPeople(e).TrimEnd('.')})");
+            }
             output.WriteLine($"wrote {outPath}: {string.Join(", ", file.Entries.Select(e => $"{e.Name} {Tensor.FormatShape(e.Shape.Select(s => (int)s).ToArray())}"))}");
             return 0;
         }));
@@ -114,7 +122,7 @@ public static class LayerCommand
         using var reader = OpenReader(path, "--input");
         if (!reader.Contains("x")) throw new ConfigException($"--input: '{path}' has no tensor named 'x' (it has: {string.Join(", ", reader.Names)})");
         var (x, shape) = ReadFloats(reader, "x", path);
-        if (shape.Length != 2) throw new ConfigException($"--input: x has shape {Tensor.FormatShape(shape)}; expected [T, d]");
+        if (shape.Length != 2 || shape[0] < 1 || shape[1] < 1) throw new ConfigException($"--input: x has shape {Tensor.FormatShape(shape)}; expected [T, d] with T, d >= 1");
         float[]? gradY = null;
         if (reader.Contains("grad_y"))
         {

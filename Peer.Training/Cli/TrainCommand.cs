@@ -145,7 +145,7 @@ static class TrainCommand
             if (leftovers.Count > 0)
             {
                 RunFolder.Remove(runDir, leftovers);
-                output.WriteLine($"run folder {runDir} held a run that stopped before its first checkpoint; starting afresh, replacing its {string.Join(", ", leftovers)}");
+                output.WriteLine($"run folder {runDir} held a run without a checkpoint; starting afresh, replacing its {string.Join(", ", leftovers)}");
             }
             if (!resume) AtomicFile.WriteAllText(Path.Combine(runDir, "config.json"), config.ToJson());
             return new TrainLoop(trainer, runDir, output, interrupt).Run();
@@ -160,7 +160,7 @@ static class TrainCommand
     {
         string configPath = Path.Combine(runDir, "config.json");
         return File.Exists(configPath)
-            ? new CheckpointException($"checkpoint: {runDir} holds no checkpoint (its run stopped before the first one), so there is nothing to resume; "
+            ? new CheckpointException($"checkpoint: {runDir} holds no checkpoint (its run stopped before the first one, or they were deleted), so there is nothing to resume; "
                 + $"run it again without --resume, which replaces its files: {PeerCli.Command($"train --config {PeerCli.Quote(configPath)} --out {PeerCli.Quote(runDir)}")}")
             : new CheckpointException($"checkpoint: no checkpoint in {runDir}; to start a run there, run without --resume: {PeerCli.Command($"train --out {PeerCli.Quote(runDir)}")}");
     }

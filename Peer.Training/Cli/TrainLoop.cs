@@ -82,7 +82,7 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
     {
         string kept = hasCheckpoint ? $"the last checkpoint, step {lastCheckpoint}, is unchanged in {runDir}" : "no checkpoint was written";
         return new TrainingDivergedException($"training stopped: {e.Message}; {consequence}; {kept}. "
-            + $"Lower train.learning_rate{(trainer.Config.Train.ClipNorm > 0 ? "" : " (or set train.clip_norm)")} and start a new run (another --out)", e.Step);
+            + $"Lower train.learning_rate or train.weight_decay{(trainer.Config.Train.ClipNorm > 0 ? "" : ", or set train.clip_norm,")} and start a new run (another --out)", e.Step);
     }
 
     void Loop(List<MetricRow> rows, double unigram, Action<MetricRow, string?> report)

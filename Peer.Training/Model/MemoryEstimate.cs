@@ -28,7 +28,8 @@ public sealed record MemoryEstimate(double Parameters, double Gradients, double 
     /// <summary>Parameter and buffer elements of the model (equals the length of <see cref="Nn.Module.StateDict"/>'s tensors).</summary>
     public long ParameterElements { get; init; }
 
-    /// <summary>Tensors of the run whose element count would pass <see cref="int.MaxValue"/>, each as "what = size"; empty when all fit.</summary>
+    /// <summary>Tensors of the run whose element count would pass <see cref="int.MaxValue"/>, each as a sentence naming the size and the
+    /// settings to lower; empty when all fit.</summary>
     public IReadOnlyList<string> Oversized { get; init; } = [];
 
     /// <summary>The estimate of training <paramref name="config"/> on a corpus of <paramref name="corpusBytes"/> bytes of text.</summary>
@@ -43,14 +44,16 @@ public sealed record MemoryEstimate(double Parameters, double Gradients, double 
         double rows = (double)t.BatchSize * ctx;          // tokens of one micro-batch
         double accumulated = rows * t.Accumulation;       // tokens of one optimizer step
         var oversized = new List<string>();
-        void Fits(string what, double elements)
+        const string Batch = "batch_size (raise accumulation to keep the tokens per step) or context";
+        void Fits(string what, double elements, string remedy)
         {
-            if (elements > int.MaxValue) oversized.Add($"{what} = {elements:N0}");
+            if (elements > int.MaxValue) oversized.Add($"{what} = {(elements < 1e15 ? elements.ToString("N0") : elements.ToString("G3"))} elements, more than the {int.MaxValue:N0} one tensor can hold; lower {remedy}");
         }
-        Fits("batch_size x (context + 1) tokens of a micro-batch", t.BatchSize * (ctx + 1));
-        Fits("batch_size x context x vocab_size logits", rows * v);
-        Fits("vocab_size x d_model token embeddings", v * d);
-        Fits("eval_windows x (context + 1) validation tokens", (double)t.EvalWindows * (ctx + 1));
+        Fits("batch_size x (context + 1) tokens of a micro-batch", t.BatchSize * (ctx + 1), Batch);
+        Fits("batch_size x context x vocab_size logits", rows * v, Batch);
+        Fits("vocab_size x d_model token embeddings", v * d, "d_model (the vocabulary is the tokenizer's)");
+        Fits("context x d_model position embeddings", ctx * d, "context or d_model");
+        Fits("eval_windows x (context + 1) validation tokens", (double)t.EvalWindows * (ctx + 1), "eval_windows");
 
         // Dense parameters shared by every block kind: embeddings, attention, norms, head.
         double dense = v * d + ctx * d + m.Layers * (4 * d * d + 8 * d) + 2 * d + (m.TiedHead ? 0 : v * d);
@@ -67,7 +70,7 @@ public sealed record MemoryEstimate(double Parameters, double Gradients, double 
                 case "ffw":
                     dense += 2 * d * f + f + d;
                     perToken += 3 * f + 2 * d;                                 // fc1, activation, fc2 and the backward's hidden gradient
-                    Fits("batch_size x context x ffw_hidden hidden activations", rows * f);
+                    Fits("batch_size x context x ffw_hidden hidden activations", rows * f, "ffw_hidden, " + Batch);
                     break;
                 case "peer":
                 case "pkm":
@@ -87,8 +90,8 @@ public sealed record MemoryEstimate(double Parameters, double Gradients, double 
                     // 2^22 per table (Ops.ProductKeyTopK), whatever the batch.
                     perToken += 3 * hq + 10 * hk + p.TopK * p.TopK + 3 * d;
                     transient = Math.Max(transient, 2 * Math.Min(rows * p.Heads, Math.Max(1, Math.Floor((1 << 22) / n))) * (n + p.QueryDim));
-                    Fits("experts x d_model expert table", p.Experts * d);
-                    Fits("batch_size x context x heads x top_k retrievals", rows * hk * p.TopK);
+                    Fits($"{kind}.experts x d_model table", p.Experts * d, $"{kind}.experts or d_model");
+                    Fits($"batch_size x context x {kind}.heads x {kind}.top_k^2 candidates", rows * hk * p.TopK, $"{kind}.heads, {kind}.top_k, " + Batch);
                     break;
                 }
                 default:
@@ -102,7 +105,7 @@ public sealed record MemoryEstimate(double Parameters, double Gradients, double 
                         perToken += 6 * slots + 3 * d;                         // logits, transposed, two softmaxes, their gradients
                         // Slots are per batch, not per token: the dispatched inputs, the experts' hidden activations, outputs.
                         perToken += slots * (3 * f + 4 * d) / Math.Max(1, rows);
-                        Fits("batch_size x context x experts x slots_per_expert dispatch weights", rows * slots);
+                        Fits("batch_size x context x moe.experts x moe.slots_per_expert dispatch weights", rows * slots, "moe.experts, moe.slots_per_expert, " + Batch);
                     }
                     else
                     {
@@ -110,8 +113,8 @@ public sealed record MemoryEstimate(double Parameters, double Gradients, double 
                         dense += d * e + e * expert;
                         // router probabilities and routing tables, the dispatched rows, the experts' hidden activations, the combination
                         perToken += 4 * e + perTokenSlots * (3 * f + 4 * d + 4) + 3 * d;
-                        Fits("batch_size x context x experts router probabilities", rows * e);
-                        Fits("dispatched rows x ffw_hidden expert activations", rows * perTokenSlots * f);
+                        Fits("batch_size x context x moe.experts router probabilities", rows * e, "moe.experts, " + Batch);
+                        Fits("batch_size x context x moe.capacity_factor x ffw_hidden expert activations", rows * perTokenSlots * f, "moe.capacity_factor, ffw_hidden, " + Batch);
                     }
                     break;
                 }
@@ -178,19 +181,13 @@ public sealed record MemoryEstimate(double Parameters, double Gradients, double 
     {
         var e = Of(config, corpusBytes);
         if (e.Oversized.Count > 0)
-            throw new ConfigException($"memory: {e.Oversized[0]} elements, more than the {int.MaxValue:N0} one tensor can hold; lower {Remedy(e.Oversized[0])}");
+            throw new ConfigException($"memory: {e.Oversized[0]}");
         double need = Math.Max(e.DeviceBytes, resume ? e.ResumeBytes : 0) + (host ? e.Host : 0);
         if (need <= available) return;
         throw new ConfigException($"memory: this run needs about {Size(need)} on {where} (parameters {Size(e.Parameters)}, gradients {Size(e.Gradients)}, "
             + $"optimizer state {Size(e.OptimizerState)}, activations of one micro-batch {Size(e.Activations)}{(host && e.Host > 0 ? $", corpus {Size(e.Host)}" : "")}) "
             + $"but {Size(available)} are available; lower batch_size (raise accumulation to keep the tokens per step), context, d_model, layers or the experts");
     }
-
-    static string Remedy(string what) =>
-        what.StartsWith("experts", StringComparison.Ordinal) ? "the experts or d_model"
-        : what.StartsWith("vocab_size", StringComparison.Ordinal) ? "d_model (the vocabulary is the tokenizer's)"
-        : what.StartsWith("eval_windows", StringComparison.Ordinal) ? "eval_windows"
-        : "batch_size (raise accumulation to keep the tokens per step) or context";
 
     static string Size(double bytes) => bytes >= 1 << 30 ? $"{bytes / (1 << 30):N1} GiB" : $"{bytes / (1 << 20):N1} MiB";
 }

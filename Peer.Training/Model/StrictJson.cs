@@ -146,7 +146,8 @@ static class StrictJson
         : type == typeof(int) ? $"a whole number from {int.MinValue} to {int.MaxValue}"
         : type == typeof(long) ? "a whole number of at most 19 digits"
         : type == typeof(ulong) ? $"a whole number from 0 to {ulong.MaxValue}"
-        : type == typeof(float) || type == typeof(double) ? "a finite number"
+        : type == typeof(float) ? $"a number within ±{float.MaxValue:G3} (float32)"
+        : type == typeof(double) ? "a finite number"
         : type.IsArray ? $"a list of {Plural(type.GetElementType()!)}"
         : typeof(IDictionary).IsAssignableFrom(type) ? "an object"
         : "an object";

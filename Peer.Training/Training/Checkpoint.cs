@@ -50,8 +50,25 @@ public static class Checkpoint
     const string Pointer = "checkpoint.json";
 
     /// <summary>True when <paramref name="runDir"/> holds a checkpoint: a pointer, or a complete checkpoint folder (a save killed
-    /// between renaming its folder into place and writing the pointer leaves the latter).</summary>
-    public static bool Exists(string runDir) => File.Exists(Path.Combine(runDir, Pointer)) || LatestFolder(runDir) != null;
+    /// between renaming its folder into place and writing the pointer leaves the latter).
+    /// A pointer naming a folder that is gone (deleted by hand) counts as no checkpoint, so that the folder can start afresh.</summary>
+    public static bool Exists(string runDir) => (File.Exists(Path.Combine(runDir, Pointer)) && !Dangles(runDir)) || LatestFolder(runDir) != null;
+
+    // Whether checkpoint.json is well formed but names a checkpoint folder without a state file. A damaged pointer does
+    // not dangle: it is reported as damaged, not replaced.
+    internal static bool Dangles(string runDir)
+    {
+        string pointer = Path.Combine(runDir, Pointer);
+        try
+        {
+            string latest = StrictJson.Read<CheckpointPointer>(File.ReadAllText(pointer), problem => new CheckpointException(problem)).Latest;
+            return RunFolder.IsStepFolder(latest) && !File.Exists(Path.Combine(runDir, "checkpoints", latest, "state.json"));
+        }
+        catch (Exception e) when (e is CheckpointException or IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
 
     /// <summary>Writes the trainer's state under <paramref name="runDir"/> and points checkpoint.json at it; older checkpoints are removed afterwards.</summary>
     /// <returns>The checkpoint's folder.</returns>
@@ -158,7 +175,7 @@ public static class Checkpoint
         if (!RunFolder.IsStepFolder(latest))
             throw new CheckpointException($"checkpoint: {pointer} is damaged: latest = '{latest}': expected a checkpoint folder's name (step-NNNNNNN)");
         string folder = Path.Combine(full, "checkpoints", latest);
-        if (!File.Exists(Path.Combine(folder, "state.json"))) throw new CheckpointException($"checkpoint: {folder} named by {pointer} is missing");
+        if (!File.Exists(Path.Combine(folder, "state.json"))) throw new CheckpointException($"checkpoint: {Path.Combine(folder, "state.json")}, named by {pointer}, is missing");
         return folder;
     }
 

@@ -62,7 +62,7 @@ public static class MetricsFile
             }
             catch (Exception e) when (e is FormatException or OverflowException or IndexOutOfRangeException or InvalidOperationException)
             {
-                throw new InvalidDataException($"{Path.GetFullPath(path)}: line {number} is damaged ('{(line.Length > 40 ? line[..37] + "..." : line)}'); repair or delete that line");
+                throw new InvalidDataException($"{Path.GetFullPath(path)}: line {number} is damaged (not a row of {MetricRow.Header.Split(',').Length} comma-separated numbers); repair or delete that line");
             }
             if (upToStep is null || row.Step <= upToStep) rows.Add(row);
         }

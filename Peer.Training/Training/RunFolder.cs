@@ -109,8 +109,9 @@ public static partial class RunFolder
     }
 
     /// <summary>
-    /// What a fresh run in <paramref name="runDir"/> would replace: the files of a run that ended before its first checkpoint
-    /// (config.json, metrics.csv, plots, a checkpoints folder without a checkpoint). Temporaries and the lock file are not listed.
+    /// What a fresh run in <paramref name="runDir"/> would replace: the files of a run that ended before its first checkpoint, or
+    /// whose checkpoints were deleted (config.json, metrics.csv, plots, a checkpoints folder without a checkpoint, a pointer to a
+    /// missing one). Temporaries and the lock file are not listed.
     /// </summary>
     /// <exception cref="ConfigException">The folder holds a checkpoint, or files that no run wrote.</exception>
     public static IReadOnlyList<string> LeftoversForAFreshRun(string runDir)
@@ -126,6 +127,7 @@ public static partial class RunFolder
             string name = Path.GetFileName(entry);
             if (name == RunLock.FileName || IsTemporary(name)) continue;
             bool ours = RunFiles.Contains(name) ? File.Exists(entry)
+                : name == "checkpoint.json" ? Checkpoint.Dangles(full)
                 : name == "checkpoints" && Directory.Exists(entry) && Directory.EnumerateFileSystemEntries(entry)
                     .All(e => Directory.Exists(e) && (IsTemporary(Path.GetFileName(e)) || IsStepFolder(Path.GetFileName(e))));
             (ours ? leftovers : foreign).Add(name);
