@@ -358,4 +358,22 @@ public sealed class HostileRunTests
         File.WriteAllText(Path.Combine(dir, "lr.json"), "{\"train\": {\"learning_rate\": 1e39}}");
         AssertOneLineError(RunPeer("train", "--config", Path.Combine(dir, "lr.json"), "--corpus", corpus), "train.learning_rate = 1e39: expected a number within");
     }
+
+    [Test]
+    public void ATensorFileOfAnotherStepIsRefused()
+    {
+        // Checkpoints at steps 4 and 8 of one run: step 4's model file, with its hash recorded, in step 8's folder.
+        string run = Path.Combine(dir, "run");
+        var r = RunPeer("train", "--config", config, "--corpus", corpus, "--steps", "4", "--out", run);
+        Assert.That(r.Code, Is.EqualTo(0), r.Err);
+        string early = Path.Combine(dir, "model-step-4.safetensors");
+        File.Copy(Path.Combine(Path.GetDirectoryName(StatePath(run))!, "model.safetensors"), early);
+        r = RunPeer("train", "--resume", "--steps", "8", "--out", run);
+        Assert.That(r.Code, Is.EqualTo(0), r.Err);
+        File.Copy(early, Path.Combine(Path.GetDirectoryName(StatePath(run))!, "model.safetensors"), overwrite: true);
+        RecordHash(run, "model.safetensors");
+        var before = Snapshot(dir);
+        AssertOneLineError(RunPeer("train", "--resume", "--steps", "12", "--out", run), "written at step 4", dir, before);
+        AssertOneLineError(RunPeer("eval", "--checkpoint", run), "written at step 4", dir, before);
+    }
 }

@@ -3,7 +3,6 @@
 // value's kind and range, null only where the record allows it (its nullable annotation), unknown and repeated
 // keys. Problems are reported with the value's dotted path in the file's own snake_case keys (model.peer.heads,
 // model.blocks[0]) and in words, never as .NET type names, so one line tells the user what to fix.
-using System.Collections;
 using System.Reflection;
 using System.Text.Json;
 
@@ -149,7 +148,6 @@ static class StrictJson
         : type == typeof(float) ? $"a number within ±{float.MaxValue:G3} (float32)"
         : type == typeof(double) ? "a finite number"
         : type.IsArray ? $"a list of {Plural(type.GetElementType()!)}"
-        : typeof(IDictionary).IsAssignableFrom(type) ? "an object"
         : "an object";
 
     static string Plural(Type t) => t == typeof(string) ? "strings" : t == typeof(int) || t == typeof(long) ? "whole numbers" : "values";

@@ -4,6 +4,7 @@
 // renamed into place, and only then does checkpoint.json (replaced by an atomic rename) point at it: a
 // process killed at any moment leaves the previous checkpoint intact and named. Only finite values are saved.
 // Reading checks the whole state file, the hashes, and (CheckpointRules) every value and tensor before use.
+using System.Globalization;
 using System.Security.Cryptography;
 using System.Text.Json;
 using ILGPU.Runtime;
@@ -119,7 +120,8 @@ public static class Checkpoint
     {
         try
         {
-            SafeTensors.Write(path, tensors, requireFinite: true);
+            // The step in each file's metadata ties the file to its checkpoint (a file copied from another step is refused).
+            SafeTensors.Write(path, tensors, new Dictionary<string, string> { ["format"] = FormatTag, ["step"] = trainer.StepCount.ToString(CultureInfo.InvariantCulture) }, requireFinite: true);
         }
         catch (NonFiniteTensorException e)
         {
@@ -209,7 +211,7 @@ public static class Checkpoint
         var trainer = new Trainer(device, config ?? state.Config, data);
         try
         {
-            CheckpointRules.ReadModel(Path.Combine(folder, "model.safetensors"), trainer.Model.StateDict());
+            CheckpointRules.ReadModel(Path.Combine(folder, "model.safetensors"), trainer.Model.StateDict(), state.Step);
             if (withOptimizer)
             {
                 using (Scope.Begin()) // frees the device copies the optimizer copies from
@@ -234,7 +236,7 @@ public static class Checkpoint
         var model = new LanguageModel(device, state.Config.Model, state.Config.Train.Seed);
         try
         {
-            CheckpointRules.ReadModel(Path.Combine(folder, "model.safetensors"), model.StateDict());
+            CheckpointRules.ReadModel(Path.Combine(folder, "model.safetensors"), model.StateDict(), state.Step);
             return (model, state);
         }
         catch

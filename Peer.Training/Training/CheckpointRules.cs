@@ -93,8 +93,11 @@ static partial class CheckpointRules
     static CheckpointException Bad(string path, string problem) => new($"checkpoint: {path}: {problem}");
 
     // The file's names must be exactly the expected ones; each tensor of the expected shape and type.
-    static void CheckNames(SafeTensorReader reader, IReadOnlyList<(string Name, Tensor Tensor)> expected, string path)
+    static void CheckNames(SafeTensorReader reader, IReadOnlyList<(string Name, Tensor Tensor)> expected, string path, int step)
     {
+        // Files written before the step was recorded have no such metadata; those that have it must be of this checkpoint.
+        if (reader.Metadata.TryGetValue("step", out var written) && written != step.ToString(System.Globalization.CultureInfo.InvariantCulture))
+            throw Bad(path, $"was written at step {written} but the checkpoint is at step {step}: the file belongs to another checkpoint");
         var names = expected.Select(e => e.Name).ToHashSet();
         foreach (var name in reader.Names)
             if (!names.Contains(name)) throw Bad(path, $"holds a tensor '{name}' that the model does not have");
@@ -120,12 +123,13 @@ static partial class CheckpointRules
         return values;
     }
 
-    /// <summary>Reads every tensor of a model file into <paramref name="model"/>'s state (a freshly built model), checking each first.</summary>
-    public static void ReadModel(string path, IEnumerable<(string Name, Tensor Tensor)> model)
+    /// <summary>Reads every tensor of a model file into <paramref name="model"/>'s state (a freshly built model), checking each first,
+    /// and that the file was written at <paramref name="step"/>.</summary>
+    public static void ReadModel(string path, IEnumerable<(string Name, Tensor Tensor)> model, int step)
     {
         var expected = model.ToList();
         using var reader = Open(path);
-        CheckNames(reader, expected, path);
+        CheckNames(reader, expected, path, step);
         foreach (var (name, tensor) in expected)
         {
             if (tensor.Length == 0) continue;
@@ -140,7 +144,7 @@ static partial class CheckpointRules
     {
         var expected = optimizer.ToList();
         using var reader = Open(path);
-        CheckNames(reader, expected, path);
+        CheckNames(reader, expected, path, step);
         var result = new List<(string, Tensor)>();
         foreach (var (name, tensor) in expected)
         {
