@@ -68,7 +68,7 @@ public static class GradClip
         }
         k.Final(1, new Work(1, 1, 1), scratch, workers);
         var host = k.Host;
-        scratch.SubView(2 * workers, 1).CopyToCPU(ref host[0], 1);
+        scratch.SubView(2 * workers, 1).CopyToCPU(host.AsSpan()); // a span, which ILGPU pins (see Optimizer.Validate)
         float norm = host[0];
         if (float.IsNaN(maxNorm)) return norm;
         float scale = maxNorm / (norm + 1e-6f);

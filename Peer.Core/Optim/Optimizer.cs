@@ -236,7 +236,9 @@ public abstract class Optimizer : IDisposable
             throw Bad(s, $"has SparseGrad values of shape {Tensor.FormatShape(values.Shape)}: expected rows of a width dividing the parameter's {p.Length} elements (shape {Tensor.FormatShape(p.Shape)})");
         int total = p.Length / cols;
         if (rowsHost.Length < r) rowsHost = new int[Math.Max(r, 2 * rowsHost.Length)];
-        rows.IntView.SubView(0, r).CopyToCPU(ref rowsHost[0], r);
+        // A span, not `ref rowsHost[0]`: ILGPU pins a span, but takes a ref as already pinned; an unpinned array moved by the
+        // GC during the copy received nothing while the copy wrote over whatever the GC had put at its old address.
+        rows.IntView.SubView(0, r).CopyToCPU(rowsHost.AsSpan(0, r));
         int previous = -1;
         for (int i = 0; i < r; i++)
         {

@@ -266,4 +266,44 @@ public sealed class SafeTensorsTests
         Assert.That(() => SafeTensors.Write(missing, [("a", Tensor.Zeros(D, 2))]),
             Throws.InstanceOf<IOException>().With.Message.Contains(missing).And.Message.Not.Contain(".tmp"));
     }
+
+    [Test]
+    public void WritesAreRightWhileTheGarbageCollectorMovesObjects()
+    {
+        // ILGPU takes a `ref` to host memory as already pinned; the writer once passed `ref host[0]` of a fresh array, and a
+        // collection during the copy moved the array: the file got its zeros, and the copy wrote over whatever the collector
+        // had put at the old address (test hosts died later, elsewhere). A span is pinned by ILGPU. With the ref, three runs
+        // of this test on the shared 2-core machine failed at writes 996 and 887 and once killed the test host; with the span
+        // it passes. A pass is no proof, a failure always is.
+        using var s = Scope.Begin();
+        var values = Enumerable.Range(1, 2048).Select(i => (float)i).ToArray();
+        var t = Tensor.FromArray(D, values, values.Length);
+        string path = Path.Combine(dir, "moving.safetensors");
+        using var stop = new CancellationTokenSource();
+        var collector = new Thread(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                GC.Collect(0, GCCollectionMode.Forced, blocking: true, compacting: true);
+                Thread.Sleep(1);
+            }
+        });
+        collector.Start();
+        int wrong = 0;
+        try
+        {
+            for (int i = 1; i <= 1500 && wrong == 0; i++)
+            {
+                SafeTensors.Write(path, [("a", t)]);
+                using var r = SafeTensors.Read(path);
+                if (!r.GetFloats("a").AsSpan().SequenceEqual(values)) wrong = i;
+            }
+        }
+        finally
+        {
+            stop.Cancel();
+            collector.Join();
+        }
+        Assert.That(wrong, Is.Zero, "the write whose file differs from the tensor");
+    }
 }
