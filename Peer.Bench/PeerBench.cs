@@ -1,6 +1,6 @@
 // Timing of one PEER layer training step (forward, backward, and a lazy sparse AdamW step over the same
-// layer) at a given number of experts, for issue 3 item 8: the step time at N = 1024^2 should follow the
-// FLOPs ratio against N = 128^2, with no term proportional to N.
+// layer) at a given number of experts, for the goal that the PEER step cost does not grow with N: the step time at
+// N = 1024^2 should follow the FLOPs ratio against N = 128^2, with no term proportional to N.
 using System.Diagnostics;
 using Peer.Nn;
 using Peer.Optim;

@@ -1,5 +1,5 @@
 // Scopes give device tensors deterministic lifetimes: every tensor created while a scope is the
-// innermost one on this thread is disposed when the scope ends, unless it was kept. A training step
+// innermost one on this thread is disposed when the scope ends, unless it was unscoped. A training step
 // runs inside one scope, so its activations, saved tensors and tape entries go away with it.
 namespace Peer;
 
@@ -42,13 +42,6 @@ public sealed class Scope : IDisposable
         return t;
     }
 
-    /// <summary>Moves <paramref name="t"/> to the enclosing scope (or to the caller when this is the outermost one) so it survives this scope.</summary>
-    public Tensor Keep(Tensor t)
-    {
-        if (owned.Remove(t) && parent != null) parent.owned.Add(t);
-        return t;
-    }
-
     internal void MarkTape(Tape tape, int countBefore)
     {
         if (!tapeMarks.ContainsKey(tape)) tapeMarks[tape] = countBefore;
@@ -59,8 +52,8 @@ public sealed class Scope : IDisposable
     {
         if (disposed) return;
         disposed = true;
-        // Only the outermost scope drops tape entries: an inner scope (a module's forward, say) may have kept
-        // tensors whose entries the outer step still needs. Entries whose outputs were disposed are skipped by Backward.
+        // Only the outermost scope drops tape entries: an inner scope (a module's forward, say) may have unscoped
+        // tensors whose entries the outer step still needs. Entries whose outputs were disposed get no gradient (Backward fails, naming the tensor, if one flows to them).
         if (parent == null)
             foreach (var (tape, mark) in tapeMarks) tape.Truncate(mark);
         foreach (var t in owned) t.Dispose();

@@ -33,12 +33,7 @@ public sealed class Tape
     sealed class Restore(Tape tape) : IDisposable
     {
         bool done;
-        public void Dispose()
-        {
-            if (done) return;
-            done = true;
-            tape.noGrad--;
-        }
+        public void Dispose() { if (!done) { done = true; tape.noGrad--; } }
     }
 
     /// <summary>True when an op on these inputs must be recorded: recording is on and some input requires gradient.</summary>
@@ -67,9 +62,10 @@ public sealed class Tape
     /// Adds <paramref name="grad"/> into <paramref name="target"/>'s gradient and takes ownership of <paramref name="grad"/>
     /// (it is adopted as the gradient or disposed). Does nothing for tensors that do not require gradient.
     /// </summary>
+    /// <exception cref="InvalidOperationException"><paramref name="target"/> requires gradient but was disposed.</exception>
     public static void Accumulate(Tensor target, Tensor grad)
     {
-        if (!target.RequiresGrad || target.IsDisposed)
+        if (!Receives(target, grad))
         {
             grad.Dispose();
             return;
@@ -84,6 +80,19 @@ public sealed class Tape
         }
         Ops.AddInPlace(target.Grad, grad);
         grad.Dispose();
+    }
+
+    /// <summary>Whether <paramref name="target"/> takes a gradient (it requires one); throws, disposing <paramref name="owned"/>,
+    /// when it was disposed, because dropping the gradient would silently cut every path through it. Every path that adds a
+    /// gradient into a tensor (dense, row-sparse, rows into a table) asks this first.</summary>
+    internal static bool Receives(Tensor target, IDisposable? owned)
+    {
+        if (!target.RequiresGrad) return false;
+        if (!target.IsDisposed) return true;
+        owned?.Dispose();
+        throw new InvalidOperationException($"Backward: a gradient flows to {target} ({(target.IsLeaf ? "a leaf: a parameter or input" : "an op's output")}), " +
+            "but that tensor was disposed, so the gradients of everything it was computed from would be lost. Keep every tensor between " +
+            "the parameters and the loss alive until Backward has run (dispose them after it, or let the step's Scope do it).");
     }
 
     /// <summary>
@@ -102,8 +111,11 @@ public sealed class Tape
     /// <paramref name="output"/>) to every tensor that requires gradient, accumulating into leaf gradients, then clears the tape.
     /// Takes ownership of <paramref name="gradOutput"/>.
     /// </summary>
+    /// <exception cref="InvalidOperationException">A gradient flows to a tensor that was disposed; the tape is cleared, and leaf
+    /// gradients may hold part of this call's contribution.</exception>
     public void Backward(Tensor output, Tensor gradOutput)
     {
+        Check.Alive(output, nameof(output));
         Check.That(output.RequiresGrad && !output.IsLeaf, nameof(output), output, "a tensor computed on the tape from something that requires gradient");
         Check.Shape(gradOutput, nameof(gradOutput), output.Shape);
         Check.DType(gradOutput, DType.F32, nameof(gradOutput));
@@ -111,19 +123,23 @@ public sealed class Tape
         {
             output.Grad?.Dispose();
             output.Grad = Scope.Unscope(gradOutput);
-            for (int i = entries.Count - 1; i >= 0; i--)
+            try
             {
-                var e = entries[i];
-                var g = e.Output.Grad;
-                if (g is not null && !e.Output.IsDisposed)
+                for (int i = entries.Count - 1; i >= 0; i--)
                 {
-                    e.Output.Grad = null;
-                    e.Backward(g);
-                    g.Dispose();
+                    var e = entries[i];
+                    if (e.Output.Grad is { } g)
+                    {
+                        e.Output.Grad = null;
+                        using (g) e.Backward(g);
+                    }
+                    foreach (var s in e.Saved) s.Dispose();
                 }
-                foreach (var s in e.Saved) s.Dispose();
             }
-            entries.Clear();
+            finally
+            {
+                Truncate(0);
+            }
         }
     }
 

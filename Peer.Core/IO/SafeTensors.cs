@@ -338,7 +338,7 @@ public static class SafeTensors
             for (int off = 0; off < n; off += chunk)
             {
                 int m = Math.Min(chunk, n - off);
-                t.View.SubView(off, m).CopyToCPU(host.AsSpan(0, m)); // a span: ILGPU pins it (a ref is taken as already pinned)
+                t.View.SubView(off, m).CopyToCPU(host.AsSpan(0, m)); // the span overload pins the array; ref host[0] would not
                 if (requireFinite && FirstNonFinite(host.AsSpan(0, m)) is int bad and >= 0)
                     throw new NonFiniteTensorException(name, (long)off + bad, host[bad]);
                 stream.Write(MemoryMarshal.AsBytes(host.AsSpan(0, m)));

@@ -140,21 +140,12 @@ internal static class OpenClAdapter
         EnsureResolver();
         var context = Context.Create(b =>
         {
-            // Note whether the device to be opened lacks work-group collectives while ILGPU enumerates (in order).
-            int seen = 0;
-            bool portableGroups = false;
-            b.OpenCL(d =>
-            {
-                if (!Accepts(d)) return false;
-                if (seen++ == index) portableGroups = !HasWorkGroupCollectives(d) && d.MaxNumThreadsPerGroup <= OpenClGroupCollectives.MaxGroupSize;
-                return true;
-            });
+            b.OpenCL(Accepts);
             configure(b);
             // After configure (EnableAlgorithms): ILGPU uses the implementation registered last.
-            OpenClIntrinsics.Register(b);
-            if (portableGroups) OpenClGroupCollectives.Register(b);
+            GpuIntrinsics.Register(b);
         });
-        OpenClIntrinsics.Track(context);
+        GpuIntrinsics.Track(context);
         try
         {
             var devices = context.GetCLDevices();
@@ -211,8 +202,8 @@ internal static class OpenClAdapter
             : d.DeviceVersion >= CLDeviceVersion.CL20;
 
     // What a build log's tell-tale identifiers mean, for the error message.
-    static string Hint(string log) =>
-        log.Contains("work_group_") ? " This device has no work-group collective functions and the kernel uses one Peer does not substitute (OpenClGroupCollectives covers group Reduce/Scan/Broadcast for groups up to 4096)."
+    static string Hint(CLDevice device, string log) =>
+        log.Contains("work_group_") && !HasWorkGroupCollectives(device) ? " This device has no work-group collective functions (OpenCL 2.0's work_group_reduce/scan/broadcast, which ILGPU's group Reduce, Scan and Broadcast compile to on OpenCL); reduce through shared memory and Group.Barrier instead."
         : log.Contains("sub_group_") ? " This device has no sub-group functions; ILGPU's warp intrinsics (Warp.Shuffle, warp Reduce) use them on OpenCL."
         : log.Contains("__generic") ? " The kernel needs the generic address space, which this device lacks."
         : log.Contains("atomic") ? " Atomics did not compile on this device (Peer's kernels must not use atomics: reduce deterministically instead)."
@@ -235,7 +226,7 @@ internal static class OpenClAdapter
         catch (CLException e) when (e.Error is CLError.CL_BUILD_PROGRAM_FAILURE or CLError.CL_COMPILE_PROGRAM_FAILURE or CLError.CL_INVALID_PROGRAM_EXECUTABLE)
         {
             string text = log.Text;
-            throw new NotSupportedException($"{device.Name} could not build a kernel of {typeof(T).Name} ({e.Error}).{Hint(text)} OpenCL build log: {Shorten(text)}", e);
+            throw new NotSupportedException($"{device.Name} could not build a kernel of {typeof(T).Name} ({e.Error}).{Hint(((CLAccelerator)device.Accelerator).Device, text)} OpenCL build log: {Shorten(text)}", e);
         }
         finally
         {

@@ -24,9 +24,6 @@ public static class OpenClBackend
         }
     }
 
-    /// <summary>Whether an OpenCL GPU that Peer can open is present.</summary>
-    public static bool HasGpu() => FirstGpu() is not null;
-
     /// <summary>Index (as <see cref="DeviceOptions.Index"/> counts) of the first OpenCL GPU Peer can open, or null.</summary>
     internal static int? FirstGpu()
     {
@@ -42,14 +39,6 @@ public static class OpenClBackend
     /// <summary>Whether <paramref name="accelerator"/> is an OpenCL device of CPU type (PoCL): many work items per hardware thread.</summary>
     internal static bool RunsOnHostCpu(ILGPU.Runtime.Accelerator accelerator) =>
         accelerator is CLAccelerator cl && cl.DeviceType.HasFlag(CLDeviceType.CL_DEVICE_TYPE_CPU);
-
-    /// <summary>
-    /// Whether <paramref name="device"/> is an OpenCL device without work-group collective functions (OpenCL 1.x, or 3.0
-    /// without the optional feature, as PoCL 3.1). ILGPU compiles group Reduce/Scan/Broadcast to those functions on
-    /// OpenCL; on such a device (groups up to 4096) Peer substitutes its own (<see cref="OpenClGroupCollectives"/>).
-    /// </summary>
-    internal static bool LacksWorkGroupCollectives(Device device) =>
-        device.Accelerator is CLAccelerator cl && !OpenClAdapter.HasWorkGroupCollectives(cl.Device);
 
     /// <summary>
     /// What <see cref="Device.List"/> shows for OpenCL: the first device Peer can open (name and platform), or why
@@ -74,7 +63,7 @@ public static class OpenClBackend
         var (context, device) = OpenClAdapter.Select(options.Index, static b => b.EnableAlgorithms().Optimize(OptimizationLevel.O2).Math(MathMode.Default));
         try
         {
-            return Device.FromOpenCl(context, device.CreateCLAccelerator(context));
+            return Device.FromOpenCl(context, device.CreateCLAccelerator(context), options);
         }
         catch
         {

@@ -1,6 +1,6 @@
 // The one loop shape every elementwise-style kernel uses. On the CPU accelerator a kernel is launched
 // with as many indices as hardware threads and each index walks a contiguous chunk (fast: see
-// ILGPU-NOTES.md); on a GPU each index takes one element per round (chunk 1, grid-stride, coalesced).
+// docs/ilgpu.md); on a GPU each index takes one element per round (chunk 1, grid-stride, coalesced).
 namespace Peer;
 
 /// <summary>How <see cref="N"/> items are split between <see cref="Workers"/> kernel indices, <see cref="Chunk"/> consecutive items at a time.</summary>

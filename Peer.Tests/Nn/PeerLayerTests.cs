@@ -1,4 +1,4 @@
-// The PEER module against the double-precision host reference of PEER-SPEC.md: forward (experts,
+// The PEER module against the double-precision host reference of docs/peer-spec.md: forward (experts,
 // router weights, output), every parameter's and the input's gradient against central differences of
 // the reference, BatchNorm running statistics, determinism, expert usage wiring and construction errors.
 namespace Peer.Tests.Nn;

@@ -69,7 +69,10 @@ public sealed class OpenClTests
         RequireDevice();
         var probe = OpenClAdapter.Probe();
         Assert.That(probe.Problem, Is.Null);
-        foreach (var d in probe.Devices.Where(d => d.Platform.Contains("Portable Computing Language")))
+        // PoCL 3.1 reports no generic address space; other drivers may, so only PoCL's devices have a known answer.
+        var pocl = probe.Devices.Where(d => d.Platform.Contains("Portable Computing Language")).ToList();
+        if (pocl.Count == 0) Assert.Ignore("no PoCL device here; the devices present: " + OpenClAdapter.Summary(probe));
+        foreach (var d in pocl)
             Assert.That(d.Note, Does.Contain("generic address space"), d.Name);
     }
 
@@ -78,10 +81,14 @@ public sealed class OpenClTests
     {
         RequireDevice();
         using var d = Device.Open("opencl");
+        var first = OpenClAdapter.Probe().Accepted.First();
         Assert.That(d.Backend, Is.EqualTo(Backend.OpenCL));
-        Assert.That(d.IsCpu, Is.False);
         Assert.That(d.Accelerator.AcceleratorType, Is.EqualTo(AcceleratorType.OpenCL));
-        Assert.That(d.Name, Does.StartWith("opencl (").And.Contain(OpenClAdapter.Probe().Accepted.First().Name));
+        // The device opened at index 0 is the first one the probe accepts, and its kind is the one the probe reported.
+        var cl = ((CLAccelerator)d.Accelerator).Device;
+        Assert.That(cl.Name, Is.EqualTo(first.Name));
+        Assert.That(cl.DeviceType.HasFlag(CLDeviceType.CL_DEVICE_TYPE_GPU), Is.EqualTo(first.IsGpu));
+        Assert.That(d.Name, Does.StartWith("opencl (").And.Contain(first.Name));
     }
 
     [Test]
@@ -165,11 +172,19 @@ public sealed class OpenClTests
     }
 
     [Test]
-    public void GroupCollectivesWorkWithoutWorkGroupFunctions()
+    public void GroupCollectivesRunOrFailClearlyByWhatTheDeviceOffers()
     {
         RequireDevice();
-        var d = Devices.Get("opencl");
-        Assert.That(OpenClBackend.LacksWorkGroupCollectives(Devices.Cpu), Is.False);
+        // A fresh device: a kernel the OpenCL compiler rejects must not spoil the shared one.
+        using var d = Device.Open("opencl");
+        if (!OpenClAdapter.HasWorkGroupCollectives(((CLAccelerator)d.Accelerator).Device))
+        {
+            // PoCL 3.1: ILGPU's group collectives compile to OpenCL 2.0 functions the device does not have.
+            var e = Assert.Throws<NotSupportedException>(() => d.Get(static d => new GroupKernels(d)));
+            Assert.That(e!.Message, Does.Contain(nameof(GroupKernels)).And.Contain("no work-group collective functions").And.Contain("Group.Barrier"));
+            Assert.That(RunMix(d, [3, -4, 5]), Is.EqualTo(RunMix(Devices.Cpu, [3, -4, 5])), "later kernels still load");
+            return;
+        }
         // Groups of 64: sum, inclusive and exclusive scan, and the last item's value, per group.
         const int groups = 3, size = 64;
         var x = Enumerable.Range(0, groups * size).Select(i => (i * 37) % 11 - 5).ToArray();

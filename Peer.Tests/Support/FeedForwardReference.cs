@@ -146,7 +146,7 @@ public static class FeedForwardReference
     }
 
     /// <summary>
-    /// Product key memory: the retrieval of PEER-SPEC.md (PeerMath.Layer's brute-force top-k over all n*n full keys, softmax
+    /// Product key memory: the retrieval of docs/peer-spec.md (PeerMath.Layer's brute-force top-k over all n*n full keys, softmax
     /// router) and y[t] = sum over heads and kept slots of g * values[i].
     /// </summary>
     public static (double[] Y, int[] Idx, double[] G) Pkm(PeerRefParams p, double[] x, int t, int d, int h, int dq, int n, int k,

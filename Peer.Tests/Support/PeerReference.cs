@@ -1,4 +1,4 @@
-// Host reference of the PEER layer in double precision, written straight from PEER-SPEC.md's equations
+// Host reference of the PEER layer in double precision, written straight from the equations of docs/peer-spec.md
 // (query projection, BatchNorm/LayerNorm/none, product-key top-k by brute force over all N experts,
 // softmax/sigmoid router, singleton experts summed over heads), plus helpers to densify row-sparse
 // gradients. Gradients of the reference are taken by central differences in double precision.
@@ -78,7 +78,7 @@ public sealed class PeerRefParams
 public static partial class PeerMath
 {
     /// <summary>
-    /// The layer straight from PEER-SPEC.md in double precision: q = norm(W x + b); per head, brute-force top-k over all
+    /// The layer straight from docs/peer-spec.md in double precision: q = norm(W x + b); per head, brute-force top-k over all
     /// N = n*n full keys [sub1[r]; sub2[c]] (ties toward the smaller index); router over the kept scores; experts summed.
     /// </summary>
     public static (double[] Y, int[] Idx, double[] G) Layer(PeerRefParams p, double[] x, int t, int d, int h, int dq, int n, int k,

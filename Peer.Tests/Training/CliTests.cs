@@ -1,5 +1,5 @@
 // The `peer` program end to end, in process: each bad
-// input of the issue gives one line on stderr, exit code 1, and leaves every file as it was.
+// input tested here gives one line on stderr, exit code 1, and leaves every file as it was.
 using System.Security.Cryptography;
 using Peer.Training;
 
@@ -50,7 +50,9 @@ public sealed class CliTests
         string run = Path.Combine(dir, "run");
         var r = Peer("train", "--config", config, "--corpus", corpus, "--out", run);
         Assert.That(r.Code, Is.EqualTo(0), r.Err);
-        Assert.That(r.Out, Does.Contain("val loss").And.Contain("expert usage").And.Contain("sample"));
+        Assert.That(r.Out, Does.Contain("val loss").And.Contain("expert usage").And.Contain("sample").And.Contain("Kneser-Ney trigram"));
+        Assert.That(r.Out, Does.Match(@"final +val loss .* on the whole validation split \([\d,]+ tokens in [\d,]+ windows\); unigram [\d.]+, Kneser-Ney trigram [\d.]+, 5-gram [\d.]+"));
+        Assert.That(File.Exists(Path.Combine(run, "baselines.json")), "the baselines are cached in the run folder");
         var rows = MetricsFile.Read(Path.Combine(run, "metrics.csv"));
         Assert.That(rows.Select(x => x.Step), Is.EqualTo(Enumerable.Range(1, 8)));
         Assert.That(rows.Count(x => x.ValLoss.HasValue), Is.EqualTo(2));
@@ -60,7 +62,12 @@ public sealed class CliTests
 
         var e = Peer("eval", "--checkpoint", run);
         Assert.That(e.Code, Is.EqualTo(0), e.Err);
-        Assert.That(e.Out, Does.Contain("step 8  val loss").And.Contain("blocks.1.ffw: expert usage"));
+        Assert.That(e.Out, Does.Contain("step 8  val loss").And.Contain("on the whole validation split").And.Contain("blocks.1.ffw: expert usage"));
+        string final = r.Out.Split('\n').Single(l => l.StartsWith("final", StringComparison.Ordinal));
+        Assert.That(e.Out, Does.Contain(final[final.IndexOf("unigram", StringComparison.Ordinal)..].TrimEnd()), "eval prints the final evaluation's baselines");
+        Assert.That(e.Out, Does.Contain(final[final.IndexOf("val loss", StringComparison.Ordinal)..final.IndexOf(" (ppl", StringComparison.Ordinal)]), "and its loss");
+        var sampled = Peer("eval", "--checkpoint", run, "--windows", "3");
+        Assert.That(sampled.Out, Does.Contain("on a sample of the validation split (48 tokens in 3 windows)"));
         var g1 = Peer("generate", "--checkpoint", run, "--prompt", "Gets the", "--length", "30", "--seed", "5");
         var g2 = Peer("generate", "--checkpoint", run, "--prompt", "Gets the", "--length", "30", "--seed", "5");
         Assert.That(g1.Code, Is.EqualTo(0), g1.Err);

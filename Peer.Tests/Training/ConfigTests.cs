@@ -43,7 +43,7 @@ public sealed class ConfigTests
     [TestCase("{\"peer\": {\"query_dim\": 7}}", "peer.query_dim = 7")]
     [TestCase("{\"peer\": {\"experts\": 1000}}", "peer.experts = 1000")]
     [TestCase("{\"peer\": {\"query_norm\": \"rms\"}}", "peer.query_norm = 'rms'")]
-    [TestCase("{\"positions\": \"sinusoidal\"}", "positions = 'sinusoidal'")]
+    [TestCase("{\"positions\": \"learned\"}", "positions is not a known setting")]
     [TestCase("{\"d_modle\": 64}", "d_modle is not a known setting")]
     [TestCase("{\"layers\": ", "not valid JSON")]
     public void ContradictionsAreOneLineErrors(string json, string expected)

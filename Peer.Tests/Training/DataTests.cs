@@ -126,6 +126,23 @@ public sealed class DataTests
         finally { dir.Delete(true); }
     }
 
+    [TestCase(33, 8)]  // 4 full windows, nothing left
+    [TestCase(37, 8)]  // 4 full windows and a tail of 5 tokens (4 scored)
+    [TestCase(9, 8)]   // exactly one window
+    [TestCase(2, 8)]   // one short window
+    public void TileScoresEveryTokenAfterTheFirstOnce(int length, int context)
+    {
+        int[] tokens = Enumerable.Range(100, length).ToArray();
+        int[][] windows = BatchSampler.Tile(tokens, context);
+        var scored = windows.SelectMany(w => w[1..]).ToArray();
+        Assert.That(scored, Is.EqualTo(tokens[1..]), "each token after the first is a target exactly once, in order");
+        Assert.That(windows.All(w => w.Length >= 2 && w.Length <= context + 1));
+        Assert.That(windows[..^1].All(w => w.Length == context + 1), "only the last window may be shorter");
+        for (int i = 1; i < windows.Length; i++) Assert.That(windows[i][0], Is.EqualTo(windows[i - 1][^1]), "a window starts where the last one ended");
+        Assert.That(BatchSampler.Tile([5], context), Is.Empty);
+        Assert.That(() => BatchSampler.Tile(tokens, 0), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Message.Contains("context"));
+    }
+
     [Test]
     public void FolderCorpusJoinsTxtFilesInOrdinalOrder()
     {

@@ -45,6 +45,59 @@ public sealed class TrainerTests
         Assert.That(after.Experts[0].WeightSums.Sum(), Is.EqualTo(8 * 16 * 2).Within(1e-2), "softmax router weights sum to 1 per token and head");
     }
 
+    static IEnumerable<Peer.Nn.Module> Tree(Peer.Nn.Module m) => m.Children.SelectMany(c => Tree(c.Module)).Prepend(m);
+    static bool[] Modes(Peer.Nn.Module m) => Tree(m).Select(x => x.IsTraining).ToArray();
+
+    [Test]
+    public void EvaluateAndGenerateLeaveEachModuleInTheModeTheyFound()
+    {
+        using var t = new Trainer(device, TrainingFixtures.Micro(), data);
+        t.Model.Eval();
+        double inEval = t.Evaluate().Loss;
+        Assert.That(Modes(t.Model), Is.All.False, "a model in evaluation mode stays in evaluation mode");
+        t.Model.Train();
+        Assert.That(t.Evaluate().Loss, Is.EqualTo(inEval), "evaluation runs in evaluation mode whatever mode it found");
+        Assert.That(Modes(t.Model), Is.All.True, "a model in training mode stays in training mode");
+        // Mixed: one module held in evaluation mode while the rest trains.
+        Tree(t.Model).Last().Eval();
+        var mixed = Modes(t.Model);
+        Assert.That(mixed, Has.Some.False.And.Some.True);
+        t.Evaluate();
+        Assert.That(Modes(t.Model), Is.EqualTo(mixed));
+        t.Model.Generate([65, 66], 3);
+        Assert.That(Modes(t.Model), Is.EqualTo(mixed), "generation restores the modes too");
+    }
+
+    [Test]
+    public void WholeEvaluationScoresEveryValidationTokenOnceBesideTheBaselines()
+    {
+        using var t = new Trainer(device, TrainingFixtures.Micro(5), data);
+        Run(t, 5);
+        var progress = new List<(int Done, int Total)>();
+        var whole = t.Evaluate(EvalCoverage.Whole, (done, total) => progress.Add((done, total)));
+        int[][] windows = BatchSampler.Tile(data.Validation, 16);
+        Assert.That(whole.Windows, Is.EqualTo(windows.Length));
+        Assert.That(whole.Tokens, Is.EqualTo(data.Validation.Length - 1));
+        Assert.That(progress[^1], Is.EqualTo((windows.Length, windows.Length)));
+        Assert.That(progress.Select(p => p.Done), Is.Ordered.Ascending);
+
+        // The reference: each window alone (the tail one included), weighted by the tokens it scores.
+        double sum = 0;
+        t.Model.Eval();
+        using (device.Tape.NoGrad())
+            foreach (var w in windows)
+                using (Scope.Begin()) sum += t.Model.Loss(w, 1).Item() * (w.Length - 1);
+        t.Model.Train();
+        Assert.That(whole.Loss, Is.EqualTo(sum / whole.Tokens).Within(1e-5 * whole.Loss));
+        Assert.That(whole.Baselines, Is.EqualTo(data.Baselines.Score(windows)), "the baselines are scored on the same windows");
+
+        var sample = t.Evaluate();
+        Assert.That(sample.Windows, Is.EqualTo(8), "interim evaluations keep eval_windows");
+        Assert.That(sample.Tokens, Is.EqualTo(8 * 16));
+        Assert.That(sample.Baselines, Is.EqualTo(data.Baselines.Score(BatchSampler.Windows(data.Validation, 16, 8, out _).Chunk(17).ToArray())));
+        Assert.That(sample.Baselines, Is.Not.EqualTo(whole.Baselines));
+    }
+
     [TestCase("ffw")]
     [TestCase("pkm")]
     [TestCase("moe-ec")]

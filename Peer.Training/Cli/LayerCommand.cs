@@ -13,7 +13,7 @@ public static class LayerCommand
     /// <summary>Builds the command.</summary>
     public static Command Create(TextWriter output, TextWriter error)
     {
-        var weights = new Option<string>("--weights") { Description = "safetensors file of the layer's parameters under their interop names (PEER-SPEC.md, docs/layers.md).", Required = true };
+        var weights = new Option<string>("--weights") { Description = "safetensors file of the layer's parameters under their interop names (docs/peer-spec.md, docs/layers.md).", Required = true };
         var input = new Option<string>("--input") { Description = "safetensors file with x [T, d] (F32 or F64) and optionally grad_y [T, d].", Required = true };
         var outputPath = new Option<string>("--output") { Description = "safetensors file to write: y, indices and weights (peer), grad.x and grad.<name> when grad_y was given.", Required = true };
         var topK = new Option<int?>("--top-k") { Description = "Experts kept per head (peer, pkm) or per token (moe-topk). Required for those layers." };
@@ -50,27 +50,21 @@ public static class LayerCommand
             file.Metadata["mode"] = r.GetValue(eval) ? "eval" : "train";
             try
             {
-                if (kind == FeedForwardKind.Peer)
+                var options = new FeedForwardOptions { Activation = act, TopK = k ?? 0, CapacityFactor = r.GetValue(capacity) };
+                var result = FeedForwardRunner.Run(dev, kind, parameters, x, xShape, gradY, options, r.GetValue(eval));
+                file.Add("y", result.Y, xShape[0], xShape[1]);
+                if (result.Retrieval is { } retrieval)
                 {
-                    var result = PeerLayerRunner.Run(dev, parameters, x, xShape, gradY, k!.Value, act, r.GetValue(eval));
-                    file.Add("y", result.Y, xShape[0], xShape[1]);
-                    var idx = result.IndexShape.Select(v => (long)v).ToArray();
-                    file.Add("indices", result.Indices, idx);
-                    file.Add("weights", result.Weights, idx);
-                    AddGrads(file, result.Grads);
+                    var idx = retrieval.Shape.Select(v => (long)v).ToArray();
+                    file.Add("indices", retrieval.Indices, idx);
+                    file.Add("weights", retrieval.Weights, idx);
                 }
-                else
-                {
-                    var options = new FeedForwardOptions { Activation = act, TopK = k ?? 0, CapacityFactor = r.GetValue(capacity) };
-                    var result = FeedForwardRunner.Run(dev, kind, parameters, x, xShape, gradY, options, r.GetValue(eval));
-                    file.Add("y", result.Y, xShape[0], xShape[1]);
-                    if (result.AuxiliaryLoss is float aux) file.Add("aux_loss", [aux], 1);
-                    AddGrads(file, result.Grads);
-                }
+                if (result.AuxiliaryLoss is float aux) file.Add("aux_loss", [aux], 1);
+                AddGrads(file, result.Grads);
             }
             catch (ArgumentException e)
             {
-                // The runners check the files' tensors against the layer (names, shapes, options) before any launch.
+                // The runner checks the files' tensors against the layer (names, shapes, options) before any launch.
                 string message = PeerCli.ForPeople(e).Replace("sqrt(Experts)", "sqrt(experts)").Replace("TopK = ", "--top-k = ");
                 throw new ConfigException($"--weights/--input: {message}");
             }

@@ -1,7 +1,8 @@
 // The command-line training loop around a Trainer: steps until the configured count, evaluating and
-// checkpointing on schedule, appending metrics.csv and redrawing the plots at each evaluation, showing a
-// Spectre.Console progress bar on a terminal or plain lines when output is redirected, and saving a
-// checkpoint on Ctrl+C or SIGTERM.
+// checkpointing on schedule (interim evaluations on a sample of validation windows, the final one on the
+// whole split, each beside the n-gram baselines on the same windows, cached in the run's baselines.json),
+// appending metrics.csv and redrawing the plots at each evaluation, showing a Spectre.Console progress bar
+// on a terminal or plain lines when output is redirected, and saving a checkpoint on Ctrl+C or SIGTERM.
 using System.Runtime.InteropServices;
 using Spectre.Console;
 
@@ -21,6 +22,7 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
         var rows = MetricsFile.Read(metricsPath, upToStep: start);
         MetricsFile.Write(metricsPath, rows); // a resumed run drops rows written after its checkpoint
         double unigram = trainer.Data.UnigramEntropy();
+        trainer.Data.Baselines.CacheFile = Path.Combine(runDir, "baselines.json");
         output.WriteLine($"run folder  {runDir}");
         output.WriteLine($"device      {trainer.Device.Name}");
         output.WriteLine($"corpus      {trainer.Data.CorpusName}: {trainer.Data.Train.Length:N0} training and {trainer.Data.Validation.Length:N0} validation tokens ({trainer.Data.Tokenizer.Name}); unigram entropy {unigram:F3} nats");
@@ -39,29 +41,36 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
         using var onInterrupt = interrupt.Register(() => interrupted = true);
         {
-            bool fancy = ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
-            if (fancy)
-                AnsiConsole.Progress()
-                    .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-                    .Start(ctx =>
+            if (EvalDisplay.Interactive(output))
+                EvalDisplay.Progress().Start(ctx =>
                     {
                         var task = ctx.AddTask("starting", maxValue: total);
                         task.Value = start;
+                        ProgressTask? evalTask = null;
                         Loop(rows, unigram, (row, line) =>
                         {
                             task.Value = row.Step;
                             task.Description = Markup.Escape($"step {row.Step}/{total}  loss {row.Loss:F3}  {row.TokensPerSecond:N0} tok/s");
                             if (line != null) AnsiConsole.MarkupLine(Markup.Escape(line));
+                        }, (done, count) =>
+                        {
+                            evalTask ??= ctx.AddTask("final evaluation: whole validation split", maxValue: count);
+                            evalTask.Value = done;
                         });
                     });
             else
             {
                 int every = Math.Max(1, total / 50);
+                bool announced = false;
                 Loop(rows, unigram, (row, line) =>
                 {
                     if (line != null) output.WriteLine(line);
                     else if (row.Step % every == 0 || row.Step == total)
                         output.WriteLine($"step {row.Step}/{total}  loss {row.Loss:F4}  lr {row.LearningRate:G3}  {row.TokensPerSecond:N0} tok/s");
+                }, (_, count) =>
+                {
+                    if (!announced) output.WriteLine($"evaluating the whole validation split: {count:N0} windows");
+                    announced = true;
                 });
             }
         }
@@ -85,7 +94,7 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
             + $"Lower train.learning_rate or train.weight_decay{(trainer.Config.Train.ClipNorm > 0 ? "" : ", or set train.clip_norm,")} and start a new run (another --out)", e.Step);
     }
 
-    void Loop(List<MetricRow> rows, double unigram, Action<MetricRow, string?> report)
+    void Loop(List<MetricRow> rows, double unigram, Action<MetricRow, string?> report, Action<int, int> finalProgress)
     {
         var cfg = trainer.Config.Train;
         while (trainer.StepCount < cfg.Steps && !interrupted)
@@ -99,8 +108,8 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
             {
                 throw Stopped(e, "the step was not applied");
             }
-            bool evaluate = s.Step == cfg.Steps || (cfg.EvalEvery > 0 && s.Step % cfg.EvalEvery == 0);
-            EvalResult? eval = evaluate ? trainer.Evaluate() : null;
+            bool final = s.Step == cfg.Steps, evaluate = final || (cfg.EvalEvery > 0 && s.Step % cfg.EvalEvery == 0);
+            EvalResult? eval = !evaluate ? null : final ? trainer.Evaluate(EvalCoverage.Whole, finalProgress) : trainer.Evaluate();
             var row = new MetricRow(s.Step, s.Loss, s.LearningRate, s.TokensPerSecond, eval?.Loss, eval?.Usage, eval?.Unevenness,
                 trainer.Device.LiveBytes / 1048576.0, trainer.Device.PeakBytes / 1048576.0);
             rows.Add(row);
@@ -108,10 +117,11 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
             string? line = null;
             if (eval != null)
             {
-                line = $"step {s.Step}  loss {s.Loss:F4}  val loss {eval.Loss:F4}  val ppl {eval.Perplexity:F2}  (unigram {unigram:F3})"
+                line = $"step {s.Step}  loss {s.Loss:F4}  val loss {eval.Loss:F4}  val ppl {eval.Perplexity:F2}  ({EvalDisplay.Baselines(unigram, eval.Baselines)})"
                     + (eval.Usage is { } u ? $"  expert usage {u:P1}  unevenness {eval.Unevenness:F3}" : "")
                     + $"  {s.TokensPerSecond:N0} tok/s  device memory {row.LiveMiB:F1} MiB (peak {row.PeakMiB:F1})";
-                Plots.LossCurves(Path.Combine(runDir, "loss.png"), rows, unigram, $"{trainer.Data.CorpusName} ({trainer.Data.Tokenizer.Name})");
+                if (final) line += $"\nfinal       val loss {eval.Loss:F4} (ppl {eval.Perplexity:F2}) on the whole validation split ({eval.Tokens:N0} tokens in {eval.Windows:N0} windows); {EvalDisplay.Baselines(unigram, eval.Baselines)}";
+                Plots.LossCurves(Path.Combine(runDir, "loss.png"), rows, unigram, $"{trainer.Data.CorpusName} ({trainer.Data.Tokenizer.Name})", eval.Baselines);
                 if (eval.Experts.Count > 0) Plots.ExpertUsage(Path.Combine(runDir, "experts.png"), eval.Experts, $"expert usage at step {s.Step}");
             }
             bool save = s.Step == cfg.Steps || interrupted || (cfg.CheckpointEvery > 0 && s.Step % cfg.CheckpointEvery == 0);

@@ -17,6 +17,8 @@ public sealed class Dataset
     public string CorpusName { get; }
     /// <summary>The tokenizer used.</summary>
     public ITokenizer Tokenizer { get; }
+    /// <summary>The Kneser–Ney n-gram baselines fitted on <see cref="Train"/> (on first use).</summary>
+    public NGramBaselines Baselines { get; }
 
     Dataset(string corpusName, ITokenizer tokenizer, int[] train, int[] validation)
     {
@@ -24,6 +26,7 @@ public sealed class Dataset
         Tokenizer = tokenizer;
         Train = train;
         Validation = validation;
+        Baselines = new NGramBaselines(this);
     }
 
     /// <summary>Tokenizes <paramref name="corpus"/> and splits it so that each part holds at least one window of <paramref name="context"/> + 1 tokens.</summary>
@@ -94,6 +97,20 @@ public sealed class BatchSampler
         }
         State = s;
         return result;
+    }
+
+    /// <summary>Every token of <paramref name="tokens"/> after the first, scored once: windows of <paramref name="context"/> + 1 tokens starting every
+    /// <paramref name="context"/> tokens (each window's first token is the last of the one before, and only conditions), then one shorter window
+    /// for the tail when tokens remain.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The context is less than 1.</exception>
+    public static int[][] Tile(int[] tokens, int context)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        if (context < 1) throw new ArgumentOutOfRangeException(nameof(context), context, "expected at least 1");
+        var windows = new List<int[]>(tokens.Length / context + 1);
+        for (int start = 0; start < tokens.Length - 1; start += context)
+            windows.Add(tokens[start..Math.Min(tokens.Length, start + context + 1)]);
+        return windows.ToArray();
     }
 
     /// <summary>At most <paramref name="maxWindows"/> windows spread evenly over <paramref name="tokens"/>: a fixed evaluation set,

@@ -95,7 +95,7 @@ public sealed class LanguageModel : Module
         var x = Tensor.FromArray(Device, inputs, batch, t);
         var y = Tensor.FromArray(Device, targets, batch * t);
         var loss = Ops.CrossEntropy(Forward(x), y);
-        // Load-balancing losses of top-k MoE blocks (weighted), as the baselines issue defines them.
+        // Load-balancing losses of top-k MoE blocks (weighted), as docs/layers.md defines them (moe-topk).
         foreach (var block in blocks)
             if (block.AuxiliaryLoss is { } aux && Config.Moe.AuxLossWeight > 0) loss = Ops.Add(loss, Ops.Scale(aux, Config.Moe.AuxLossWeight));
         return loss;
@@ -109,7 +109,7 @@ public sealed class LanguageModel : Module
         readonly FeedForwardLayer ffw;                                   // [rows, d] -> [rows, d]
         readonly int heads;
 
-        public PeerLayer? Peer => (ffw as PeerFeedForward)?.Layer;
+        public PeerLayer? Peer => ffw as PeerLayer;
         public Tensor? AuxiliaryLoss => ffw.AuxiliaryLoss;
 
         public Block(Device device, ModelConfig c, string kind, ulong seed) : base(device)

@@ -8,7 +8,7 @@ using Peer.Nn;
 
 namespace Peer.Training;
 
-/// <summary>Settings of the PEER layers of a model (see PEER-SPEC.md and <see cref="PeerOptions"/>).</summary>
+/// <summary>Settings of the PEER layers of a model (see docs/peer-spec.md and <see cref="PeerOptions"/>).</summary>
 public sealed record PeerConfig
 {
     /// <summary>Query normalisations accepted by <see cref="QueryNorm"/>.</summary>
@@ -116,8 +116,6 @@ public sealed record ModelConfig
     public PeerConfig Pkm { get; init; } = new() { TopK = 16 };
     /// <summary>Settings of the MoE layers.</summary>
     public MoeConfig Moe { get; init; } = new();
-    /// <summary>Position encoding: <c>learned</c> (the only kind offered).</summary>
-    public string Positions { get; init; } = "learned";
     /// <summary>Whether the output head shares the token embedding's weights.</summary>
     public bool TiedHead { get; init; } = true;
 
@@ -137,7 +135,6 @@ public sealed record ModelConfig
         Require(Heads >= 1 && DModel % Heads == 0, $"heads = {Heads} does not divide d_model = {DModel}");
         Require(Context >= 1, $"context = {Context}: expected at least 1 token");
         Require(FfwHidden >= 0, $"ffw_hidden = {FfwHidden}: expected 0 (4 * d_model) or a positive width");
-        Require(Positions == "learned", $"positions = '{Positions}': expected 'learned'");
         if (Blocks != null)
             Require(Blocks.Length == Layers, $"blocks lists {Blocks.Length} kinds but layers = {Layers}");
         foreach (var kind in BlockKinds())

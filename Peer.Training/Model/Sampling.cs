@@ -7,7 +7,7 @@ namespace Peer.Training;
 public static class Sampling
 {
     /// <summary>Continues <paramref name="prompt"/> by <paramref name="length"/> tokens; returns only the new tokens.</summary>
-    /// <param name="model">The model (run in evaluation mode, without recording gradients).</param>
+    /// <param name="model">The model (run in evaluation mode, without recording gradients; each module is then left in the mode it was in).</param>
     /// <param name="prompt">Token ids to continue (at least one).</param>
     /// <param name="length">Tokens to generate.</param>
     /// <param name="temperature">Divides the logits; 0 picks the most likely token.</param>
@@ -25,12 +25,10 @@ public static class Sampling
         Check.That(prompt.Length > 0 && prompt.All(i => i >= 0 && i < vocab), nameof(prompt), $"{prompt.Length} ids", $"at least one token id, each in [0, {vocab})");
         var tokens = new List<int>(prompt);
         int start = tokens.Count;
-        bool training = model.IsTraining;
-        model.Eval();
+        using var mode = new EvalMode(model);
         ulong state = seed;
-        try
+        using (model.Device.Tape.NoGrad())
         {
-            using var noGrad = model.Device.Tape.NoGrad();
             for (int n = 0; n < length; n++)
             {
                 float[] row;
@@ -43,10 +41,6 @@ public static class Sampling
                 }
                 tokens.Add(Pick(row, temperature, topK, ref state));
             }
-        }
-        finally
-        {
-            model.Train(training);
         }
         return tokens.GetRange(start, tokens.Count - start).ToArray();
     }

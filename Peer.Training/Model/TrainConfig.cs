@@ -30,7 +30,7 @@ public sealed record TrainConfig
     public float ClipNorm { get; init; } = 1f;
     /// <summary>Evaluate every this many steps (and at the end); 0 only at the end.</summary>
     public int EvalEvery { get; init; } = 100;
-    /// <summary>Validation windows per evaluation.</summary>
+    /// <summary>Validation windows per interim evaluation (the final evaluation of <c>peer train</c> and <c>peer eval</c> cover the whole split).</summary>
     public int EvalWindows { get; init; } = 32;
     /// <summary>Write a checkpoint every this many steps (and at the end); 0 only at the end.</summary>
     public int CheckpointEvery { get; init; } = 200;

@@ -1,5 +1,6 @@
-// PNG plots of a run with ScottPlot: the loss curves (training, validation, and the unigram baseline a
-// context-free model would reach) and the expert-usage histogram of each PEER layer.
+// PNG plots of a run with ScottPlot: the loss curves (training, validation, the unigram baseline a
+// context-free model would reach, and the Kneser–Ney n-gram baselines) and the expert-usage histogram of
+// each PEER layer.
 using ScottPlot;
 
 namespace Peer.Training;
@@ -12,7 +13,8 @@ public static class Plots
     /// <param name="rows">The metrics so far.</param>
     /// <param name="unigram">The unigram entropy of the training tokens in nats, drawn as a baseline; null omits it.</param>
     /// <param name="title">Plot title.</param>
-    public static void LossCurves(string path, IReadOnlyList<MetricRow> rows, double? unigram, string title)
+    /// <param name="ngram">The n-gram baselines of the latest evaluation, drawn as lines; null omits them.</param>
+    public static void LossCurves(string path, IReadOnlyList<MetricRow> rows, double? unigram, string title, BaselineLosses? ngram = null)
     {
         var plot = new Plot();
         if (rows.Count > 0)
@@ -34,6 +36,13 @@ public static class Plots
             line.LinePattern = LinePattern.Dashed;
             line.LegendText = $"unigram baseline ({u:F2})";
         }
+        if (ngram != null)
+            foreach (var (label, loss) in new[] { ("Kneser-Ney trigram", ngram.Trigram), ("Kneser-Ney 5-gram", ngram.FiveGram) })
+            {
+                var line = plot.Add.HorizontalLine(loss);
+                line.LinePattern = LinePattern.Dotted;
+                line.LegendText = $"{label} ({loss:F2})";
+            }
         plot.Title(title);
         plot.XLabel("step");
         plot.YLabel("loss (nats per token)");

@@ -73,7 +73,7 @@ public sealed class RunLock : IDisposable
 public static partial class RunFolder
 {
     /// <summary>Files a run writes beside its checkpoints.</summary>
-    static readonly string[] RunFiles = ["config.json", "metrics.csv", "loss.png", "experts.png"];
+    static readonly string[] RunFiles = ["config.json", "metrics.csv", "loss.png", "experts.png", "baselines.json"];
 
     // AtomicFile's temporaries (.metrics.123.tmp.csv), the safetensors writer's (.model.safetensors.<guid>.tmp) and
     // Checkpoint.Save's folders (.step-0000100.123.tmp).

@@ -4,6 +4,7 @@
 // and the PEER layers' row-sparse tables alike) at the warmup + cosine learning rate of that step.
 // Gradient rule: each micro-batch's loss is scaled by 1/Accumulation, so the step sees the mean gradient.
 using System.Diagnostics;
+using ILGPU.Runtime;
 using Peer.Nn;
 using Peer.Optim;
 
@@ -30,11 +31,26 @@ public sealed record StepResult(int Step, double Loss, double LearningRate, doub
 /// <param name="Unevenness"><c>log N + sum_i z_i log z_i</c>, <c>z = z' / |z'|_1</c>.</param>
 public sealed record LayerUsage(string Layer, float[] WeightSums, double Usage, double Unevenness);
 
+/// <summary>Which validation windows an evaluation scores.</summary>
+public enum EvalCoverage
+{
+    /// <summary>Up to <see cref="TrainConfig.EvalWindows"/> windows of context + 1 tokens spread over the split: the quick interim check.</summary>
+    Sample,
+    /// <summary>Every token of the split after its first, once (<see cref="BatchSampler.Tile"/>): the final figure.</summary>
+    Whole,
+}
+
 /// <summary>An evaluation on the validation windows.</summary>
 /// <param name="Loss">Mean validation cross-entropy in nats per token.</param>
 /// <param name="Experts">Expert usage of each PEER layer.</param>
 public sealed record EvalResult(double Loss, IReadOnlyList<LayerUsage> Experts)
 {
+    /// <summary>The windows scored.</summary>
+    public int Windows { get; init; }
+    /// <summary>The tokens scored (each window's tokens after its first).</summary>
+    public long Tokens { get; init; }
+    /// <summary>The Kneser–Ney trigram and 5-gram losses on the same windows with the same context limit.</summary>
+    public required BaselineLosses Baselines { get; init; }
     /// <summary>Validation perplexity <c>exp(Loss)</c>.</summary>
     public double Perplexity => Math.Exp(Loss);
     /// <summary>Mean over PEER layers of the fraction of experts used; null without PEER layers.</summary>
@@ -64,6 +80,10 @@ public sealed class Trainer : IDisposable
     public BatchSampler Sampler { get; }
     /// <summary>The device.</summary>
     public Device Device { get; }
+    readonly Tensor lossTotal, gradNorm; // [1] each: the step's summed micro-batch losses and its gradient norm, on the device
+    readonly Tensor readback; // [2]: both, copied together so that a step reads the device once
+    readonly float[] host = new float[2];
+
     /// <summary>Optimizer steps taken so far.</summary>
     public int StepCount { get; internal set; }
 
@@ -85,6 +105,9 @@ public sealed class Trainer : IDisposable
         Model = new LanguageModel(device, config.Model, config.Train.Seed);
         Optimizer = new AdamW(Model.NamedParameters(), lr: config.Train.LearningRate, weightDecay: config.Train.WeightDecay);
         Sampler = new BatchSampler(data.Train, config.Model.Context, config.Train.Seed);
+        lossTotal = Scope.Unscope(Tensor.Zeros(device, 1));
+        gradNorm = Scope.Unscope(Tensor.Zeros(device, 1));
+        readback = Scope.Unscope(Tensor.Zeros(device, 2));
     }
 
     /// <summary>The learning rate of step <paramref name="step"/> (1-based): linear warmup to the peak, then cosine decay to the minimum.</summary>
@@ -105,8 +128,10 @@ public sealed class Trainer : IDisposable
         var clock = Stopwatch.StartNew();
         int step = StepCount + 1;
         double lr = LearningRateAt(step);
-        double lossSum = 0;
         Model.Train();
+        // The micro-batches' losses add up on the device, read once with the gradient norm below: nothing else in the step waits
+        // for the device (on a GPU, each read would stall the launch queue).
+        Ops.Fill(lossTotal, 0f);
         for (int micro = 0; micro < t.Accumulation; micro++)
         {
             int[] windows = Sampler.NextBatch(t.BatchSize);
@@ -114,12 +139,19 @@ public sealed class Trainer : IDisposable
             {
                 var loss = Model.Loss(windows, t.BatchSize);
                 (t.Accumulation > 1 ? Ops.Scale(loss, 1f / t.Accumulation) : loss).Backward();
-                lossSum += loss.Item();
+                Ops.AddInPlace(lossTotal, loss);
             }
         }
-        // A non-finite loss or gradient stops the run before the optimizer applies it. The loss is on the host already;
-        // the gradient norm is the one clipping computes, or, with clipping off, the same reduction without the scaling.
-        float norm = t.ClipNorm > 0 ? GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm) : GradClip.GlobalNorm(Model.Parameters());
+        // One read per step, before the optimizer: the summed loss and the gradient norm (the one clipping computes, or with
+        // clipping off the same reduction without the scaling), both left on the device until then and copied together. A
+        // non-finite loss or gradient stops the run here, before the optimizer applies it.
+        if (t.ClipNorm > 0) GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm, gradNorm);
+        else GradClip.GlobalNorm(Model.Parameters(), gradNorm);
+        readback.View.SubView(0, 1).CopyFrom(lossTotal.View);
+        readback.View.SubView(1, 1).CopyFrom(gradNorm.View);
+        readback.View.CopyToCPU(host.AsSpan()); // waits for the device; the span overload pins the array
+        double lossSum = host[0];
+        float norm = host[1];
         if (!double.IsFinite(lossSum) || !float.IsFinite(norm))
         {
             Model.ZeroGrad();
@@ -130,45 +162,55 @@ public sealed class Trainer : IDisposable
         Optimizer.LearningRate = (float)lr;
         Optimizer.Step();
         Model.ZeroGrad();
+        double meanLoss = lossSum / t.Accumulation;
         StepCount = step;
         double tokens = (double)t.BatchSize * t.Accumulation * Config.Model.Context;
-        return new StepResult(step, lossSum / t.Accumulation, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds));
+        return new StepResult(step, meanLoss, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds));
     }
 
     static string Words(double v) => double.IsNaN(v) ? "NaN" : v > 0 ? "infinity" : "-infinity";
 
-    /// <summary>Mean loss over up to <see cref="TrainConfig.EvalWindows"/> validation windows spread over the split, and PEER expert usage,
-    /// in evaluation mode without gradients.</summary>
-    public EvalResult Evaluate()
+    /// <summary>Mean loss over the validation windows <paramref name="coverage"/> selects, the n-gram baselines on the same windows,
+    /// and PEER expert usage, in evaluation mode without gradients. Every module is left in the mode (training or evaluation) it was in before.</summary>
+    /// <param name="coverage">A spread sample of <see cref="TrainConfig.EvalWindows"/> windows, or the whole split.</param>
+    /// <param name="progress">Called after each batch with the windows done and the total.</param>
+    public EvalResult Evaluate(EvalCoverage coverage = EvalCoverage.Sample, Action<int, int>? progress = null)
     {
         int context = Config.Model.Context, batch = Config.Train.BatchSize;
-        int[] all = BatchSampler.Windows(Data.Validation, context, Config.Train.EvalWindows, out int count);
+        int[][] windows = coverage == EvalCoverage.Whole ? BatchSampler.Tile(Data.Validation, context)
+            : BatchSampler.Windows(Data.Validation, context, Config.Train.EvalWindows, out _).Chunk(context + 1).ToArray();
         var peers = Model.PeerLayers().ToArray();
         var usage = peers.Select(p => new ExpertUsage(Device, p.Layer.Options.Experts)).ToArray();
         double lossSum = 0;
-        Model.Eval();
+        long tokens = 0;
+        using var mode = new EvalMode(Model);
         try
         {
             for (int i = 0; i < peers.Length; i++) peers[i].Layer.Usage = usage[i];
             using var noGrad = Device.Tape.NoGrad();
-            for (int first = 0; first < count; first += batch)
+            for (int first = 0; first < windows.Length;)
             {
-                int n = Math.Min(batch, count - first);
+                // A batch of windows of one length (the tail window of the whole split is shorter).
+                int w = windows[first].Length, n = 1;
+                while (n < batch && first + n < windows.Length && windows[first + n].Length == w) n++;
+                int[] rows = windows[first..(first + n)].SelectMany(r => r).ToArray();
                 using (Scope.Begin())
-                    lossSum += Model.Loss(all[(first * (context + 1))..((first + n) * (context + 1))], n).Item() * n;
+                    lossSum += Model.Loss(rows, n).Item() * n * (w - 1);
+                tokens += n * (w - 1);
+                first += n;
+                progress?.Invoke(first, windows.Length);
             }
             var layers = peers.Select((p, i) =>
             {
                 var stats = usage[i].Compute();
                 return new LayerUsage(p.Name, usage[i].Accumulated.ToArray(), stats.Usage, stats.Unevenness);
             }).ToArray();
-            return new EvalResult(lossSum / count, layers);
+            return new EvalResult(lossSum / tokens, layers) { Windows = windows.Length, Tokens = tokens, Baselines = Data.Baselines.Score(windows) };
         }
         finally
         {
             foreach (var (_, layer) in peers) layer.Usage = null;
             foreach (var u in usage) u.Dispose();
-            Model.Train();
         }
     }
 
@@ -177,5 +219,8 @@ public sealed class Trainer : IDisposable
     {
         Optimizer.Dispose();
         Model.Dispose();
+        lossTotal.Dispose();
+        gradNorm.Dispose();
+        readback.Dispose();
     }
 }

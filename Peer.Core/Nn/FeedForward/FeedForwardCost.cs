@@ -42,7 +42,7 @@ public readonly record struct FeedForwardCost(long MacsPerToken, long TotalParam
     }
 
     /// <summary>
-    /// PEER (PEER-SPEC.md): retrieval (see <see cref="Retrieval"/>) plus <c>h k 2d</c> expert multiply-adds (u_i . x and the
+    /// PEER (docs/peer-spec.md): retrieval (see <see cref="Retrieval"/>) plus <c>h k 2d</c> expert multiply-adds (u_i . x and the
     /// accumulation of g act(.) v_i). Parameters add <c>2 N d</c> expert weights, of which <c>h k 2d</c> are active per token
     /// (an upper bound: two heads may retrieve the same expert). The router softmax and BatchNorm are not counted (elementwise).
     /// </summary>
