@@ -52,10 +52,11 @@ public sealed class ConfigTests
             .With.Message.Contains(expected).And.Message.Not.Contains("\n"));
     }
 
-    [TestCase("{\"warmup_steps\": 900, \"steps\": 10}", "warmup_steps = 900")]
-    [TestCase("{\"device\": \"tpu\"}", "device = 'tpu'")]
-    [TestCase("{\"tokenizer\": \"bpe\"}", "tokenizer = 'bpe'")]
-    [TestCase("{\"batch_size\": 0}", "batch_size = 0")]
+    [TestCase("{\"warmup_steps\": 900, \"steps\": 10}", "train.warmup_steps = 900: expected 0..train.steps (10)")]
+    [TestCase("{\"device\": \"tpu\"}", "train.device = 'tpu'")]
+    [TestCase("{\"tokenizer\": \"bpe\"}", "train.tokenizer = 'bpe'")]
+    [TestCase("{\"batch_size\": 0}", "train.batch_size = 0")]
+    [TestCase("{\"learning_rate\": 1e-50}", "learning_rate = 1e-50: rounds to 0 in float32")] // not "learning_rate = 0", which the user never wrote
     public void BadTrainSettingsAreOneLineErrors(string json, string expected)
     {
         Assert.That(() => TrainConfig.FromJson(json), Throws.TypeOf<ConfigException>().With.Message.Contains(expected));

@@ -227,5 +227,8 @@ public sealed class LayerCommandTests
         SafeTensors.Write(inPath, input);
         CliHarness.AssertOneLineError(Run("layer", "--weights", w, "--input", inPath, "--output", outPath, "--top-k", "99", "--device", "cpu"), "--top-k = 99");
         CliHarness.AssertOneLineError(Run("layer", "--weights", w, "--input", inPath, "--output", dir, "--top-k", "2", "--device", "cpu"), "--output: cannot write");
+        // A folder where a file is expected is called a folder, not a file that does not exist.
+        CliHarness.AssertOneLineError(Run("layer", "--weights", dir, "--input", inPath, "--output", outPath, "--top-k", "2", "--device", "cpu"), "--weights: '" + dir + "' is a folder");
+        CliHarness.AssertOneLineError(Run("layer", "--weights", w, "--input", dir, "--output", outPath, "--top-k", "2", "--device", "cpu"), "--input: '" + dir + "' is a folder");
     }
 }

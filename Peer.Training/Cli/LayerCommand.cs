@@ -102,7 +102,7 @@ public static class LayerCommand
 
     static Dictionary<string, (float[] Data, int[] Shape)> ReadAll(string path)
     {
-        if (!File.Exists(path)) throw new ConfigException($"--weights: file '{path}' does not exist");
+        RequireFile(path, "--weights");
         using var reader = OpenReader(path, "--weights");
         var result = new Dictionary<string, (float[], int[])>();
         foreach (var name in reader.Names)
@@ -112,7 +112,7 @@ public static class LayerCommand
 
     static (float[] X, int[] Shape, float[]? GradY) ReadInput(string path)
     {
-        if (!File.Exists(path)) throw new ConfigException($"--input: file '{path}' does not exist");
+        RequireFile(path, "--input");
         using var reader = OpenReader(path, "--input");
         if (!reader.Contains("x")) throw new ConfigException($"--input: '{path}' has no tensor named 'x' (it has: {string.Join(", ", reader.Names)})");
         var (x, shape) = ReadFloats(reader, "x", path);
@@ -125,6 +125,12 @@ public static class LayerCommand
             gradY = g;
         }
         return (x, shape, gradY);
+    }
+
+    static void RequireFile(string path, string option)
+    {
+        if (Directory.Exists(path)) throw new ConfigException($"{option}: '{path}' is a folder; expected a safetensors file");
+        if (!File.Exists(path)) throw new ConfigException($"{option}: file '{path}' does not exist");
     }
 
     static SafeTensorReader OpenReader(string path, string option)

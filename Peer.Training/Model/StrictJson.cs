@@ -86,6 +86,8 @@ static class StrictJson
         {
             double max = type == typeof(float) ? float.MaxValue : double.MaxValue;
             if (e.ValueKind != JsonValueKind.Number || !e.TryGetDouble(out double v) || !double.IsFinite(v) || Math.Abs(v) > max) problems.Add(Bad());
+            else if (type == typeof(float) && v != 0 && (float)v == 0)
+                problems.Add($"{Name(path)} = {raw}: rounds to 0 in float32; expected 0 or a magnitude of at least {float.Epsilon:G3}");
         }
         else if (type.IsArray)
         {

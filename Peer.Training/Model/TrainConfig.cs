@@ -43,19 +43,19 @@ public sealed record TrainConfig
     /// <exception cref="ConfigException">A setting is out of range; the message names it.</exception>
     public void Validate()
     {
-        ModelConfig.Require(Peer.Training.Tokenizers.Names.Contains(Tokenizer), $"tokenizer = '{Tokenizer}': expected one of {string.Join(", ", Peer.Training.Tokenizers.Names)}");
-        ModelConfig.Require(Steps >= 1, $"steps = {Steps}: expected at least 1");
-        ModelConfig.Require(BatchSize >= 1, $"batch_size = {BatchSize}: expected at least 1");
-        ModelConfig.Require(Accumulation >= 1, $"accumulation = {Accumulation}: expected at least 1");
-        ModelConfig.Require(LearningRate > 0 && float.IsFinite(LearningRate), $"learning_rate = {LearningRate}: expected a positive number");
-        ModelConfig.Require(MinLearningRateFraction is >= 0 and <= 1, $"min_learning_rate_fraction = {MinLearningRateFraction}: expected 0..1");
-        ModelConfig.Require(WarmupSteps >= 0 && WarmupSteps <= Steps, $"warmup_steps = {WarmupSteps}: expected 0..steps ({Steps})");
-        ModelConfig.Require(WeightDecay >= 0, $"weight_decay = {WeightDecay}: expected 0 or more");
-        ModelConfig.Require(ClipNorm >= 0, $"clip_norm = {ClipNorm}: expected 0 (off) or a positive norm");
-        ModelConfig.Require(EvalEvery >= 0, $"eval_every = {EvalEvery}: expected 0 or more");
-        ModelConfig.Require(EvalWindows >= 1, $"eval_windows = {EvalWindows}: expected at least 1");
-        ModelConfig.Require(CheckpointEvery >= 0, $"checkpoint_every = {CheckpointEvery}: expected 0 or more");
-        ModelConfig.Require(Device is "cpu" or "cuda" or "opencl" or "auto", $"device = '{Device}': expected one of cpu, cuda, opencl, auto");
+        ModelConfig.Require(Peer.Training.Tokenizers.Names.Contains(Tokenizer), $"train.tokenizer = '{Tokenizer}': expected one of {string.Join(", ", Peer.Training.Tokenizers.Names)}");
+        ModelConfig.Require(Steps >= 1, $"train.steps = {Steps}: expected at least 1");
+        ModelConfig.Require(BatchSize >= 1, $"train.batch_size = {BatchSize}: expected at least 1");
+        ModelConfig.Require(Accumulation >= 1, $"train.accumulation = {Accumulation}: expected at least 1");
+        ModelConfig.Require(LearningRate > 0 && float.IsFinite(LearningRate), $"train.learning_rate = {LearningRate}: expected a positive number");
+        ModelConfig.Require(MinLearningRateFraction is >= 0 and <= 1, $"train.min_learning_rate_fraction = {MinLearningRateFraction}: expected 0..1");
+        ModelConfig.Require(WarmupSteps >= 0 && WarmupSteps <= Steps, $"train.warmup_steps = {WarmupSteps}: expected 0..train.steps ({Steps})");
+        ModelConfig.Require(WeightDecay >= 0, $"train.weight_decay = {WeightDecay}: expected 0 or more");
+        ModelConfig.Require(ClipNorm >= 0, $"train.clip_norm = {ClipNorm}: expected 0 (off) or a positive norm");
+        ModelConfig.Require(EvalEvery >= 0, $"train.eval_every = {EvalEvery}: expected 0 or more");
+        ModelConfig.Require(EvalWindows >= 1, $"train.eval_windows = {EvalWindows}: expected at least 1");
+        ModelConfig.Require(CheckpointEvery >= 0, $"train.checkpoint_every = {CheckpointEvery}: expected 0 or more");
+        ModelConfig.Require(Device is "cpu" or "cuda" or "opencl" or "auto", $"train.device = '{Device}': expected one of cpu, cuda, opencl, auto");
     }
 
     /// <summary>The training settings of a preset (see <see cref="ModelConfig.Preset"/>).</summary>
