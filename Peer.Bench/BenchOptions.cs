@@ -13,6 +13,9 @@ internal sealed record BenchOptions
     public int Repeats { get; init; }
     /// <summary>Folder for results.json, results.md and the PNG plots.</summary>
     public string Output { get; init; } = "bench-results";
+    /// <summary>After its timed rounds, the training, peer and torch suites run Peer's steps again under the device's profiler and
+    /// print and save its table per configuration (profile-*.txt in the output folder).</summary>
+    public bool Profile { get; init; }
     /// <summary>Smaller still than <see cref="Quick"/>: the end-to-end test's sizes, to check that every suite runs (its figures mean little).</summary>
     public bool Smoke { get; init; }
 
@@ -32,6 +35,7 @@ internal sealed record BenchOptions
             {
                 case "--quick": o = o with { Quick = true }; break;
                 case "--smoke": o = o with { Smoke = true }; break;
+                case "--profile": o = o with { Profile = true }; break;
                 case "--out": o = o with { Output = Value() }; break;
                 case "--repeats":
                 {
@@ -60,8 +64,9 @@ internal sealed record BenchOptions
     }
 
     public static string Usage(IEnumerable<ISuite> suites) =>
-        "usage: dotnet run -c Release --project Peer.Bench -- [suites...] [--devices cpu,opencl,cuda|all] [--quick|--smoke] [--repeats N] [--out DIR]\n" +
+        "usage: dotnet run -c Release --project Peer.Bench -- [suites...] [--devices cpu,opencl,cuda|all] [--quick|--smoke] [--repeats N] [--profile] [--out DIR]\n" +
         "  no suite named: all of them, in this order. Default devices: cpu. Default output folder: bench-results.\n" +
         "  --quick: small sizes and few repeats; --smoke: the test's tiny sizes, to check that every suite runs (figures mean little).\n" +
+        "  --profile: the training, peer and torch suites also profile Peer's steps (after the timed rounds) and write profile-*.txt.\n" +
         "suites:\n" + string.Join("\n", suites.Select(s => $"  {s.Name,-10} {s.Summary}"));
 }

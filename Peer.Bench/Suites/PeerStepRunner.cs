@@ -1,8 +1,9 @@
 // One PEER layer and its AdamW, stepped on random tokens: forward, backward and optimizer step timed apart (each
 // ends with a device synchronisation) and the step's peak device memory: params, optimizer state, gradients and
 // activations. Other objects may live on the device meanwhile (the other design, the reference N), so the step's
-// peak is taken as the rise of device.PeakBytes over what was live when the step began (the two random inputs
-// included), plus the layer's own persistent bytes: parameters, buffers and AdamW state.
+// peak is taken as the rise of device.PeakTensorBytes over what tensors held when the step began (the two random
+// inputs included), plus the layer's own persistent bytes: parameters, buffers and AdamW state. Idle buffers of the
+// device's pool (at most DeviceOptions.BufferPoolBytes, shared by everything on the device) are not in these figures.
 namespace Peer.Bench;
 
 internal sealed class PeerStepRunner : IDisposable
@@ -43,14 +44,15 @@ internal sealed class PeerStepRunner : IDisposable
         var x = Ops.Normal(device, s, 0f, 1f, tokens, Layer.Dim);
         var gy = Ops.Normal(device, s + 1, 0f, 1f, tokens, Layer.Dim);
         device.Synchronize();
-        long before = device.LiveBytes - 4L * (x.Length + gy.Length);
+        long before = device.TensorBytes - 4L * (x.Length + gy.Length);
         device.ResetPeak();
         Tensor? y = null;
         double f = Timing.Seconds(() => { y = naive ? NaivePeer.Forward(Layer, x) : Layer.Forward(x); device.Synchronize(); });
         double b = Timing.Seconds(() => { device.Tape.Backward(y!, gy); device.Synchronize(); });
         double o = Timing.Seconds(() => { Optimizer.Step(); device.Synchronize(); });
-        long peak = device.PeakBytes;
+        long peak = device.PeakTensorBytes;
         Optimizer.ZeroGrad();
+        device.Profiler?.MarkStep();
         // Warm-up steps are left out of the memory figures too: the first one allocates the AdamW state, counted as persistent.
         if (!record) return;
         PersistentBytes = 4L * (Layer.StateDict().Sum(t => (long)t.Tensor.Length) + Optimizer.StateDict().Sum(t => (long)t.T.Length));

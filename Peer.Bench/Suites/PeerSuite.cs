@@ -72,6 +72,7 @@ internal sealed class PeerSuite : ISuite
                     s.Add(new Measurement(name, label, "transient memory (peak minus parameters and AdamW state)", "bytes", runner.TransientBytes));
                     s.Add(new Measurement(name, label, "FLOPs per step (forward + backward)", "FLOP", Flops(n, dim, options, tokens)));
                     points.Add((n, timeRatio, flopsRatio));
+                    Profiles.Capture(run, s, device, $"{name}, PEER step, N = {Fmt.Experts(n)}", repeats, () => runner.Run(record: false));
                     if (n == experts[^1] && n != n0)
                     {
                         bool full = n0 == 128 * 128 && n == 1024 * 1024;

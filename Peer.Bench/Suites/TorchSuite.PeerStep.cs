@@ -43,6 +43,7 @@ internal sealed partial class TorchSuite
         {
             var opts = options with { Experts = n };
             PeerStepRunner? peer = null;
+            bool profiled = false; // one profile per N: Peer's step is the same beside either design
             try
             {
                 foreach (var design in Designs)
@@ -72,6 +73,8 @@ internal sealed partial class TorchSuite
                             for (int i = 0; i < repeats; i++) alone.Run();
                             Record(c, alone, 0);
                             c.Parameters = alone.Layer.ParameterCount;
+                            if (!profiled) Profiles.Capture(run, s, device, label, repeats, () => alone.Run(record: false));
+                            profiled = true;
                         }
                         using var torch = new TorchWorker(python, "peer_step.py", PeerArgs(dim, opts, tokens, design), Answer);
                         c.Parameters = CheckParameters(peer?.Layer.ParameterCount ?? c.Parameters, torch, label);
@@ -80,6 +83,8 @@ internal sealed partial class TorchSuite
                         (c.TorchPeakRss, c.TorchImportRss) = torch.Quit();
                         if (peer is not null) Record(c, peer, from);
                         rows.Add(c);
+                        if (peer is not null && !profiled) Profiles.Capture(run, s, device, label, repeats, () => peer.Run(record: false));
+                        profiled = true;
                     }
                     catch (InvalidOperationException e) when (e is not ParameterMismatchException)
                     {

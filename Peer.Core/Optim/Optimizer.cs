@@ -2,6 +2,8 @@
 // reused: Step() allocates nothing), gradient validation before any update, and a state dict of named tensors
 // so a checkpoint restores the optimizer exactly. A parameter steps with its dense Grad or, for tables looked
 // up by row, its RowSparseGrad (a lazy step over the touched rows only); a parameter with neither is skipped.
+// Optimizers whose state is elementwise pack the parameters that have dense gradients at the first step into an arena
+// (ParameterArena.cs) and step neighbouring ones together, one launch per run instead of one per parameter.
 using ILGPU.Runtime;
 
 namespace Peer.Optim;
@@ -24,7 +26,8 @@ public abstract class Optimizer : IDisposable
     readonly bool countsSteps;
     int[] rowsHost = new int[16];
     float learningRate;
-    bool allocated, disposed;
+    bool allocated, disposed, packed;
+    ParameterArena? arena;
 
     /// <summary>The device holding every parameter.</summary>
     public Device Device { get; }
@@ -85,11 +88,20 @@ public abstract class Optimizer : IDisposable
     public void Step()
     {
         ObjectDisposedException.ThrowIf(disposed, this);
+        using var phase = Device.Profiler?.Enter(ProfilePhase.Optimizer);
         EnsureState();
         for (int i = 0; i < slots.Length; i++) Validate(slots[i]);
+        if (!packed && PacksDenseParameters)
+        {
+            arena = ParameterArena.Pack(Device, slots.Select(s => (s.Param, s.State)).ToArray(),
+                Enumerable.Range(0, slots.Length).Where(i => slots[i].Param.Grad is not null && slots[i].Param.Length > 0));
+            packed = true;
+        }
+        var inRun = StepArenaRuns();
         for (int i = 0; i < slots.Length; i++)
         {
             var s = slots[i];
+            if (inRun[i]) continue;
             if (s.Param.Grad is { } g)
             {
                 s.Steps++;
@@ -107,6 +119,7 @@ public abstract class Optimizer : IDisposable
     /// <summary>Disposes and clears every parameter's dense and sparse gradient.</summary>
     public void ZeroGrad()
     {
+        using var phase = Device.Profiler?.Enter(ProfilePhase.Optimizer);
         foreach (var s in slots)
         {
             s.Param.Grad?.Dispose();
@@ -195,6 +208,56 @@ public abstract class Optimizer : IDisposable
             s.StepTensor?.Dispose();
         }
         GC.SuppressFinalize(this);
+    }
+
+    /// <summary>
+    /// Whether this optimizer's state is elementwise (each state tensor of a parameter's shape, element i updated from element i of
+    /// the parameter and gradient alone), so that its dense parameters can be packed into an arena and stepped a run at a time.
+    /// </summary>
+    private protected virtual bool PacksDenseParameters => false;
+
+    /// <summary>Steps the arena's runs: neighbouring packed parameters with their gradients in place and equal step counts, each run
+    /// with one <see cref="UpdateDense"/>; returns which slots were stepped.</summary>
+    bool[] StepArenaRuns()
+    {
+        var done = new bool[slots.Length];
+        if (arena is null) return done;
+        int n = arena.Slots.Length;
+        for (int i = 0; i < n;)
+        {
+            var first = slots[arena.Slots[i]];
+            if (!arena.InPlace(i, first.Param, first.State))
+            {
+                i++;
+                continue;
+            }
+            long steps = first.Steps + 1, from = arena.Offsets[i], length = first.Param.Length;
+            int j = i + 1;
+            for (; j < n; j++)
+            {
+                var s = slots[arena.Slots[j]];
+                if (s.Steps + 1 != steps || arena.Offsets[j] != from + length || length + s.Param.Length > int.MaxValue || !arena.InPlace(j, s.Param, s.State)) break;
+                length += s.Param.Length;
+            }
+            var (p, g, state) = arena.Run(from, length);
+            try
+            {
+                UpdateDense(p, g, state, steps);
+            }
+            finally
+            {
+                p.Dispose();
+                g.Dispose();
+                foreach (var t in state) t.Dispose();
+            }
+            for (int k = i; k < j; k++)
+            {
+                slots[arena.Slots[k]].Steps = steps;
+                done[arena.Slots[k]] = true;
+            }
+            i = j;
+        }
+        return done;
     }
 
     /// <summary>One dense update of <paramref name="p"/> from <paramref name="grad"/> (same shape); <paramref name="step"/> counts from 1.</summary>

@@ -38,6 +38,28 @@ public sealed class BenchTests
         Assert.That(error, Does.Contain("usage:"));
     }
 
+    /// <summary>--profile: the peer and training suites write the profiler's table of Peer's steps per configuration, and say so in results.md.</summary>
+    [Test]
+    public void ProfileWritesTheProfilersTables()
+    {
+        var dir = Directory.CreateTempSubdirectory("peer-bench-profile-");
+        try
+        {
+            var (exit, output, error) = Bench(dir.FullName, "peer", "training", "--smoke", "--profile", "--out", "out");
+            Assert.That(exit, Is.EqualTo(0), Repo.Tail(output) + "\n" + error);
+            string outDir = Path.Combine(dir.FullName, "out");
+            var files = Directory.GetFiles(outDir, "profile-*.txt").Select(Path.GetFileName).ToArray();
+            Assert.That(files, Does.Contain("profile-peer-cpu-peer-step-n-16-2.txt").And.Contain("profile-training-cpu-tiny-preset.txt"));
+            var peer = File.ReadAllText(Path.Combine(outDir, "profile-peer-cpu-peer-step-n-16-2.txt"));
+            Assert.That(peer, Does.Contain("PeerExpert.Forward").And.Contain("PeerExpert.Backward").And.Contain("over 2 steps"));
+            Assert.That(File.ReadAllText(Path.Combine(outDir, "results.md")), Does.Contain("(profile-training-cpu-tiny-preset.txt)"));
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
     /// <summary>
     /// Every suite but torch end to end at the smoke sizes (a suite named twice runs once, in the order named):
     /// results.json holds each suite's figures, positive and finite with low &lt;= value &lt;= high; the references'

@@ -27,6 +27,8 @@ public sealed record TrainOptions
     public string? Out { get; init; }
     /// <summary>Continue the run in the folder.</summary>
     public bool Resume { get; init; }
+    /// <summary>Profile the training steps and report time per op (<see cref="Device.Profile"/>).</summary>
+    public bool Profile { get; init; }
 }
 
 static class TrainCommand
@@ -44,9 +46,13 @@ static class TrainCommand
         var seed = new Option<ulong?>("--seed") { Description = "Seed of initialisation and batch sampling." };
         var outDir = new Option<string>("--out") { Description = "Run folder (default runs/<preset>-<time>; with --resume, the latest run under runs/)." };
         var resume = new Option<bool>("--resume") { Description = "Continue the run in --out (or the latest run) from its checkpoint." };
+        var profile = new Option<bool>("--profile")
+        {
+            Description = $"Profile the training steps after the first {TrainLoop.ProfileWarmup} (evaluations left out): print time, launches and share of the step per op, forward, backward and optimizer apart, and write it to profile.txt in the run folder.",
+        };
         var cmd = new Command("train", "Train a language model; writes metrics.csv, loss.png, experts.png and checkpoints to the run folder.")
         {
-            preset, config, corpus, tokenizer, steps, device, seed, outDir, resume,
+            preset, config, corpus, tokenizer, steps, device, seed, outDir, resume, profile,
         };
         cmd.SetAction(r => PeerCli.Guard(error, () => Run(new TrainOptions
         {
@@ -59,6 +65,7 @@ static class TrainCommand
             Seed = r.GetValue(seed),
             Out = r.GetValue(outDir),
             Resume = r.GetValue(resume),
+            Profile = r.GetValue(profile),
         }, output, interrupt)));
         return cmd;
     }
@@ -148,7 +155,7 @@ static class TrainCommand
                 output.WriteLine($"run folder {runDir} held a run without a checkpoint; starting afresh, replacing its {string.Join(", ", leftovers)}");
             }
             if (!resume) AtomicFile.WriteAllText(Path.Combine(runDir, "config.json"), config.ToJson());
-            return new TrainLoop(trainer, runDir, output, interrupt).Run();
+            return new TrainLoop(trainer, runDir, output, interrupt, o.Profile).Run();
         }
         finally
         {

@@ -120,7 +120,7 @@ public sealed class Trainer : IDisposable
         return min + 0.5 * (peak - min) * (1 + Math.Cos(Math.PI * Math.Min(1, progress)));
     }
 
-    /// <summary>Takes one optimizer step.</summary>
+    /// <summary>Takes one optimizer step (and marks it on the device's profiler, when one is attached: <see cref="Device.Profile"/>).</summary>
     /// <exception cref="TrainingDivergedException">The step's loss or gradient is not finite; the parameters and the optimizer were not changed.</exception>
     public StepResult Step()
     {
@@ -142,27 +142,32 @@ public sealed class Trainer : IDisposable
                 Ops.AddInPlace(lossTotal, loss);
             }
         }
-        // One read per step, before the optimizer: the summed loss and the gradient norm (the one clipping computes, or with
-        // clipping off the same reduction without the scaling), both left on the device until then and copied together. A
-        // non-finite loss or gradient stops the run here, before the optimizer applies it.
-        if (t.ClipNorm > 0) GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm, gradNorm);
-        else GradClip.GlobalNorm(Model.Parameters(), gradNorm);
-        readback.View.SubView(0, 1).CopyFrom(lossTotal.View);
-        readback.View.SubView(1, 1).CopyFrom(gradNorm.View);
-        readback.View.CopyToCPU(host.AsSpan()); // waits for the device; the span overload pins the array
-        double lossSum = host[0];
-        float norm = host[1];
-        if (!double.IsFinite(lossSum) || !float.IsFinite(norm))
+        double lossSum;
+        using (Device.Profiler?.Enter(ProfilePhase.Optimizer))
         {
+            // One read per step, before the optimizer: the summed loss and the gradient norm (the one clipping computes, or with
+            // clipping off the same reduction without the scaling), both left on the device until then and copied together. A
+            // non-finite loss or gradient stops the run here, before the optimizer applies it.
+            if (t.ClipNorm > 0) GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm, gradNorm);
+            else GradClip.GlobalNorm(Model.Parameters(), gradNorm);
+            readback.View.SubView(0, 1).CopyFrom(lossTotal.View);
+            readback.View.SubView(1, 1).CopyFrom(gradNorm.View);
+            readback.View.CopyToCPU(host.AsSpan()); // waits for the device; the span overload pins the array
+            lossSum = host[0];
+            float norm = host[1];
+            if (!double.IsFinite(lossSum) || !float.IsFinite(norm))
+            {
+                Model.ZeroGrad();
+                throw new TrainingDivergedException(!double.IsFinite(lossSum)
+                    ? $"the loss of step {step} is {Words(lossSum)}"
+                    : $"the gradient norm of step {step} is {Words(norm)}", step);
+            }
+            Optimizer.LearningRate = (float)lr;
+            Optimizer.Step();
             Model.ZeroGrad();
-            throw new TrainingDivergedException(!double.IsFinite(lossSum)
-                ? $"the loss of step {step} is {Words(lossSum)}"
-                : $"the gradient norm of step {step} is {Words(norm)}", step);
         }
-        Optimizer.LearningRate = (float)lr;
-        Optimizer.Step();
-        Model.ZeroGrad();
         double meanLoss = lossSum / t.Accumulation;
+        Device.Profiler?.MarkStep();
         StepCount = step;
         double tokens = (double)t.BatchSize * t.Accumulation * Config.Model.Context;
         return new StepResult(step, meanLoss, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds));
