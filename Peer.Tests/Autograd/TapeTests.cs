@@ -92,7 +92,7 @@ public sealed class TapeTests
     [Test]
     public void RowGradientsToADisposedTableFailAsTheDenseOnesDo()
     {
-        long before = D.LiveBytes;
+        long before = D.TensorBytes;
         using (Scope.Begin())
         {
             var table = Scope.Unscope(Tensor.FromArray(D, [1f, 2f, 3f, 4f, 5f, 6f], 3, 2));
@@ -115,7 +115,7 @@ public sealed class TapeTests
             frozen.Dispose();
             Assert.DoesNotThrow(() => Peer.Ops.AccumulateRowGrad(frozen, ids, rows));
         }
-        Assert.That(D.LiveBytes, Is.EqualTo(before), "everything was freed");
+        Assert.That(D.TensorBytes, Is.EqualTo(before), "everything was freed");
     }
 
     [Test]
