@@ -124,9 +124,11 @@ public sealed record MemoryEstimate(double Parameters, double Gradients, double 
         // An evaluation adds one usage accumulator of N floats per PEER layer.
         double usage = m.BlockKinds().Count(k => k == "peer") * (double)m.Peer.Experts;
         double textBytes = corpusBytes * 8.0;                               // UTF-16 text (2 per byte) and int tokens (4 per byte at most), with slack
+        // The optimizer packs the dense parameters and their gradients into one buffer apiece at its first step (the parameter
+        // arena), copying them while the unpacked ones still exist: for that moment both are held twice.
         return new MemoryEstimate(
-            Parameters: 4 * (parameters + buffers),
-            Gradients: 4 * (dense + sparseGrads),
+            Parameters: 4 * (parameters + buffers + dense),
+            Gradients: 4 * (2 * dense + sparseGrads),
             OptimizerState: 4 * 2 * parameters,
             Activations: 4 * (ActivationMargin * rows * perToken + transient + usage),
             Host: textBytes)
