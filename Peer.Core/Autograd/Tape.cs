@@ -83,12 +83,13 @@ public sealed class Tape
     }
 
     /// <summary>Whether <paramref name="target"/> takes a gradient (it requires one); throws, disposing <paramref name="owned"/>,
-    /// when it was disposed, because dropping the gradient would silently cut every path through it.</summary>
-    internal static bool Receives(Tensor target, IDisposable owned)
+    /// when it was disposed, because dropping the gradient would silently cut every path through it. Every path that adds a
+    /// gradient into a tensor (dense, row-sparse, rows into a table) asks this first.</summary>
+    internal static bool Receives(Tensor target, IDisposable? owned)
     {
         if (!target.RequiresGrad) return false;
         if (!target.IsDisposed) return true;
-        owned.Dispose();
+        owned?.Dispose();
         throw new InvalidOperationException($"Backward: a gradient flows to {target} ({(target.IsLeaf ? "a leaf: a parameter or input" : "an op's output")}), " +
             "but that tensor was disposed, so the gradients of everything it was computed from would be lost. Keep every tensor between " +
             "the parameters and the loss alive until Backward has run (dispose them after it, or let the step's Scope do it).");

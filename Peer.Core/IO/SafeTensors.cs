@@ -92,6 +92,26 @@ public sealed class SafeTensorFile
     }
 }
 
+/// <summary>A tensor to be written holds NaN or an infinity (and the caller asked for finite values only); nothing was written.</summary>
+public sealed class NonFiniteTensorException : ArgumentException
+{
+    /// <summary>The tensor's name.</summary>
+    public string Tensor { get; }
+    /// <summary>The first non-finite element's index.</summary>
+    public long Index { get; }
+    /// <summary>The value in words: NaN, infinity or -infinity.</summary>
+    public string Value { get; }
+
+    /// <summary>Creates the exception for element <paramref name="index"/> of <paramref name="tensor"/>.</summary>
+    public NonFiniteTensorException(string tensor, long index, float value)
+        : base($"tensor '{tensor}' holds {SafeTensors.Describe(value)} at index {index}; expected finite values.")
+    {
+        Tensor = tensor;
+        Index = index;
+        Value = SafeTensors.Describe(value);
+    }
+}
+
 /// <summary>Reads and writes the safetensors format.</summary>
 public static class SafeTensors
 {
@@ -111,9 +131,14 @@ public static class SafeTensors
     /// the file is written to a temporary file in the same folder, flushed to disk, then moved over <paramref name="path"/>.
     /// On any failure the temporary file is deleted and an existing file at <paramref name="path"/> is left unchanged.
     /// </summary>
+    /// <param name="path">The file to write.</param>
+    /// <param name="tensors">The tensors, in file order.</param>
+    /// <param name="metadata">Optional <c>__metadata__</c> strings.</param>
+    /// <param name="requireFinite">Refuse F32 data holding NaN or an infinity (checked on each chunk as it is copied, at no extra pass).</param>
     /// <exception cref="ArgumentException">A name is empty, repeated or <c>__metadata__</c>.</exception>
     /// <exception cref="ObjectDisposedException">A tensor was disposed.</exception>
-    public static void Write(string path, IEnumerable<(string Name, Tensor T)> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    /// <exception cref="NonFiniteTensorException">With <paramref name="requireFinite"/>, a tensor holds NaN or an infinity; no file was written.</exception>
+    public static void Write(string path, IEnumerable<(string Name, Tensor T)> tensors, IReadOnlyDictionary<string, string>? metadata = null, bool requireFinite = false)
     {
         ArgumentNullException.ThrowIfNull(tensors);
         RequireLittleEndian();
@@ -126,11 +151,11 @@ public static class SafeTensors
             list.Add((name, t));
         }
         var items = list.Select(e => new Item(e.Name, e.T.DType == DType.F32 ? SafeDType.F32 : SafeDType.I32,
-            e.T.Shape.Select(s => (long)s).ToArray(), 4L * e.T.Length, s => CopyTensor(e.T, s))).ToList();
+            e.T.Shape.Select(s => (long)s).ToArray(), 4L * e.T.Length, s => CopyTensor(e.Name, e.T, s, requireFinite))).ToList();
         WriteItems(path, items, metadata);
     }
 
-    /// <summary>Writes host tensors and their metadata to <paramref name="path"/>, atomically (see <see cref="Write(string, IEnumerable{ValueTuple{string, Tensor}}, IReadOnlyDictionary{string, string}?)"/>).</summary>
+    /// <summary>Writes host tensors and their metadata to <paramref name="path"/>, atomically (see <see cref="Write(string, IEnumerable{ValueTuple{string, Tensor}}, IReadOnlyDictionary{string, string}?, bool)"/>).</summary>
     public static void Write(string path, SafeTensorFile file)
     {
         ArgumentNullException.ThrowIfNull(file);
@@ -139,7 +164,7 @@ public static class SafeTensors
     }
 
     /// <summary>Writes tensors whose bytes their callbacks stream, with optional metadata, to <paramref name="path"/>, atomically (see
-    /// <see cref="Write(string, IEnumerable{ValueTuple{string, Tensor}}, IReadOnlyDictionary{string, string}?)"/>).</summary>
+    /// <see cref="Write(string, IEnumerable{ValueTuple{string, Tensor}}, IReadOnlyDictionary{string, string}?, bool)"/>).</summary>
     /// <exception cref="ArgumentException">A name is empty, repeated or <c>__metadata__</c>, or a dimension is negative.</exception>
     /// <exception cref="InvalidOperationException">A callback wrote another number of bytes than its shape says.</exception>
     public static void Write(string path, IEnumerable<SafeTensorSource> sources, IReadOnlyDictionary<string, string>? metadata = null)
@@ -160,11 +185,14 @@ public static class SafeTensors
     /// <summary>A source that writes device tensor <paramref name="t"/> (F32 as "F32", I32 as "I32"), for
     /// <see cref="Write(string, IEnumerable{SafeTensorSource}, IReadOnlyDictionary{string, string}?)"/>.</summary>
     /// <exception cref="ObjectDisposedException">The tensor was disposed.</exception>
-    public static SafeTensorSource Source(string name, Tensor t)
+    /// <param name="name">The tensor's name in the file.</param>
+    /// <param name="t">The device tensor.</param>
+    /// <param name="requireFinite">Refuse F32 data holding NaN or an infinity while it is copied (<see cref="NonFiniteTensorException"/>).</param>
+    public static SafeTensorSource Source(string name, Tensor t, bool requireFinite = false)
     {
         ArgumentNullException.ThrowIfNull(t, name);
         Check.Alive(t, name);
-        return new SafeTensorSource(name, t.DType == DType.F32 ? SafeDType.F32 : SafeDType.I32, t.Shape.Select(s => (long)s).ToArray(), s => CopyTensor(t, s));
+        return new SafeTensorSource(name, t.DType == DType.F32 ? SafeDType.F32 : SafeDType.I32, t.Shape.Select(s => (long)s).ToArray(), s => CopyTensor(name, t, s, requireFinite));
     }
 
     /// <summary>
@@ -206,6 +234,26 @@ public static class SafeTensors
         }
         return result;
     }
+
+    /// <summary>The index of the first NaN or infinity in <paramref name="values"/>, or -1 when all are finite.</summary>
+    public static int FirstNonFinite(ReadOnlySpan<float> values)
+    {
+        // x - x is 0 for every finite x and NaN for NaN and both infinities: one vector compare per block.
+        int i = 0;
+        if (System.Numerics.Vector.IsHardwareAccelerated)
+        {
+            var cast = MemoryMarshal.Cast<float, System.Numerics.Vector<float>>(values);
+            for (int b = 0; b < cast.Length; b++, i += System.Numerics.Vector<float>.Count)
+                if (!System.Numerics.Vector.EqualsAll(cast[b] - cast[b], System.Numerics.Vector<float>.Zero)) break;
+        }
+        for (; i < values.Length; i++)
+            if (!float.IsFinite(values[i])) return i;
+        return -1;
+    }
+
+    /// <summary>A non-finite value in words: NaN, infinity or -infinity (a finite value as written).</summary>
+    public static string Describe(float value) =>
+        float.IsNaN(value) ? "NaN" : float.IsPositiveInfinity(value) ? "infinity" : float.IsNegativeInfinity(value) ? "-infinity" : value.ToString("R", System.Globalization.CultureInfo.InvariantCulture);
 
     internal static long Numel(long[] shape)
     {
@@ -268,9 +316,14 @@ public static class SafeTensors
             }
             File.Move(temp, full, overwrite: true);
         }
-        catch
+        catch (Exception e)
         {
             try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            // The temporary file is ours, not the caller's: a failure names the file the caller asked for.
+            if (e is IOException && e.Message.Contains(temp, StringComparison.Ordinal))
+                throw new IOException(e.Message.Replace(temp, full), e);
+            if (e is UnauthorizedAccessException && e.Message.Contains(temp, StringComparison.Ordinal))
+                throw new UnauthorizedAccessException(e.Message.Replace(temp, full), e);
             throw;
         }
     }
@@ -314,7 +367,7 @@ public static class SafeTensors
         return buffer.ToArray();
     }
 
-    static void CopyTensor(Tensor t, Stream stream)
+    static void CopyTensor(string name, Tensor t, Stream stream, bool requireFinite)
     {
         int n = t.Length;
         if (n == 0) return;
@@ -326,6 +379,8 @@ public static class SafeTensors
             {
                 int m = Math.Min(chunk, n - off);
                 t.View.SubView(off, m).CopyToCPU(host.AsSpan(0, m)); // the span overload pins the array; ref host[0] would not
+                if (requireFinite && FirstNonFinite(host.AsSpan(0, m)) is int bad and >= 0)
+                    throw new NonFiniteTensorException(name, (long)off + bad, host[bad]);
                 stream.Write(MemoryMarshal.AsBytes(host.AsSpan(0, m)));
             }
         }

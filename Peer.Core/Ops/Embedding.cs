@@ -54,6 +54,7 @@ public static partial class Ops
     /// dense gradient. Takes no ownership of its arguments.
     /// </remarks>
     /// <exception cref="ArgumentException">Wrong dtypes, devices, or shapes that disagree.</exception>
+    /// <exception cref="InvalidOperationException"><paramref name="table"/> requires gradient but was disposed (as <see cref="Tape.Accumulate"/>).</exception>
     public static void AccumulateRowGrad(Tensor table, Tensor ids, Tensor rowGrads, bool sparse = true)
     {
         Check.DType(table, DType.F32, nameof(table));
@@ -63,7 +64,7 @@ public static partial class Ops
         Check.SameDevice(table, rowGrads, nameof(rowGrads));
         Check.Rank(table, 2, nameof(table));
         Check.Shape(rowGrads, nameof(rowGrads), ids.Length, table.Shape[1]);
-        if (!table.RequiresGrad || table.IsDisposed) return;
+        if (!Tape.Receives(table, null)) return;
         int v = table.Shape[0];
         bool asSparse = sparse && table.IsLeaf && table.Grad is null;
         var old = asSparse ? table.SparseGrad : null;

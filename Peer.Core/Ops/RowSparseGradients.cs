@@ -42,9 +42,10 @@ internal static class RowSparseGradients
 
     /// <summary>Adds <paramref name="g"/> into <paramref name="target"/>'s <see cref="Tensor.SparseGrad"/> (taking ownership of it);
     /// one already there is merged by <see cref="Coalesce"/> (its rows first), so the result stays deterministic.</summary>
+    /// <exception cref="InvalidOperationException"><paramref name="target"/> requires gradient but was disposed (<paramref name="g"/> is freed).</exception>
     public static void Accumulate(Tensor target, RowSparseGrad g)
     {
-        if (!target.RequiresGrad || target.IsDisposed)
+        if (!Tape.Receives(target, g))
         {
             g.Dispose();
             return;

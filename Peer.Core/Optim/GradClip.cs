@@ -68,6 +68,53 @@ public static class GradClip
         }
     }
 
+    /// <summary>
+    /// The global L2 norm of all gradients as <see cref="ClipGlobalNorm(IEnumerable{Tensor}, float)"/> computes it (same
+    /// reduction, same value), without changing them: one read of every gradient. NaN or infinity when a gradient holds one.
+    /// Waits for the device.
+    /// </summary>
+    /// <exception cref="ArgumentException">Parameters on different devices.</exception>
+    public static float GlobalNorm(IEnumerable<Tensor> parameters)
+    {
+        var grads = Gradients(parameters, 1f);
+        if (grads.Count == 0) return 0f;
+        var d = grads[0].Device;
+        var k = d.Get(static d => new ClipKernels(d));
+        lock (k)
+        {
+            Clip(d, k, grads, 1f, scale: false);
+            k.Scratch.View.SubView(2 * k.Workers, 1).CopyToCPU(k.Host.AsSpan()); // waits for the device; the span overload pins
+            return k.Host[0];
+        }
+    }
+
+    /// <summary>
+    /// As <see cref="GlobalNorm(IEnumerable{Tensor})"/>, but writes the norm into <paramref name="norm"/>[0] on the device, so that
+    /// nothing waits for the device (a training loop checks it when it reads the loss, as with clipping).
+    /// </summary>
+    /// <exception cref="ArgumentException">Parameters on different devices, or <paramref name="norm"/> not a live F32 tensor on theirs.</exception>
+    public static void GlobalNorm(IEnumerable<Tensor> parameters, Tensor norm)
+    {
+        ArgumentNullException.ThrowIfNull(norm);
+        Check.Alive(norm, nameof(norm));
+        Check.DType(norm, DType.F32, nameof(norm));
+        Check.That(norm.Length >= 1, nameof(norm), norm.Shape, "at least one element (the norm goes to the first)");
+        var grads = Gradients(parameters, 1f);
+        if (grads.Count == 0)
+        {
+            norm.View.SubView(0, 1).MemSetToZero();
+            return;
+        }
+        var d = grads[0].Device;
+        Check.SameDevice(grads[0], norm, nameof(norm));
+        var k = d.Get(static d => new ClipKernels(d));
+        lock (k)
+        {
+            Clip(d, k, grads, 1f, scale: false);
+            norm.View.SubView(0, 1).CopyFrom(k.Scratch.View.SubView(2 * k.Workers, 1));
+        }
+    }
+
     // The gradients to clip, validated; maxNorm checked.
     static List<Tensor> Gradients(IEnumerable<Tensor> parameters, float maxNorm)
     {
@@ -100,13 +147,13 @@ public static class GradClip
         return grads;
     }
 
-    // Launches the norm and the scaling over the gradients' runs; the caller holds the lock on k.
-    static void Clip(Device d, ClipKernels k, List<Tensor> gradients, float maxNorm)
+    // Launches the norm and, unless scale is false, the scaling over the gradients' runs; the caller holds the lock on k.
+    static void Clip(Device d, ClipKernels k, List<Tensor> gradients, float maxNorm, bool scale = true)
     {
         var grads = Runs(gradients);
         try
         {
-            ClipRuns(d, k, grads, maxNorm);
+            ClipRuns(d, k, grads, maxNorm, scale);
         }
         finally
         {
@@ -131,11 +178,11 @@ public static class GradClip
         return runs;
     }
 
-    static void ClipRuns(Device d, ClipKernels k, List<Tensor> grads, float maxNorm)
+    static void ClipRuns(Device d, ClipKernels k, List<Tensor> grads, float maxNorm, bool scale)
     {
         SumSquares(d, k, grads);
         k.RunFinal(k.Scratch.View, k.Workers, maxNorm);
-        Scale(d, k, grads, k.Scratch.View.SubView(2 * k.Workers + 1, 1));
+        if (scale) Scale(d, k, grads, k.Scratch.View.SubView(2 * k.Workers + 1, 1));
     }
 
     // The compensated per-worker partial sums of squares of every gradient, carried across all of them in order.

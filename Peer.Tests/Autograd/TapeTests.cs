@@ -87,6 +87,37 @@ public sealed class TapeTests
         Assert.That(e!.Message, Does.Contain("blocks.0.weight").And.Contain("a leaf"));
     }
 
+    // The row-gradient paths (embedding lookups, PEER experts, product keys, PKM values) fail as the dense one does: a disposed
+    // table that requires gradient is an error, not a silently dropped gradient.
+    [Test]
+    public void RowGradientsToADisposedTableFailAsTheDenseOnesDo()
+    {
+        long before = D.TensorBytes;
+        using (Scope.Begin())
+        {
+            var table = Scope.Unscope(Tensor.FromArray(D, [1f, 2f, 3f, 4f, 5f, 6f], 3, 2));
+            table.RequiresGrad = true;
+            table.Name = "embed.weight";
+            var ids = Tensor.FromArray(D, new[] { 2, 0, 2 }, 3);
+            var rows = Tensor.Full(D, 1f, 3, 2);
+            var y = Peer.Ops.Embedding(ids, table);
+            table.Dispose();
+            var e = Assert.Throws<InvalidOperationException>(() => D.Tape.Backward(y, Tensor.Full(D, 1f, 3, 2)));
+            Assert.That(e!.Message, Does.Contain("embed.weight").And.Contain("a leaf").And.Contain("disposed"));
+            e = Assert.Throws<InvalidOperationException>(() => Peer.Ops.AccumulateRowGrad(table, ids, rows));
+            Assert.That(e!.Message, Does.Contain("embed.weight"));
+            var g = RowSparseGradients.Coalesce(null, ids, rows, 3);
+            e = Assert.Throws<InvalidOperationException>(() => RowSparseGradients.Accumulate(table, g));
+            Assert.That(e!.Message, Does.Contain("embed.weight"));
+            Assert.That(g.Rows.IsDisposed && g.Values.IsDisposed, "the gradient it was handed is freed");
+            // A table that does not require gradient still takes nothing, silently, disposed or not.
+            var frozen = Tensor.Zeros(D, 3, 2);
+            frozen.Dispose();
+            Assert.DoesNotThrow(() => Peer.Ops.AccumulateRowGrad(frozen, ids, rows));
+        }
+        Assert.That(D.TensorBytes, Is.EqualTo(before), "everything was freed");
+    }
+
     [Test]
     public void BackwardFromADisposedOutputIsRefused()
     {

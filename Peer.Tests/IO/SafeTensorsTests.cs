@@ -221,4 +221,89 @@ public sealed class SafeTensorsTests
         Assert.That(size.Message, Does.Contain("16 bytes").And.Contain("32 bytes"));
         Assert.That(Directory.GetFiles(dir), Is.Empty);
     }
+
+    [Test]
+    public void NonFiniteValuesAreFoundAtEveryPositionOfAVectorBlock()
+    {
+        // Longer than a few vector blocks, so both the vector loop and the scalar tail are exercised at every offset.
+        var values = new float[67];
+        Assert.That(SafeTensors.FirstNonFinite(values), Is.EqualTo(-1));
+        Assert.That(SafeTensors.FirstNonFinite([float.MaxValue, -float.MaxValue, float.Epsilon]), Is.EqualTo(-1));
+        foreach (float bad in new[] { float.NaN, float.PositiveInfinity, float.NegativeInfinity })
+            for (int i = 0; i < values.Length; i++)
+            {
+                values[i] = bad;
+                Assert.That(SafeTensors.FirstNonFinite(values), Is.EqualTo(i), $"{bad} at {i}");
+                values[i] = 0;
+            }
+        Assert.That(SafeTensors.Describe(float.NaN), Is.EqualTo("NaN"));
+        Assert.That(SafeTensors.Describe(float.NegativeInfinity), Is.EqualTo("-infinity"));
+    }
+
+    [Test]
+    public void AWriteThatRequiresFiniteValuesRefusesNaNAndLeavesTheOldFile()
+    {
+        using var s = Scope.Begin();
+        string path = Path.Combine(dir, "ckpt.safetensors");
+        var good = Tensor.FromArray(D, new[] { 1f, 2f, 3f }, 3);
+        SafeTensors.Write(path, [("a", good)], requireFinite: true);
+        var before = File.ReadAllBytes(path);
+        var bad = Tensor.FromArray(D, new[] { 1f, float.PositiveInfinity, 3f }, 3);
+        var e = Assert.Throws<NonFiniteTensorException>(() => SafeTensors.Write(path, [("a", good), ("b", bad)], requireFinite: true))!;
+        Assert.That((e.Tensor, e.Index, e.Value), Is.EqualTo(("b", 1L, "infinity")));
+        Assert.That(File.ReadAllBytes(path), Is.EqualTo(before));
+        Assert.That(Directory.GetFiles(dir), Is.EqualTo(new[] { path }), "no temporary file left behind");
+        SafeTensors.Write(path, [("b", bad)]); // without the requirement the values are written as they are
+        using var r = SafeTensors.Read(path);
+        Assert.That(r.GetFloats("b")[1], Is.EqualTo(float.PositiveInfinity));
+    }
+
+    [Test]
+    public void AFailedWriteNamesTheTargetNotItsTemporaryFile()
+    {
+        using var s = Scope.Begin();
+        string missing = Path.Combine(dir, "no-such-folder", "x.safetensors");
+        Assert.That(() => SafeTensors.Write(missing, [("a", Tensor.Zeros(D, 2))]),
+            Throws.InstanceOf<IOException>().With.Message.Contains(missing).And.Message.Not.Contain(".tmp"));
+    }
+
+    [Test]
+    public void WritesAreRightWhileTheGarbageCollectorMovesObjects()
+    {
+        // ILGPU takes a `ref` to host memory as already pinned; the writer once passed `ref host[0]` of a fresh array, and a
+        // collection during the copy moved the array: the file got its zeros, and the copy wrote over whatever the collector
+        // had put at the old address (test hosts died later, elsewhere). A span is pinned by ILGPU. With the ref, three runs
+        // of this test on the shared 2-core machine failed at writes 996 and 887 and once killed the test host; with the span
+        // it passes. A pass is no proof, a failure always is.
+        using var s = Scope.Begin();
+        var values = Enumerable.Range(1, 2048).Select(i => (float)i).ToArray();
+        var t = Tensor.FromArray(D, values, values.Length);
+        string path = Path.Combine(dir, "moving.safetensors");
+        using var stop = new CancellationTokenSource();
+        var collector = new Thread(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                GC.Collect(0, GCCollectionMode.Forced, blocking: true, compacting: true);
+                Thread.Sleep(1);
+            }
+        });
+        collector.Start();
+        int wrong = 0;
+        try
+        {
+            for (int i = 1; i <= 1500 && wrong == 0; i++)
+            {
+                SafeTensors.Write(path, [("a", t)]);
+                using var r = SafeTensors.Read(path);
+                if (!r.GetFloats("a").AsSpan().SequenceEqual(values)) wrong = i;
+            }
+        }
+        finally
+        {
+            stop.Cancel();
+            collector.Join();
+        }
+        Assert.That(wrong, Is.Zero, "the write whose file differs from the tensor");
+    }
 }

@@ -1,3 +1,4 @@
+using ILGPU.Runtime;
 using Peer.Optim;
 
 namespace Peer.Tests.Optim;
@@ -63,6 +64,28 @@ public sealed class GradClipTests(string backend)
         float second = GradClip.ClipGlobalNorm(ps.Select(p => (p.Name ?? "", p)), 1e6f);
         Assert.That(BitConverter.SingleToInt32Bits(second), Is.EqualTo(BitConverter.SingleToInt32Bits(first)));
         for (int k = 0; k < gs.Length; k++) Assert.That(GradOf(ps[k]), Is.EqualTo(gs[k]));
+    }
+
+    [Test]
+    public void GlobalNormIsTheClippingNormAndChangesNothing()
+    {
+        using var s = Scope.Begin();
+        var (ps, gs) = Setup();
+        float norm = GradClip.GlobalNorm(ps);
+        Assert.That(norm, Is.EqualTo(HostNorm(gs)).Within(HostNorm(gs) * 1e-6));
+        var onDevice = Tensor.Full(D, -1f, 1);
+        GradClip.GlobalNorm(ps, onDevice);
+        Assert.That(BitConverter.SingleToInt32Bits(onDevice.Item()), Is.EqualTo(BitConverter.SingleToInt32Bits(norm)), "the device form writes the same norm");
+        for (int k = 0; k < gs.Length; k++) Assert.That(GradOf(ps[k]), Is.EqualTo(gs[k]), "no gradient is scaled");
+        Assert.That(BitConverter.SingleToInt32Bits(GradClip.ClipGlobalNorm(ps, (float)HostNorm(gs) / 4)), Is.EqualTo(BitConverter.SingleToInt32Bits(norm)));
+        ps[0].Grad!.View.SubView(2, 1).CopyFromCPU(new[] { float.NaN });
+        Assert.That(GradClip.GlobalNorm(ps), Is.NaN);
+        // An infinite gradient: clipping's factor would be NaN (infinity over infinity); the norm alone scales nothing.
+        ps[0].Grad!.View.SubView(2, 1).CopyFromCPU(new[] { float.PositiveInfinity });
+        var kept = ps.Take(gs.Length).Select(GradOf).ToArray();
+        GradClip.GlobalNorm(ps, onDevice);
+        Assert.That(float.IsFinite(onDevice.Item()), Is.False, "not finite (NaN: the compensated sum takes infinity minus infinity)");
+        for (int k = 0; k < gs.Length; k++) Assert.That(GradOf(ps[k]), Is.EqualTo(kept[k]), "no gradient is scaled");
     }
 
     [Test]

@@ -146,4 +146,89 @@ public sealed class LayerCommandTests
         Assert.That(err.Trim().Split('\n'), Has.Length.EqualTo(1));
         Assert.That(File.Exists(outPath), Is.False);
     }
+
+    static IEnumerable<TestCaseData> NonFinite()
+    {
+        yield return new TestCaseData("x", 5, float.NaN).SetArgDisplayNames("NaN in x");
+        yield return new TestCaseData("grad_y", 0, float.PositiveInfinity).SetArgDisplayNames("Inf in grad_y");
+        yield return new TestCaseData("experts.up", 3, float.NegativeInfinity).SetArgDisplayNames("-Inf in a weight");
+        yield return new TestCaseData("query_norm.running_var", 1, float.NaN).SetArgDisplayNames("NaN in a buffer");
+    }
+
+    [TestCaseSource(nameof(NonFinite))]
+    public void NonFiniteInputsAndWeightsAreRefusedNamingTheTensor(string tensor, int index, float value)
+    {
+        var p = Params();
+        if (p.ContainsKey(tensor)) p[tensor].Data[index] = value;
+        string w = WriteWeights(p);
+        var x = GradCheck.Rand(T * Dm, 11);
+        var gy = GradCheck.Rand(T * Dm, 12);
+        if (tensor == "x") x[index] = value;
+        if (tensor == "grad_y") gy[index] = value;
+        var input = new SafeTensorFile();
+        input.Add("x", x, T, Dm);
+        input.Add("grad_y", gy, T, Dm);
+        string inPath = Path.Combine(dir, "x.safetensors"), outPath = Path.Combine(dir, "out.safetensors");
+        SafeTensors.Write(inPath, input);
+        var r = Run("layer", "--weights", w, "--input", inPath, "--output", outPath, "--top-k", K.ToString(), "--device", "cpu");
+        CliHarness.AssertOneLineError(r, $"'{tensor}'");
+        Assert.That(r.Err, Does.Contain(float.IsNaN(value) ? "NaN" : "infinity"));
+        Assert.That(File.Exists(outPath), Is.False);
+    }
+
+    [Test]
+    public void F64OutsideTheFloat32RangeIsRefused()
+    {
+        string w = WriteWeights(Params());
+        var x = new double[T * Dm];
+        x[7] = 1e300;
+        var input = new SafeTensorFile();
+        input.Add("x", x, T, Dm);
+        string inPath = Path.Combine(dir, "x.safetensors"), outPath = Path.Combine(dir, "out.safetensors");
+        SafeTensors.Write(inPath, input);
+        var r = Run("layer", "--weights", w, "--input", inPath, "--output", outPath, "--top-k", K.ToString(), "--device", "cpu");
+        CliHarness.AssertOneLineError(r, "'x'");
+        Assert.That(r.Err, Does.Contain("float32"));
+        Assert.That(File.Exists(outPath), Is.False);
+    }
+
+    [Test]
+    public void AMissingOrUnknownWeightIsNamedForPeople()
+    {
+        var p = Params();
+        p.Remove("keys.sub2");
+        p["keys.sub3"] = (new float[4], [4]);
+        string w = WriteWeights(p);
+        var input = new SafeTensorFile();
+        input.Add("x", GradCheck.Rand(T * Dm, 11), T, Dm);
+        string inPath = Path.Combine(dir, "x.safetensors"), outPath = Path.Combine(dir, "out.safetensors");
+        SafeTensors.Write(inPath, input);
+        var r = Run("layer", "--weights", w, "--input", inPath, "--output", outPath, "--top-k", K.ToString(), "--device", "cpu");
+        CliHarness.AssertOneLineError(r, "keys.sub3");
+        p = Params();
+        p["experts.up"] = (new float[N * N * (Dm + 1)], [N * N, Dm + 1]);
+        w = WriteWeights(p);
+        r = Run("layer", "--weights", w, "--input", inPath, "--output", outPath, "--top-k", K.ToString(), "--device", "cpu");
+        CliHarness.AssertOneLineError(r, "experts.up");
+    }
+
+    [Test]
+    public void AnEmptyInputATooLargeTopKAndAFolderAsOutputAreNamed()
+    {
+        string w = WriteWeights(Params());
+        var input = new SafeTensorFile();
+        input.Add("x", new float[0], 0, Dm);
+        string empty = Path.Combine(dir, "x0.safetensors"), outPath = Path.Combine(dir, "out.safetensors");
+        SafeTensors.Write(empty, input);
+        CliHarness.AssertOneLineError(Run("layer", "--weights", w, "--input", empty, "--output", outPath, "--top-k", "2", "--device", "cpu"), "--input: x has shape [0, 4]");
+        input = new SafeTensorFile();
+        input.Add("x", GradCheck.Rand(T * Dm, 11), T, Dm);
+        string inPath = Path.Combine(dir, "x.safetensors");
+        SafeTensors.Write(inPath, input);
+        CliHarness.AssertOneLineError(Run("layer", "--weights", w, "--input", inPath, "--output", outPath, "--top-k", "99", "--device", "cpu"), "--top-k = 99");
+        CliHarness.AssertOneLineError(Run("layer", "--weights", w, "--input", inPath, "--output", dir, "--top-k", "2", "--device", "cpu"), "--output: cannot write");
+        // A folder where a file is expected is called a folder, not a file that does not exist.
+        CliHarness.AssertOneLineError(Run("layer", "--weights", dir, "--input", inPath, "--output", outPath, "--top-k", "2", "--device", "cpu"), "--weights: '" + dir + "' is a folder");
+        CliHarness.AssertOneLineError(Run("layer", "--weights", w, "--input", dir, "--output", outPath, "--top-k", "2", "--device", "cpu"), "--input: '" + dir + "' is a folder");
+    }
 }

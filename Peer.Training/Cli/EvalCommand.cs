@@ -16,13 +16,14 @@ static class EvalCommand
         var cmd = new Command("eval", "Evaluate a checkpoint on its run's validation split: loss, perplexity, PEER expert usage.") { checkpoint, device, windows };
         cmd.SetAction(r => PeerCli.Guard(error, () =>
         {
-            var (state, _) = Checkpoint.ReadState(r.GetValue(checkpoint)!);
+            if (r.GetValue(windows) is < 1) throw new ConfigException($"--windows: {r.GetValue(windows)}; expected at least 1 window");
+            var (state, _) = Checkpoint.ReadState(r.GetValue(checkpoint)!, withOptimizer: false);
             int? sample = r.GetValue(windows);
             var config = state.Config with { Train = state.Config.Train with { Device = r.GetValue(device) ?? state.Config.Train.Device, EvalWindows = sample ?? state.Config.Train.EvalWindows } };
             config.Validate();
             var data = Dataset.Create(Corpus.Load(config.Train.Corpus), Tokenizers.Create(config.Train.Tokenizer), config.Model.Context);
             using var dev = PeerCli.OpenDevice(config.Train.Device);
-            using var trainer = Checkpoint.Load(dev, r.GetValue(checkpoint)!, data, config);
+            using var trainer = Checkpoint.Load(dev, r.GetValue(checkpoint)!, data, config, withOptimizer: false);
             data.Baselines.CacheFile = RunFolder(r.GetValue(checkpoint)!) is { } run ? Path.Combine(run, "baselines.json") : null;
             var coverage = sample is null ? EvalCoverage.Whole : EvalCoverage.Sample;
             EvalResult result;
@@ -75,11 +76,15 @@ static class GenerateCommand
         var cmd = new Command("generate", "Continue a prompt with a trained model.") { checkpoint, prompt, temperature, topK, seed, length, device };
         cmd.SetAction(r => PeerCli.Guard(error, () =>
         {
-            var (state, _) = Checkpoint.ReadState(r.GetValue(checkpoint)!);
+            if (r.GetValue(length) < 0) throw new ConfigException($"--length: {r.GetValue(length)} is negative; expected a token count");
+            if (!(r.GetValue(temperature) >= 0 && float.IsFinite(r.GetValue(temperature))))
+                throw new ConfigException($"--temperature: {r.GetValue(temperature)}; expected 0 (greedy) or a positive number");
+            if (r.GetValue(topK) < 0) throw new ConfigException($"--top-k: {r.GetValue(topK)} is negative; expected 0 (all tokens) or a positive count");
+            var (state, _) = Checkpoint.ReadState(r.GetValue(checkpoint)!, withOptimizer: false);
             var tokenizer = Tokenizers.Create(state.Config.Train.Tokenizer);
             string text = r.GetValue(prompt)!;
             int[] ids = tokenizer.Encode(text);
-            if (ids.Length == 0) throw new ConfigException("prompt: empty; pass --prompt TEXT");
+            if (ids.Length == 0) throw new ConfigException("--prompt: empty; pass --prompt TEXT");
             using var dev = PeerCli.OpenDevice(r.GetValue(device) ?? state.Config.Train.Device);
             var (model, _) = Checkpoint.LoadModel(dev, r.GetValue(checkpoint)!);
             using (model)

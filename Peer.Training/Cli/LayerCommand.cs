@@ -48,18 +48,34 @@ public static class LayerCommand
             var file = new SafeTensorFile();
             file.Metadata["layer"] = FeedForwardFactory.Name(kind);
             file.Metadata["mode"] = r.GetValue(eval) ? "eval" : "train";
-            var options = new FeedForwardOptions { Activation = act, TopK = k ?? 0, CapacityFactor = r.GetValue(capacity) };
-            var result = FeedForwardRunner.Run(dev, kind, parameters, x, xShape, gradY, options, r.GetValue(eval));
-            file.Add("y", result.Y, xShape[0], xShape[1]);
-            if (result.Retrieval is { } retrieval)
+            try
             {
-                var idx = retrieval.Shape.Select(v => (long)v).ToArray();
-                file.Add("indices", retrieval.Indices, idx);
-                file.Add("weights", retrieval.Weights, idx);
+                var options = new FeedForwardOptions { Activation = act, TopK = k ?? 0, CapacityFactor = r.GetValue(capacity) };
+                var result = FeedForwardRunner.Run(dev, kind, parameters, x, xShape, gradY, options, r.GetValue(eval));
+                file.Add("y", result.Y, xShape[0], xShape[1]);
+                if (result.Retrieval is { } retrieval)
+                {
+                    var idx = retrieval.Shape.Select(v => (long)v).ToArray();
+                    file.Add("indices", retrieval.Indices, idx);
+                    file.Add("weights", retrieval.Weights, idx);
+                }
+                if (result.AuxiliaryLoss is float aux) file.Add("aux_loss", [aux], 1);
+                AddGrads(file, result.Grads);
             }
-            if (result.AuxiliaryLoss is float aux) file.Add("aux_loss", [aux], 1);
-            AddGrads(file, result.Grads);
-            SafeTensors.Write(outPath, file);
+            catch (ArgumentException e)
+            {
+                // The runner checks the files' tensors against the layer (names, shapes, options) before any launch.
+                string message = PeerCli.ForPeople(e).Replace("sqrt(Experts)", "sqrt(experts)").Replace("TopK = ", "--top-k = ");
+                throw new ConfigException($"--weights/--input: {message}");
+            }
+            try
+            {
+                SafeTensors.Write(outPath, file);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new ConfigException($"--output: cannot write {Path.GetFullPath(outPath)} ({PeerCli.ForPeople(e).TrimEnd('.')})");
+            }
             output.WriteLine($"wrote {outPath}: {string.Join(", ", file.Entries.Select(e => $"{e.Name} {Tensor.FormatShape(e.Shape.Select(s => (int)s).ToArray())}"))}");
             return 0;
         }));
@@ -74,7 +90,7 @@ public static class LayerCommand
         }
         catch (ArgumentException e)
         {
-            throw new ConfigException($"--layer: {PeerCli.OneLine(e.Message)}");
+            throw new ConfigException($"--layer: {PeerCli.ForPeople(e)}");
         }
     }
 
@@ -86,7 +102,7 @@ public static class LayerCommand
 
     static Dictionary<string, (float[] Data, int[] Shape)> ReadAll(string path)
     {
-        if (!File.Exists(path)) throw new ConfigException($"--weights: file '{path}' does not exist");
+        RequireFile(path, "--weights");
         using var reader = OpenReader(path, "--weights");
         var result = new Dictionary<string, (float[], int[])>();
         foreach (var name in reader.Names)
@@ -96,11 +112,11 @@ public static class LayerCommand
 
     static (float[] X, int[] Shape, float[]? GradY) ReadInput(string path)
     {
-        if (!File.Exists(path)) throw new ConfigException($"--input: file '{path}' does not exist");
+        RequireFile(path, "--input");
         using var reader = OpenReader(path, "--input");
         if (!reader.Contains("x")) throw new ConfigException($"--input: '{path}' has no tensor named 'x' (it has: {string.Join(", ", reader.Names)})");
         var (x, shape) = ReadFloats(reader, "x", path);
-        if (shape.Length != 2) throw new ConfigException($"--input: x has shape {Tensor.FormatShape(shape)}; expected [T, d]");
+        if (shape.Length != 2 || shape[0] < 1 || shape[1] < 1) throw new ConfigException($"--input: x has shape {Tensor.FormatShape(shape)}; expected [T, d] with T, d >= 1");
         float[]? gradY = null;
         if (reader.Contains("grad_y"))
         {
@@ -111,6 +127,12 @@ public static class LayerCommand
         return (x, shape, gradY);
     }
 
+    static void RequireFile(string path, string option)
+    {
+        if (Directory.Exists(path)) throw new ConfigException($"{option}: '{path}' is a folder; expected a safetensors file");
+        if (!File.Exists(path)) throw new ConfigException($"{option}: file '{path}' does not exist");
+    }
+
     static SafeTensorReader OpenReader(string path, string option)
     {
         try
@@ -119,8 +141,16 @@ public static class LayerCommand
         }
         catch (InvalidDataException e)
         {
-            throw new ConfigException($"{option}: {PeerCli.OneLine(e.Message)}");
+            throw new ConfigException($"{option}: {PeerCli.ForPeople(e)}");
         }
+    }
+
+    static string Position(int index, int[] shape)
+    {
+        if (shape.Length < 2) return $"index {index}";
+        var at = new int[shape.Length];
+        for (int i = shape.Length - 1; i >= 0; i--) { at[i] = index % shape[i]; index /= shape[i]; }
+        return $"[{string.Join(", ", at)}]";
     }
 
     static (float[] Data, int[] Shape) ReadFloats(SafeTensorReader reader, string name, string path)
@@ -128,12 +158,24 @@ public static class LayerCommand
         var info = reader.GetInfo(name);
         if (info.Shape.Any(s => s > int.MaxValue)) throw new ConfigException($"{path}: tensor '{name}' has a dimension too large");
         var shape = info.Shape.Select(s => (int)s).ToArray();
-        float[] data = info.DType switch
+        float[] data;
+        try
         {
-            SafeDType.F32 => reader.GetFloats(name),
-            SafeDType.F64 => SafeTensors.ToFloats(reader.GetDoubles(name), name),
-            _ => throw new ConfigException($"{path}: tensor '{name}' has dtype {info.DType}; expected F32 or F64"),
-        };
+            data = info.DType switch
+            {
+                SafeDType.F32 => reader.GetFloats(name),
+                SafeDType.F64 => SafeTensors.ToFloats(reader.GetDoubles(name), name),
+                _ => throw new ConfigException($"{path}: tensor '{name}' has dtype {info.DType}; expected F32 or F64"),
+            };
+        }
+        catch (OverflowException e)
+        {
+            throw new ConfigException($"{path}: tensor '{name}' does not fit float32 ({PeerCli.OneLine(e.Message).TrimEnd('.')})");
+        }
+        // NaN or infinity in an input or weight would make every output NaN: refused, naming the tensor and the place.
+        int bad = SafeTensors.FirstNonFinite(data);
+        if (bad >= 0)
+            throw new ConfigException($"{path}: tensor '{name}' holds {SafeTensors.Describe(data[bad])} at {Position(bad, shape)}; expected finite numbers");
         return (data, shape);
     }
 }

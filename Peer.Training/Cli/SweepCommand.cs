@@ -37,6 +37,9 @@ static class SweepCommand
             string dir = Path.GetFullPath(r.GetValue(outDir) ?? Path.Combine("runs", $"sweep-{settings.Experiment}{(settings.Quick ? "-quick" : "")}"));
             using var dev = PeerCli.OpenDevice(settings.Device);
             var variants = SweepPlan.Build(dev, settings);
+            foreach (var v in variants)
+                MemoryEstimate.Require(v.Config, Corpus.BytesOnDisk(v.Config.Train.Corpus), MemoryEstimate.AvailableBytes(dev),
+                    dev.IsCpu ? "the CPU accelerator" : dev.Name, host: dev.IsCpu, resume: true);
             if (r.GetValue(list))
             {
                 foreach (var v in variants)
@@ -52,6 +55,8 @@ static class SweepCommand
             }
             using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
             using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+            using var sweepLock = RunLock.Acquire(dir); // one sweep per folder: a second is refused while this one runs
+            RunFolder.RemoveTemporaries(dir);
             output.WriteLine($"sweep {settings.Experiment}{(settings.Quick ? " (quick)" : "")}: {variants.Count} variants in {dir} on {dev.Name}");
             var results = new SweepRunner(dev, dir, output, cts.Token).Run(variants);
             if (results is null)

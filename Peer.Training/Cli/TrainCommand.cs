@@ -170,61 +170,102 @@ static class TrainCommand
         return code;
     }
 
+    // Everything that can refuse the run is checked before anything is written: the configuration, the checkpoint and the
+    // run's files (resume) or the folder's contents (fresh), the lock, the memory the run needs, the corpus. Only then is
+    // the folder changed. The lock is held until the run ends; a lock file left by a killed run does not hold it. In a
+    // distributed run rank 0 alone locks and writes the run folder; an error on any rank ends them all (Run).
     static int Train(TrainOptions o, TextWriter output, CancellationToken interrupt, Distribution? distribution)
     {
         var group = distribution?.Group;
+        bool writer = group is null || group.Rank == 0;
         string runDir;
         RunConfig config;
         bool resume = o.Resume;
-        if (resume)
+        IReadOnlyList<string> leftovers = [];
+        RunLock? runLock = null;
+        try
         {
-            runDir = o.Out ?? LatestRun() ?? throw new CheckpointException("checkpoint: no run with a checkpoint under runs/; pass --out DIR");
-            var (state, _) = Checkpoint.ReadState(runDir);
-            bool respecified = o.Preset != null || o.ConfigFile != null || o.Corpus != null || o.Tokenizer != null || o.Seed != null;
-            config = respecified ? Resolve(o) : state.Config with
+            if (resume)
             {
-                Train = state.Config.Train with
+                runDir = Path.GetFullPath(o.Out ?? LatestRun() ?? throw new CheckpointException("checkpoint: no run with a checkpoint under runs/; pass --out DIR"));
+                if (File.Exists(runDir)) throw new ConfigException($"--out: {runDir} is a file, not a run folder");
+                if (writer) runLock = RunLock.AcquireExisting(runDir);
+                if (!Checkpoint.Exists(runDir)) throw NothingToResume(runDir);
+                var (state, _) = Checkpoint.ReadState(runDir);
+                bool respecified = o.Preset != null || o.ConfigFile != null || o.Corpus != null || o.Tokenizer != null || o.Seed != null;
+                config = respecified ? Resolve(o) : state.Config with
                 {
-                    Steps = o.Steps ?? state.Config.Train.Steps, Device = o.Device ?? state.Config.Train.Device,
-                    // Kept only to be compared below: a run continues with the optimizer (and state) it was saved with.
-                    SparseOptimizer = o.SparseOptimizer ?? state.Config.Train.SparseOptimizer,
-                    SparseLearningRate = o.SparseLearningRate ?? state.Config.Train.SparseLearningRate,
-                },
-            };
-            if (Checkpoint.Difference(state.Config, config) is { } diff)
-                throw new CheckpointException($"checkpoint: {Path.GetFullPath(runDir)} was trained with another configuration ({diff})");
-            if (state.Step >= config.Train.Steps)
-                throw new ConfigException($"config: the checkpoint is at step {state.Step} and steps = {config.Train.Steps}; pass --steps N with N > {state.Step} to train further");
-        }
-        else
-        {
-            config = Resolve(o);
-            runDir = o.Out ?? Path.Combine("runs", $"{o.Preset ?? (o.ConfigFile != null ? Path.GetFileNameWithoutExtension(o.ConfigFile) : "tiny")}-{DateTime.UtcNow:yyyyMMdd-HHmmss}");
-            if (o.Out is null && group is { Size: > 1 }) runDir = RootsChoice(group, runDir); // the ranks' clocks may straddle a second
-            if (Directory.Exists(runDir) && Directory.EnumerateFileSystemEntries(runDir).Any())
-                throw new ConfigException(Checkpoint.Exists(runDir)
-                    ? $"run folder {Path.GetFullPath(runDir)} already holds a checkpoint; pass --resume to continue it, or another --out"
-                    : $"run folder {Path.GetFullPath(runDir)} is not empty; pass an empty or new --out folder");
-        }
-        runDir = Path.GetFullPath(runDir);
+                    Train = state.Config.Train with
+                    {
+                        Steps = o.Steps ?? state.Config.Train.Steps, Device = o.Device ?? state.Config.Train.Device,
+                        // Kept only to be compared below: a run continues with the optimizer (and state) it was saved with.
+                        SparseOptimizer = o.SparseOptimizer ?? state.Config.Train.SparseOptimizer,
+                        SparseLearningRate = o.SparseLearningRate ?? state.Config.Train.SparseLearningRate,
+                    },
+                };
+                config.Validate();
+                if (Checkpoint.Difference(state.Config, config) is { } diff)
+                    throw new CheckpointException($"checkpoint: {runDir} was trained with another configuration ({diff})");
+                if (state.Step >= config.Train.Steps)
+                    throw new ConfigException($"config: the checkpoint is at step {state.Step} and steps = {config.Train.Steps}; pass --steps N with N > {state.Step} to train further");
+                MetricsFile.Read(Path.Combine(runDir, "metrics.csv")); // a damaged file is refused now, not after training starts
+            }
+            else
+            {
+                config = Resolve(o);
+                string chosen = o.Out ?? Path.Combine("runs", $"{o.Preset ?? (o.ConfigFile != null ? Path.GetFileNameWithoutExtension(o.ConfigFile) : "tiny")}-{DateTime.UtcNow:yyyyMMdd-HHmmss}");
+                if (o.Out is null && group is { Size: > 1 }) chosen = RootsChoice(group, chosen); // the ranks' clocks may straddle a second
+                runDir = Path.GetFullPath(chosen);
+                if (File.Exists(runDir)) throw new ConfigException($"--out: {runDir} is a file; pass a new or empty folder");
+                if (writer)
+                {
+                    runLock = RunLock.AcquireExisting(runDir);
+                    leftovers = RunFolder.LeftoversForAFreshRun(runDir);
+                }
+            }
+            distribution?.Validate(config);
 
-        var corpus = Corpus.Load(config.Train.Corpus);
-        var data = Dataset.Create(corpus, Tokenizers.Create(config.Train.Tokenizer), config.Model.Context);
-        if (distribution is not null)
-        {
-            distribution.Validate(config);
-            Distribution.RequireSameLaunch(distribution.Group, string.Join("\n",
-                $"ranks {distribution.Group.Size}", $"parallel {distribution.Mode}", $"run folder {runDir}", $"resume {resume}",
-                $"data {data.CorpusName} {Checkpoint.DataHash(data)}", config.ToJson()));
+            using var device = PeerCli.OpenDevice(config.Train.Device, group);
+            MemoryEstimate.Require(config, Corpus.BytesOnDisk(config.Train.Corpus), MemoryEstimate.AvailableBytes(device),
+                device.IsCpu ? "the CPU accelerator" : device.Name, host: device.IsCpu, resume);
+            var corpus = Corpus.Load(config.Train.Corpus);
+            var data = Dataset.Create(corpus, Tokenizers.Create(config.Train.Tokenizer), config.Model.Context);
+            if (distribution is not null)
+                Distribution.RequireSameLaunch(distribution.Group, string.Join("\n",
+                    $"ranks {distribution.Group.Size}", $"parallel {distribution.Mode}", $"run folder {runDir}", $"resume {resume}",
+                    $"data {data.CorpusName} {Checkpoint.DataHash(data)}", config.ToJson()));
+
+            if (writer)
+            {
+                runLock ??= RunLock.Acquire(runDir);
+                if (!resume) leftovers = RunFolder.LeftoversForAFreshRun(runDir); // again, now that no other run can change the folder
+            }
+            using var trainer = resume ? Checkpoint.Load(device, runDir, data, config, distribution) : new Trainer(device, config, data, distribution);
+            if (writer)
+            {
+                RunFolder.RemoveTemporaries(runDir);
+                if (leftovers.Count > 0)
+                {
+                    RunFolder.Remove(runDir, leftovers);
+                    output.WriteLine($"run folder {runDir} held a run without a checkpoint; starting afresh, replacing its {string.Join(", ", leftovers)}");
+                }
+                if (!resume) AtomicFile.WriteAllText(Path.Combine(runDir, "config.json"), config.ToJson());
+            }
+            return new TrainLoop(trainer, runDir, output, interrupt, o.Profile).Run();
         }
-        using var device = PeerCli.OpenDevice(config.Train.Device, group);
-        if (group is null || group.Rank == 0)
+        finally
         {
-            Directory.CreateDirectory(runDir);
-            if (!resume) AtomicFile.WriteAllText(Path.Combine(runDir, "config.json"), config.ToJson());
+            runLock?.Dispose();
         }
-        using var trainer = resume ? Checkpoint.Load(device, runDir, data, config, distribution) : new Trainer(device, config, data, distribution);
-        return new TrainLoop(trainer, runDir, output, interrupt, o.Profile).Run();
+    }
+
+    static CheckpointException NothingToResume(string runDir)
+    {
+        string configPath = Path.Combine(runDir, "config.json");
+        return File.Exists(configPath)
+            ? new CheckpointException($"checkpoint: {runDir} holds no checkpoint (its run stopped before the first one, or they were deleted), so there is nothing to resume; "
+                + $"run it again without --resume, which replaces its files: {PeerCli.Command($"train --config {PeerCli.Quote(configPath)} --out {PeerCli.Quote(runDir)}")}")
+            : new CheckpointException($"checkpoint: no checkpoint in {runDir}; to start a run there, run without --resume: {PeerCli.Command($"train --out {PeerCli.Quote(runDir)}")}");
     }
 
     // Rank 0's choice of a string, on every rank.
@@ -242,6 +283,6 @@ static class TrainCommand
     {
         if (!Directory.Exists("runs")) return null;
         return Directory.GetDirectories("runs").Where(Checkpoint.Exists)
-            .OrderByDescending(d => File.GetLastWriteTimeUtc(Path.Combine(d, "checkpoint.json"))).FirstOrDefault();
+            .OrderByDescending(d => Directory.GetLastWriteTimeUtc(Path.Combine(d, "checkpoints"))).FirstOrDefault();
     }
 }

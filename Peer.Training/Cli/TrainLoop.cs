@@ -21,6 +21,8 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
     // checkpoints and samples together, since those run collectives.
     readonly bool writes = trainer.Distribution.Group.Rank == 0;
     volatile bool interrupted;
+    int lastCheckpoint = trainer.StepCount;
+    bool hasCheckpoint = Checkpoint.Exists(runDir);
     Profiler? profiler;
     long lastBytes;
 
@@ -102,7 +104,7 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
         }
         if (interrupted)
         {
-            output.WriteLine($"interrupted at step {trainer.StepCount}: checkpoint saved in {runDir}; continue with: peer train --resume --out \"{runDir}\"");
+            output.WriteLine($"interrupted at step {trainer.StepCount}: checkpoint saved in {runDir}; continue with: {PeerCli.Command($"train --resume --out {PeerCli.Quote(runDir)}")}");
             return PeerCli.InterruptedExit;
         }
         if (!writes && trainer.Distribution.Mode != ParallelMode.Experts) return 0; // only expert parallelism needs every rank to sample
@@ -112,6 +114,14 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
         return 0;
     }
 
+    // One line: which step, what was not finite, what happened to it, and that the last checkpoint is as it was.
+    TrainingDivergedException Stopped(TrainingDivergedException e, string consequence)
+    {
+        string kept = hasCheckpoint ? $"the last checkpoint, step {lastCheckpoint}, is unchanged in {runDir}" : "no checkpoint was written";
+        return new TrainingDivergedException($"training stopped: {e.Message}; {consequence}; {kept}. "
+            + $"Lower train.learning_rate or train.weight_decay{(trainer.Config.Train.ClipNorm > 0 ? "" : ", or set train.clip_norm,")} and start a new run (another --out)", e.Step);
+    }
+
     void Loop(List<MetricRow> rows, double unigram, Action<MetricRow, string?> report, Action<int, int> finalProgress)
     {
         var cfg = trainer.Config.Train;
@@ -119,7 +129,15 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
         while (trainer.StepCount < cfg.Steps && !interrupted)
         {
             if (profile && profiler == null && trainer.StepCount - start >= warmup) profiler = trainer.Device.Profile();
-            var s = trainer.Step();
+            StepResult s;
+            try
+            {
+                s = trainer.Step();
+            }
+            catch (TrainingDivergedException e)
+            {
+                throw Stopped(e, "the step was not applied");
+            }
             profiler?.Pause(); // evaluations, checkpoints and plots are not training steps
             lastBytes = s.BytesReceived;
             if (trainer.Distribution.Group.Size > 1)
@@ -146,7 +164,21 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
                 if (writes && eval.Experts.Count > 0) Plots.ExpertUsage(Path.Combine(runDir, "experts.png"), eval.Experts, $"expert usage at step {s.Step}");
             }
             bool save = s.Step == cfg.Steps || interrupted || (cfg.CheckpointEvery > 0 && s.Step % cfg.CheckpointEvery == 0);
-            if (save) Checkpoint.Save(trainer, runDir);
+            if (save)
+            {
+                try
+                {
+                    Checkpoint.Save(trainer, runDir);
+                }
+                catch (TrainingDivergedException e)
+                {
+                    rows.RemoveAt(rows.Count - 1);
+                    MetricsFile.Write(metricsPath, rows); // the step's row describes parameters that were not kept
+                    throw Stopped(e, "its parameters were not saved");
+                }
+                lastCheckpoint = s.Step;
+                hasCheckpoint = true;
+            }
             report(row, line);
             profiler?.Resume();
         }

@@ -2,6 +2,7 @@
 // turns a contradiction into one line naming the setting. The feed-forward kind is chosen per block;
 // by default PEER replaces the middle block's feed-forward layer, as in the paper.
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using System.Text.Json.Serialization;
 using Peer.Nn;
 
@@ -32,20 +33,25 @@ public sealed record PeerConfig
     };
 
     /// <summary>Checks the settings with the layer's own rules.</summary>
+    /// <param name="section">The key the settings sit under (<c>peer</c> or <c>pkm</c>), named in messages.</param>
     /// <exception cref="ConfigException">A setting breaks a rule; the message names it.</exception>
-    public void Validate()
+    public void Validate(string section = "peer")
     {
-        ModelConfig.Require(QueryNorms.Contains(QueryNorm), $"peer.query_norm = '{QueryNorm}': expected one of {string.Join(", ", QueryNorms)}");
+        ModelConfig.Require(QueryNorms.Contains(QueryNorm), $"{section}.query_norm = '{QueryNorm}': expected one of {string.Join(", ", QueryNorms)}");
         try
         {
             ToOptions(0).Validate();
         }
         catch (ArgumentException e)
         {
-            string message = e.ParamName is { } name ? e.Message.Replace($" (Parameter '{name}')", "") : e.Message;
-            throw new ConfigException("config: peer: " + message.ReplaceLineEndings(" "));
+            // The layer names its options as C# properties; the configuration file writes them in snake_case.
+            string message = PeerCli.ForPeople(e);
+            message = Regex.Replace(message, @"\b(Experts|Heads|TopK|QueryDim)\b", m => $"{section}.{OptionKeys[m.Value]}");
+            throw new ConfigException("config: " + message);
         }
     }
+
+    static readonly Dictionary<string, string> OptionKeys = new() { ["Experts"] = "experts", ["Heads"] = "heads", ["TopK"] = "top_k", ["QueryDim"] = "query_dim" };
 }
 
 /// <summary>Settings of the mixture-of-experts baselines (<c>moe-ec</c>, <c>moe-topk</c>, <c>soft-moe</c>); each expert is a dense FFW of the model's hidden width.</summary>
@@ -134,7 +140,7 @@ public sealed record ModelConfig
         foreach (var kind in BlockKinds())
             Require(FeedForwardKinds.Contains(kind), $"blocks: '{kind}' is not a feed-forward kind; expected one of {string.Join(", ", FeedForwardKinds)}");
         if (BlockKinds().Contains("peer")) Peer.Validate();
-        if (BlockKinds().Contains("pkm")) Pkm.Validate();
+        if (BlockKinds().Contains("pkm")) Pkm.Validate("pkm");
         if (BlockKinds().Any(IsMoe)) Moe.Validate();
         if (BlockKinds().Contains("soft-moe"))
             Require(Moe.AllowNonCausal, "blocks: 'soft-moe' mixes information across positions (a token sees later tokens), so it is refused in this causal language model; set moe.allow_non_causal = true to build it anyway");
@@ -190,16 +196,7 @@ static class ConfigJson
 {
     public static T Parse<T>(string json, string what, Action<T> validate) where T : class
     {
-        T? value;
-        try
-        {
-            value = JsonSerializer.Deserialize<T>(json, ModelConfig.Json);
-        }
-        catch (JsonException e)
-        {
-            throw new ConfigException($"config: {what} is not valid JSON: {e.Message.Split('\n')[0]}");
-        }
-        if (value is null) throw new ConfigException($"config: {what} is empty");
+        var value = StrictJson.Read<T>(json, problem => new ConfigException($"config: {what}: {problem}"));
         validate(value);
         return value;
     }

@@ -38,7 +38,8 @@ public sealed record TrainConfig
 
     /// <summary>Values accepted by <see cref="SparseOptimizer"/>.</summary>
     public static readonly string[] SparseOptimizers = ["adamw", "rowwise-adamw", "rowwise-adagrad"];
-    /// <summary>Global gradient-norm clip; 0 disables.</summary>
+    /// <summary>Global gradient-norm clip; 0 disables it (the norm is then still computed, one read of the gradients, so that a
+    /// non-finite gradient stops the run before it reaches the parameters).</summary>
     public float ClipNorm { get; init; } = 1f;
     /// <summary>Evaluate every this many steps (and at the end); 0 only at the end.</summary>
     public int EvalEvery { get; init; } = 100;
@@ -55,22 +56,22 @@ public sealed record TrainConfig
     /// <exception cref="ConfigException">A setting is out of range; the message names it.</exception>
     public void Validate()
     {
-        ModelConfig.Require(Peer.Training.Tokenizers.Names.Contains(Tokenizer), $"tokenizer = '{Tokenizer}': expected one of {string.Join(", ", Peer.Training.Tokenizers.Names)}");
-        ModelConfig.Require(Steps >= 1, $"steps = {Steps}: expected at least 1");
-        ModelConfig.Require(BatchSize >= 1, $"batch_size = {BatchSize}: expected at least 1");
-        ModelConfig.Require(Accumulation >= 1, $"accumulation = {Accumulation}: expected at least 1");
-        ModelConfig.Require(LearningRate > 0 && float.IsFinite(LearningRate), $"learning_rate = {LearningRate}: expected a positive number");
-        ModelConfig.Require(MinLearningRateFraction is >= 0 and <= 1, $"min_learning_rate_fraction = {MinLearningRateFraction}: expected 0..1");
-        ModelConfig.Require(WarmupSteps >= 0 && WarmupSteps <= Steps, $"warmup_steps = {WarmupSteps}: expected 0..steps ({Steps})");
-        ModelConfig.Require(WeightDecay >= 0, $"weight_decay = {WeightDecay}: expected 0 or more");
-        ModelConfig.Require(SparseOptimizers.Contains(SparseOptimizer), $"sparse_optimizer = '{SparseOptimizer}': expected one of {string.Join(", ", SparseOptimizers)}");
+        ModelConfig.Require(Peer.Training.Tokenizers.Names.Contains(Tokenizer), $"train.tokenizer = '{Tokenizer}': expected one of {string.Join(", ", Peer.Training.Tokenizers.Names)}");
+        ModelConfig.Require(Steps >= 1, $"train.steps = {Steps}: expected at least 1");
+        ModelConfig.Require(BatchSize >= 1, $"train.batch_size = {BatchSize}: expected at least 1");
+        ModelConfig.Require(Accumulation >= 1, $"train.accumulation = {Accumulation}: expected at least 1");
+        ModelConfig.Require(LearningRate > 0 && float.IsFinite(LearningRate), $"train.learning_rate = {LearningRate}: expected a positive number");
+        ModelConfig.Require(MinLearningRateFraction is >= 0 and <= 1, $"train.min_learning_rate_fraction = {MinLearningRateFraction}: expected 0..1");
+        ModelConfig.Require(WarmupSteps >= 0 && WarmupSteps <= Steps, $"train.warmup_steps = {WarmupSteps}: expected 0..train.steps ({Steps})");
+        ModelConfig.Require(WeightDecay >= 0, $"train.weight_decay = {WeightDecay}: expected 0 or more");
+        ModelConfig.Require(SparseOptimizers.Contains(SparseOptimizer), $"train.sparse_optimizer = '{SparseOptimizer}': expected one of {string.Join(", ", SparseOptimizers)}");
         ModelConfig.Require(SparseLearningRate is null || (SparseLearningRate > 0 && float.IsFinite(SparseLearningRate.Value)),
-            $"sparse_learning_rate = {SparseLearningRate}: expected a positive number, or null for learning_rate");
-        ModelConfig.Require(ClipNorm >= 0, $"clip_norm = {ClipNorm}: expected 0 (off) or a positive norm");
-        ModelConfig.Require(EvalEvery >= 0, $"eval_every = {EvalEvery}: expected 0 or more");
-        ModelConfig.Require(EvalWindows >= 1, $"eval_windows = {EvalWindows}: expected at least 1");
-        ModelConfig.Require(CheckpointEvery >= 0, $"checkpoint_every = {CheckpointEvery}: expected 0 or more");
-        ModelConfig.Require(Device is "cpu" or "cuda" or "opencl" or "auto", $"device = '{Device}': expected one of cpu, cuda, opencl, auto");
+            $"train.sparse_learning_rate = {SparseLearningRate}: expected a positive number, or null for learning_rate");
+        ModelConfig.Require(ClipNorm >= 0, $"train.clip_norm = {ClipNorm}: expected 0 (off) or a positive norm");
+        ModelConfig.Require(EvalEvery >= 0, $"train.eval_every = {EvalEvery}: expected 0 or more");
+        ModelConfig.Require(EvalWindows >= 1, $"train.eval_windows = {EvalWindows}: expected at least 1");
+        ModelConfig.Require(CheckpointEvery >= 0, $"train.checkpoint_every = {CheckpointEvery}: expected 0 or more");
+        ModelConfig.Require(Device is "cpu" or "cuda" or "opencl" or "auto", $"train.device = '{Device}': expected one of cpu, cuda, opencl, auto");
     }
 
     /// <summary>The training settings of a preset (see <see cref="ModelConfig.Preset"/>).</summary>

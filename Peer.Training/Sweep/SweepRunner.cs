@@ -96,16 +96,7 @@ public sealed class SweepRunner(Device device, string outDir, TextWriter log, Ca
     {
         string path = Path.Combine(VariantDir(v), "result.json");
         if (!File.Exists(path)) return null;
-        SweepResult? r;
-        try
-        {
-            r = JsonSerializer.Deserialize<SweepResult>(File.ReadAllText(path), ModelConfig.Json);
-        }
-        catch (JsonException e)
-        {
-            throw new ConfigException($"sweep: {path} is damaged ({e.Message.Split('\n')[0]}); delete it to retrain the variant");
-        }
-        if (r is null) throw new ConfigException($"sweep: {path} is empty; delete it to retrain the variant");
+        var r = StrictJson.Read<SweepResult>(File.ReadAllText(path), problem => new ConfigException($"sweep: {path} is damaged ({problem}); delete it to retrain the variant"));
         string? diff = Checkpoint.Difference(r.Config, v.Config)
             ?? (r.Config.Train.Steps != v.Config.Train.Steps ? $"steps: {r.Config.Train.Steps} in the result vs {v.Config.Train.Steps}" : null);
         if (diff != null) throw new ConfigException($"sweep: {path} was trained with another configuration ({diff}); pass another --out");
@@ -127,6 +118,7 @@ public sealed class SweepRunner(Device device, string outDir, TextWriter log, Ca
         var dataset = DataFor(config);
         bool resume = Checkpoint.Exists(dir);
         Directory.CreateDirectory(dir);
+        RunFolder.RemoveTemporaries(dir); // the sweep's lock covers its variants' folders
         if (!resume) AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), config.ToJson());
         var clock = Stopwatch.StartNew();
         using var trainer = resume ? Checkpoint.Load(device, dir, dataset, config) : new Trainer(device, config, dataset);

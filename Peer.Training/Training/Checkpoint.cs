@@ -2,7 +2,9 @@
 // state.json with the step, the sampler's RNG state, the configuration, the data's identity and a SHA-256
 // of each file) and checkpoint.json naming the latest one. A checkpoint is written to a temporary folder,
 // renamed into place, and only then does checkpoint.json (replaced by an atomic rename) point at it: a
-// process killed at any moment leaves the previous checkpoint intact and named.
+// process killed at any moment leaves the previous checkpoint intact and named. Only finite values are saved.
+// Reading checks the whole state file, the hashes, and (CheckpointRules) every value and tensor before use.
+using System.Globalization;
 using System.Security.Cryptography;
 using System.Text.Json;
 using ILGPU.Runtime;
@@ -35,6 +37,13 @@ public sealed record CheckpointState
     public Dictionary<string, string> Files { get; init; } = new();
 }
 
+/// <summary>The contents of checkpoint.json.</summary>
+public sealed record CheckpointPointer
+{
+    /// <summary>The latest checkpoint's folder name under checkpoints/ (step-NNNNNNN).</summary>
+    public string Latest { get; init; } = "";
+}
+
 /// <summary>Saves and restores a <see cref="Trainer"/>.</summary>
 public static class Checkpoint
 {
@@ -42,8 +51,26 @@ public static class Checkpoint
     public const string FormatTag = "peer-checkpoint-1";
     const string Pointer = "checkpoint.json";
 
-    /// <summary>True when <paramref name="runDir"/> holds a checkpoint pointer.</summary>
-    public static bool Exists(string runDir) => File.Exists(Path.Combine(runDir, Pointer));
+    /// <summary>True when <paramref name="runDir"/> holds a checkpoint: a pointer, or a complete checkpoint folder (a save killed
+    /// between renaming its folder into place and writing the pointer leaves the latter).
+    /// A pointer naming a folder that is gone (deleted by hand) counts as no checkpoint, so that the folder can start afresh.</summary>
+    public static bool Exists(string runDir) => (File.Exists(Path.Combine(runDir, Pointer)) && !Dangles(runDir)) || LatestFolder(runDir) != null;
+
+    // Whether checkpoint.json is well formed but names a checkpoint folder without a state file. A damaged pointer does
+    // not dangle: it is reported as damaged, not replaced.
+    internal static bool Dangles(string runDir)
+    {
+        string pointer = Path.Combine(runDir, Pointer);
+        try
+        {
+            string latest = StrictJson.Read<CheckpointPointer>(File.ReadAllText(pointer), problem => new CheckpointException(problem)).Latest;
+            return RunFolder.IsStepFolder(latest) && !File.Exists(Path.Combine(runDir, "checkpoints", latest, "state.json"));
+        }
+        catch (Exception e) when (e is CheckpointException or IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
 
     /// <summary>
     /// Writes the trainer's state under <paramref name="runDir"/> and points checkpoint.json at it; older checkpoints are removed afterwards.
@@ -52,25 +79,21 @@ public static class Checkpoint
     /// </summary>
     /// <returns>The checkpoint's folder.</returns>
     /// <exception cref="CheckpointException">In a distributed run, rank 0 could not write (on rank 0 the original error is thrown).</exception>
+    /// <exception cref="TrainingDivergedException">A parameter or optimizer state holds NaN or infinity: nothing was written.</exception>
     public static string Save(Trainer trainer, string runDir)
     {
         var group = trainer.Distribution.Group;
         string root = Path.Combine(runDir, "checkpoints");
         string name = $"step-{trainer.StepCount:D7}";
         string final = Path.Combine(root, name);
-        var shards = trainer.Model.ShardedParameters();
         var model = trainer.Model.StateDict().Select(e => (e.Name, T: e.Tensor)).ToList();
         var optimizer = trainer.Optimizer.StateDict().ToList();
-        // A split optimizer state ("<parameter>.exp_avg") is split as its parameter, when it has the parameter's shape.
-        ColumnShard? ShardOf(string n, Tensor t) => shards.TryGetValue(n, out var sh) ? sh
-            : n.LastIndexOf('.') is int dot and > 0 && shards.TryGetValue(n[..dot], out sh) && t.Rank == 2 && t.Shape[1] == sh.MyCount ? sh : null;
-        var gather = new ShardGather(group, model.Concat(optimizer).Where(e => ShardOf(e.Name, e.T) is not null)
-            .Select(e => (e.Name, e.T, ShardOf(e.Name, e.T)!)).ToList());
+        var shardOf = ShardsOf(trainer.Model);
+        var gather = new ShardGather(group, model.Concat(optimizer).Where(e => shardOf(e.Name, e.T) is not null)
+            .Select(e => (e.Name, e.T, shardOf(e.Name, e.T)!)).ToList());
+        var gathered = gather.Tables.Select(g => g.Name).ToList();
         IEnumerable<SafeTensorSource> Sources(List<(string Name, Tensor T)> entries) => entries.Select(e =>
-        {
-            int i = gather.Tables.Select(g => g.Name).ToList().IndexOf(e.Name);
-            return i >= 0 ? gather.Source(i) : SafeTensors.Source(e.Name, e.T);
-        });
+            gathered.IndexOf(e.Name) is int i and >= 0 ? gather.Source(i) : SafeTensors.Source(e.Name, e.T, requireFinite: true));
         if (group.Rank != 0)
         {
             gather.Drain();
@@ -84,22 +107,32 @@ public static class Checkpoint
             string tmp = Path.Combine(root, $".{name}.{Environment.ProcessId}.tmp");
             if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
             Directory.CreateDirectory(tmp);
-            SafeTensors.Write(Path.Combine(tmp, "model.safetensors"), Sources(model));
-            SafeTensors.Write(Path.Combine(tmp, "optimizer.safetensors"), Sources(optimizer));
-            var state = new CheckpointState
+            try
             {
-                Step = trainer.StepCount,
-                SamplerState = trainer.Sampler.State,
-                Config = trainer.Config,
-                Corpus = trainer.Data.CorpusName,
-                TrainTokens = trainer.Data.Train.Length,
-                DataHash = DataHash(trainer.Data),
-                Files = new() { ["model.safetensors"] = Sha256(Path.Combine(tmp, "model.safetensors")), ["optimizer.safetensors"] = Sha256(Path.Combine(tmp, "optimizer.safetensors")) },
-            };
-            File.WriteAllText(Path.Combine(tmp, "state.json"), JsonSerializer.Serialize(state, ModelConfig.Json));
-            if (Directory.Exists(final)) Directory.Delete(final, true); // only when re-saving the same step
-            Directory.Move(tmp, final);
-            AtomicFile.WriteAllText(Path.Combine(runDir, Pointer), JsonSerializer.Serialize(new Dictionary<string, string> { ["latest"] = name }, ModelConfig.Json));
+                WriteTensors(trainer, Path.Combine(tmp, "model.safetensors"), Sources(model));
+                WriteTensors(trainer, Path.Combine(tmp, "optimizer.safetensors"), Sources(optimizer));
+                var state = new CheckpointState
+                {
+                    Step = trainer.StepCount,
+                    SamplerState = trainer.Sampler.State,
+                    Config = trainer.Config,
+                    Corpus = trainer.Data.CorpusName,
+                    TrainTokens = trainer.Data.Train.Length,
+                    DataHash = DataHash(trainer.Data),
+                    Files = new() { ["model.safetensors"] = Sha256(Path.Combine(tmp, "model.safetensors")), ["optimizer.safetensors"] = Sha256(Path.Combine(tmp, "optimizer.safetensors")) },
+                };
+                File.WriteAllText(Path.Combine(tmp, "state.json"), JsonSerializer.Serialize(state, ModelConfig.Json));
+                if (Directory.Exists(final)) Directory.Delete(final, true); // only when re-saving the same step
+                Directory.Move(tmp, final);
+            }
+            catch (Exception e)
+            {
+                try { Directory.Delete(tmp, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+                if (e is IOException or UnauthorizedAccessException)
+                    throw new IOException($"cannot write a checkpoint in {root}: {e.Message.Replace(tmp, final)}", e);
+                throw;
+            }
+            AtomicFile.WriteAllText(Path.Combine(runDir, Pointer), JsonSerializer.Serialize(new CheckpointPointer { Latest = name }, ModelConfig.Json));
             foreach (var old in Directory.GetDirectories(root))
                 if (Path.GetFileName(old) != name) Directory.Delete(old, true);
         }
@@ -122,37 +155,65 @@ public static class Checkpoint
         if (flag[0] != 0) throw new CheckpointException("checkpoint: rank 0 could not write the checkpoint (its message says why); the previous checkpoint is intact");
     }
 
-    /// <summary>Reads and verifies the latest checkpoint's state of <paramref name="runDir"/> (a run folder or a checkpoint folder).</summary>
-    /// <exception cref="CheckpointException">Missing, damaged (hash mismatch, unreadable) or of an unknown format.</exception>
-    public static (CheckpointState State, string Folder) ReadState(string runDir)
+    // A table a rank holds split by columns: a sharded parameter, or its optimizer state ("<parameter>.exp_avg") when that has the
+    // slice's shape (a step count, say, is whole on every rank).
+    static CheckpointRules.Shards ShardsOf(LanguageModel model)
+    {
+        var shards = model.ShardedParameters();
+        return (n, t) => shards.TryGetValue(n, out var sh) ? sh
+            : n.LastIndexOf('.') is int dot and > 0 && shards.TryGetValue(n[..dot], out sh) && t.Rank == 2 && t.Shape[1] == sh.MyCount ? sh : null;
+    }
+
+    // A checkpoint holds finite numbers only: the writer checks each chunk as it copies it to the file (the columns gathered from
+    // other ranks excepted: those ranks' steps were checked through the loss and gradient norm every rank shares).
+    static void WriteTensors(Trainer trainer, string path, IEnumerable<SafeTensorSource> tensors)
+    {
+        try
+        {
+            // The step in each file's metadata ties the file to its checkpoint (a file copied from another step is refused).
+            SafeTensors.Write(path, tensors, new Dictionary<string, string> { ["format"] = FormatTag, ["step"] = trainer.StepCount.ToString(CultureInfo.InvariantCulture) });
+        }
+        catch (NonFiniteTensorException e)
+        {
+            throw new TrainingDivergedException($"the state after step {trainer.StepCount} holds {e.Value} (in '{e.Tensor}')", trainer.StepCount);
+        }
+    }
+
+    /// <summary>Reads and verifies the latest checkpoint's state of <paramref name="runDir"/> (a run folder or a checkpoint folder): the
+    /// whole state file, its values' domains, the hashes of the tensor files, and its agreement with the run's config.json.</summary>
+    /// <param name="runDir">A run folder or a checkpoint folder.</param>
+    /// <param name="withOptimizer">Whether the optimizer's file is needed (training) or not (evaluation, generation).</param>
+    /// <exception cref="CheckpointException">Missing, damaged (hash mismatch, unreadable, values out of range), of an unknown format, or not of this run.</exception>
+    public static (CheckpointState State, string Folder) ReadState(string runDir, bool withOptimizer = true)
     {
         string folder = Locate(runDir);
-        CheckpointState? state;
-        try
-        {
-            state = JsonSerializer.Deserialize<CheckpointState>(File.ReadAllText(Path.Combine(folder, "state.json")), ModelConfig.Json);
-        }
-        catch (Exception e) when (e is JsonException or IOException)
-        {
-            throw new CheckpointException($"checkpoint: {folder}/state.json is damaged ({e.Message.Split('\n')[0]})");
-        }
-        if (state is null || state.Format != FormatTag) throw new CheckpointException($"checkpoint: {folder}/state.json is not a {FormatTag} checkpoint");
-        try
-        {
-            state.Config.Validate();
-        }
-        catch (ConfigException e)
-        {
-            throw new CheckpointException($"checkpoint: {folder} holds an invalid configuration ({e.Message})");
-        }
-        foreach (var file in new[] { "model.safetensors", "optimizer.safetensors" })
+        string statePath = Path.Combine(folder, "state.json");
+        var state = StrictJson.Read<CheckpointState>(ReadText(statePath), problem => new CheckpointException($"checkpoint: {statePath}: {problem}"));
+        if (state.Format != FormatTag) throw new CheckpointException($"checkpoint: {statePath} is not a {FormatTag} checkpoint (format = '{state.Format}')");
+        CheckpointRules.CheckState(state, folder, statePath);
+        foreach (var file in withOptimizer ? TensorFiles : TensorFiles[..1])
         {
             string path = Path.Combine(folder, file);
             if (!File.Exists(path)) throw new CheckpointException($"checkpoint: {path} is missing");
             if (!state.Files.TryGetValue(file, out var expected) || expected != Sha256(path))
                 throw new CheckpointException($"checkpoint: {path} is damaged (its SHA-256 differs from the one recorded when it was written)");
         }
+        CheckpointRules.CheckRun(state, folder);
         return (state, folder);
+    }
+
+    static readonly string[] TensorFiles = ["model.safetensors", "optimizer.safetensors"];
+
+    static string ReadText(string path)
+    {
+        try
+        {
+            return File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new CheckpointException($"checkpoint: cannot read {path} ({e.Message})");
+        }
     }
 
     static string Locate(string path)
@@ -160,38 +221,39 @@ public static class Checkpoint
         string full = Path.GetFullPath(path);
         if (File.Exists(Path.Combine(full, "state.json"))) return full;
         string pointer = Path.Combine(full, Pointer);
-        if (!File.Exists(pointer)) throw new CheckpointException($"checkpoint: no checkpoint in {full} (no {Pointer})");
-        string? latest;
-        try
-        {
-            latest = JsonSerializer.Deserialize<Dictionary<string, string>>(File.ReadAllText(pointer))?.GetValueOrDefault("latest");
-        }
-        catch (JsonException)
-        {
-            latest = null;
-        }
-        if (string.IsNullOrEmpty(latest) || latest.Contains('/') || latest.Contains('\\') || latest.Contains(".."))
-            throw new CheckpointException($"checkpoint: {pointer} is damaged");
+        if (!File.Exists(pointer))
+            return LatestFolder(full) ?? throw new CheckpointException($"checkpoint: no checkpoint in {full} (no {Pointer})");
+        string latest = StrictJson.Read<CheckpointPointer>(ReadText(pointer), problem => new CheckpointException($"checkpoint: {pointer} is damaged: {problem}")).Latest;
+        if (!RunFolder.IsStepFolder(latest))
+            throw new CheckpointException($"checkpoint: {pointer} is damaged: latest = '{latest}': expected a checkpoint folder's name (step-NNNNNNN)");
         string folder = Path.Combine(full, "checkpoints", latest);
-        if (!File.Exists(Path.Combine(folder, "state.json"))) throw new CheckpointException($"checkpoint: {folder} named by {pointer} is missing");
+        if (!File.Exists(Path.Combine(folder, "state.json"))) throw new CheckpointException($"checkpoint: {Path.Combine(folder, "state.json")}, named by {pointer}, is missing");
         return folder;
     }
 
-    /// <summary>Restores a trainer from the checkpoint in <paramref name="runDir"/>, on <paramref name="data"/> (which must be the data it was trained on).</summary>
+    // The newest complete checkpoint folder (one with its state.json), for a run whose pointer was never written.
+    static string? LatestFolder(string runDir)
+    {
+        string root = Path.Combine(runDir, "checkpoints");
+        if (!Directory.Exists(root)) return null;
+        return Directory.GetDirectories(root).Where(d => RunFolder.IsStepFolder(Path.GetFileName(d)) && File.Exists(Path.Combine(d, "state.json")))
+            .OrderByDescending(d => Path.GetFileName(d), StringComparer.Ordinal).FirstOrDefault();
+    }
+
+    /// <summary>Restores a trainer from the checkpoint in <paramref name="runDir"/>, on <paramref name="data"/> (which must be the data it was trained on).
+    /// Every tensor is checked (names, shapes, types, finite values, the optimizer's step counts against the checkpoint's step) before the trainer is returned.</summary>
     /// <param name="device">Where to build the model.</param>
     /// <param name="runDir">A run folder or a checkpoint folder.</param>
     /// <param name="data">The data, tokenized as the checkpoint's configuration says.</param>
     /// <param name="config">The configuration to continue with: it may change only steps, evaluation and checkpoint cadence and device; null takes the checkpoint's.</param>
+    /// <param name="withOptimizer">Whether to restore the optimizer's state (to train on; evaluation does not need it, nor its file).</param>
     /// <exception cref="CheckpointException">The checkpoint is missing or damaged, or the data or configuration differs from the checkpoint's.</exception>
-    public static Trainer Load(Device device, string runDir, Dataset data, RunConfig? config = null) => Load(device, runDir, data, config, null);
-
-    /// <summary>Restores one rank's trainer of a distributed run (see <see cref="Trainer(Device, RunConfig, Dataset, Distribution?)"/>;
-    /// null: one process) from a checkpoint written by any number of ranks: each rank reads the files (the run folder must be visible to
-    /// every rank) and takes its columns of the tables it holds split.</summary>
-    /// <exception cref="CheckpointException">As <see cref="Load(Device, string, Dataset, RunConfig?)"/>.</exception>
-    public static Trainer Load(Device device, string runDir, Dataset data, RunConfig? config, Distribution? distribution)
+    /// <param name="distribution">For one rank of a distributed run (see <see cref="Trainer(Device, RunConfig, Dataset, Distribution?)"/>), which reads
+    /// the files (the run folder must be visible to every rank) and takes its columns of the tables it holds split; null: one process. A
+    /// checkpoint written by any number of ranks loads with any other.</param>
+    public static Trainer Load(Device device, string runDir, Dataset data, RunConfig? config = null, Distribution? distribution = null, bool withOptimizer = true)
     {
-        var (state, folder) = ReadState(runDir);
+        var (state, folder) = ReadState(runDir, withOptimizer);
         if (config != null)
         {
             string? diff = Difference(state.Config, config);
@@ -202,28 +264,16 @@ public static class Checkpoint
         var trainer = new Trainer(device, config ?? state.Config, data, distribution);
         try
         {
-            var shards = trainer.Model.ShardedParameters();
-            ColumnShard? ShardOf(string n) => shards.TryGetValue(n, out var sh) ? sh
-                : n.LastIndexOf('.') is int dot and > 0 && shards.TryGetValue(n[..dot], out sh) ? sh : null;
-            using (var model = SafeTensors.Read(Path.Combine(folder, "model.safetensors")))
-                foreach (var (name, tensor) in trainer.Model.StateDict()) CopyInto(model, name, tensor, folder, ShardOf(name));
-            using (var opt = SafeTensors.Read(Path.Combine(folder, "optimizer.safetensors")))
-            using (Scope.Begin())
-                trainer.Optimizer.LoadStateDict(opt.Names.Select(n =>
-                {
-                    var sh = ShardOf(n);
-                    var info = opt.GetInfo(n);
-                    if (sh is null || info.Shape.Length != 2 || info.Shape[1] != sh.Dim) return (n, opt.ToTensor(device, n));
-                    return (n, Tensor.FromArray(device, opt.GetFloatColumns(n, sh.MyStart, sh.MyCount), (int)info.Shape[0], sh.MyCount));
-                }).ToList());
+            var shardOf = ShardsOf(trainer.Model);
+            CheckpointRules.ReadModel(Path.Combine(folder, "model.safetensors"), trainer.Model.StateDict(), state.Step, shardOf);
+            if (withOptimizer)
+            {
+                using (Scope.Begin()) // frees the device copies the optimizer copies from
+                    trainer.Optimizer.LoadStateDict(CheckpointRules.ReadOptimizer(Path.Combine(folder, "optimizer.safetensors"), trainer.Optimizer.StateDict(), state.Step, device, shardOf));
+            }
             trainer.Sampler.State = state.SamplerState;
             trainer.StepCount = state.Step;
             return trainer;
-        }
-        catch (Exception e) when (e is not CheckpointException)
-        {
-            trainer.Dispose();
-            throw new CheckpointException($"checkpoint: {folder} does not fit the model ({e.Message.Split('\n')[0]})");
         }
         catch
         {
@@ -232,16 +282,15 @@ public static class Checkpoint
         }
     }
 
-    /// <summary>Loads only the model of a checkpoint (for evaluation and generation), with its configuration.</summary>
+    /// <summary>Loads only the model of a checkpoint (for evaluation and generation), with its configuration; the optimizer's file is not needed.</summary>
     /// <exception cref="CheckpointException">The checkpoint is missing or damaged.</exception>
     public static (LanguageModel Model, CheckpointState State) LoadModel(Device device, string runDir)
     {
-        var (state, folder) = ReadState(runDir);
+        var (state, folder) = ReadState(runDir, withOptimizer: false);
         var model = new LanguageModel(device, state.Config.Model, state.Config.Train.Seed);
         try
         {
-            using var reader = SafeTensors.Read(Path.Combine(folder, "model.safetensors"));
-            foreach (var (name, tensor) in model.StateDict()) CopyInto(reader, name, tensor, folder);
+            CheckpointRules.ReadModel(Path.Combine(folder, "model.safetensors"), model.StateDict(), state.Step);
             return (model, state);
         }
         catch
@@ -249,18 +298,6 @@ public static class Checkpoint
             model.Dispose();
             throw;
         }
-    }
-
-    static void CopyInto(SafeTensorReader reader, string name, Tensor tensor, string folder, ColumnShard? shard = null)
-    {
-        if (!reader.Contains(name)) throw new CheckpointException($"checkpoint: {folder} has no tensor '{name}'");
-        var info = reader.GetInfo(name);
-        int[] whole = shard is null ? tensor.Shape : [tensor.Shape[0], shard.Dim];
-        if (!info.Shape.Select(s => (int)s).SequenceEqual(whole))
-            throw new CheckpointException($"checkpoint: '{name}' has shape [{string.Join(", ", info.Shape)}] in {folder}; the model expects {Tensor.FormatShape(whole)}");
-        if (shard is not null) tensor.View.SubView(0, tensor.Length).CopyFromCPU(reader.GetFloatColumns(name, shard.MyStart, shard.MyCount));
-        else if (tensor.DType == DType.F32) tensor.View.SubView(0, tensor.Length).CopyFromCPU(reader.GetFloats(name));
-        else tensor.IntView.SubView(0, tensor.Length).CopyFromCPU(reader.GetInts(name));
     }
 
     /// <summary>The first setting that differs between two configurations in what a resumed run must keep, or null.</summary>
@@ -306,7 +343,7 @@ public static class Checkpoint
         return h.ToString("x16");
     }
 
-    static string Sha256(string path)
+    internal static string Sha256(string path)
     {
         using var s = File.OpenRead(path);
         return Convert.ToHexString(SHA256.HashData(s)).ToLowerInvariant();

@@ -45,11 +45,28 @@ public sealed record MetricRow(int Step, double Loss, double LearningRate, doubl
 public static class MetricsFile
 {
     /// <summary>The rows of <paramref name="path"/> with step at most <paramref name="upToStep"/> (all when null); none when the file is absent.</summary>
+    /// <exception cref="InvalidDataException">A line does not parse; the message names the file and the line.</exception>
     public static List<MetricRow> Read(string path, int? upToStep = null)
     {
         if (!File.Exists(path)) return new();
-        return File.ReadLines(path).Skip(1).Where(l => l.Length > 0).Select(MetricRow.Parse)
-            .Where(r => upToStep is null || r.Step <= upToStep).ToList();
+        var rows = new List<MetricRow>();
+        int number = 0;
+        foreach (var line in File.ReadLines(path))
+        {
+            number++;
+            if (number == 1 || line.Length == 0) continue;
+            MetricRow row;
+            try
+            {
+                row = MetricRow.Parse(line);
+            }
+            catch (Exception e) when (e is FormatException or OverflowException or IndexOutOfRangeException or InvalidOperationException)
+            {
+                throw new InvalidDataException($"{Path.GetFullPath(path)}: line {number} is damaged (not a row of {MetricRow.Header.Split(',').Length} comma-separated numbers); repair or delete that line");
+            }
+            if (upToStep is null || row.Step <= upToStep) rows.Add(row);
+        }
+        return rows;
     }
 
     /// <summary>Replaces <paramref name="path"/> atomically with the header and <paramref name="rows"/>.</summary>
@@ -76,6 +93,10 @@ public static class AtomicFile
         {
             write(tmp);
             File.Move(tmp, full, overwrite: true);
+        }
+        catch (IOException e) when (e.Message.Contains(tmp, StringComparison.Ordinal))
+        {
+            throw new IOException(e.Message.Replace(tmp, full), e); // the temporary is ours; the message names the user's file
         }
         finally
         {

@@ -12,6 +12,13 @@ using Peer.Optim;
 
 namespace Peer.Training;
 
+/// <summary>Training produced a non-finite loss, gradient or parameter; the step was not applied. Its message is one line naming the step.</summary>
+public sealed class TrainingDivergedException(string message, int step) : Exception(message)
+{
+    /// <summary>The step (1-based) that produced the non-finite value.</summary>
+    public int Step { get; } = step;
+}
+
 /// <summary>What one optimizer step did.</summary>
 /// <param name="Step">The step number (1-based).</param>
 /// <param name="Loss">Mean training loss over the step's micro-batches.</param>
@@ -82,6 +89,8 @@ public sealed class Trainer : IDisposable
     /// <summary>The device.</summary>
     public Device Device { get; }
     readonly Tensor lossTotal, gradNorm; // [1] each: the step's summed micro-batch losses and its gradient norm, on the device
+    readonly Tensor readback; // [2]: both, copied together so that a step reads the device once
+    readonly float[] host = new float[2];
 
     /// <summary>Optimizer steps taken so far.</summary>
     public int StepCount { get; internal set; }
@@ -123,6 +132,7 @@ public sealed class Trainer : IDisposable
         sharded = Model.NamedParameters().Where(p => shardNames.ContainsKey(p.Name)).Select(p => p.Tensor).ToArray();
         lossTotal = Scope.Unscope(Tensor.Zeros(device, 1));
         gradNorm = Scope.Unscope(Tensor.Zeros(device, 1));
+        readback = Scope.Unscope(Tensor.Zeros(device, 2));
     }
 
     /// <summary>The optimizer groups of <see cref="Optimizer"/> for <paramref name="model"/>, at the peak learning rates of <paramref name="t"/>.</summary>
@@ -163,6 +173,7 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>Takes one optimizer step (and marks it on the device's profiler, when one is attached: <see cref="Device.Profile"/>).</summary>
+    /// <exception cref="TrainingDivergedException">The step's loss or gradient is not finite; the parameters and the optimizer were not changed.</exception>
     public StepResult Step()
     {
         var t = Config.Train;
@@ -177,8 +188,8 @@ public sealed class Trainer : IDisposable
         var (first, count) = Distribution.Share(t.BatchSize);
         int w = Config.Model.Context + 1;
         float share = (float)count / t.BatchSize, weight = share / t.Accumulation;
-        // The micro-batches' losses add up on the device, read once when the step is launched: nothing in the step waits for the
-        // device (on a GPU, each read would stall the launch queue).
+        // The micro-batches' losses add up on the device, read once with the gradient norm below: nothing else in the step waits
+        // for the device (on a GPU, each read would stall the launch queue).
         Ops.Fill(lossTotal, 0f);
         for (int micro = 0; micro < t.Accumulation; micro++)
         {
@@ -192,34 +203,61 @@ public sealed class Trainer : IDisposable
             }
         }
         reducer.AllReduce(replicated);
+        double lossSum;
         using (Device.Profiler?.Enter(ProfilePhase.Optimizer))
         {
-            if (t.ClipNorm > 0)
+            // One read per step, before the optimizer: the summed loss and the gradient norm (the one clipping computes, or with
+            // clipping off the same reduction without the scaling), both left on the device until then and copied together. A
+            // non-finite loss or gradient stops the run here, before the optimizer applies it.
+            float norm;
+            if (sharded.Length > 0)
             {
-                // Split tables: the norm's sharded part is all-reduced on the host; otherwise every gradient is whole here, clipped on the device.
-                if (sharded.Length > 0) GradClip.ClipGlobalNorm(replicated.Select(p => p.Param), sharded, group, t.ClipNorm);
-                else GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm, gradNorm);
+                // Split tables: the norm's sharded part is all-reduced on the host (it reads the norm there); with clipping off, a
+                // bound no norm reaches scales nothing.
+                norm = GradClip.ClipGlobalNorm(replicated.Select(p => p.Param), sharded, group, t.ClipNorm > 0 ? t.ClipNorm : float.MaxValue);
+                lossTotal.View.CopyToCPU(host.AsSpan(0, 1));
+                lossSum = host[0];
+            }
+            else
+            {
+                if (t.ClipNorm > 0) GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm, gradNorm);
+                else GradClip.GlobalNorm(Model.Parameters(), gradNorm);
+                readback.View.SubView(0, 1).CopyFrom(lossTotal.View);
+                readback.View.SubView(1, 1).CopyFrom(gradNorm.View);
+                readback.View.CopyToCPU(host.AsSpan()); // waits for the device; the span overload pins the array
+                lossSum = host[0];
+                norm = host[1];
+            }
+            if (group.Size > 1)
+            {
+                // Each rank's loss is its share's; the step's is their sum, the same on every rank, so that all ranks stop together.
+                var total = new[] { lossSum };
+                group.AllReduce(total.AsSpan());
+                lossSum = total[0];
+            }
+            if (!double.IsFinite(lossSum) || !float.IsFinite(norm))
+            {
+                Model.ZeroGrad();
+                throw new TrainingDivergedException(!double.IsFinite(lossSum)
+                    ? $"the loss of step {step} is {Words(lossSum)}"
+                    : $"the gradient norm of step {step} is {Words(norm)}", step);
             }
             foreach (var (name, g) in Optimizer.Groups)
                 g.LearningRate = (float)(name == "sparse" && t.SparseLearningRate is { } peak ? lr * peak / t.LearningRate : lr);
             Optimizer.Step();
             Model.ZeroGrad();
         }
-        double meanLoss = lossTotal.Item() / t.Accumulation;
+        double meanLoss = lossSum / t.Accumulation;
         Device.Profiler?.MarkStep();
         StepCount = step;
         double tokens = (double)t.BatchSize * t.Accumulation * Config.Model.Context;
-        if (group.Size > 1)
-        {
-            var total = new[] { meanLoss };
-            group.AllReduce(total.AsSpan());
-            meanLoss = total[0];
-        }
         return new StepResult(step, meanLoss, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds))
         {
             BytesReceived = group.BytesReceived - bytesBefore,
         };
     }
+
+    static string Words(double v) => double.IsNaN(v) ? "NaN" : v > 0 ? "infinity" : "-infinity";
 
     /// <summary>Mean loss over the validation windows <paramref name="coverage"/> selects, the n-gram baselines on the same windows,
     /// and PEER expert usage, in evaluation mode without gradients. Every module is left in the mode (training or evaluation) it was in before.</summary>
@@ -294,5 +332,6 @@ public sealed class Trainer : IDisposable
         Model.Dispose();
         lossTotal.Dispose();
         gradNorm.Dispose();
+        readback.Dispose();
     }
 }
