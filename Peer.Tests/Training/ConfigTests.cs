@@ -43,7 +43,8 @@ public sealed class ConfigTests
     [TestCase("{\"peer\": {\"query_dim\": 7}}", "QueryDim = 7")]
     [TestCase("{\"peer\": {\"experts\": 1000}}", "Experts = 1000")]
     [TestCase("{\"peer\": {\"query_norm\": \"rms\"}}", "peer.query_norm = 'rms'")]
-    [TestCase("{\"positions\": \"learned\"}", "not valid JSON")]
+    [TestCase("{\"positions\": \"sinusoidal\"}", "positions = 'sinusoidal': expected one of learned, rotary")]
+    [TestCase("{\"positions\": \"rotary\", \"d_model\": 60, \"heads\": 4}", "d_model / heads = 60 / 4 = 15 is odd")]
     [TestCase("{\"d_modle\": 64}", "not valid JSON")]
     [TestCase("{\"layers\": ", "not valid JSON")]
     public void ContradictionsAreOneLineErrors(string json, string expected)

@@ -112,6 +112,11 @@ public sealed record ModelConfig
     public MoeConfig Moe { get; init; } = new();
     /// <summary>Whether the output head shares the token embedding's weights.</summary>
     public bool TiedHead { get; init; } = true;
+    /// <summary>Position encodings accepted by <see cref="Positions"/>.</summary>
+    public static readonly string[] PositionKinds = ["learned", "rotary"];
+    /// <summary>How tokens learn their positions: <c>learned</c> (a position embedding added to the token embedding) or <c>rotary</c>
+    /// (attention queries and keys turned by position, <see cref="Ops.Rotary"/>; no position embedding).</summary>
+    public string Positions { get; init; } = "learned";
 
     /// <summary>The feed-forward kind of every block, with the default resolved.</summary>
     public string[] BlockKinds() => Blocks ?? Enumerable.Range(0, Layers).Select(i => i == Layers / 2 ? "peer" : "ffw").ToArray();
@@ -128,6 +133,9 @@ public sealed record ModelConfig
         Require(Layers >= 1, $"layers = {Layers}: expected at least 1");
         Require(Heads >= 1 && DModel % Heads == 0, $"heads = {Heads} does not divide d_model = {DModel}");
         Require(Context >= 1, $"context = {Context}: expected at least 1 token");
+        Require(PositionKinds.Contains(Positions), $"positions = '{Positions}': expected one of {string.Join(", ", PositionKinds)}");
+        Require(Positions != "rotary" || DModel % Heads != 0 || DModel / Heads % 2 == 0,
+            $"positions = 'rotary' turns pairs of each head's coordinates, but d_model / heads = {DModel} / {Heads} = {DModel / Math.Max(1, Heads)} is odd");
         Require(FfwHidden >= 0, $"ffw_hidden = {FfwHidden}: expected 0 (4 * d_model) or a positive width");
         if (Blocks != null)
             Require(Blocks.Length == Layers, $"blocks lists {Blocks.Length} kinds but layers = {Layers}");
