@@ -13,7 +13,7 @@ internal sealed record BenchOptions
     public int Repeats { get; init; }
     /// <summary>Folder for results.json, results.md and the PNG plots.</summary>
     public string Output { get; init; } = "bench-results";
-    /// <summary>Smaller still than <see cref="Quick"/>: the end-to-end test's sizes (not on the command line).</summary>
+    /// <summary>Smaller still than <see cref="Quick"/>: the end-to-end test's sizes, to check that every suite runs (its figures mean little).</summary>
     public bool Smoke { get; init; }
 
     static readonly string[] KnownDevices = ["cpu", "opencl", "cuda"];
@@ -31,6 +31,7 @@ internal sealed record BenchOptions
             switch (a)
             {
                 case "--quick": o = o with { Quick = true }; break;
+                case "--smoke": o = o with { Smoke = true }; break;
                 case "--out": o = o with { Output = Value() }; break;
                 case "--repeats":
                 {
@@ -59,7 +60,8 @@ internal sealed record BenchOptions
     }
 
     public static string Usage(IEnumerable<ISuite> suites) =>
-        "usage: dotnet run -c Release --project Peer.Bench -- [suites...] [--devices cpu,opencl,cuda|all] [--quick] [--repeats N] [--out DIR]\n" +
+        "usage: dotnet run -c Release --project Peer.Bench -- [suites...] [--devices cpu,opencl,cuda|all] [--quick|--smoke] [--repeats N] [--out DIR]\n" +
         "  no suite named: all of them, in this order. Default devices: cpu. Default output folder: bench-results.\n" +
+        "  --quick: small sizes and few repeats; --smoke: the test's tiny sizes, to check that every suite runs (figures mean little).\n" +
         "suites:\n" + string.Join("\n", suites.Select(s => $"  {s.Name,-10} {s.Summary}"));
 }

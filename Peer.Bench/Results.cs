@@ -132,10 +132,11 @@ internal sealed class Results(string[] args)
 }
 
 /// <summary>The machine a run ran on.</summary>
-internal sealed record MachineInfo(int Cores, string Os, string Dotnet, string Ilgpu, string Date, bool Vector512, string? LoadAverage, long MemoryBytes)
+internal sealed record MachineInfo(int Cores, string? Cpu, string Os, string Dotnet, string Ilgpu, string Date, bool Vector512, string? LoadAverage, long MemoryBytes)
 {
     public static MachineInfo Current() => new(
         Environment.ProcessorCount,
+        CpuModel(),
         RuntimeInformation.OSDescription,
         Environment.Version.ToString(),
         typeof(ILGPU.Context).Assembly.GetName().Version?.ToString() ?? "?",
@@ -151,7 +152,19 @@ internal sealed record MachineInfo(int Cores, string Os, string Dotnet, string I
         catch (IOException) { return null; }
     }
 
+    /// <summary>The CPU's model name as the kernel reports it (Linux: /proc/cpuinfo, what lscpu shows), or null.</summary>
+    static string? CpuModel()
+    {
+        try
+        {
+            return File.Exists("/proc/cpuinfo")
+                ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim()
+                : null;
+        }
+        catch (IOException) { return null; }
+    }
+
     public string Describe() =>
-        $"{Cores} logical processors, {Fmt.Bytes(MemoryBytes)} memory, {Os}, .NET {Dotnet}, ILGPU {Ilgpu}, Vector512 {(Vector512 ? "yes" : "no")}" +
+        $"{Cpu ?? "CPU model unknown"}, {Cores} logical processors, {Fmt.Bytes(MemoryBytes)} memory, {Os}, .NET {Dotnet}, ILGPU {Ilgpu}, Vector512 {(Vector512 ? "yes" : "no")}" +
         (LoadAverage is null ? "" : $", load average {LoadAverage} at start");
 }

@@ -2,7 +2,8 @@
 // implementations do (NaivePeer: expert rows gathered into [T, h*k, d] tensors, dense [N, d] gradients, dense
 // AdamW over the whole tables) against PeerLayer's fused kernels with row-sparse gradients and the lazy step,
 // run alternately. Goal: fused/sparse at least 3x faster at N = 256^2, the ratio growing with N, at no
-// more than a third of the peak memory. Before timing, the two designs' outputs are compared on one batch.
+// more than a third of the peak memory. Before timing, the two designs' outputs are compared on one batch, and
+// outputs and expert gradients on a small layer (NaivePeerCheck).
 namespace Peer.Bench;
 
 internal sealed class AblationSuite : ISuite
@@ -22,6 +23,9 @@ internal sealed class AblationSuite : ISuite
         int repeats = Sizes.Repeats(o, 5, 2, 2), warmup = Sizes.Warmup(o);
         foreach (var (name, device) in run.Open)
         {
+            var (checkY, checkGrad) = NaivePeerCheck.Run(device);
+            s.Add(new Measurement(name, "naive vs fused check (N = 64, d = 16)", "max |y diff|", "abs", checkY));
+            s.Add(new Measurement(name, "naive vs fused check (N = 64, d = 16)", "max |d experts.down diff|", "abs", checkGrad));
             var table = new Table("N", "fused step ms", "naive step ms", "speed-up", "fused optimizer ms", "naive optimizer ms", "fused peak", "naive peak", "peak ratio", "transient ratio", "max abs y diff");
             var points = new List<(int N, double Fused, double Naive, long FusedPeak, long NaivePeak)>();
             double? firstSpeedup = null;

@@ -1,13 +1,14 @@
 // The kernels suite: matmul (GFLOP/s) and axpy (GB/s) through the portable kernel and the path Peer chooses on
 // each device, beside plain-C# references run interleaved in the same process (the bench's goal: on the CPU
-// accelerator at least 0.5x of the vectorised reference); softmax and layer norm (GB/s, one read and one write
-// of the rows) and causal attention (GFLOP/s), forward, as fractions of the device's ceilings.
+// accelerator at least 0.5x of the vectorised reference) and, for matmul, OpenBLAS's sgemm as the machine's
+// ceiling when it is installed; softmax and layer norm (GB/s, one read and one write of the rows) and causal
+// attention (GFLOP/s), forward, as fractions of the device's ceilings. The references are checked first.
 namespace Peer.Bench;
 
 internal sealed class KernelsSuite : ISuite
 {
     public string Name => "kernels";
-    public string Summary => "matmul, axpy, bias add, softmax, layer norm, attention per device; matmul and elementwise vs plain-C# references";
+    public string Summary => "matmul, axpy, bias add, softmax, layer norm, attention per device; matmul and elementwise vs plain-C# references, matmul vs OpenBLAS sgemm";
 
     public void Run(BenchRun run, SuiteResults s)
     {
@@ -17,37 +18,46 @@ internal sealed class KernelsSuite : ISuite
         int axpyN = Sizes.Pick(o, 1 << 24, 1 << 22, 1 << 18);
         int rows = Sizes.Pick(o, 4096, 1024, 128), cols = Sizes.Pick(o, 1024, 1024, 256);
         int heads = 4, seq = Sizes.Pick(o, 512, 256, 64), headDim = 64;
-        var mm = new Table("device", "size", "portable GF/s", "chosen GF/s", "path", "plain simple GF/s", "plain best GF/s", "chosen/best", "of ceiling");
+        var mm = new Table("device", "size", "portable GF/s", "chosen GF/s", "path", "plain simple GF/s", "OpenBLAS GF/s", "chosen/OpenBLAS", "of ceiling");
+        ReferenceCheck.Run(s);
+        run.Log.WriteLine($"OpenBLAS: {OpenBlas.Describe()}");
         var ew = new Table("device", "op", "shape", "portable", "Peer (chosen)", "unit", "plain SIMD", "Peer/plain", "of ceiling");
         foreach (var (name, device) in run.Open)
         {
-            var path = Ops.ChoosePath(device);
+            string path = MatMulBench.ChosenName(device);
             foreach (int size in sizes)
             {
                 using var m = new MatMulBench(device, size);
-                double err = m.Validate(path);
-                if (err > 1e-3 * Math.Sqrt(size)) s.Notes.Add($"WARNING: {name} {path} matmul {size}^3 differs from the plain reference by {err}.");
+                double err = m.Validate();
+                if (err > 1e-3 * Math.Sqrt(size)) s.Notes.Add($"WARNING: {name} {path} matmul {size}^3 differs from double-precision host dot products by {err}.");
                 // The portable kernel is ~30x slower on the CPU accelerator: timed apart, with fewer runs.
                 int slowRuns = device.IsCpu ? Math.Min(repeats, size > 512 ? 1 : 3) : repeats;
-                var portable = Timing.Measure(() => m.Launch(Ops.MatMulPath.Portable), device.IsCpu ? 0 : warmup, slowRuns).Per(m.GigaFlop);
-                var t = Timing.Interleaved(warmup, repeats,
-                    () => m.Launch(path),
-                    () => PlainMatMul.Simple(m.A, m.B, m.C, size, size, size),
-                    () => PlainMatMul.Best(m.A, m.B, m.C, size, size, size));
+                var portable = Timing.Measure(m.LaunchPortable, device.IsCpu ? 0 : warmup, slowRuns).Per(m.GigaFlop);
+                var runs = new List<Action> { m.Launch, () => PlainMatMul.Simple(m.A, m.B, m.C, size, size, size) };
+                if (OpenBlas.Present) runs.Add(() => OpenBlas.Sgemm(m.A, m.B, m.C, size, size, size));
+                var t = Timing.Interleaved(warmup, repeats, runs.ToArray());
                 var chosen = t[0].Per(m.GigaFlop);
                 var simple = t[1].Per(m.GigaFlop);
-                var best = t[2].Per(m.GigaFlop);
+                Rate? blas = null;
+                if (OpenBlas.Present)
+                {
+                    blas = t[2].Per(m.GigaFlop);
+                    double blasErr = m.HostError(m.C); // C holds OpenBLAS's product: it ran last
+                    if (!(blasErr <= 1e-3 * Math.Sqrt(size)))
+                        throw new BenchCheckException($"OpenBLAS sgemm {size}^3 differs from double-precision host dot products by {blasErr:G3}");
+                }
+                var (refValue, refName) = blas is { } ceiling ? (ceiling.Median, "OpenBLAS sgemm") : (simple.Median, "plain simple");
                 var of = run.Results.OfMatMul(name, chosen.Median);
-                mm.Add(name, $"{size}^3", portable.ToString(), chosen.ToString(), path.ToString(), simple.ToString(), best.ToString(),
-                    Fmt.Ratio(chosen.Median / best.Median), Fmt.Percent(of));
+                mm.Add(name, $"{size}^3", portable.ToString(), chosen.ToString(), path, simple.ToString(), blas?.ToString() ?? "absent",
+                    blas is null ? "absent" : Fmt.Ratio(chosen.Median / refValue), Fmt.Percent(of));
                 string op = $"matmul {size}^3";
-                s.Add(new Measurement(name, op, "portable", "GFLOP/s", portable.Median, portable.Low, portable.High) { Reference = best.Median, ReferenceName = "plain best" });
-                s.Add(new Measurement(name, op, path.ToString(), "GFLOP/s", chosen.Median, chosen.Low, chosen.High) { Reference = best.Median, ReferenceName = "plain best", OfCeiling = of });
+                s.Add(new Measurement(name, op, "portable", "GFLOP/s", portable.Median, portable.Low, portable.High) { Reference = refValue, ReferenceName = refName });
+                s.Add(new Measurement(name, op, path, "GFLOP/s", chosen.Median, chosen.Low, chosen.High) { Reference = refValue, ReferenceName = refName, OfCeiling = of });
                 s.Add(new Measurement(name, op, "plain simple (Vector<T> ikj)", "GFLOP/s", simple.Median, simple.Low, simple.High));
-                s.Add(new Measurement(name, op, "plain best (Vector512 micro-kernel)", "GFLOP/s", best.Median, best.Low, best.High));
+                if (blas is { } bl) s.Add(new Measurement(name, op, "OpenBLAS sgemm", "GFLOP/s", bl.Median, bl.Low, bl.High));
                 if (device.IsCpu && size == sizes[^1])
                     s.Goals.Add(new Goal(name, $"matmul {size}^3 on the CPU accelerator vs the plain-C# vectorised reference", ">= 0.5x",
-                        chosen.Median / best.Median, chosen.Median / best.Median >= 0.5, $"{chosen.Median:F1} vs {best.Median:F1} GFLOP/s = {chosen.Median / best.Median:F2}x"));
+                        chosen.Median / simple.Median, chosen.Median / simple.Median >= 0.5, $"{chosen.Median:F1} vs {simple.Median:F1} GFLOP/s = {chosen.Median / simple.Median:F2}x"));
             }
             Elementwise(run, s, ew, name, device, axpyN, warmup, repeats);
             RowOps(run, s, ew, name, device, rows, cols, warmup, repeats);
@@ -55,7 +65,8 @@ internal sealed class KernelsSuite : ISuite
         }
         run.Show(s, "matmul C = A B (row-major, fp32)", mm);
         run.Show(s, "memory-bound ops and attention (forward)", ew);
-        s.Notes.Add("Peer and plain-C# runs interleaved; plain columns are host C# on this machine's cores. Softmax and layer norm count one read " +
+        s.Notes.Add($"OpenBLAS (the machine's matmul ceiling, an implementation independent of Peer): {OpenBlas.Describe()}.");
+        s.Notes.Add("Peer, plain-C# and OpenBLAS runs interleaved; plain and OpenBLAS columns are host code on this machine's cores. Softmax and layer norm count one read " +
             "and one write of the rows; attention counts 2 * 2 * T * T * Dh / 2 FLOPs per head (QK^T and PV, causal half).");
     }
 
@@ -65,14 +76,19 @@ internal sealed class KernelsSuite : ISuite
         var hx = new float[n];
         var hy = new float[n];
         for (int i = 0; i < n; i++) { hx[i] = (float)rng.NextDouble(); hy[i] = (float)rng.NextDouble(); }
+        // The portable kernels run on a twin of the CPU accelerator that loads no CPU body (DeviceOptions.PortableKernels);
+        // other backends load the portable kernels themselves.
+        using var twin = device.IsCpu ? Device.Open("cpu", new DeviceOptions { PortableKernels = true }) : null;
+        var pd = twin ?? device;
         using var scope = Scope.Begin();
         var x = Tensor.FromArray(device, hx);
         var y = Tensor.FromArray(device, hy);
-        var portableKernels = device.Get(static d => new ElementwiseKernels(d));
+        var (px, py) = (Tensor.FromArray(pd, hx), Tensor.FromArray(pd, hy));
+        var portableKernels = pd.Get(static d => new ElementwiseKernels(d));
         var w = device.Split(n);
         double gb = 12.0 * n / 1e9; // read x, read y, write y
         var t = Timing.Interleaved(warmup, repeats,
-            () => { portableKernels.Axpy(w.Workers, w, y.View, x.View, 1e-3f); device.Synchronize(); },
+            () => { portableKernels.Axpy(w.Workers, w, py.View, px.View, 1e-3f); pd.Synchronize(); },
             () => { Ops.AddInPlace(y, x, 1e-3f); device.Synchronize(); },
             () => PlainElementwise.Axpy(hy, hx, 1e-3f));
         var chosen = AddElementwise(run, s, ew, name, device, "axpy y += a x", $"{n}", t[0].Per(gb), t[1].Per(gb), t[2].Per(gb));
@@ -88,9 +104,10 @@ internal sealed class KernelsSuite : ISuite
         var bias = Tensor.FromArray(device, hbias);
         var a2 = x.Reshape(rows, cols);
         var sum = Tensor.Empty(device, DType.F32, rows, cols);
+        var (pbias, pa2, psum) = (Tensor.FromArray(pd, hbias), px.Reshape(rows, cols), Tensor.Empty(pd, DType.F32, rows, cols));
         gb = 8.0 * rows * cols / 1e9; // read a, write the sum (b stays in cache)
         t = Timing.Interleaved(warmup, repeats,
-            () => { portableKernels.Add(w.Workers, w, a2.View, bias.View, sum.View, cols, (int)Ops.Broadcast.Row); device.Synchronize(); },
+            () => { portableKernels.Add(w.Workers, w, pa2.View, pbias.View, psum.View, cols, (int)Ops.Broadcast.Row); pd.Synchronize(); },
             () => { Ops.BinaryInto(a2, bias, sum, Ops.BinaryOp.Add, Ops.Broadcast.Row); device.Synchronize(); },
             () => PlainElementwise.AddRow(hx, hbias, hout, rows, cols));
         AddElementwise(run, s, ew, name, device, "add row-broadcast", $"[{rows}, {cols}] + [{cols}]", t[0].Per(gb), t[1].Per(gb), t[2].Per(gb));
@@ -113,7 +130,7 @@ internal sealed class KernelsSuite : ISuite
         var of = run.Results.OfCopy(name, chosen.Median);
         ew.Add(name, op, size, portable.ToString(), chosen.ToString(), "GB/s", plain.ToString(), Fmt.Ratio(chosen.Median / plain.Median), Fmt.Percent(of));
         s.Add(new Measurement(name, $"{op} {size}", "portable", "GB/s", portable.Median, portable.Low, portable.High) { Reference = plain.Median, ReferenceName = "plain SIMD" });
-        s.Add(new Measurement(name, $"{op} {size}", device.IsCpu ? "CpuSimd" : "portable", "GB/s", chosen.Median, chosen.Low, chosen.High) { Reference = plain.Median, ReferenceName = "plain SIMD", OfCeiling = of });
+        s.Add(new Measurement(name, $"{op} {size}", device.IsCpu ? "cpu body" : "portable", "GB/s", chosen.Median, chosen.Low, chosen.High) { Reference = plain.Median, ReferenceName = "plain SIMD", OfCeiling = of });
         s.Add(new Measurement(name, $"{op} {size}", "plain SIMD (Vector<T>)", "GB/s", plain.Median, plain.Low, plain.High));
         return (chosen.Median, plain.Median, chosen.Median / plain.Median);
     }

@@ -288,7 +288,7 @@ public static class SafeTensors
             for (int off = 0; off < n; off += chunk)
             {
                 int m = Math.Min(chunk, n - off);
-                t.View.SubView(off, m).CopyToCPU(ref host[0], m);
+                t.View.SubView(off, m).CopyToCPU(host.AsSpan(0, m)); // the span overload pins the array; ref host[0] would not
                 stream.Write(MemoryMarshal.AsBytes(host.AsSpan(0, m)));
             }
         }
@@ -298,7 +298,7 @@ public static class SafeTensors
             for (int off = 0; off < n; off += chunk)
             {
                 int m = Math.Min(chunk, n - off);
-                t.IntView.SubView(off, m).CopyToCPU(ref host[0], m);
+                t.IntView.SubView(off, m).CopyToCPU(host.AsSpan(0, m));
                 stream.Write(MemoryMarshal.AsBytes(host.AsSpan(0, m)));
             }
         }

@@ -59,10 +59,10 @@ public sealed class ExpertUsage : IDisposable
         int bad = Ops.CountOutOfRange(flat, Experts);
         Check.That(bad == 0, nameof(indices), $"{bad} ids outside [0, {Experts})", $"every expert id in [0, N = {Experts})");
         var w = weights.Detach().Reshape(p);
-        var (sorted, order) = RowSparse.Sort(flat);
-        var (rows, starts) = RowSparse.Segment(sorted);
+        using var segments = SortSegment.Run(null, flat, Experts);
         var one = Tensor.Full(Device, 1f, 1);
-        var sums = RowSparse.Reduce(starts, order, w, one, p, 0, 0, 1); // [R, 1]: sum of the weights of each distinct expert
+        var sums = SortSegment.Sum(segments, null, w, one, p, 0, 0, 1); // [R, 1]: sum of the weights of each distinct expert
+        var rows = segments.Rows;
         if (rows.Length > 0)
         {
             var work = Device.Split(rows.Length);
@@ -101,10 +101,9 @@ internal sealed class ExpertUsageKernels
 
     public ExpertUsageKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Scatter = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>>(ScatterKernel);
-        Partials = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(PartialsKernel);
-        Combine = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(CombineKernel);
+        Scatter = d.LoadKernel(ScatterKernel);
+        Partials = d.LoadKernel(PartialsKernel);
+        Combine = d.LoadKernel(CombineKernel);
     }
 
     // rows: [R] distinct, sums: [R] -> acc[rows[s]] += sums[s]; rows are distinct, so no two items touch one element

@@ -1,5 +1,7 @@
 // The Module base: explicit registration of parameters, buffers and child modules under dotted
-// PyTorch-style names ("blocks.3.attn.qkv.weight"), train/eval mode, and deterministic disposal.
+// PyTorch-style names ("blocks.3.attn.qkv.weight"), train/eval mode, and deterministic disposal. A component is
+// a child whose names join its owner's unprefixed, in registration order (a shared part, such as the product-key
+// retrieval of PEER and PKM, that holds some of its owner's interop names).
 namespace Peer.Nn;
 
 /// <summary>A layer or model: owns parameters (tensors that require gradient), buffers and child modules.</summary>
@@ -8,6 +10,7 @@ public abstract class Module : IDisposable
     readonly List<(string Name, Tensor Tensor)> parameters = new();
     readonly List<(string Name, Tensor Tensor)> buffers = new();
     readonly List<(string Name, Module Module)> children = new();
+    readonly List<(int Parameters, int Buffers, Module Module)> components = new(); // with the counts of own entries before it
 
     /// <summary>The device holding this module's tensors.</summary>
     public Device Device { get; }
@@ -51,17 +54,36 @@ public abstract class Module : IDisposable
         return module;
     }
 
+    /// <summary>
+    /// Registers a component: a child module whose parameters and buffers are listed as this module's own, under their own
+    /// names without a prefix, at this point of the registration order (so a state dict reads as if this module had
+    /// registered them itself). Its mode follows this module's and it is disposed with it.
+    /// </summary>
+    protected T Component<T>(T module) where T : Module
+    {
+        ArgumentNullException.ThrowIfNull(module);
+        foreach (var (name, _) in module.StateDict()) CheckName(name);
+        components.Add((parameters.Count, buffers.Count, module));
+        return module;
+    }
+
     void CheckName(string name)
     {
         Check.That(!string.IsNullOrEmpty(name) && !name.Contains(' '), nameof(name), name, "a non-empty name without spaces");
-        Check.That(parameters.All(p => p.Name != name) && buffers.All(p => p.Name != name) && children.All(c => c.Name != name),
+        Check.That(parameters.All(p => p.Name != name) && buffers.All(p => p.Name != name) && children.All(c => c.Name != name)
+            && components.All(c => c.Module.StateDict().All(s => s.Name != name)),
             nameof(name), name, "a name not already registered in this module");
     }
 
     /// <summary>Every parameter of this module and its descendants, with dotted names, in registration order.</summary>
     public IEnumerable<(string Name, Tensor Tensor)> NamedParameters(string prefix = "")
     {
-        foreach (var (n, t) in parameters) yield return (prefix + n, t);
+        for (int i = 0, c = 0; i <= parameters.Count; i++)
+        {
+            for (; c < components.Count && components[c].Parameters == i; c++)
+                foreach (var p in components[c].Module.NamedParameters(prefix)) yield return p;
+            if (i < parameters.Count) yield return (prefix + parameters[i].Name, parameters[i].Tensor);
+        }
         foreach (var (n, m) in children)
             foreach (var p in m.NamedParameters(prefix + n + ".")) yield return p;
     }
@@ -69,7 +91,12 @@ public abstract class Module : IDisposable
     /// <summary>Every buffer of this module and its descendants, with dotted names.</summary>
     public IEnumerable<(string Name, Tensor Tensor)> NamedBuffers(string prefix = "")
     {
-        foreach (var (n, t) in buffers) yield return (prefix + n, t);
+        for (int i = 0, c = 0; i <= buffers.Count; i++)
+        {
+            for (; c < components.Count && components[c].Buffers == i; c++)
+                foreach (var b in components[c].Module.NamedBuffers(prefix)) yield return b;
+            if (i < buffers.Count) yield return (prefix + buffers[i].Name, buffers[i].Tensor);
+        }
         foreach (var (n, m) in children)
             foreach (var p in m.NamedBuffers(prefix + n + ".")) yield return p;
     }
@@ -87,6 +114,7 @@ public abstract class Module : IDisposable
     public void Train(bool training = true)
     {
         IsTraining = training;
+        foreach (var (_, _, m) in components) m.Train(training);
         foreach (var (_, m) in children) m.Train(training);
     }
 
@@ -113,6 +141,7 @@ public abstract class Module : IDisposable
     {
         foreach (var (_, t) in parameters) t.Dispose();
         foreach (var (_, t) in buffers) t.Dispose();
+        foreach (var (_, _, m) in components) m.Dispose();
         foreach (var (_, m) in children) m.Dispose();
         GC.SuppressFinalize(this);
     }

@@ -1,7 +1,8 @@
-// The PEER layer as a Module (docs/peer-spec.md): query projection and norm, product-key retrieval over
-// shared sub-keys, softmax (or sigmoid) router over each head's k kept scores, and fused singleton
-// experts summed over heads. The expert tables and sub-keys receive row-sparse gradients, so a training
-// step never costs O(N). Options are validated at construction with messages naming value and rule.
+// The PEER layer as a feed-forward module (docs/peer-spec.md): product-key retrieval (ProductKeys.cs: query
+// projection and norm, top-k over shared sub-keys), softmax (or sigmoid) router over each head's k kept
+// scores, and fused singleton experts summed over heads. The expert tables and sub-keys receive row-sparse
+// gradients, so a training step never costs O(N). Options are validated at construction with messages
+// naming value and rule.
 namespace Peer.Nn;
 
 /// <summary>Normalisation applied to the query <c>W x + b</c> before retrieval.</summary>
@@ -32,7 +33,7 @@ public sealed record PeerOptions
     public PeerQueryNorm QueryNorm { get; init; } = PeerQueryNorm.BatchNorm;
     /// <summary>Router: softmax over each head's kept scores (default) or sigmoid.</summary>
     public PeerRouter Router { get; init; } = PeerRouter.Softmax;
-    /// <summary>Seed of the parameter initialisation.</summary>
+    /// <summary>Seed of the parameter initialisation (how each parameter's stream derives from it: <see cref="ProductKeys"/>).</summary>
     public ulong Seed { get; init; }
 
     /// <summary>sqrt(N) when N is a perfect square, else -1.</summary>
@@ -64,61 +65,43 @@ public sealed record PeerOptions
 
 /// <summary>
 /// Parameter Efficient Expert Retrieval layer (He 2024): <c>y = sum_j sum_{i in I_j} g_i act(u_i . x) v_i</c> for x [T, d].
-/// Parameters (interop names): <c>query.weight</c> [h*dq, d], <c>query.bias</c> [h*dq], <c>query_norm.weight</c>/<c>.bias</c>
-/// [h*dq] (BatchNorm or LayerNorm; BatchNorm adds buffers <c>query_norm.running_mean</c>/<c>running_var</c>),
-/// <c>keys.sub1</c>, <c>keys.sub2</c> [n, dq/2], <c>experts.down</c>, <c>experts.up</c> [N, d].
+/// Parameters (interop names): those of <see cref="ProductKeys"/> (<c>query.weight</c> [h*dq, d], <c>query.bias</c> [h*dq],
+/// <c>query_norm.*</c> [h*dq], <c>keys.sub1</c>, <c>keys.sub2</c> [n, dq/2]), then <c>experts.down</c>, <c>experts.up</c> [N, d].
 /// </summary>
 /// <remarks>
-/// Initialisation (ours; the paper gives none): query weight and bias U(-1/sqrt d, 1/sqrt d) as PyTorch's Linear; norm
-/// weight 1, bias 0, running mean 0, running variance 1; sub-keys N(0, 1/(dq/2)) so that a unit-variance query half
-/// gives unit-variance sub-key scores; experts.down N(0, 1/d) so that u . x has unit variance for unit-variance x;
-/// experts.up N(0, 1/d).
+/// Initialisation (ours; the paper gives none): the retrieval's as <see cref="ProductKeys"/> describes; experts.down N(0, 1/d)
+/// so that u . x has unit variance for unit-variance x; experts.up N(0, 1/d). Seeds: see <see cref="ProductKeys"/>.
+/// Cost: <see cref="FeedForwardCost.Of(PeerOptions, int)"/>.
 /// </remarks>
-public sealed class PeerLayer : Module
+public sealed class PeerLayer : FeedForwardLayer
 {
-    readonly Tensor queryWeight, queryBias, keys1, keys2, down, up;
-    readonly Tensor? normWeight, normBias, runningMean, runningVar;
+    readonly ProductKeys keys;
+    readonly Tensor down, up;
     Tensor? lastIndices, lastWeights;
 
     /// <summary>The validated options.</summary>
     public PeerOptions Options { get; }
-    /// <summary>Model width d.</summary>
-    public int Dim { get; }
 
     /// <summary>When set, every forward adds its (indices, router weights) to this accumulator (e.g. during an evaluation pass).</summary>
     public ExpertUsage? Usage { get; set; }
 
     /// <summary>Creates the layer for tokens of width <paramref name="dim"/>.</summary>
     /// <exception cref="ArgumentException">Invalid options (see <see cref="PeerOptions.Validate"/>) or a non-positive width.</exception>
-    public PeerLayer(Device device, int dim, PeerOptions? options = null) : base(device)
+    public PeerLayer(Device device, int dim, PeerOptions? options = null) : base(device, dim)
     {
         options ??= new PeerOptions();
         options.Validate();
-        Check.That(dim >= 1, nameof(dim), dim, "a positive model width");
         Check.That((long)options.Experts * dim <= int.MaxValue, nameof(dim), dim,
             $"Experts * dim <= {int.MaxValue} (each expert table is one tensor; Experts = {options.Experts})");
         Options = options;
-        Dim = dim;
-        int hq = options.Heads * options.QueryDim, half = options.QueryDim / 2, n = options.SubKeys;
-        ulong seed = options.Seed * 16;
-        float bound = 1f / MathF.Sqrt(dim);
-        queryWeight = Parameter("query.weight", Ops.Uniform(device, seed + 1, -bound, bound, hq, dim));
-        queryBias = Parameter("query.bias", Ops.Uniform(device, seed + 2, -bound, bound, hq));
-        if (options.QueryNorm != PeerQueryNorm.None)
-        {
-            normWeight = Parameter("query_norm.weight", Tensor.Full(device, 1f, hq));
-            normBias = Parameter("query_norm.bias", Tensor.Zeros(device, hq));
-        }
-        if (options.QueryNorm == PeerQueryNorm.BatchNorm)
-        {
-            runningMean = Buffer("query_norm.running_mean", Tensor.Zeros(device, hq));
-            runningVar = Buffer("query_norm.running_var", Tensor.Full(device, 1f, hq));
-        }
-        keys1 = Parameter("keys.sub1", Ops.Normal(device, seed + 3, 0f, 1f / MathF.Sqrt(half), n, half));
-        keys2 = Parameter("keys.sub2", Ops.Normal(device, seed + 4, 0f, 1f / MathF.Sqrt(half), n, half));
-        down = Parameter("experts.down", Ops.Normal(device, seed + 5, 0f, 1f / MathF.Sqrt(dim), options.Experts, dim));
-        up = Parameter("experts.up", Ops.Normal(device, seed + 6, 0f, 1f / MathF.Sqrt(dim), options.Experts, dim));
+        ulong seed = options.Seed;
+        keys = Component(new ProductKeys(device, dim, options.Heads, options.QueryDim, options.SubKeys, options.TopK, options.QueryNorm, seed));
+        down = Parameter("experts.down", Ops.Normal(device, LayerSeeds.Derive(seed, ProductKeys.FirstOwnerSeed), 0f, 1f / MathF.Sqrt(dim), options.Experts, dim));
+        up = Parameter("experts.up", Ops.Normal(device, LayerSeeds.Derive(seed, ProductKeys.FirstOwnerSeed + 1), 0f, 1f / MathF.Sqrt(dim), options.Experts, dim));
     }
+
+    /// <inheritdoc />
+    public override FeedForwardCost Cost => FeedForwardCost.Of(this);
 
     /// <summary>Expert ids I32 [T, h, k] of the last forward, each head's in descending score order (owned by the layer).</summary>
     public Tensor? LastIndices => lastIndices;
@@ -126,16 +109,8 @@ public sealed class PeerLayer : Module
     public Tensor? LastWeights => lastWeights;
 
     /// <summary>The normalised query <c>query_norm(W x + b)</c>, F32 [T, h*dq]. Differentiable.</summary>
-    public Tensor Query(Tensor x)
-    {
-        var q = Ops.Linear(x, queryWeight, queryBias);
-        return Options.QueryNorm switch
-        {
-            PeerQueryNorm.BatchNorm => Ops.BatchNorm1d(q, normWeight!, normBias!, runningMean!, runningVar!, IsTraining, 0.1f, 1e-5f),
-            PeerQueryNorm.LayerNorm => Ops.LayerNorm(q, normWeight!, normBias!, 1e-5f),
-            _ => q,
-        };
-    }
+    /// <exception cref="ArgumentException">As <see cref="ProductKeys.Query"/>.</exception>
+    public Tensor Query(Tensor x) => keys.Query(x);
 
     /// <summary>
     /// <c>y = sum_j sum_{i in top-k of head j} g_i act(down[i] . x) up[i]</c>; x F32 [T, d] -> y F32 [T, d]. Differentiable
@@ -143,14 +118,9 @@ public sealed class PeerLayer : Module
     /// running ones) in training mode, the running statistics in evaluation mode.
     /// </summary>
     /// <exception cref="ArgumentException">x is not F32 [T, d] on this layer's device, or T &lt; 2 for BatchNorm in training.</exception>
-    public Tensor Forward(Tensor x)
+    public override Tensor Forward(Tensor x)
     {
-        Check.DType(x, DType.F32, nameof(x));
-        Check.That(ReferenceEquals(x.Device, Device), nameof(x), x.Device.Name, $"a tensor on the layer's device '{Device.Name}'");
-        Check.That(x.Rank == 2 && x.Shape[1] == Dim, nameof(x), x.Shape, $"[T, d = {Dim}]");
-        var q = Query(x);
-        var (indices, scores) = Ops.ProductKeyTopK(q, keys1, keys2, Options.Heads, Options.TopK);
-        var g = Ops.PeerRouterWeights(scores, Options.Router);
+        var (indices, g) = keys.Retrieve(x, Options.Router);
         var y = Ops.PeerExperts(x, indices, g, down, up, Options.Activation);
         Usage?.Add(indices, g);
         lastIndices?.Dispose();

@@ -1,8 +1,8 @@
 // Activations: GELU (exact erf form, or the tanh approximation), ReLU and SiLU, each a forward map and a
 // fused backward (dx = g * act'(x)). The scalar functions live in ActivationMath so that other kernels
-// (the PEER expert kernels) can call the same code: no throw, only MathF. On the CPU accelerator they run in a plain
-// loop (Cpu/ActivationsCpu.cs; identical bits, but for the exact GELU's eight-lane exponential, within 5 u |x| forward
-// and 9 u |g| backward); these portable kernels stay the definition.
+// (the PEER expert kernels) can call the same code: no throw, only MathF. These portable kernels are the definition;
+// on the CPU accelerator the launcher loads the bodies of Cpu/ActivationsCpu.cs instead (Device.Choose; identical bits,
+// but for the exact GELU's eight-lane exponential, within 5 u |x| forward and 9 u |g| backward).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -121,9 +121,7 @@ public static partial class Ops
         if (x.Length > 0)
         {
             var w = d.Split(x.Length);
-            // The CPU accelerator runs the same math in a plain loop (ActivationsCpu; see the file header for agreement).
-            if (d.IsCpu) d.Get(static d => new ActivationCpuKernels(d)).Forward(w.Workers, w, (int)act, x.View, y.View);
-            else d.Get(static d => new ActivationKernels(d)).Forward[(int)act](w.Workers, w, x.View, y.View);
+            d.Get(static d => new ActivationKernels(d)).Forward[(int)act](w.Workers, w, x.View, y.View);
         }
         if (d.Tape.Needs(x))
         {
@@ -133,8 +131,7 @@ public static partial class Ops
                 if (x.Length > 0)
                 {
                     var w = d.Split(x.Length);
-                    if (d.IsCpu) d.Get(static d => new ActivationCpuKernels(d)).Backward(w.Workers, w, (int)act, x.View, g.View, dx.View);
-                    else d.Get(static d => new ActivationKernels(d)).Backward[(int)act](w.Workers, w, x.View, g.View, dx.View);
+                    d.Get(static d => new ActivationKernels(d)).Backward[(int)act](w.Workers, w, x.View, g.View, dx.View);
                 }
                 Tape.Accumulate(x, dx);
             });
@@ -143,14 +140,15 @@ public static partial class Ops
     }
 }
 
-/// <summary>An activation and its derivative, for the generic kernels.</summary>
-internal interface IActivation { float F(float x); float D(float x); }
-internal readonly struct GeluExactAct : IActivation { public float F(float x) => ActivationMath.GeluExact(x); public float D(float x) => ActivationMath.GeluExactGrad(x); }
-internal readonly struct GeluTanhAct : IActivation { public float F(float x) => ActivationMath.GeluTanh(x); public float D(float x) => ActivationMath.GeluTanhGrad(x); }
-internal readonly struct ReluAct : IActivation { public float F(float x) => ActivationMath.Relu(x); public float D(float x) => ActivationMath.ReluGrad(x); }
-internal readonly struct SiluAct : IActivation { public float F(float x) => ActivationMath.Silu(x); public float D(float x) => ActivationMath.SiluGrad(x); }
+/// <summary>An activation and its derivative, for the generic kernels; <c>Code</c> is its number in the CPU body's switch.</summary>
+internal interface IActivation { float F(float x); float D(float x); int Code { get; } }
+internal readonly struct GeluExactAct : IActivation { public float F(float x) => ActivationMath.GeluExact(x); public float D(float x) => ActivationMath.GeluExactGrad(x); public int Code => 0; }
+internal readonly struct GeluTanhAct : IActivation { public float F(float x) => ActivationMath.GeluTanh(x); public float D(float x) => ActivationMath.GeluTanhGrad(x); public int Code => 1; }
+internal readonly struct ReluAct : IActivation { public float F(float x) => ActivationMath.Relu(x); public float D(float x) => ActivationMath.ReluGrad(x); public int Code => 2; }
+internal readonly struct SiluAct : IActivation { public float F(float x) => ActivationMath.Silu(x); public float D(float x) => ActivationMath.SiluGrad(x); public int Code => 3; }
 
-/// <summary>Kernels of the activations, indexed by the op's activation number.</summary>
+/// <summary>Kernels of the activations, indexed by the op's activation number: the portable kernels below, or the CPU
+/// bodies' kernels (Cpu/ActivationsCpu.cs) where <see cref="Device.Choose"/> picks them.</summary>
 internal sealed class ActivationKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>>[] Forward;
@@ -158,22 +156,16 @@ internal sealed class ActivationKernels
 
     public ActivationKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Forward =
-        [
-            acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>>(ForwardKernel<GeluExactAct>),
-            acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>>(ForwardKernel<GeluTanhAct>),
-            acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>>(ForwardKernel<ReluAct>),
-            acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>>(ForwardKernel<SiluAct>),
-        ];
-        Backward =
-        [
-            acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BackwardKernel<GeluExactAct>),
-            acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BackwardKernel<GeluTanhAct>),
-            acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BackwardKernel<ReluAct>),
-            acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BackwardKernel<SiluAct>),
-        ];
+        Forward = [LoadForward<GeluExactAct>(d), LoadForward<GeluTanhAct>(d), LoadForward<ReluAct>(d), LoadForward<SiluAct>(d)];
+        Backward = [LoadBackward<GeluExactAct>(d), LoadBackward<GeluTanhAct>(d), LoadBackward<ReluAct>(d), LoadBackward<SiluAct>(d)];
     }
+
+    // The CPU bodies use eight lanes where the CPU has them and a scalar loop otherwise: they need no vector unit.
+    static Action<Index1D, Work, ArrayView<float>, ArrayView<float>> LoadForward<TAct>(Device d) where TAct : struct, IActivation =>
+        d.LoadKernel(d.Choose(ForwardKernel<TAct>, ActivationsCpu.ForwardKernel<TAct>, 0));
+
+    static Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>> LoadBackward<TAct>(Device d) where TAct : struct, IActivation =>
+        d.LoadKernel(d.Choose(BackwardKernel<TAct>, ActivationsCpu.BackwardKernel<TAct>, 0));
 
     // x: [n] -> y: [n] = act(x)
     static void ForwardKernel<TAct>(Index1D w, Work work, ArrayView<float> x, ArrayView<float> y) where TAct : struct, IActivation

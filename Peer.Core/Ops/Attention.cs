@@ -2,7 +2,7 @@
 // query row) streams over the keys at or before it with an online softmax (running maximum and sum, the output
 // row rescaled when the maximum grows), and saves the row's log-sum-exp. Backward recomputes probabilities from
 // the log-sum-exp: one pass per query row (dQ and D = dO·O), one pass per key row (dK, dV), no atomics.
-// On the CPU accelerator the same loops run as SIMD bodies (Cpu/AttentionCpu.cs); these kernels are the definition.
+// These kernels are the definition; on the CPU accelerator the launcher loads the same loops as SIMD bodies (Cpu/AttentionCpu.cs).
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -29,10 +29,7 @@ public static partial class Ops
         Check.Shape(v, nameof(v), q.Shape);
         int t = q.Shape[2], dh = q.Shape[3], rows = q.Shape[0] * q.Shape[1] * t;
         var d = q.Device;
-        // The SIMD bodies index row 0 of every operand, so Dh = 0 stays on the portable kernels.
-        AttentionKernels kern = d.IsCpu && AttentionCpu.IsSupported && dh > 0
-            ? d.Get(static d => new AttentionCpuKernels(d))
-            : d.Get(static d => new AttentionKernels(d));
+        var kern = d.Get(static d => new AttentionKernels(d));
         var shape = new AttentionShape(t, dh, dh == 0 ? 1f : 1f / MathF.Sqrt(dh));
         var y = Tensor.Empty(d, DType.F32, q.Shape);
         var lse = Tensor.Empty(d, DType.F32, Math.Max(rows, 1));
@@ -70,25 +67,19 @@ internal readonly struct AttentionShape(int t, int dh, float scale)
     public readonly float Scale = scale;
 }
 
-/// <summary>Kernels of causal attention (the portable definition); <see cref="AttentionCpuKernels"/> loads the CPU bodies in their place.</summary>
-internal class AttentionKernels
+/// <summary>Kernels of causal attention: the portable kernels below (the definition), or the SIMD bodies' kernels
+/// (Cpu/AttentionCpu.cs) where <see cref="Device.Choose"/> picks them.</summary>
+internal sealed class AttentionKernels
 {
     public readonly Action<Index1D, Work, AttentionShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> Forward;
     public readonly Action<Index1D, Work, AttentionShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> BackwardQuery;
     public readonly Action<Index1D, Work, AttentionShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> BackwardKey;
 
-    public AttentionKernels(Device d) : this(d, ForwardKernel, BackwardQueryKernel, BackwardKeyKernel) { }
-
-    /// <summary>Loads the given kernel methods (same parameters as this class's kernels).</summary>
-    protected AttentionKernels(Device d,
-        Action<Index1D, Work, AttentionShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> forward,
-        Action<Index1D, Work, AttentionShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> backwardQuery,
-        Action<Index1D, Work, AttentionShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> backwardKey)
+    public AttentionKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Forward = acc.LoadAutoGroupedStreamKernel(forward);
-        BackwardQuery = acc.LoadAutoGroupedStreamKernel(backwardQuery);
-        BackwardKey = acc.LoadAutoGroupedStreamKernel(backwardKey);
+        Forward = d.LoadKernel(d.Choose(ForwardKernel, AttentionCpu.ForwardKernel, 256));
+        BackwardQuery = d.LoadKernel(d.Choose(BackwardQueryKernel, AttentionCpu.BackwardQueryKernel, 256));
+        BackwardKey = d.LoadKernel(d.Choose(BackwardKeyKernel, AttentionCpu.BackwardKeyKernel, 256));
     }
 
     static float Dot(ArrayView<float> a, int ao, ArrayView<float> b, int bo, int n)

@@ -46,7 +46,7 @@ internal sealed class DropoutKernels
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, uint, uint, float, float> Mask;
 
     public DropoutKernels(Device d) =>
-        Mask = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, uint, uint, float, float>(MaskKernel);
+        Mask = d.LoadKernel(MaskKernel);
 
     // x: [n] -> y: [n] = x * scale where U(seed, i) >= p, else 0 (forward on x, backward on dy)
     static void MaskKernel(Index1D w, Work work, ArrayView<float> x, ArrayView<float> y, uint seedLo, uint seedHi, float p, float scale)

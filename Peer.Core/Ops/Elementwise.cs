@@ -1,7 +1,7 @@
 // Elementwise arithmetic: fill, in-place accumulate, scale and affine maps, binary ops with row/column
 // broadcasting, and cheap unary maps (exp, log, sqrt, square). One index per worker walks its chunk
 // (Work); per-element logic is a readonly struct passed as a generic argument to one kernel. On the CPU
-// accelerator axpy, affine and the binary ops run SIMD bodies (Cpu/ElementwiseCpu.cs).
+// accelerator the launcher loads SIMD bodies for axpy, affine and the binary ops (Cpu/ElementwiseCpu.cs, Device.Choose).
 using System.Numerics;
 using ILGPU;
 using ILGPU.Runtime;
@@ -31,8 +31,7 @@ public static partial class Ops
         if (y.Length == 0) return;
         var d = y.Device;
         var w = d.Split(y.Length);
-        if (d.IsCpu) d.Get(static d => new ElementwiseCpuKernels(d)).Axpy(w.Workers, w, y.View, x.View, alpha);
-        else d.Get(static d => new ElementwiseKernels(d)).Axpy(w.Workers, w, y.View, x.View, alpha);
+        d.Get(static d => new ElementwiseKernels(d)).Axpy(w.Workers, w, y.View, x.View, alpha);
     }
 
     /// <summary>
@@ -73,8 +72,7 @@ public static partial class Ops
         if (x.Length > 0)
         {
             var w = d.Split(x.Length);
-            if (d.IsCpu) d.Get(static d => new ElementwiseCpuKernels(d)).Affine(w.Workers, w, x.View, y.View, alpha, beta);
-            else d.Get(static d => new ElementwiseKernels(d)).Affine(w.Workers, w, x.View, y.View, alpha, beta);
+            d.Get(static d => new ElementwiseKernels(d)).Affine(w.Workers, w, x.View, y.View, alpha, beta);
         }
         if (d.Tape.Needs(x))
             d.Tape.Record(y, [x], g => Tape.Accumulate(x, Scale(g, alpha)));
@@ -93,7 +91,7 @@ public static partial class Ops
     /// <summary><c>x * x</c> elementwise. Differentiable (<c>dx = 2 g x</c>).</summary>
     public static Tensor Square(Tensor x) => Unary(x, UnaryOp.Square);
 
-    internal enum BinaryOp { Add = 0, Sub = 1, Mul = 2, Div = 3 } // also the op codes of ElementwiseCpu.Binary
+    internal enum BinaryOp { Add = 0, Sub = 1, Mul = 2, Div = 3 }
 
     enum UnaryOp { Exp, Log, Sqrt, Square }
 
@@ -157,20 +155,15 @@ public static partial class Ops
         return y;
     }
 
-    /// <summary>Launches <c>y = a op b</c> (shapes validated by the caller): the SIMD body on the CPU accelerator, else the portable kernel.</summary>
+    /// <summary>Launches <c>y = a op b</c> (shapes validated by the caller).</summary>
     internal static void BinaryInto(Tensor a, Tensor b, Tensor y, BinaryOp op, Broadcast mode)
     {
         if (a.Length == 0) return;
         var d = a.Device;
         var w = d.Split(a.Length);
-        if (d.IsCpu)
-            d.Get(static d => new ElementwiseCpuKernels(d)).Binary(w.Workers, w, (int)op, (int)mode, Math.Max(1, a.Shape[^1]), a.View, b.View, y.View);
-        else
-        {
-            var k = d.Get(static d => new ElementwiseKernels(d));
-            var kernel = op switch { BinaryOp.Add => k.Add, BinaryOp.Sub => k.Sub, BinaryOp.Mul => k.Mul, _ => k.Div };
-            kernel(w.Workers, w, a.View, b.View, y.View, Math.Max(1, a.Shape[^1]), (int)mode);
-        }
+        var k = d.Get(static d => new ElementwiseKernels(d));
+        var kernel = op switch { BinaryOp.Add => k.Add, BinaryOp.Sub => k.Sub, BinaryOp.Mul => k.Mul, _ => k.Div };
+        kernel(w.Workers, w, a.View, b.View, y.View, Math.Max(1, a.Shape[^1]), (int)mode);
     }
 
     static Tensor Unary(Tensor x, UnaryOp op)
@@ -202,12 +195,13 @@ public static partial class Ops
     }
 }
 
-/// <summary>Per-element logic of a binary kernel (the vector form serves the CPU SIMD body only).</summary>
-internal interface IBinaryOp { float Apply(float a, float b); Vector<float> Apply(Vector<float> a, Vector<float> b); }
-internal readonly struct AddOp : IBinaryOp { public float Apply(float a, float b) => a + b; public Vector<float> Apply(Vector<float> a, Vector<float> b) => a + b; }
-internal readonly struct SubOp : IBinaryOp { public float Apply(float a, float b) => a - b; public Vector<float> Apply(Vector<float> a, Vector<float> b) => a - b; }
-internal readonly struct MulOp : IBinaryOp { public float Apply(float a, float b) => a * b; public Vector<float> Apply(Vector<float> a, Vector<float> b) => a * b; }
-internal readonly struct DivOp : IBinaryOp { public float Apply(float a, float b) => a / b; public Vector<float> Apply(Vector<float> a, Vector<float> b) => a / b; }
+/// <summary>Per-element logic of a binary kernel (the vector form and the code, the op's number in the CPU body's switch,
+/// serve the CPU SIMD body only).</summary>
+internal interface IBinaryOp { float Apply(float a, float b); Vector<float> Apply(Vector<float> a, Vector<float> b); int Code { get; } }
+internal readonly struct AddOp : IBinaryOp { public float Apply(float a, float b) => a + b; public Vector<float> Apply(Vector<float> a, Vector<float> b) => a + b; public int Code => 0; }
+internal readonly struct SubOp : IBinaryOp { public float Apply(float a, float b) => a - b; public Vector<float> Apply(Vector<float> a, Vector<float> b) => a - b; public int Code => 1; }
+internal readonly struct MulOp : IBinaryOp { public float Apply(float a, float b) => a * b; public Vector<float> Apply(Vector<float> a, Vector<float> b) => a * b; public int Code => 2; }
+internal readonly struct DivOp : IBinaryOp { public float Apply(float a, float b) => a / b; public Vector<float> Apply(Vector<float> a, Vector<float> b) => a / b; public int Code => 3; }
 
 /// <summary>Per-element logic of a unary kernel.</summary>
 internal interface IUnaryOp { float Apply(float x); }
@@ -216,7 +210,8 @@ internal readonly struct LogOp : IUnaryOp { public float Apply(float x) => MathF
 internal readonly struct SqrtOp : IUnaryOp { public float Apply(float x) => MathF.Sqrt(x); }
 internal readonly struct SquareOp : IUnaryOp { public float Apply(float x) => x * x; }
 
-/// <summary>Kernels of the elementwise family, loaded once per device.</summary>
+/// <summary>Kernels of the elementwise family, loaded once per device: axpy, affine and the binary ops are the CPU SIMD
+/// bodies' kernels (Cpu/ElementwiseCpu.cs) where <see cref="Device.Choose"/> picks them, the rest always portable.</summary>
 internal sealed class ElementwiseKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>, float> Fill;
@@ -227,18 +222,18 @@ internal sealed class ElementwiseKernels
 
     public ElementwiseKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Fill = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, float>(FillKernel);
-        Axpy = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, float>(AxpyKernel);
-        Affine = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, float, float>(AffineKernel);
-        Add = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(BinaryKernel<AddOp>);
-        Sub = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(BinaryKernel<SubOp>);
-        Mul = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(BinaryKernel<MulOp>);
-        Div = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(BinaryKernel<DivOp>);
-        Exp = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>>(UnaryKernel<ExpOp>);
-        Log = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>>(UnaryKernel<LogOp>);
-        Sqrt = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>>(UnaryKernel<SqrtOp>);
-        Square = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>>(UnaryKernel<SquareOp>);
+        Fill = d.LoadKernel(FillKernel);
+        // The CPU bodies use Vector<float>, whatever width it has here (scalar without SIMD): they need no vector unit.
+        Axpy = d.LoadKernel(d.Choose(AxpyKernel, ElementwiseCpu.AxpyKernel, 0));
+        Affine = d.LoadKernel(d.Choose(AffineKernel, ElementwiseCpu.AffineKernel, 0));
+        Add = d.LoadKernel(d.Choose(BinaryKernel<AddOp>, ElementwiseCpu.BinaryKernel<AddOp>, 0));
+        Sub = d.LoadKernel(d.Choose(BinaryKernel<SubOp>, ElementwiseCpu.BinaryKernel<SubOp>, 0));
+        Mul = d.LoadKernel(d.Choose(BinaryKernel<MulOp>, ElementwiseCpu.BinaryKernel<MulOp>, 0));
+        Div = d.LoadKernel(d.Choose(BinaryKernel<DivOp>, ElementwiseCpu.BinaryKernel<DivOp>, 0));
+        Exp = d.LoadKernel(UnaryKernel<ExpOp>);
+        Log = d.LoadKernel(UnaryKernel<LogOp>);
+        Sqrt = d.LoadKernel(UnaryKernel<SqrtOp>);
+        Square = d.LoadKernel(UnaryKernel<SquareOp>);
     }
 
     // y: [n] <- value

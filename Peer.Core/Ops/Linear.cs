@@ -1,7 +1,7 @@
 // The affine map of a fully connected layer, y = x @ W^T + b, as one differentiable op: the product runs
 // on the matmul kernel (W read transposed, no copy), the bias is added by a fused row kernel, and the
 // bias gradient is a column sum with one work item per column (fixed order, so deterministic). On the CPU
-// accelerator both bias kernels run SIMD bodies with the same operations (Cpu/LinearCpu.cs).
+// accelerator the launcher loads SIMD bodies for both bias kernels, with the same operations (Cpu/LinearCpu.cs).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -41,7 +41,7 @@ public static partial class Ops
             if (bias is not null)
             {
                 var w = d.Split(rows);
-                BiasKernels(d, empty: false).AddBias(w.Workers, w, y.View, bias.View, outF);
+                d.Get(static d => new LinearKernels(d)).AddBias(w.Workers, w, y.View, bias.View, outF);
             }
         }
         Tensor[] inputs = bias is null ? [x, weight] : [x, weight, bias];
@@ -67,7 +67,7 @@ public static partial class Ops
                     if (outF > 0)
                     {
                         var w = d.Split(outF);
-                        BiasKernels(d, empty: rows == 0).ColumnSums(w.Workers, w, g.View, db.View, rows);
+                        d.Get(static d => new LinearKernels(d)).ColumnSums(w.Workers, w, g.View, db.View, rows);
                     }
                     Tape.Accumulate(bias, db);
                 }
@@ -75,27 +75,19 @@ public static partial class Ops
         }
         return y;
     }
-
-    // The bias kernels: the SIMD bodies on the CPU accelerator, which index element 0 of every operand, so not for empty ones.
-    static LinearKernels BiasKernels(Device d, bool empty) => d.IsCpu && LinearCpu.IsSupported && !empty
-        ? d.Get(static d => new LinearCpuKernels(d))
-        : d.Get(static d => new LinearKernels(d));
 }
 
-/// <summary>Kernels of the linear op (the portable definition); <see cref="LinearCpuKernels"/> loads the CPU bodies in their place.</summary>
-internal class LinearKernels
+/// <summary>Kernels of the linear op: the portable kernels below (the definition), or the SIMD bodies' kernels
+/// (Cpu/LinearCpu.cs) where <see cref="Device.Choose"/> picks them.</summary>
+internal sealed class LinearKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int> AddBias;
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int> ColumnSums;
 
-    public LinearKernels(Device d) : this(d, AddBiasKernel, ColumnSumsKernel) { }
-
-    /// <summary>Loads the given kernel methods (same parameters as this class's kernels).</summary>
-    protected LinearKernels(Device d, Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int> addBias,
-        Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int> columnSums)
+    public LinearKernels(Device d)
     {
-        AddBias = d.Accelerator.LoadAutoGroupedStreamKernel(addBias);
-        ColumnSums = d.Accelerator.LoadAutoGroupedStreamKernel(columnSums);
+        AddBias = d.LoadKernel(d.Choose(AddBiasKernel, LinearCpu.AddBiasKernel, 256));
+        ColumnSums = d.LoadKernel(d.Choose(ColumnSumsKernel, LinearCpu.ColumnSumsKernel, 256));
     }
 
     // y: [rows, cols] += bias: [cols], one row per item

@@ -1,9 +1,9 @@
 // Matrix multiplication with optional transposed operands and a batch dimension:
 // C[b] = op(A[b]) @ op(B[b]), op = identity or transpose. The portable kernel is the definition
-// (one index per block of output rows) and runs everywhere. Chosen per accelerator type beside it: on the
-// CPU accelerator a kernel whose body is the SIMD micro-kernel of Cpu/MatMulCpu.cs (the portable kernel
-// reaches ~2 GFLOP/s there, the micro-kernel ~60: docs/ilgpu.md); on other devices that chunk work over CPU
-// cores (OpenCL on PoCL) a row kernel in i-k-j order that streams contiguous rows of B; on GPUs a shared-memory tiled kernel.
+// (one index per block of output rows) and runs everywhere. Chosen per accelerator type beside it, where the
+// launcher is built: on devices that chunk work over CPU cores under OpenCL (PoCL) a row kernel in i-k-j order that
+// streams contiguous rows of B; on GPUs a shared-memory tiled kernel; on the CPU accelerator (Device.Choose) the SIMD
+// micro-kernel of Cpu/MatMulCpu.cs (the portable kernel reaches ~2 GFLOP/s there, the micro-kernel ~60: docs/ilgpu.md).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -71,52 +71,22 @@ public static partial class Ops
         return y;
     }
 
-    /// <summary>The kernel <see cref="MatMulInto"/> runs: by accelerator type (<see cref="MatMulPath.Auto"/>) or forced (tests, bench).</summary>
-    internal enum MatMulPath { Auto, Portable, CpuSimd, Rows, Tiled }
-
-    /// <summary>The path <see cref="MatMulPath.Auto"/> takes on device <paramref name="d"/>.</summary>
-    internal static MatMulPath ChoosePath(Device d) =>
-        d.IsCpu ? (MatMulCpu.IsSupported ? MatMulPath.CpuSimd : MatMulPath.Portable)
-        : d.ChunksWork ? MatMulPath.Rows
-        : d.Accelerator.MaxNumThreadsPerGroup >= MatMulTiledKernels.Tile * MatMulTiledKernels.Tile ? MatMulPath.Tiled : MatMulPath.Portable;
-
     /// <summary>Launches <c>c (+)= op(a) @ op(b)</c> with shapes already validated by the caller.</summary>
-    internal static void MatMulInto(Tensor a, Tensor b, Tensor c, bool transA, bool transB, int batch, int m, int n, int k, bool aBatched, bool bBatched, bool accumulate,
-        MatMulPath path = MatMulPath.Auto)
+    internal static void MatMulInto(Tensor a, Tensor b, Tensor c, bool transA, bool transB, int batch, int m, int n, int k, bool aBatched, bool bBatched, bool accumulate)
     {
         if (c.Length == 0) return;
         var d = a.Device;
         var shape = new MatMulShape(m, n, k, transA, transB, aBatched ? m * k : 0, bBatched ? k * n : 0, accumulate);
-        if (path == MatMulPath.Auto) path = ChoosePath(d);
-        switch (path)
+        var kernels = d.Get(static d => new MatMulKernels(d));
+        if (kernels.Tiled)
         {
-            case MatMulPath.CpuSimd:
-            {
-                Check.That(d.IsCpu && MatMulCpu.IsSupported, "path", path, "the CPU accelerator on a CPU with 256- or 512-bit vectors");
-                var w = d.Split(batch * m);
-                d.Get(static d => new MatMulCpuKernels(d)).Rows(w.Workers, w, shape, a.View, b.View, c.View);
-                break;
-            }
-            case MatMulPath.Tiled:
-            {
-                int t = MatMulTiledKernels.Tile;
-                var grid = new Index3D((n + t - 1) / t, (m + t - 1) / t, batch);
-                d.Get(static d => new MatMulTiledKernels(d)).Tiled((grid, new Index3D(t, t, 1)), shape, a.View, b.View, c.View);
-                break;
-            }
-            case MatMulPath.Rows:
-            {
-                var w = d.Split(batch * m);
-                d.Get(static d => new MatMulKernels(d)).Rows(w.Workers, w, shape, a.View, b.View, c.View);
-                break;
-            }
-            default:
-            {
-                var w = d.Split(batch * m);
-                d.Get(static d => new MatMulKernels(d)).Portable(w.Workers, w, shape, a.View, b.View, c.View);
-                break;
-            }
+            int t = MatMulTiledKernels.Tile;
+            var grid = new Index3D((n + t - 1) / t, (m + t - 1) / t, batch);
+            d.Get(static d => new MatMulTiledKernels(d)).Tiled((grid, new Index3D(t, t, 1)), shape, a.View, b.View, c.View);
+            return;
         }
+        var w = d.Split(batch * m);
+        kernels.Product(w.Workers, w, shape, a.View, b.View, c.View);
     }
 }
 
@@ -129,22 +99,33 @@ internal readonly struct MatMulShape(int m, int n, int k, bool transA, bool tran
     public readonly int Accumulate = accumulate ? 1 : 0;
 }
 
-/// <summary>Kernels of the matmul family.</summary>
+/// <summary>Kernels of the matmul family, chosen once per device.</summary>
 internal sealed class MatMulKernels
 {
-    public readonly Action<Index1D, Work, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>> Portable;
-    public readonly Action<Index1D, Work, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>> Rows;
+    /// <summary>The product this device runs, one index per chunk of output rows (unless <see cref="Tiled"/>).</summary>
+    public readonly Action<Index1D, Work, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>> Product;
+    /// <summary>Whether this device runs <see cref="MatMulTiledKernels"/> instead of <see cref="Product"/> (GPUs).</summary>
+    public readonly bool Tiled;
+    /// <summary>Which kernel the device runs, for reports: "cpu 512-bit", "cpu 256-bit", "rows", "tiled" or "portable".</summary>
+    public readonly string Chosen;
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int> SumRows;
 
     public MatMulKernels(Device d)
     {
-        Portable = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>>(PortableKernel);
-        Rows = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>>(RowsKernel);
-        SumRows = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int>(SumRowsKernel);
+        // By accelerator type: GPUs whose groups hold Tile^2 threads run the tiled kernel, devices that chunk work over CPU
+        // cores under OpenCL (PoCL) the row kernel, the rest the definition; on the CPU accelerator Device.Choose swaps in
+        // the SIMD micro-kernel, 512 bits wide where the device allows it.
+        Tiled = !d.ChunksWork && d.MaxGroupSize >= MatMulTiledKernels.Tile * MatMulTiledKernels.Tile;
+        bool rows = d.ChunksWork && d.Backend != Backend.Cpu;
+        var product = d.Choose(d.Choose(rows ? RowsKernel : PortableKernel, MatMulCpu.Rows256Kernel, 256), MatMulCpu.Rows512Kernel, 512);
+        Product = d.LoadKernel(product);
+        Chosen = product == MatMulCpu.Rows512Kernel ? "cpu 512-bit" : product == MatMulCpu.Rows256Kernel ? "cpu 256-bit"
+            : Tiled ? "tiled" : rows ? "rows" : "portable";
+        SumRows = d.LoadKernel(SumRowsKernel);
     }
 
     // a: [batch?, M, K] (or [K, M]), b: [batch?, K, N] (or [N, K]) -> c: [batch, M, N]; one work item per output row
-    static void PortableKernel(Index1D w, Work work, MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c)
+    internal static void PortableKernel(Index1D w, Work work, MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c)
     {
         for (int st = work.Start(w); st < work.N; st += work.Stride)
         {
@@ -169,7 +150,7 @@ internal sealed class MatMulKernels
     // accumulated over p (i-k-j order) while streaming contiguous rows of B, a loop the OpenCL compiler vectorises over j
     // (the j-outer order of PortableKernel reads B down a column); with B transposed, rows of op(A) and B are both
     // contiguous (when A is not transposed), so it keeps one dot product per element. Same sums, another rounding order.
-    static void RowsKernel(Index1D w, Work work, MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c)
+    internal static void RowsKernel(Index1D w, Work work, MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c)
     {
         for (int st = work.Start(w); st < work.N; st += work.Stride)
         {
@@ -217,23 +198,6 @@ internal sealed class MatMulKernels
     }
 }
 
-/// <summary>The CPU accelerator's matmul: one index per worker, whose chunk of output rows the SIMD body computes.
-/// Loaded only on the CPU accelerator (the body cannot compile for GPUs).</summary>
-internal sealed class MatMulCpuKernels
-{
-    public readonly Action<Index1D, Work, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>> Rows;
-
-    public MatMulCpuKernels(Device d) =>
-        Rows = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>>(RowsKernel);
-
-    // a, b as the portable kernel -> c: rows of worker w's chunk(s), computed by MatMulCpu.Rows
-    static void RowsKernel(Index1D w, Work work, MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c)
-    {
-        for (int st = work.Start(w); st < work.N; st += work.Stride)
-            MatMulCpu.Rows(s, a, b, c, st, work.End(st));
-    }
-}
-
 /// <summary>Shared-memory tiled matmul for GPU backends: a Tile x Tile group computes a Tile x Tile block of C, staging
 /// Tile-wide slices of op(A) and op(B) in shared memory. On the CPU accelerator its barriers make it very slow
 /// (docs/ilgpu.md), so it is never chosen there; tests run it there on small sizes with a device of Tile^2 threads.</summary>
@@ -243,7 +207,7 @@ internal sealed class MatMulTiledKernels
     public readonly Action<KernelConfig, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>> Tiled;
 
     public MatMulTiledKernels(Device d) =>
-        Tiled = d.Accelerator.LoadStreamKernel<MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>>(TiledKernel);
+        Tiled = d.LoadGroupedKernel<Action<KernelConfig, MatMulShape, ArrayView<float>, ArrayView<float>, ArrayView<float>>>(TiledKernel);
 
     // grid (ceil(N/T), ceil(M/T), batch) x group (T, T): c[bi, row, col] (+)= sum_p op(a)[row, p] op(b)[p, col]
     static void TiledKernel(MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c)

@@ -22,17 +22,16 @@ internal sealed class MoeRoutingKernels
 
     public MoeRoutingKernels(Device d)
     {
-        var acc = d.Accelerator;
-        ExpertChoice = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RouteShape, ArrayView<float>, ArrayView<int>, ArrayView<int>>(ExpertChoiceKernel);
-        Choose = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RouteShape, ArrayView<float>, ArrayView<int>, ArrayView<float>>(ChooseKernel);
-        Capacity = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RouteShape, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>>(CapacityKernel);
-        Dispatch = acc.LoadAutoGroupedStreamKernel<Index1D, Work, int, ArrayView<float>, ArrayView<int>, ArrayView<float>>(DispatchKernel);
-        DispatchBackward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RouteShape, ArrayView<float>, ArrayView<int>, ArrayView<float>>(DispatchBackwardKernel);
-        Combine = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RouteShape, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>>(CombineKernel);
-        CombineBackwardOutputs = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RouteShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>>(CombineBackwardOutputsKernel);
-        CombineBackwardGates = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RouteShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>>(CombineBackwardGatesKernel);
-        Bias = acc.LoadAutoGroupedStreamKernel<Index1D, Work, int, int, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BiasKernel);
-        BiasBackward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, int, int, ArrayView<float>, ArrayView<float>>(BiasBackwardKernel);
+        ExpertChoice = d.LoadKernel(ExpertChoiceKernel);
+        Choose = d.LoadKernel(ChooseKernel);
+        Capacity = d.LoadKernel(CapacityKernel);
+        Dispatch = d.LoadKernel(DispatchKernel);
+        DispatchBackward = d.LoadKernel(DispatchBackwardKernel);
+        Combine = d.LoadKernel(CombineKernel);
+        CombineBackwardOutputs = d.LoadKernel(CombineBackwardOutputsKernel);
+        CombineBackwardGates = d.LoadKernel(CombineBackwardGatesKernel);
+        Bias = d.LoadKernel(BiasKernel);
+        BiasBackward = d.LoadKernel(BiasBackwardKernel);
     }
 
     // A probability's IEEE bits: for values >= 0 they order as the values do (negative values, which a softmax never
@@ -42,8 +41,6 @@ internal sealed class MoeRoutingKernels
         int k = (int)Interop.FloatAsInt(p);
         return k < 0 ? 0 : k;
     }
-
-    static bool Better(float s, int i, float s2, int i2) => s > s2 || (s == s2 && i < i2);
 
     // probs: [T, E] -> slots: [E, C] (ascending token ids), pos: [T, E]; one expert per item.
     // Radix select, 8 bits at a time from the top, finds the C-th largest key; tokens above it are all taken, tokens
@@ -94,27 +91,13 @@ internal sealed class MoeRoutingKernels
     // one token per item
     static void ChooseKernel(Index1D w, Work work, RouteShape s, ArrayView<float> probs, ArrayView<int> choice, ArrayView<float> chosen)
     {
-        var vals = LocalMemory.Allocate<float>(Ops.MoeMaxTopK);
         var ids = LocalMemory.Allocate<int>(Ops.MoeMaxTopK);
+        var best = new ViewTopKList(LocalMemory.Allocate<float>(Ops.MoeMaxTopK), ids);
         for (int st = work.Start(w); st < work.N; st += work.Stride)
             for (int t = st, end = work.End(st); t < end; t++)
             {
                 int count = 0;
-                for (int e = 0; e < s.E; e++)
-                {
-                    float p = probs[t * s.E + e];
-                    if (count == s.K && !Better(p, e, vals[s.K - 1], ids[s.K - 1])) continue;
-                    int at = count < s.K ? count : s.K - 1;
-                    while (at > 0 && Better(p, e, vals[at - 1], ids[at - 1]))
-                    {
-                        vals[at] = vals[at - 1];
-                        ids[at] = ids[at - 1];
-                        at--;
-                    }
-                    vals[at] = p;
-                    ids[at] = e;
-                    if (count < s.K) count++;
-                }
+                for (int e = 0; e < s.E; e++) count = TopKList.Insert(best, count, s.K, probs[t * s.E + e], e);
                 for (int e = 0; e < s.E; e++) chosen[t * s.E + e] = 0f;
                 for (int m = 0; m < s.K; m++)
                 {

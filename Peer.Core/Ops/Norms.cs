@@ -1,7 +1,7 @@
 // Normalisation layers as fused kernels: LayerNorm and RMSNorm over the last dimension (one row per work
 // item), BatchNorm1d over the rows of [N, C] (one column per work item). Means and reciprocal standard
-// deviations are saved for the backward; parameter gradients are column sums in a fixed order. On the CPU
-// accelerator the row norms run SIMD bodies (Cpu/NormsCpu.cs); these kernels are the definition.
+// deviations are saved for the backward; parameter gradients are column sums in a fixed order. These kernels are the
+// definition; on the CPU accelerator the launcher loads SIMD bodies for the row norms (Cpu/NormsCpu.cs).
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -47,10 +47,7 @@ public static partial class Ops
         var d = x.Device;
         int rows = (int)Tensor.Numel(x.Shape[..^1]);
         var shape = new NormShape(cols, eps, center, bias is not null);
-        // The SIMD bodies index element 0 of every operand, so empty inputs stay on the portable kernels.
-        NormKernels k = d.IsCpu && NormsCpu.IsSupported && x.Length > 0
-            ? d.Get(static d => new NormCpuKernels(d))
-            : d.Get(static d => new NormKernels(d));
+        var k = d.Get(static d => new NormKernels(d));
         var y = Tensor.Empty(d, DType.F32, x.Shape);
         var mean = Tensor.Empty(d, DType.F32, Math.Max(rows, 1));
         var rstd = Tensor.Empty(d, DType.F32, Math.Max(rows, 1));
@@ -153,9 +150,9 @@ internal readonly struct BatchNormShape(int rows, int cols, float eps, float mom
     public readonly int Training = training ? 1 : 0;
 }
 
-/// <summary>Kernels of the normalisation family (the portable definition); <see cref="NormCpuKernels"/> loads the CPU row-norm
-/// bodies in place of the three row kernels.</summary>
-internal class NormKernels
+/// <summary>Kernels of the normalisation family: the portable kernels below (the definition), or for the three row kernels the
+/// SIMD bodies' kernels (Cpu/NormsCpu.cs) where <see cref="Device.Choose"/> picks them.</summary>
+internal sealed class NormKernels
 {
     public readonly Action<Index1D, Work, NormShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> RowForward;
     public readonly Action<Index1D, Work, NormShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> RowBackward;
@@ -163,20 +160,13 @@ internal class NormKernels
     public readonly Action<Index1D, Work, BatchNormShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> BatchForward;
     public readonly Action<Index1D, Work, BatchNormShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> BatchBackward;
 
-    public NormKernels(Device d) : this(d, RowForwardKernel, RowBackwardKernel, RowParamsKernel) { }
-
-    /// <summary>Loads the given row kernels (same parameters as this class's) and the portable batch-norm kernels.</summary>
-    protected NormKernels(Device d,
-        Action<Index1D, Work, NormShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> rowForward,
-        Action<Index1D, Work, NormShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> rowBackward,
-        Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> rowParams)
+    public NormKernels(Device d)
     {
-        var acc = d.Accelerator;
-        RowForward = acc.LoadAutoGroupedStreamKernel(rowForward);
-        RowBackward = acc.LoadAutoGroupedStreamKernel(rowBackward);
-        RowParams = acc.LoadAutoGroupedStreamKernel(rowParams);
-        BatchForward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, BatchNormShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BatchForwardKernel);
-        BatchBackward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, BatchNormShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BatchBackwardKernel);
+        RowForward = d.LoadKernel(d.Choose(RowForwardKernel, NormsCpu.RowForwardKernel, 256));
+        RowBackward = d.LoadKernel(d.Choose(RowBackwardKernel, NormsCpu.RowBackwardKernel, 256));
+        RowParams = d.LoadKernel(d.Choose(RowParamsKernel, NormsCpu.RowParamsKernel, 256));
+        BatchForward = d.LoadKernel(BatchForwardKernel);
+        BatchBackward = d.LoadKernel(BatchBackwardKernel);
     }
 
     // x: [rows, C], weight, bias: [C] -> y: [rows, C], mean, rstd: [rows]. LayerNorm (Center = 1): mean and biased

@@ -2,7 +2,7 @@
 // y[t] = sum_j sum_m g[t,j,m] * act(down[i] . x[t]) * up[i], i = indices[t,j,m], reading expert rows where
 // they live: nothing of size [T, h, k, d] is ever materialised. The backward gives dx and d(g) densely,
 // and the gradients of only the retrieved rows of experts.down/up as RowSparseGrad, summed per row by a
-// sort-and-segment reduction (PeerSegments.cs), so a step costs O(T*h*k*d) whatever N is.
+// sort-and-segment reduction (SortSegment.cs), so a step costs O(T*h*k*d) whatever N is.
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -77,7 +77,9 @@ public static partial class Ops
     /// <param name="down">experts.down F32 [N, d] (u_i).</param>
     /// <param name="up">experts.up F32 [N, d] (v_i).</param>
     /// <param name="activation">GELU (exact) or ReLU.</param>
-    /// <exception cref="ArgumentException">Wrong dtypes or shapes, or an index outside [0, N).</exception>
+    /// <exception cref="ArgumentException">Wrong dtypes or shapes, or (where the device checks ids: always on the CPU accelerator, elsewhere
+    /// with <see cref="DeviceOptions.CheckIndices"/>) an index outside [0, N). Unchecked, such an index is never used to read: its
+    /// token's output and gradients are NaN, and the tables get no gradient from it.</exception>
     public static Tensor PeerExperts(Tensor x, Tensor indices, Tensor weights, Tensor down, Tensor up, PeerActivation activation = PeerActivation.Gelu)
     {
         Check.DType(x, DType.F32, nameof(x));
@@ -97,22 +99,19 @@ public static partial class Ops
         Check.Shape(up, nameof(up), down.Shape);
         int nExperts = down.Shape[0];
         var d = x.Device;
-        // On the CPU accelerator the fused experts run SIMD bodies (Cpu/PeerCpu.cs); the kernels below are the definition.
-        // The bodies index element 0 of every operand, so empty inputs stay on the portable kernels.
-        var kernels = d.IsCpu && PeerCpu.IsSupported && !PeerExpertKernels.PreferPortable && t > 0 && dm > 0 && hk > 0 && nExperts > 0
-            ? d.Get(static d => new PeerExpertCpuKernels(d))
-            : d.Get(static d => new PeerExpertKernels(d));
-        int bad = CountOutOfRange(indices, nExperts);
-        Check.That(bad == 0, nameof(indices), $"{bad} ids outside [0, {nExperts})", $"every expert id in [0, N = {nExperts})");
+        var kernels = d.Get(static d => new PeerExpertKernels(d));
+        // A host check only where it stalls nothing (DeviceOptions.CheckIndices); unchecked, an id outside [0, N) gives NaN.
+        if (d.ChecksIndices)
+        {
+            int bad = CountOutOfRange(indices, nExperts);
+            Check.That(bad == 0, nameof(indices), $"{bad} ids outside [0, {nExperts})", $"every expert id in [0, N = {nExperts})");
+        }
 
         int act = activation == PeerActivation.Relu ? 1 : 0;
         var y = Tensor.Empty(d, DType.F32, t, dm);
         var z = Tensor.Empty(d, DType.F32, t, hk); // pre-activations, kept for the backward
-        if (t > 0 && dm > 0)
-        {
-            var w = d.Split(t);
-            kernels.Forward(w.Workers, w, new ExpertShape(dm, hk, act), x.View, indices.IntView, weights.View, down.View, up.View, y.View, z.View);
-        }
+        var shape = new ExpertShape(dm, hk, act, nExperts);
+        if (t > 0 && dm > 0) kernels.RunForward(d, shape, t, x.View, indices.IntView, weights.View, down.View, up.View, y.View, z.View);
         else Ops.Fill(y, 0f);
 
         if (d.Tape.Needs(x, weights, down, up))
@@ -125,20 +124,17 @@ public static partial class Ops
                 using var coefDown = Tensor.Empty(d, DType.F32, t * hk);
                 using var coefUp = Tensor.Empty(d, DType.F32, t * hk);
                 if (t > 0)
-                {
-                    var w = d.Split(t);
-                    kernels.Backward(w.Workers, w, new ExpertShape(dm, hk, act), x.View, savedIdx.IntView, weights.View, down.View, up.View,
+                    kernels.RunBackward(d, shape, t, x.View, savedIdx.IntView, weights.View, down.View, up.View,
                         z.View, dY.View, dX.View, dG.View, coefDown.View, coefUp.View);
-                }
                 Tape.Accumulate(x, dX);
                 Tape.Accumulate(weights, dG);
                 if (down.RequiresGrad || up.RequiresGrad)
                 {
                     // Pair p = t*h*k + slot reads row p / (h*k) = t of x (for down) and of dY (for up).
                     using var flat = savedIdx.Reshape(t * hk);
-                    var grads = RowSparse.Build(flat, dm, (coefDown, x, hk, dm, 0), (coefUp, dY, hk, dm, 0));
-                    RowSparse.Accumulate(down, grads[0]);
-                    RowSparse.Accumulate(up, grads[1]);
+                    var grads = RowSparseGradients.Build(flat, nExperts, dm, (coefDown, x, hk, dm, 0), (coefUp, dY, hk, dm, 0));
+                    RowSparseGradients.Accumulate(down, grads[0]);
+                    RowSparseGradients.Accumulate(up, grads[1]);
                 }
             }, savedIdx, z);
         }
@@ -161,43 +157,76 @@ public static partial class Ops
     }
 }
 
-/// <summary>Sizes of one fused expert call: model width d, h*k slots per token, activation (0 GELU, 1 ReLU).</summary>
-internal readonly struct ExpertShape(int d, int hk, int act)
+/// <summary>Sizes of one fused expert call: model width d, h*k slots per token, activation (0 GELU, 1 ReLU), N experts.</summary>
+internal readonly struct ExpertShape(int d, int hk, int act, int n)
 {
-    public readonly int D = d, Hk = hk, Act = act;
+    public readonly int D = d, Hk = hk, Act = act, N = n;
 }
 
-/// <summary>Kernels of the PEER router and fused experts (portable; <see cref="PeerExpertCpuKernels"/> swaps in the CPU bodies).</summary>
-internal class PeerExpertKernels
+/// <summary>Kernels of the PEER router and fused experts: the portable kernels below (the definition); on the CPU accelerator the
+/// fused experts' SIMD bodies (Cpu/PeerExpertsCpu.cs) where <see cref="Device.Choose"/> picks them; on GPUs the grouped kernels of
+/// Gpu/PeerExpertsGpu.cs (a group of threads per token instead of one thread).</summary>
+internal sealed class PeerExpertKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int, int> Router;
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> RouterBackward;
     public readonly Action<Index1D, ArrayView<int>, ArrayView<int>, int, int> OutOfRange;
-    public readonly Action<Index1D, Work, ExpertShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> Forward;
-    public readonly Action<Index1D, Work, ExpertShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> Backward;
+    readonly Action<Index1D, Work, ExpertShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>? forward;
+    readonly Action<Index1D, Work, ExpertShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>? backward;
+    readonly PeerExpertsGpu? grouped;
 
-    /// <summary>Run the portable fused expert kernels even on the CPU accelerator (tests and benchmarks compare the two paths).</summary>
-    internal static bool PreferPortable { get; set; }
+    /// <summary>The kernels for <paramref name="d"/>: grouped on GPUs whose groups hold <see cref="PeerExpertsGpu.GroupSize"/> threads,
+    /// one token per item elsewhere.</summary>
+    public PeerExpertKernels(Device d) : this(d, !d.ChunksWork && d.MaxGroupSize >= PeerExpertsGpu.GroupSize ? PeerExpertsGpu.GroupSize : 0) { }
 
-    public PeerExpertKernels(Device d) : this(d, ForwardKernel, BackwardKernel) { }
-
-    /// <summary>Loads the given fused expert kernels (same parameters as this class's) and the portable router kernels.</summary>
-    protected PeerExpertKernels(Device d,
-        Action<Index1D, Work, ExpertShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> forward,
-        Action<Index1D, Work, ExpertShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
-            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> backward)
+    /// <summary>The kernels with the fused experts grouped in groups of <paramref name="groupSize"/> threads (a multiple of 4, at most
+    /// <see cref="PeerExpertsGpu.MaxGroupSize"/>), or one token per item with 0; tests run the grouped kernels on CPU devices.</summary>
+    internal PeerExpertKernels(Device d, int groupSize)
     {
-        var acc = d.Accelerator;
-        Router = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int, int>(RouterKernel);
-        RouterBackward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(RouterBackwardKernel);
-        OutOfRange = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, int, int>(OutOfRangeKernel);
-        Forward = acc.LoadAutoGroupedStreamKernel(forward);
-        Backward = acc.LoadAutoGroupedStreamKernel(backward);
+        Router = d.LoadKernel(RouterKernel);
+        RouterBackward = d.LoadKernel(RouterBackwardKernel);
+        OutOfRange = d.LoadKernel(OutOfRangeKernel);
+        if (groupSize > 0) grouped = new PeerExpertsGpu(d, groupSize);
+        else
+        {
+            forward = d.LoadKernel(d.Choose(ForwardKernel, PeerExpertsCpu.ForwardKernel, 256));
+            backward = d.LoadKernel(d.Choose(BackwardKernel, PeerExpertsCpu.BackwardKernel, 256));
+        }
     }
 
+    /// <summary>The fused forward over <paramref name="t"/> tokens (see <see cref="ForwardKernel"/>).</summary>
+    public void RunForward(Device d, ExpertShape s, int t, ArrayView<float> x, ArrayView<int> indices, ArrayView<float> g,
+        ArrayView<float> down, ArrayView<float> up, ArrayView<float> y, ArrayView<float> z)
+    {
+        if (grouped is not null) grouped.Forward(s, t, x, indices, g, down, up, y, z);
+        else
+        {
+            var w = d.Split(t);
+            forward!(w.Workers, w, s, x, indices, g, down, up, y, z);
+        }
+    }
+
+    /// <summary>The fused backward over <paramref name="t"/> tokens (see <see cref="BackwardKernel"/>).</summary>
+    public void RunBackward(Device d, ExpertShape s, int t, ArrayView<float> x, ArrayView<int> indices, ArrayView<float> g,
+        ArrayView<float> down, ArrayView<float> up, ArrayView<float> z, ArrayView<float> dY,
+        ArrayView<float> dX, ArrayView<float> dG, ArrayView<float> coefDown, ArrayView<float> coefUp)
+    {
+        if (grouped is not null) grouped.Backward(s, t, x, indices, g, down, up, z, dY, dX, dG, coefDown, coefUp);
+        else
+        {
+            var w = d.Split(t);
+            backward!(w.Workers, w, s, x, indices, g, down, up, z, dY, dX, dG, coefDown, coefUp);
+        }
+    }
+
+    /// <summary>Whether id names an expert. A slot whose id does not is never used to index the tables (it reads row 0) and
+    /// contributes NaN, so that where ids are not checked on the host (<see cref="DeviceOptions.CheckIndices"/>) no backend reads
+    /// outside the tables and the mistake shows in the output (as Ops.Embedding and Ops.CrossEntropy do).</summary>
+    internal static bool InRange(int id, ExpertShape s) => (uint)id < (uint)s.N;
+
     // The exact-erf GELU of Ops.Gelu's portable kernel (ActivationMath). Ops.Gelu's CPU body vectorises it and agrees within a few
-    // float32 rounding units (ActivationsPathTests), not bit for bit.
+    // float32 rounding units (ActivationsCpuTests), not bit for bit.
     internal static float Act(float z, int act) => act == 1 ? (z > 0f ? z : 0f) : ActivationMath.GeluExact(z);
 
     internal static float ActGrad(float z, int act) => act == 1 ? (z > 0f ? 1f : 0f) : ActivationMath.GeluExactGrad(z);
@@ -269,7 +298,9 @@ internal class PeerExpertKernels
                 for (; slot + 4 <= s.Hk; slot += 4)
                 {
                     int p = t * s.Hk + slot;
-                    int r0 = indices[p] * s.D, r1 = indices[p + 1] * s.D, r2 = indices[p + 2] * s.D, r3 = indices[p + 3] * s.D;
+                    int i0 = indices[p], i1 = indices[p + 1], i2 = indices[p + 2], i3 = indices[p + 3];
+                    bool k0 = InRange(i0, s), k1 = InRange(i1, s), k2 = InRange(i2, s), k3 = InRange(i3, s);
+                    int r0 = k0 ? i0 * s.D : 0, r1 = k1 ? i1 * s.D : 0, r2 = k2 ? i2 * s.D : 0, r3 = k3 ? i3 * s.D : 0;
                     float d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
                     for (int c = 0; c < s.D; c++)
                     {
@@ -280,24 +311,27 @@ internal class PeerExpertKernels
                         d3 += down[r3 + c] * xv;
                     }
                     z[p] = d0; z[p + 1] = d1; z[p + 2] = d2; z[p + 3] = d3;
-                    float c0 = g[p] * Act(d0, s.Act), c1 = g[p + 1] * Act(d1, s.Act), c2 = g[p + 2] * Act(d2, s.Act), c3 = g[p + 3] * Act(d3, s.Act);
+                    float c0 = k0 ? g[p] * Act(d0, s.Act) : float.NaN, c1 = k1 ? g[p + 1] * Act(d1, s.Act) : float.NaN;
+                    float c2 = k2 ? g[p + 2] * Act(d2, s.Act) : float.NaN, c3 = k3 ? g[p + 3] * Act(d3, s.Act) : float.NaN;
                     for (int c = 0; c < s.D; c++)
                         y[xOff + c] += c0 * up[r0 + c] + c1 * up[r1 + c] + c2 * up[r2 + c] + c3 * up[r3 + c];
                 }
                 for (; slot < s.Hk; slot++)
                 {
-                    int p = t * s.Hk + slot, rowOff = indices[p] * s.D;
+                    int p = t * s.Hk + slot, id = indices[p];
+                    bool ok = InRange(id, s);
+                    int rowOff = ok ? id * s.D : 0;
                     float dot = 0f;
                     for (int c = 0; c < s.D; c++) dot += down[rowOff + c] * x[xOff + c];
                     z[p] = dot;
-                    float coef = g[p] * Act(dot, s.Act);
+                    float coef = ok ? g[p] * Act(dot, s.Act) : float.NaN;
                     for (int c = 0; c < s.D; c++) y[xOff + c] += coef * up[rowOff + c];
                 }
             }
     }
 
     // dY: [T, d] -> dX: [T, d], dG: [T, h*k], coefDown: [T*h*k] (= g act'(z) (up . dY)), coefUp: [T*h*k] (= g act(z));
-    // the table gradients are then dDown[i] = sum coefDown * x[t], dUp[i] = sum coefUp * dY[t] (PeerSegments.cs).
+    // the table gradients are then dDown[i] = sum coefDown * x[t], dUp[i] = sum coefUp * dY[t] (SortSegment.cs).
     // Four slots at a time, as in the forward.
     static void BackwardKernel(Index1D w, Work work, ExpertShape s, ArrayView<float> x, ArrayView<int> indices, ArrayView<float> g,
         ArrayView<float> down, ArrayView<float> up, ArrayView<float> z, ArrayView<float> dY,
@@ -311,7 +345,9 @@ internal class PeerExpertKernels
                 for (; slot + 4 <= s.Hk; slot += 4)
                 {
                     int p = t * s.Hk + slot;
-                    int r0 = indices[p] * s.D, r1 = indices[p + 1] * s.D, r2 = indices[p + 2] * s.D, r3 = indices[p + 3] * s.D;
+                    int i0 = indices[p], i1 = indices[p + 1], i2 = indices[p + 2], i3 = indices[p + 3];
+                    bool k0 = InRange(i0, s), k1 = InRange(i1, s), k2 = InRange(i2, s), k3 = InRange(i3, s);
+                    int r0 = k0 ? i0 * s.D : 0, r1 = k1 ? i1 * s.D : 0, r2 = k2 ? i2 * s.D : 0, r3 = k3 ? i3 * s.D : 0;
                     float v0 = 0f, v1 = 0f, v2 = 0f, v3 = 0f;
                     for (int c = 0; c < s.D; c++)
                     {
@@ -321,28 +357,38 @@ internal class PeerExpertKernels
                         v2 += up[r2 + c] * dy;
                         v3 += up[r3 + c] * dy;
                     }
-                    float dz0 = Slot(s, p, v0, z, g, dG, coefDown, coefUp);
-                    float dz1 = Slot(s, p + 1, v1, z, g, dG, coefDown, coefUp);
-                    float dz2 = Slot(s, p + 2, v2, z, g, dG, coefDown, coefUp);
-                    float dz3 = Slot(s, p + 3, v3, z, g, dG, coefDown, coefUp);
+                    float dz0 = Slot(s, p, k0, v0, z, g, dG, coefDown, coefUp);
+                    float dz1 = Slot(s, p + 1, k1, v1, z, g, dG, coefDown, coefUp);
+                    float dz2 = Slot(s, p + 2, k2, v2, z, g, dG, coefDown, coefUp);
+                    float dz3 = Slot(s, p + 3, k3, v3, z, g, dG, coefDown, coefUp);
                     for (int c = 0; c < s.D; c++)
                         dX[xOff + c] += dz0 * down[r0 + c] + dz1 * down[r1 + c] + dz2 * down[r2 + c] + dz3 * down[r3 + c];
                 }
                 for (; slot < s.Hk; slot++)
                 {
-                    int p = t * s.Hk + slot, rowOff = indices[p] * s.D;
+                    int p = t * s.Hk + slot, id = indices[p];
+                    bool ok = InRange(id, s);
+                    int rowOff = ok ? id * s.D : 0;
                     float vdy = 0f;
                     for (int c = 0; c < s.D; c++) vdy += up[rowOff + c] * dY[xOff + c];
-                    float dz = Slot(s, p, vdy, z, g, dG, coefDown, coefUp);
+                    float dz = Slot(s, p, ok, vdy, z, g, dG, coefDown, coefUp);
                     for (int c = 0; c < s.D; c++) dX[xOff + c] += dz * down[rowOff + c];
                 }
             }
     }
 
     // Per-slot scalars of the backward, given vdy = up[i] . dY[t]: writes dG, coefDown, coefUp; returns dz = g act'(z) vdy.
-    static float Slot(ExpertShape s, int p, float vdy, ArrayView<float> z, ArrayView<float> g, ArrayView<float> dG,
+    // A skipped slot (ok false: its id names no expert) gives NaN for dG and dz and no table gradient.
+    internal static float Slot(ExpertShape s, int p, bool ok, float vdy, ArrayView<float> z, ArrayView<float> g, ArrayView<float> dG,
         ArrayView<float> coefDown, ArrayView<float> coefUp)
     {
+        if (!ok)
+        {
+            dG[p] = float.NaN;
+            coefDown[p] = 0f;
+            coefUp[p] = 0f;
+            return float.NaN;
+        }
         float zp = z[p], a = Act(zp, s.Act), gp = g[p];
         float dz = gp * vdy * ActGrad(zp, s.Act);
         dG[p] = a * vdy;

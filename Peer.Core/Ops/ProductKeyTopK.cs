@@ -1,8 +1,9 @@
 // Product-key retrieval (docs/peer-spec.md, steps 2-4): for every token and head, score the two query halves
 // against the shared sub-key tables, keep the top-k of each, and take the top-k of the k*k candidate
-// sums. Expert i = r*n + c. Ties break toward the smaller index at every stage, which makes the result
-// exactly the brute-force top-k over all N = n*n full keys (see the argument above Better). The sub-key
-// scores are computed by the device's matmul; a selection kernel does the rest.
+// sums. Expert i = r*n + c. Ties break toward the smaller index at every stage (TopKList.Better), which makes the
+// result exactly the brute-force top-k over all N = n*n full keys (see the argument above SelectKernel). The sub-key
+// scores are computed by the device's matmul; a selection kernel does the rest (on the CPU accelerator the launcher
+// loads its plain-C# body, Cpu/ProductKeyTopKCpu.cs, which gives identical results).
 // Backward: dense gradient of the query, row-sparse gradients of the retrieved sub-key rows only.
 using ILGPU;
 using ILGPU.Runtime;
@@ -50,10 +51,7 @@ public static partial class Ops
         var indices = Tensor.Empty(d, DType.I32, t, heads, k);
         var scores = Tensor.Empty(d, DType.F32, t, heads, k);
         var shape = new RetrievalShape(heads, dq, n, k);
-        // On the CPU accelerator the selection runs a plain-C# body (Cpu/PeerCpu.cs, same algorithm, identical results).
-        var kernels = d.IsCpu && !ProductKeyKernels.PreferPortable
-            ? d.Get(static d => new ProductKeyCpuKernels(d))
-            : d.Get(static d => new ProductKeyKernels(d));
+        var kernels = d.Get(static d => new ProductKeyKernels(d));
         if (t > 0) Retrieve(q, sub1, sub2, shape, indices, scores, kernels);
 
         if (d.Tape.Needs(q, sub1, sub2))
@@ -82,8 +80,8 @@ public static partial class Ops
                         var w = d.Split(p);
                         kernels.SplitIndices(w.Workers, w, savedIdx.IntView, rows1.IntView, rows2.IntView, n);
                     }
-                    if (sub1.RequiresGrad) RowSparse.Accumulate(sub1, RowSparse.Build(rows1, half, (dS, q, k, dq, 0))[0]);
-                    if (sub2.RequiresGrad) RowSparse.Accumulate(sub2, RowSparse.Build(rows2, half, (dS, q, k, dq, half))[0]);
+                    if (sub1.RequiresGrad) RowSparseGradients.Accumulate(sub1, RowSparseGradients.Build(rows1, n, half, (dS, q, k, dq, 0))[0]);
+                    if (sub2.RequiresGrad) RowSparseGradients.Accumulate(sub2, RowSparseGradients.Build(rows2, n, half, (dS, q, k, dq, half))[0]);
                 }
             }, savedIdx);
         }
@@ -115,7 +113,7 @@ public static partial class Ops
             kernels.SplitHalves(w.Workers, w, shape, q.View, qa.View, qb.View, start);
             using var s1 = MatMul(qa, k1, false, true); // [r, n]
             using var s2 = MatMul(qb, k2, false, true);
-            kernels.Select(w.Workers, w, shape, s1.View, s2.View, indices.IntView, scores.View, start);
+            kernels.RunSelect(d, shape, r, s1.View, s2.View, indices.IntView, scores.View, start);
         }
     }
 }
@@ -126,56 +124,49 @@ internal readonly struct RetrievalShape(int heads, int dq, int n, int k)
     public readonly int Heads = heads, Dq = dq, Half = dq / 2, N = n, K = k;
 }
 
-/// <summary>Kernels of product-key retrieval (portable; <see cref="ProductKeyCpuKernels"/> swaps in the CPU selection body).</summary>
-internal class ProductKeyKernels
+/// <summary>Kernels of product-key retrieval: the portable kernels below, the selection being the CPU body's kernel
+/// (Cpu/ProductKeyTopKCpu.cs) where <see cref="Device.Choose"/> picks it, and on GPUs the grouped selection of Gpu/ProductKeyTopKGpu.cs
+/// (a group of threads per item, its state in shared memory, instead of one thread with 1.5 KB of local lists).</summary>
+internal sealed class ProductKeyKernels
 {
     public readonly Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> SplitHalves;
-    public readonly Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, int> Select;
+    readonly Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, int>? select;
+    readonly ProductKeyTopKGpu? grouped;
     public readonly Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>> BackwardQuery;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, int> SplitIndices;
 
-    /// <summary>Run the portable selection kernel even on the CPU accelerator (tests and benchmarks compare the two paths).</summary>
-    internal static bool PreferPortable { get; set; }
+    /// <summary>The kernels for <paramref name="d"/>: the grouped selection on GPUs whose groups hold <see cref="ProductKeyTopKGpu.GroupSize"/>
+    /// threads, one item per thread elsewhere.</summary>
+    public ProductKeyKernels(Device d) : this(d, !d.ChunksWork && d.MaxGroupSize >= ProductKeyTopKGpu.GroupSize ? ProductKeyTopKGpu.GroupSize : 0) { }
 
-    public ProductKeyKernels(Device d) : this(d, SelectKernel) { }
-
-    /// <summary>Loads the given selection kernel (same parameters as this class's) and the other portable kernels.</summary>
-    protected ProductKeyKernels(Device d, Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, int> select)
+    /// <summary>The kernels with the selection grouped in groups of <paramref name="groupSize"/> threads (a power of two), or one item per
+    /// thread with 0; tests run the grouped kernel on CPU devices.</summary>
+    internal ProductKeyKernels(Device d, int groupSize)
     {
-        var acc = d.Accelerator;
-        SplitHalves = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(SplitHalvesKernel);
-        Select = acc.LoadAutoGroupedStreamKernel(select);
-        BackwardQuery = acc.LoadAutoGroupedStreamKernel<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BackwardQueryKernel);
-        SplitIndices = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, int>(SplitIndicesKernel);
+        SplitHalves = d.LoadKernel(SplitHalvesKernel);
+        // The selection body is plain C#: it needs no vector unit.
+        if (groupSize > 0) grouped = new ProductKeyTopKGpu(d, groupSize);
+        else select = d.LoadKernel(d.Choose(SelectKernel, ProductKeyTopKCpu.SelectKernel, 0));
+        BackwardQuery = d.LoadKernel(BackwardQueryKernel);
+        SplitIndices = d.LoadKernel(SplitIndicesKernel);
     }
 
-    // Order used everywhere: (score desc, index asc). Why the two-stage search is exact, ties included: if (r, c) is in the
-    // brute-force top-k but r is not among the k best rows of s1, each of those k rows r' has s1[r'] > s1[r], or equal with
-    // r' < r; then (r', c) scores >= (rounding is monotone), and when equal has the smaller index r'*n + c. So k candidates
-    // precede (r, c): a contradiction. The same holds for c with (r, c'), c' < c giving the smaller index.
-    internal static bool Better(float s, int i, float s2, int i2) => s > s2 || (s == s2 && i < i2);
-
-    // Inserts (s, i) into the list vals/ids of length count (at most k), kept sorted by Better; count grows up to k.
-    static int Insert(ArrayView<float> vals, ArrayView<int> ids, int count, int k, float s, int i)
+    /// <summary>The selection over <paramref name="rows"/> (token, head) items of a chunk starting at row <paramref name="start"/>.</summary>
+    public void RunSelect(Device d, RetrievalShape s, int rows, ArrayView<float> s1, ArrayView<float> s2, ArrayView<int> indices, ArrayView<float> scores, int start)
     {
-        if (count == k && !Better(s, i, vals[k - 1], ids[k - 1])) return count;
-        int pos = count < k ? count : k - 1;
-        while (pos > 0 && Better(s, i, vals[pos - 1], ids[pos - 1]))
+        if (grouped is not null) grouped.Select(s, rows, s1, s2, indices, scores, start);
+        else
         {
-            vals[pos] = vals[pos - 1];
-            ids[pos] = ids[pos - 1];
-            pos--;
+            var w = d.Split(rows);
+            select!(w.Workers, w, s, s1, s2, indices, scores, start);
         }
-        vals[pos] = s;
-        ids[pos] = i;
-        return count < k ? count + 1 : count;
     }
 
-    // scores[off .. off+n) -> the k best (score, column) in vals/ids, scanning columns in ascending order
-    static void TopKScores(ArrayView<float> sc, int off, RetrievalShape s, ArrayView<float> vals, ArrayView<int> ids)
+    // scores[off .. off+n) -> the k best (score, column) in list, scanning columns in ascending order
+    static void TopKScores(ArrayView<float> sc, int off, RetrievalShape s, ViewTopKList list)
     {
         int count = 0;
-        for (int r = 0; r < s.N; r++) count = Insert(vals, ids, count, s.K, sc[off + r], r);
+        for (int r = 0; r < s.N; r++) count = TopKList.Insert(list, count, s.K, sc[off + r], r);
     }
 
     // q: [T*h, dq] (rows start.. of a chunk) -> qa, qb: [rows, dq/2], the two halves of each head's query, contiguous for the matmul
@@ -194,7 +185,11 @@ internal class ProductKeyKernels
     }
 
     // s1, s2: [rows, n] sub-key scores of chunk rows (token*h + head) start.. -> indices, scores: [T, h, k] at those rows;
-    // one work item per (token, head)
+    // one work item per (token, head). Order used everywhere: (score desc, index asc), TopKList.Better. Why the two-stage
+    // search is exact, ties included: if (r, c) is in the brute-force top-k but r is not among the k best rows of s1, each
+    // of those k rows r' has s1[r'] > s1[r], or equal with r' < r; then (r', c) scores >= (rounding is monotone), and when
+    // equal has the smaller index r'*n + c. So k candidates precede (r, c): a contradiction. The same holds for c with
+    // (r, c'), c' < c giving the smaller index.
     static void SelectKernel(Index1D w, Work work, RetrievalShape s, ArrayView<float> s1, ArrayView<float> s2,
         ArrayView<int> indices, ArrayView<float> scores, int start)
     {
@@ -204,11 +199,12 @@ internal class ProductKeyKernels
         var i2 = LocalMemory.Allocate<int>(Ops.ProductKeyMaxTopK);
         var vf = LocalMemory.Allocate<float>(Ops.ProductKeyMaxTopK);
         var idf = LocalMemory.Allocate<int>(Ops.ProductKeyMaxTopK);
+        var (l1, l2, lf) = (new ViewTopKList(v1, i1), new ViewTopKList(v2, i2), new ViewTopKList(vf, idf));
         for (int st = work.Start(w); st < work.N; st += work.Stride)
             for (int item = st, e = work.End(st); item < e; item++)
             {
-                TopKScores(s1, item * s.N, s, v1, i1);
-                TopKScores(s2, item * s.N, s, v2, i2);
+                TopKScores(s1, item * s.N, s, l1);
+                TopKScores(s2, item * s.N, s, l2);
                 int count = 0;
                 for (int a = 0; a < s.K; a++)
                 {
@@ -218,7 +214,7 @@ internal class ProductKeyKernels
                     {
                         float sum = v1[a] + v2[b];
                         if (count == s.K && sum < vf[s.K - 1]) break;
-                        count = Insert(vf, idf, count, s.K, sum, i1[a] * s.N + i2[b]);
+                        count = TopKList.Insert(lf, count, s.K, sum, i1[a] * s.N + i2[b]);
                     }
                 }
                 int outOff = (start + item) * s.K;

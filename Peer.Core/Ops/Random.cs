@@ -57,8 +57,8 @@ internal sealed class RandomKernels
 
     public RandomKernels(Device d)
     {
-        Uniform = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, uint, uint, float, float>(UniformKernel);
-        Normal = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, uint, uint, float, float>(NormalKernel);
+        Uniform = d.LoadKernel(UniformKernel);
+        Normal = d.LoadKernel(NormalKernel);
     }
 
     // Three rounds of a 32-bit avalanche mix over (seed, counter): a small stateless hash in the spirit of

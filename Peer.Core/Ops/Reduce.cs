@@ -130,11 +130,10 @@ internal sealed class ReduceKernels
 
     public ReduceKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Partial = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, float>(PartialKernel);
-        Rows = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int, float>(RowsKernel);
-        Columns = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int, float>(ColumnsKernel);
-        Expand = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int, float>(ExpandKernel);
+        Partial = d.LoadKernel(PartialKernel);
+        Rows = d.LoadKernel(RowsKernel);
+        Columns = d.LoadKernel(ColumnsKernel);
+        Expand = d.LoadKernel(ExpandKernel);
     }
 
     // x: [N] -> partial: [workers], partial[w] = scale * sum of worker w's items (in its fixed order)

@@ -1,7 +1,7 @@
 // Data movement: permute (rank <= 4; transpose of the last two dims is one case, [B,T,H,D] <-> [B,H,T,D]
 // for attention another), slice along a dimension and concat along a dimension. Every kernel maps one
-// output element to one input element, so there are no overlapping writes and no atomics. On the CPU accelerator the
-// same copies run as block copies (Cpu/ShapeCpu.cs, identical bits); these portable kernels stay the definition.
+// output element to one input element, so there are no overlapping writes and no atomics. These portable kernels are the
+// definition; on the CPU accelerator the launcher loads the same copies as block copies (Cpu/ShapeOpsCpu.cs, identical bits).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -34,8 +34,7 @@ public static partial class Ops
             int Stride(int k) => k < pad ? 0 : inStride[perm[k - pad]];
             var p = new PermuteShape(Dim(1), Dim(2), Dim(3), Stride(0), Stride(1), Stride(2), Stride(3));
             var w = d.Split(y.Length);
-            if (d.IsCpu) d.Get(static d => new ShapeCpuKernels(d)).Permute(w.Workers, w, x.View, y.View, p);
-            else d.Get(static d => new ShapeKernels(d)).Permute(w.Workers, w, x.View, y.View, p);
+            d.Get(static d => new ShapeKernels(d)).Permute(w.Workers, w, x.View, y.View, p);
         }
         if (d.Tape.Needs(x))
         {
@@ -77,8 +76,7 @@ public static partial class Ops
         {
             var w = d.Split(y.Length);
             var shape1 = new SliceShape(size, start, length, inner);
-            if (d.IsCpu) d.Get(static d => new ShapeCpuKernels(d)).Take(w.Workers, w, x.View, y.View, shape1);
-            else d.Get(static d => new ShapeKernels(d)).Take(w.Workers, w, x.View, y.View, shape1);
+            d.Get(static d => new ShapeKernels(d)).Take(w.Workers, w, x.View, y.View, shape1);
         }
         if (d.Tape.Needs(x))
         {
@@ -141,12 +139,9 @@ public static partial class Ops
         return y;
     }
 
-    // dst[:, Start:Start+Length, :] = src, through the block-copy body on the CPU accelerator, else the portable kernel.
-    static void Put(Device d, Work w, Tensor src, Tensor dst, SliceShape s)
-    {
-        if (d.IsCpu) d.Get(static d => new ShapeCpuKernels(d)).Put(w.Workers, w, src.View, dst.View, s);
-        else d.Get(static d => new ShapeKernels(d)).Put(w.Workers, w, src.View, dst.View, s);
-    }
+    // dst[:, Start:Start+Length, :] = src
+    static void Put(Device d, Work w, Tensor src, Tensor dst, SliceShape s) =>
+        d.Get(static d => new ShapeKernels(d)).Put(w.Workers, w, src.View, dst.View, s);
 
     static int NormalizeDim(Tensor x, int dim, string argument)
     {
@@ -174,7 +169,8 @@ internal readonly struct SliceShape(int size, int start, int length, int inner)
     public readonly int Size = size, Start = start, Length = length, Inner = inner;
 }
 
-/// <summary>Kernels of the shape ops.</summary>
+/// <summary>Kernels of the shape ops: the portable kernels below, or the block-copy bodies' kernels (Cpu/ShapeOpsCpu.cs) where
+/// <see cref="Device.Choose"/> picks them.</summary>
 internal sealed class ShapeKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, PermuteShape> Permute;
@@ -182,10 +178,10 @@ internal sealed class ShapeKernels
 
     public ShapeKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Permute = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, PermuteShape>(PermuteKernel);
-        Take = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, SliceShape>(TakeKernel);
-        Put = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, SliceShape>(PutKernel);
+        // The block copies need no vector unit.
+        Permute = d.LoadKernel(d.Choose(PermuteKernel, ShapeOpsCpu.PermuteKernel, 0));
+        Take = d.LoadKernel(d.Choose(TakeKernel, ShapeOpsCpu.TakeKernel, 0));
+        Put = d.LoadKernel(d.Choose(PutKernel, ShapeOpsCpu.PutKernel, 0));
     }
 
     // x: [.. any order ..] -> y: [D0, D1, D2, D3], y[i0, i1, i2, i3] = x[i0 S0 + i1 S1 + i2 S2 + i3 S3]

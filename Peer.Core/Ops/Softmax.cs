@@ -75,7 +75,7 @@ public static partial class Ops
         var count = Tensor.Empty(d, DType.F32, 1);
         var w = d.Split(rows);
         if (rows > 0) k.CrossEntropyRows(w.Workers, w, logits.View, targets.IntView, lse.View, rowLoss.View, cols, ignoreIndex);
-        k.CrossEntropyMean(1, rowLoss.View, targets.IntView, loss.View, count.View, rows, ignoreIndex);
+        k.CrossEntropyMean(rowLoss.View, targets.IntView, loss.View, count.View, rows, ignoreIndex);
         rowLoss.Dispose();
         if (d.Tape.Needs(logits))
         {
@@ -101,17 +101,39 @@ internal sealed class SoftmaxKernels
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int, int> Forward;
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> Backward;
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int> CrossEntropyRows;
-    public readonly Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int> CrossEntropyMean;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>? crossEntropyMean;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>? crossEntropyMeanGrouped;
+    readonly int meanGroupSize;
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> CrossEntropyBackward;
 
-    public SoftmaxKernels(Device d)
+    /// <summary>Threads of the grouped mean on GPUs.</summary>
+    public const int MeanGroup = 256;
+
+    /// <summary>The kernels for <paramref name="d"/>: on GPUs whose groups hold <see cref="MeanGroup"/> threads the loss mean is one
+    /// group's tree reduction, elsewhere one thread's sum in row order.</summary>
+    public SoftmaxKernels(Device d) : this(d, !d.ChunksWork && d.MaxGroupSize >= MeanGroup) { }
+
+    /// <summary>The kernels with the grouped mean or not (tests run the grouped one on CPU devices).</summary>
+    internal SoftmaxKernels(Device d, bool groupedMean)
     {
-        var acc = d.Accelerator;
-        Forward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int, int>(ForwardKernel);
-        Backward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(BackwardKernel);
-        CrossEntropyRows = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>(CrossEntropyRowsKernel);
-        CrossEntropyMean = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>(CrossEntropyMeanKernel);
-        CrossEntropyBackward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(CrossEntropyBackwardKernel);
+        Forward = d.LoadKernel(ForwardKernel);
+        Backward = d.LoadKernel(BackwardKernel);
+        CrossEntropyRows = d.LoadKernel(CrossEntropyRowsKernel);
+        if (groupedMean)
+        {
+            crossEntropyMeanGrouped = d.LoadGroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>>(
+                CrossEntropyMeanGroupKernel);
+            meanGroupSize = 1 << System.Numerics.BitOperations.Log2((uint)Math.Min(MeanGroup, d.MaxGroupSize)); // a power of two
+        }
+        else crossEntropyMean = d.LoadKernel(CrossEntropyMeanKernel);
+        CrossEntropyBackward = d.LoadKernel(CrossEntropyBackwardKernel);
+    }
+
+    /// <summary>loss[0] = the mean of the row losses whose target is not ignored, count[0] = their number.</summary>
+    public void CrossEntropyMean(ArrayView<float> rowLoss, ArrayView<int> targets, ArrayView<float> loss, ArrayView<float> count, int rows, int ignore)
+    {
+        if (crossEntropyMeanGrouped is not null) crossEntropyMeanGrouped(new KernelConfig(1, meanGroupSize), rowLoss, targets, loss, count, rows, ignore);
+        else crossEntropyMean!(1, rowLoss, targets, loss, count, rows, ignore);
     }
 
     // x: [rows, cols] -> y: [rows, cols] = softmax(x) (log = 0) or log_softmax(x) (log = 1), row-wise
@@ -191,6 +213,40 @@ internal sealed class SoftmaxKernels
         }
         loss[0] = sum / n;
         count[0] = n;
+    }
+
+    // One group of G threads (a power of two), as CrossEntropyMeanKernel: thread l sums rows l, l + G, .., then the G partial
+    // sums and counts meet in a tree in shared memory (log2 G steps), so no thread walks all the rows.
+    static void CrossEntropyMeanGroupKernel(ArrayView<float> rowLoss, ArrayView<int> targets, ArrayView<float> loss, ArrayView<float> count, int rows, int ignore)
+    {
+        var sums = SharedMemory.Allocate<float>(MeanGroup);
+        var counts = SharedMemory.Allocate<int>(MeanGroup);
+        int l = Group.IdxX, size = Group.DimX;
+        float sum = 0f;
+        int n = 0;
+        for (int r = l; r < rows; r += size)
+        {
+            if (targets[r] == ignore) continue;
+            sum += rowLoss[r];
+            n++;
+        }
+        sums[l] = sum;
+        counts[l] = n;
+        Group.Barrier();
+        for (int half = size / 2; half > 0; half /= 2)
+        {
+            if (l < half)
+            {
+                sums[l] += sums[l + half];
+                counts[l] += counts[l + half];
+            }
+            Group.Barrier();
+        }
+        if (l == 0)
+        {
+            loss[0] = sums[0] / counts[0];
+            count[0] = counts[0];
+        }
     }
 
     // logits: [T, V], targets: [T], lse: [T], count: [1], dloss: [1] -> dlogits: [T, V] = dloss (softmax - onehot) / N

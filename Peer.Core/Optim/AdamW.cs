@@ -1,6 +1,8 @@
 // AdamW (Loshchilov and Hutter) exactly as torch.optim.AdamW computes it, as ILGPU kernels: a dense kernel over
 // the whole parameter, and a lazy sparse kernel over only the rows a RowSparseGrad lists (as torch's SparseAdam:
 // untouched rows keep their moments and values bit for bit), so a sparse step costs O(R * cols), not O(N * cols).
+// These kernels are the definition; on the CPU accelerator the launcher loads the SIMD bodies of Cpu/AdamWCpu.cs
+// (Device.Choose; bit-identical results).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -63,14 +65,14 @@ public sealed class AdamW : Optimizer
         if (p.Length == 0) return;
         kernels ??= Device.Get(static d => new AdamKernels(d));
         var w = Device.Split(p.Length);
-        (kernels.UseCpu ? kernels.DenseCpu! : kernels.Dense)(w.Workers, w, p.View, grad.View, state[0].View, state[1].View, Args(step));
+        kernels.Dense(w.Workers, w, p.View, grad.View, state[0].View, state[1].View, Args(step));
     }
 
     private protected override void UpdateSparse(Tensor p, RowSparseGrad grad, int cols, Tensor[] state, long step)
     {
         kernels ??= Device.Get(static d => new AdamKernels(d));
         var w = Device.Split(grad.Values.Length);
-        (kernels.UseCpu ? kernels.SparseCpu! : kernels.Sparse)(w.Workers, w, grad.Rows.IntView, grad.Values.View, cols, p.View, state[0].View, state[1].View, Args(step));
+        kernels.Sparse(w.Workers, w, grad.Rows.IntView, grad.Values.View, cols, p.View, state[0].View, state[1].View, Args(step));
     }
 }
 
@@ -85,44 +87,18 @@ internal readonly struct AdamArgs(float decay, float beta1, float beta2, float s
     public readonly float Eps = eps;
 }
 
-/// <summary>AdamW kernels, loaded once per device: the portable kernels (the definition, every backend) and, on the CPU
-/// accelerator, kernels whose body is <see cref="AdamWCpu"/> (bit-identical results).</summary>
+/// <summary>AdamW kernels, loaded once per device: the portable kernels below (the definition, every backend), or the SIMD
+/// bodies' kernels (Cpu/AdamWCpu.cs) where <see cref="Device.Choose"/> picks them.</summary>
 internal sealed class AdamKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs> Dense;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs> Sparse;
-    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs>? DenseCpu;
-    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs>? SparseCpu;
-    readonly bool isCpu;
-
-    /// <summary>Run the portable kernels even on the CPU accelerator (tests compare the two paths).</summary>
-    public static bool PreferPortable { get; set; }
-
-    /// <summary>Whether the <see cref="AdamWCpu"/> kernels are used.</summary>
-    public bool UseCpu => isCpu && !PreferPortable;
 
     public AdamKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Dense = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs>(AdamWKernel);
-        Sparse = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs>(SparseAdamWKernel);
-        isCpu = d.IsCpu;
-        if (!isCpu) return;
-        DenseCpu = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs>(AdamWCpuKernel);
-        SparseCpu = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs>(SparseAdamWCpuKernel);
-    }
-
-    // as AdamWKernel; each chunk computed by AdamWCpu.Dense (CPU accelerator only)
-    static void AdamWCpuKernel(Index1D w, Work work, ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, AdamArgs a)
-    {
-        for (int s = work.Start(w); s < work.N; s += work.Stride) AdamWCpu.Dense(p, g, m, v, a, s, work.End(s));
-    }
-
-    // as SparseAdamWKernel; each chunk computed by AdamWCpu.Sparse (CPU accelerator only)
-    static void SparseAdamWCpuKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> values, int cols,
-        ArrayView<float> p, ArrayView<float> m, ArrayView<float> v, AdamArgs a)
-    {
-        for (int s = work.Start(w); s < work.N; s += work.Stride) AdamWCpu.Sparse(rows, values, cols, p, m, v, a, s, work.End(s));
+        // The CPU bodies use Vector<float>, whatever width it has here (scalar without SIMD): they need no vector unit.
+        Dense = d.LoadKernel(d.Choose(AdamWKernel, AdamWCpu.DenseKernel, 0));
+        Sparse = d.LoadKernel(d.Choose(SparseAdamWKernel, AdamWCpu.SparseKernel, 0));
     }
 
     // p, g, m, v: [n]; updates p, m, v in place
@@ -140,8 +116,9 @@ internal sealed class AdamKernels
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
             {
-                int r = i / cols;
-                int j = rows[r] * cols + (i - r * cols);
+                int r = i / cols, row = rows[r];
+                if ((uint)row >= (uint)(p.Length / cols)) continue; // a row outside p (unchecked on GPUs: Optimizer.Validate) changes nothing
+                int j = row * cols + (i - r * cols);
                 Update(p, m, v, j, values[i], a);
             }
     }

@@ -1,6 +1,10 @@
 // Global-norm gradient clipping (torch.nn.utils.clip_grad_norm_). The norm is reduced deterministically without
 // atomics: every worker owns one compensated (Kahan) partial sum that it carries across all gradients in a fixed
-// order, then one final pass adds the partials in index order. Dense grads and RowSparseGrad values both count.
+// order, then a final pass adds the partials (in index order on one thread where work is chunked over CPU cores; on
+// GPUs by one group, each thread a strided share and then a tree in shared memory). The final pass also computes the
+// clipping factor, which the scaling kernels read on the device: clipping never waits for the device. Dense grads and
+// RowSparseGrad values both count. These kernels are the definition; on the CPU accelerator the launcher loads the SIMD
+// bodies of Cpu/GradClipCpu.cs (Device.Choose; the same sum to rounding, the same scaling bit for bit).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -19,6 +23,49 @@ public static class GradClip
     /// <exception cref="ArgumentException">Parameters on different devices.</exception>
     public static float ClipGlobalNorm(IEnumerable<Tensor> parameters, float maxNorm)
     {
+        var grads = Gradients(parameters, maxNorm);
+        if (grads.Count == 0) return 0f;
+        var d = grads[0].Device;
+        var k = d.Get(static d => new ClipKernels(d));
+        lock (k)
+        {
+            Clip(d, k, grads, maxNorm);
+            k.Scratch.View.SubView(2 * k.Workers, 1).CopyToCPU(k.Host.AsSpan()); // waits for the device; the span overload pins
+            return k.Host[0];
+        }
+    }
+
+    /// <summary>
+    /// As <see cref="ClipGlobalNorm(IEnumerable{Tensor}, float)"/>, but writes the norm n into <paramref name="norm"/>[0] on the device
+    /// instead of returning it, so that nothing waits for the device (a training loop reads it when it reads the loss).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxNorm"/> is not a finite positive number.</exception>
+    /// <exception cref="ArgumentException">Parameters on different devices, or <paramref name="norm"/> not a live F32 tensor on theirs.</exception>
+    public static void ClipGlobalNorm(IEnumerable<Tensor> parameters, float maxNorm, Tensor norm)
+    {
+        ArgumentNullException.ThrowIfNull(norm);
+        Check.Alive(norm, nameof(norm));
+        Check.DType(norm, DType.F32, nameof(norm));
+        Check.That(norm.Length >= 1, nameof(norm), norm.Shape, "at least one element (the norm goes to the first)");
+        var grads = Gradients(parameters, maxNorm);
+        if (grads.Count == 0)
+        {
+            norm.View.SubView(0, 1).MemSetToZero();
+            return;
+        }
+        var d = grads[0].Device;
+        Check.SameDevice(grads[0], norm, nameof(norm));
+        var k = d.Get(static d => new ClipKernels(d));
+        lock (k)
+        {
+            Clip(d, k, grads, maxNorm);
+            norm.View.SubView(0, 1).CopyFrom(k.Scratch.View.SubView(2 * k.Workers, 1));
+        }
+    }
+
+    // The gradients to clip, validated; maxNorm checked.
+    static List<Tensor> Gradients(IEnumerable<Tensor> parameters, float maxNorm)
+    {
         ArgumentNullException.ThrowIfNull(parameters);
         if (!(maxNorm > 0 && float.IsFinite(maxNorm)))
             throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, $"maxNorm = {maxNorm}: expected a finite value > 0.");
@@ -33,34 +80,27 @@ public static class GradClip
             if (grads.Count > 0) Check.SameDevice(grads[0], g, $"gradient of {p.Name ?? "a parameter"}");
             grads.Add(g);
         }
-        if (grads.Count == 0) return 0f;
-        var d = grads[0].Device;
-        var k = d.Get(static d => new ClipKernels(d));
-        lock (k) return Clip(d, k, grads, maxNorm);
+        return grads;
     }
 
-    static float Clip(Device d, ClipKernels k, List<Tensor> grads, float maxNorm)
+    // Launches the norm and the scaling; the caller holds the lock on k.
+    static void Clip(Device d, ClipKernels k, List<Tensor> grads, float maxNorm)
     {
         int workers = k.Workers;
-        var scratch = k.Scratch.View; // [0, W): partial sums, [W, 2W): their compensations, [2W]: the norm
-        k.Zero(2 * workers + 1, new Work(2 * workers + 1, 2 * workers + 1, 1), scratch);
+        var scratch = k.Scratch.View; // [0, W): partial sums, [W, 2W): their compensations, [2W]: the norm, [2W + 1]: the factor
+        k.Zero(2 * workers + 2, new Work(2 * workers + 2, 2 * workers + 2, 1), scratch);
         foreach (var g in grads)
         {
             var w = Split(d, g.Length, workers);
-            (k.UseCpu ? k.SumSquaresCpu! : k.SumSquares)(w.Workers, w, g.View, scratch, workers);
+            k.SumSquares(w.Workers, w, g.View, scratch, workers);
         }
-        k.Final(1, new Work(1, 1, 1), scratch, workers);
-        var host = k.Host;
-        scratch.SubView(2 * workers, 1).CopyToCPU(ref host[0], 1);
-        float norm = host[0];
-        float scale = maxNorm / (norm + 1e-6f);
-        if (!(scale >= 1f))
-            foreach (var g in grads)
-            {
-                var w = d.Split(g.Length);
-                (k.UseCpu ? k.ScaleCpu! : k.Scale)(w.Workers, w, g.View, scale);
-            }
-        return norm;
+        k.RunFinal(scratch, workers, maxNorm);
+        var factor = scratch.SubView(2 * workers + 1, 1);
+        foreach (var g in grads)
+        {
+            var w = d.Split(g.Length);
+            k.Scale(w.Workers, w, g.View, factor);
+        }
     }
 
     /// <summary>Same as <see cref="ClipGlobalNorm(IEnumerable{Tensor}, float)"/> for named parameters (e.g. <c>module.NamedParameters()</c>).</summary>
@@ -79,52 +119,50 @@ public static class GradClip
     }
 }
 
-/// <summary>Clipping kernels and the per-device scratch of partial sums (callers lock the object while using the scratch).</summary>
+/// <summary>Clipping kernels and the per-device scratch of partial sums (callers lock the object while using the scratch): the
+/// portable kernels below, or for the sum of squares and the scaling the SIMD bodies' kernels (Cpu/GradClipCpu.cs) where
+/// <see cref="Device.Choose"/> picks them, and on GPUs the grouped final pass.</summary>
 internal sealed class ClipKernels
 {
+    /// <summary>Threads of the grouped final pass on GPUs.</summary>
+    public const int FinalGroup = 256;
+
     public readonly Action<Index1D, Work, ArrayView<float>> Zero;
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int> SumSquares;
-    public readonly Action<Index1D, Work, ArrayView<float>, int> Final;
-    public readonly Action<Index1D, Work, ArrayView<float>, float> Scale;
-    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int>? SumSquaresCpu;
-    public readonly Action<Index1D, Work, ArrayView<float>, float>? ScaleCpu;
+    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>> Scale;
+    readonly Action<Index1D, ArrayView<float>, int, float>? final;
+    readonly Action<KernelConfig, ArrayView<float>, int, float>? finalGrouped;
+    readonly int finalGroupSize;
     public readonly int Workers;
     public readonly Tensor Scratch;
     public readonly float[] Host = new float[1];
-    readonly bool isCpu;
 
-    /// <summary>Run the portable kernels even on the CPU accelerator (tests compare the two paths).</summary>
-    public static bool PreferPortable { get; set; }
+    /// <summary>The kernels for <paramref name="d"/>: the grouped final pass on GPUs whose groups hold <see cref="FinalGroup"/> threads.</summary>
+    public ClipKernels(Device d) : this(d, !d.ChunksWork && d.MaxGroupSize >= FinalGroup) { }
 
-    /// <summary>Whether the <see cref="GradClipCpu"/> kernels are used.</summary>
-    public bool UseCpu => isCpu && !PreferPortable;
-
-    public ClipKernels(Device d)
+    /// <summary>The kernels with the final pass grouped or not (tests run the grouped one on CPU devices).</summary>
+    internal ClipKernels(Device d, bool groupedFinal)
     {
-        var acc = d.Accelerator;
-        Zero = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>>(ZeroKernel);
-        SumSquares = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int>(SumSquaresKernel);
-        Final = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, int>(FinalKernel);
-        Scale = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, float>(ScaleKernel);
-        // A GPU's final pass is one thread, so keep its partials to a few thousand.
+        Zero = d.LoadKernel(ZeroKernel);
+        // The CPU bodies use Vector<float>, whatever width it has here (scalar without SIMD): they need no vector unit.
+        SumSquares = d.LoadKernel(d.Choose(SumSquaresKernel, GradClipCpu.SumSquaresKernel, 0));
+        Scale = d.LoadKernel(d.Choose(ScaleKernel, GradClipCpu.ScaleKernel, 0));
+        if (groupedFinal)
+        {
+            finalGrouped = d.LoadGroupedKernel<Action<KernelConfig, ArrayView<float>, int, float>>(FinalGroupKernel);
+            finalGroupSize = 1 << System.Numerics.BitOperations.Log2((uint)Math.Min(FinalGroup, d.MaxGroupSize)); // a power of two
+        }
+        else final = d.LoadKernel(FinalKernel);
+        // Partials per worker; on a GPU a few thousand, so that the final pass stays short.
         Workers = d.IsCpu ? d.Workers : Math.Min(d.Workers, 4096);
-        Scratch = Scope.Unscope(Tensor.Zeros(d, 2 * Workers + 1));
-        isCpu = d.IsCpu;
-        if (!isCpu) return;
-        SumSquaresCpu = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, int>(SumSquaresCpuKernel);
-        ScaleCpu = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, float>(ScaleCpuKernel);
+        Scratch = Scope.Unscope(Tensor.Zeros(d, 2 * Workers + 2));
     }
 
-    // as SumSquaresKernel; each chunk computed by GradClipCpu.SumSquares (CPU accelerator only)
-    static void SumSquaresCpuKernel(Index1D w, Work work, ArrayView<float> g, ArrayView<float> partial, int workers)
+    /// <summary>The final pass over the scratch: the norm into [2W], the clipping factor into [2W + 1].</summary>
+    public void RunFinal(ArrayView<float> scratch, int workers, float maxNorm)
     {
-        for (int s = work.Start(w); s < work.N; s += work.Stride) GradClipCpu.SumSquares(g, s, work.End(s), partial, workers, w);
-    }
-
-    // as ScaleKernel; each chunk computed by GradClipCpu.Scale (CPU accelerator only)
-    static void ScaleCpuKernel(Index1D w, Work work, ArrayView<float> g, float scale)
-    {
-        for (int s = work.Start(w); s < work.N; s += work.Stride) GradClipCpu.Scale(g, s, work.End(s), scale);
+        if (finalGrouped is not null) finalGrouped(new KernelConfig(1, finalGroupSize), scratch, workers, maxNorm);
+        else final!(1, scratch, workers, maxNorm);
     }
 
     // scratch: [m] <- 0
@@ -150,8 +188,8 @@ internal sealed class ClipKernels
         partial[workers + w] = comp;
     }
 
-    // partial: [2W + 1]; partial[2W] <- sqrt(sum of the W compensated partials, in index order)
-    static void FinalKernel(Index1D w, Work work, ArrayView<float> partial, int workers)
+    // partial: [2W + 2]; partial[2W] <- n = sqrt(sum of the W compensated partials, in index order), partial[2W + 1] <- the factor
+    static void FinalKernel(Index1D w, ArrayView<float> partial, int workers, float maxNorm)
     {
         float sum = 0f, comp = 0f;
         for (int i = 0; i < workers; i++)
@@ -161,12 +199,46 @@ internal sealed class ClipKernels
             comp = (t - sum) - y;
             sum = t;
         }
-        partial[2 * workers] = MathF.Sqrt(sum);
+        WriteNorm(partial, workers, MathF.Sqrt(sum), maxNorm);
     }
 
-    // g: [n] *= scale
-    static void ScaleKernel(Index1D w, Work work, ArrayView<float> g, float scale)
+    // One group of G threads (a power of two), as FinalKernel: thread l sums partials l, l + G, .. compensated, then the G sums
+    // meet in a tree in shared memory (log2 G steps).
+    static void FinalGroupKernel(ArrayView<float> partial, int workers, float maxNorm)
     {
+        var sums = SharedMemory.Allocate<float>(FinalGroup);
+        int l = Group.IdxX, size = Group.DimX;
+        float sum = 0f, comp = 0f;
+        for (int i = l; i < workers; i += size)
+        {
+            float y = partial[i] - partial[workers + i] - comp;
+            float t = sum + y;
+            comp = (t - sum) - y;
+            sum = t;
+        }
+        sums[l] = sum;
+        Group.Barrier();
+        for (int half = size / 2; half > 0; half /= 2)
+        {
+            if (l < half) sums[l] += sums[l + half];
+            Group.Barrier();
+        }
+        if (l == 0) WriteNorm(partial, workers, MathF.Sqrt(sums[0]), maxNorm);
+    }
+
+    // As PyTorch: the gradients are scaled by maxNorm / (n + 1e-6) when that is below 1 (or not a number); factor 1 means no scaling.
+    static void WriteNorm(ArrayView<float> partial, int workers, float norm, float maxNorm)
+    {
+        float scale = maxNorm / (norm + 1e-6f);
+        partial[2 * workers] = norm;
+        partial[2 * workers + 1] = !(scale >= 1f) ? scale : 1f;
+    }
+
+    // g: [n] *= factor[0], unless the factor is exactly 1
+    static void ScaleKernel(Index1D w, Work work, ArrayView<float> g, ArrayView<float> factor)
+    {
+        float scale = factor[0];
+        if (scale == 1f) return;
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++) g[i] *= scale;
     }

@@ -76,10 +76,12 @@ public abstract class Optimizer : IDisposable
     /// Applies one update to every parameter that has a gradient (<see cref="Tensor.Grad"/> or <see cref="Tensor.SparseGrad"/>).
     /// Every gradient is validated before any parameter changes. State is allocated on the first call; later calls allocate nothing on the device.
     /// </summary>
-    /// <remarks>The rows of each sparse gradient are copied to the host and checked (O(R) per sparse parameter; a synchronisation on GPUs),
-    /// because a kernel cannot report an out-of-range row and the CPU accelerator ends the process on one.</remarks>
+    /// <remarks>Where the device checks indices (the CPU accelerator always, other backends with <see cref="DeviceOptions.CheckIndices"/>)
+    /// the rows of each sparse gradient are copied to the host and checked (O(R) per sparse parameter), because a kernel cannot report
+    /// an out-of-range row and the CPU accelerator ends the process on one. Elsewhere nothing waits for the device: a row outside its
+    /// parameter is skipped, and repeated rows (which Peer's ops never produce) would update concurrently.</remarks>
     /// <exception cref="InvalidOperationException">A parameter has both kinds of gradient, a gradient of the wrong shape, type or device,
-    /// or sparse rows that are out of range or not strictly increasing. Nothing was updated.</exception>
+    /// or (where checked) sparse rows that are out of range or not strictly increasing. Nothing was updated.</exception>
     public void Step()
     {
         ObjectDisposedException.ThrowIf(disposed, this);
@@ -234,9 +236,12 @@ public abstract class Optimizer : IDisposable
         if (values.Length == 0) return;
         if (p.Length % cols != 0)
             throw Bad(s, $"has SparseGrad values of shape {Tensor.FormatShape(values.Shape)}: expected rows of a width dividing the parameter's {p.Length} elements (shape {Tensor.FormatShape(p.Shape)})");
+        // The rows are read back only where that stalls nothing (DeviceOptions.CheckIndices): the sort-and-segment that builds
+        // sparse gradients gives distinct, increasing rows inside the table, and the sparse kernels skip a row outside it.
+        if (!Device.ChecksIndices) return;
         int total = p.Length / cols;
         if (rowsHost.Length < r) rowsHost = new int[Math.Max(r, 2 * rowsHost.Length)];
-        rows.IntView.SubView(0, r).CopyToCPU(ref rowsHost[0], r);
+        rows.IntView.SubView(0, r).CopyToCPU(rowsHost.AsSpan(0, r)); // pinned by the span overload (the ref overload is not)
         int previous = -1;
         for (int i = 0; i < r; i++)
         {

@@ -65,11 +65,10 @@ internal sealed class SgdKernels
 
     public SgdKernels(Device d)
     {
-        var acc = d.Accelerator;
-        Dense = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, float, float>(SgdKernel);
-        DenseMomentum = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, float, float>(SgdMomentumKernel);
-        Sparse = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, float, float>(SparseSgdKernel);
-        SparseMomentum = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, float, float, float>(SparseSgdMomentumKernel);
+        Dense = d.LoadKernel(SgdKernel);
+        DenseMomentum = d.LoadKernel(SgdMomentumKernel);
+        Sparse = d.LoadKernel(SparseSgdKernel);
+        SparseMomentum = d.LoadKernel(SparseSgdMomentumKernel);
     }
 
     // p, g: [n]; p -= lr * (g + wd * p)
@@ -98,8 +97,9 @@ internal sealed class SgdKernels
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
             {
-                int r = i / cols;
-                int j = rows[r] * cols + (i - r * cols);
+                int r = i / cols, row = rows[r];
+                if ((uint)row >= (uint)(p.Length / cols)) continue; // a row outside p (unchecked on GPUs: Optimizer.Validate) changes nothing
+                int j = row * cols + (i - r * cols);
                 p[j] -= lr * (values[i] + wd * p[j]);
             }
     }
@@ -111,8 +111,9 @@ internal sealed class SgdKernels
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
             {
-                int r = i / cols;
-                int j = rows[r] * cols + (i - r * cols);
+                int r = i / cols, row = rows[r];
+                if ((uint)row >= (uint)(p.Length / cols)) continue; // a row outside p (unchecked on GPUs: Optimizer.Validate) changes nothing
+                int j = row * cols + (i - r * cols);
                 float bj = mu * b[j] + (values[i] + wd * p[j]);
                 b[j] = bj;
                 p[j] -= lr * bj;

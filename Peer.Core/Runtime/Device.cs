@@ -1,6 +1,14 @@
 // A Device owns one ILGPU context and accelerator, the kernels loaded on it, its memory accounting and
 // its autograd tape. Open one by name ("cpu", "cuda", "opencl", "auto"); everything else in Peer
 // (tensors, ops, modules) hangs off a Device.
+// The one rule for CPU fast paths: an op's portable kernel (Ops/X.cs) is its definition, its CPU body (the [External]
+// method and a kernel of the portable kernel's signature that calls it) goes beside its name in Ops/Cpu/XCpu.cs
+// (Optim/Cpu/XCpu.cs for an optimizer), and the launcher's constructor loads d.LoadKernel(d.Choose(portable, cpuBody, bits)),
+// which is the CPU body only on the CPU accelerator with DeviceOptions.PortableKernels off and vectors at least bits wide.
+// Variants shaped for GPUs (groups and shared memory, Ops/Gpu/) are chosen in the same constructor by accelerator type
+// (!ChunksWork and MaxGroupSize). Every kernel loads through LoadKernel or LoadGroupedKernel (DeviceKernels.cs), which
+// record it, so that the test suite compiles all of them for CUDA and OpenCL.
+using System.Runtime.Intrinsics;
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -30,6 +38,30 @@ public sealed record DeviceOptions
 
     /// <summary>Index of the device among those of the chosen backend.</summary>
     public int Index { get; init; }
+
+    /// <summary>
+    /// Load every op's portable kernel even on the CPU accelerator, instead of its CPU body (the SIMD code some hot ops add
+    /// there); for tests and comparisons. Other backends always run the portable kernels.
+    /// </summary>
+    public bool PortableKernels { get; init; }
+
+    /// <summary>
+    /// The widest SIMD vectors, in bits, that the CPU bodies may use: 0 (the default) for the widest this CPU accelerates,
+    /// 256 to never use the 512-bit bodies (so that tests run the 256-bit paths on an AVX-512 machine), 512 as 0.
+    /// A body that needs wider vectors than allowed is not loaded: its op runs the narrower body or the portable kernel.
+    /// </summary>
+    public int MaxCpuVectorBits { get; init; }
+
+    /// <summary>
+    /// Check the ids handed to <see cref="Ops.PeerExperts"/> and the rows of sparse gradients before an optimizer step on every
+    /// backend, not only on the CPU accelerator. A check reads a count or the rows back to the host, which on a GPU stalls the
+    /// launch queue: with this off, nothing inside a training step waits for a GPU. Ids that Peer's own ops produce are in range
+    /// by construction (<see cref="Ops.ProductKeyTopK"/>, the sort-and-segment behind sparse gradients); on a GPU without the
+    /// check, an id outside its table is never used to read (the expert kernels give that token NaN, as Ops.Embedding does for a
+    /// bad token) and a sparse row outside its parameter is not updated.
+    /// For debugging. The CPU accelerator always checks: its launches wait anyway, and an out-of-range access ends the process there.
+    /// </summary>
+    public bool CheckIndices { get; init; }
 }
 
 /// <summary>What <see cref="Device.List"/> reports for each backend.</summary>
@@ -40,7 +72,7 @@ public sealed record DeviceOptions
 public sealed record DeviceInfo(Backend Backend, string? Name, bool Available, string? Reason);
 
 /// <summary>One accelerator with its kernels, memory accounting and autograd tape.</summary>
-public sealed class Device : IDisposable
+public sealed partial class Device : IDisposable
 {
     readonly Dictionary<Type, object> launchers = new();
     readonly object gate = new();
@@ -54,13 +86,13 @@ public sealed class Device : IDisposable
     /// <summary>The backend.</summary>
     public Backend Backend { get; }
     /// <summary>Backend and device name, e.g. "cpu (CPUAccelerator, 2 threads)".</summary>
-    public string Name { get; }
+    public string Name { get; private init; }
     /// <summary>The autograd tape of this device.</summary>
     public Tape Tape { get; }
     /// <summary>Kernel indices launched for chunked kernels: the CPU thread count, or a GPU-filling number.</summary>
-    public int Workers { get; }
+    public int Workers { get; private init; }
 
-    Device(Context context, Accelerator accelerator, Backend backend, int cpuWorkers = 0)
+    Device(Context context, Accelerator accelerator, Backend backend, int cpuWorkers = 0, DeviceOptions? options = null)
     {
         Context = context;
         Accelerator = accelerator;
@@ -70,15 +102,43 @@ public sealed class Device : IDisposable
             : Math.Max(1, accelerator.NumMultiprocessors * accelerator.MaxNumThreadsPerMultiprocessor * 2);
         Name = $"{backend.ToString().ToLowerInvariant()} ({accelerator.Name})";
         ChunksWork = backend == Backend.Cpu || OpenClBackend.RunsOnHostCpu(accelerator);
+        CpuBodyBits = backend == Backend.Cpu && !(options?.PortableKernels ?? false) ? CpuVectorBits(options?.MaxCpuVectorBits ?? 0) : -1;
+        MaxGroupSize = accelerator.MaxNumThreadsPerGroup;
+        ChecksIndices = backend == Backend.Cpu || (options?.CheckIndices ?? false);
         Tape = new Tape(this);
     }
+
+    // The widest vectors this CPU accelerates (0 without SIMD), capped by the option.
+    static int CpuVectorBits(int cap)
+    {
+        int bits = Vector512.IsHardwareAccelerated ? 512 : Vector256.IsHardwareAccelerated ? 256 : Vector128.IsHardwareAccelerated ? 128 : 0;
+        return cap > 0 ? Math.Min(bits, cap) : bits;
+    }
+
+    /// <summary>
+    /// The widest vectors, in bits, that CPU bodies may use on this device (0 when the CPU has no SIMD unit), or -1 where
+    /// no CPU body is loaded: on other backends than the CPU accelerator, or with <see cref="DeviceOptions.PortableKernels"/>.
+    /// </summary>
+    internal int CpuBodyBits { get; private init; }
+
+    /// <summary>
+    /// The kernel method a launcher loads for one operation: <paramref name="cpuBody"/> (a kernel of the same signature that
+    /// calls an op's CPU body, in Ops/Cpu/XCpu.cs) on the CPU accelerator when the body may run there, else
+    /// <paramref name="portable"/> (the op's definition). <paramref name="bits"/> is the vector width the body needs
+    /// (0 when it needs no SIMD unit, or adapts to what there is).
+    /// </summary>
+    internal TKernel Choose<TKernel>(TKernel portable, TKernel cpuBody, int bits) where TKernel : Delegate =>
+        CpuBodyBits >= bits ? cpuBody : portable;
 
     /// <summary>
     /// Whether <see cref="Split"/> gives each index one contiguous chunk (the CPU accelerator, and OpenCL on the CPU
     /// such as PoCL, where a grid-stride loop over 4M floats ran 15-50x slower) rather than a grid-stride loop (GPUs).
     /// Kernels that build their own <see cref="Work"/> should follow it; <see cref="IsCpu"/> says only which accelerator runs.
     /// </summary>
-    internal bool ChunksWork { get; }
+    internal bool ChunksWork { get; private init; }
+
+    /// <summary>Whether ops check ids and sparse rows on the host before launching (see <see cref="DeviceOptions.CheckIndices"/>).</summary>
+    internal bool ChecksIndices { get; }
 
     /// <summary>True for ILGPU's CPU accelerator.</summary>
     public bool IsCpu => Backend == Backend.Cpu;
@@ -109,6 +169,8 @@ public sealed class Device : IDisposable
         Check.That(key is "cpu" or "cuda" or "opencl" or "auto", nameof(name), name, "one of cpu, cuda, opencl, auto");
         Check.That(options.Index >= 0, nameof(options.Index), options.Index, "a non-negative device index");
         Check.That(options.CpuThreads >= 0, nameof(options.CpuThreads), options.CpuThreads, "0 (one per processor) or a positive thread count");
+        Check.That(options.MaxCpuVectorBits is 0 or 256 or 512, nameof(options.MaxCpuVectorBits), options.MaxCpuVectorBits,
+            "0 (the widest this CPU accelerates), 256 or 512");
         if (key == "auto")
         {
             var present = List();
@@ -139,12 +201,12 @@ public sealed class Device : IDisposable
         var cpu = new CPUDevice(warp, 1, 1);
         var context = Context.Create(b => b.CPU(cpu).EnableAlgorithms().Optimize(OptimizationLevel.O1).Math(MathMode.Default));
         var acc = context.GetCPUDevice(0).CreateCPUAccelerator(context, CPUAcceleratorMode.Parallel);
-        return new Device(context, acc, Backend.Cpu, threads);
+        return new Device(context, acc, Backend.Cpu, threads, options);
     }
 
     static Device OpenCuda(DeviceOptions options)
     {
-        Context context = Context.Create(b => b.Cuda().EnableAlgorithms().Optimize(OptimizationLevel.O2).Math(MathMode.Default));
+        var context = CreateCudaContext(withDevices: true);
         var devices = context.GetCudaDevices();
         if (devices.Count <= options.Index)
         {
@@ -152,10 +214,27 @@ public sealed class Device : IDisposable
             throw new ArgumentException($"device = 'cuda' (index {options.Index}): no such CUDA device here. Present: {Describe(List())}.", "name");
         }
         var acc = devices[options.Index].CreateAccelerator(context);
-        return new Device(context, acc, Backend.Cuda);
+        return new Device(context, acc, Backend.Cuda, 0, options);
     }
 
-    internal static Device FromOpenCl(Context context, Accelerator accelerator) => new(context, accelerator, Backend.OpenCL);
+    /// <summary>
+    /// A context configured as Peer's CUDA devices are: ILGPU.Algorithms' math, O2, and the PTX code for the calls ILGPU cannot
+    /// translate (GpuIntrinsics). Without <paramref name="withDevices"/> it has no device and serves to compile PTX on any
+    /// machine (the kernel gate of the test suite).
+    /// </summary>
+    internal static Context CreateCudaContext(bool withDevices)
+    {
+        var context = Context.Create(b =>
+        {
+            if (withDevices) b.Cuda();
+            b.EnableAlgorithms().Optimize(OptimizationLevel.O2).Math(MathMode.Default);
+            GpuIntrinsics.Register(b); // after EnableAlgorithms: ILGPU uses the implementation registered last
+        });
+        GpuIntrinsics.Track(context);
+        return context;
+    }
+
+    internal static Device FromOpenCl(Context context, Accelerator accelerator, DeviceOptions options) => new(context, accelerator, Backend.OpenCL, 0, options);
 
     /// <summary>Lists every backend with its device, or why it is unavailable.</summary>
     public static IReadOnlyList<DeviceInfo> List()

@@ -143,9 +143,9 @@ internal static class OpenClAdapter
             b.OpenCL(Accepts);
             configure(b);
             // After configure (EnableAlgorithms): ILGPU uses the implementation registered last.
-            OpenClIntrinsics.Register(b);
+            GpuIntrinsics.Register(b);
         });
-        OpenClIntrinsics.Track(context);
+        GpuIntrinsics.Track(context);
         try
         {
             var devices = context.GetCLDevices();

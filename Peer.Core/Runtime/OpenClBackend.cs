@@ -63,7 +63,7 @@ public static class OpenClBackend
         var (context, device) = OpenClAdapter.Select(options.Index, static b => b.EnableAlgorithms().Optimize(OptimizationLevel.O2).Math(MathMode.Default));
         try
         {
-            return Device.FromOpenCl(context, device.CreateCLAccelerator(context));
+            return Device.FromOpenCl(context, device.CreateCLAccelerator(context), options);
         }
         catch
         {

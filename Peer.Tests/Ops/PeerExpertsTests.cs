@@ -133,13 +133,42 @@ public sealed class PeerExpertsTests(string backend)
         var x = Tensor.Zeros(D, 2, 4);
         var tab = Tensor.Zeros(D, 5, 4);
         var g = Tensor.Zeros(D, 2, 1, 2);
-        Assert.That(Assert.Throws<ArgumentException>(() => Peer.Ops.PeerExperts(x, Tensor.FromArray(D, new[] { 0, 1, 5, 2 }, 2, 1, 2), g, tab, tab))!.Message,
-            Does.Contain("1 ids outside [0, 5)"));
-        Assert.That(Assert.Throws<ArgumentException>(() => Peer.Ops.PeerExperts(x, Tensor.FromArray(D, new[] { 0, 1, -1, 2 }, 2, 1, 2), g, tab, tab))!.Message,
-            Does.Contain("indices"));
+        var checkd = D.ChecksIndices ? D : Devices.Cpu; // ids are checked on the host only where that stalls nothing
+        Assert.That(Assert.Throws<ArgumentException>(() => Peer.Ops.PeerExperts(Tensor.Zeros(checkd, 2, 4), Tensor.FromArray(checkd, new[] { 0, 1, 5, 2 }, 2, 1, 2),
+            Tensor.Zeros(checkd, 2, 1, 2), Tensor.Zeros(checkd, 5, 4), Tensor.Zeros(checkd, 5, 4)))!.Message, Does.Contain("1 ids outside [0, 5)"));
+        Assert.That(Assert.Throws<ArgumentException>(() => Peer.Ops.PeerExperts(Tensor.Zeros(checkd, 2, 4), Tensor.FromArray(checkd, new[] { 0, 1, -1, 2 }, 2, 1, 2),
+            Tensor.Zeros(checkd, 2, 1, 2), Tensor.Zeros(checkd, 5, 4), Tensor.Zeros(checkd, 5, 4)))!.Message, Does.Contain("indices"));
         Assert.That(Assert.Throws<ArgumentException>(() => Peer.Ops.PeerExperts(x, Tensor.ZerosInt(D, 2, 1, 2), g, Tensor.Zeros(D, 5, 3), Tensor.Zeros(D, 5, 3)))!.Message,
             Does.Contain("down").And.Contain("d = 4"));
         Assert.That(Assert.Throws<ArgumentException>(() => Peer.Ops.PeerExperts(x, Tensor.ZerosInt(D, 2, 1, 2), Tensor.Zeros(D, 2, 2, 1), tab, tab))!.Message,
             Does.Contain("weights"));
+    }
+
+    // Where ids are not checked on the host (GPUs, OpenCL; DeviceOptions.CheckIndices off), an id outside [0, N) is never used to read:
+    // its token's output and gradients are NaN, other tokens are untouched, and the tables get no gradient from it.
+    [Test]
+    public void UncheckedBadIdsGiveNaNTokensAndReadNothingOutside()
+    {
+        Assume.That(!D.ChecksIndices, "this device checks ids on the host");
+        int t = 3, d = 4, n = 5;
+        var ids = new[] { 0, 1, 4, 2, n, -7 }; // token 0 fine, token 1 fine, token 2 has two bad ids
+        float[] hx = GradCheck.Rand(t * d, 31), hg = GradCheck.Rand(t * 2, 32), table = GradCheck.Rand(n * d, 33);
+        using var s = Scope.Begin();
+        var x = Tensor.FromArray(D, hx, t, d); x.RequiresGrad = true;
+        var g = Tensor.FromArray(D, hg, t, 1, 2); g.RequiresGrad = true;
+        var down = Tensor.FromArray(D, table, n, d); down.RequiresGrad = true;
+        var up = Tensor.FromArray(D, table, n, d); up.RequiresGrad = true;
+        var y = Peer.Ops.PeerExperts(x, Tensor.FromArray(D, ids, t, 1, 2), g, down, up);
+        D.Tape.Backward(y, Tensor.Full(D, 1f, t, d));
+        var got = y.ToArray();
+        Assert.That(got.Take(2 * d).All(float.IsFinite), "tokens with valid ids");
+        Assert.That(got.Skip(2 * d).All(float.IsNaN), "the token with bad ids");
+        Assert.That(x.Grad!.ToArray().Take(2 * d).All(float.IsFinite) && x.Grad!.ToArray().Skip(2 * d).All(float.IsNaN), "dx");
+        Assert.That(g.Grad!.ToArray().Take(4).All(float.IsFinite) && g.Grad!.ToArray().Skip(4).All(float.IsNaN), "dg");
+        var rows = down.SparseGrad!.Rows.ToIntArray();
+        var values = down.SparseGrad!.Values.ToArray();
+        for (int r = 0; r < rows.Length; r++)
+            if (rows[r] is >= 0 and < 5) Assert.That(values.Skip(r * d).Take(d).All(float.IsFinite), $"row {rows[r]}");
+            else Assert.That(values.Skip(r * d).Take(d).All(v => v == 0f), $"a row outside the table ({rows[r]}) gets nothing");
     }
 }

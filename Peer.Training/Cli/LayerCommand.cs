@@ -48,23 +48,17 @@ public static class LayerCommand
             var file = new SafeTensorFile();
             file.Metadata["layer"] = FeedForwardFactory.Name(kind);
             file.Metadata["mode"] = r.GetValue(eval) ? "eval" : "train";
-            if (kind == FeedForwardKind.Peer)
+            var options = new FeedForwardOptions { Activation = act, TopK = k ?? 0, CapacityFactor = r.GetValue(capacity) };
+            var result = FeedForwardRunner.Run(dev, kind, parameters, x, xShape, gradY, options, r.GetValue(eval));
+            file.Add("y", result.Y, xShape[0], xShape[1]);
+            if (result.Retrieval is { } retrieval)
             {
-                var result = PeerLayerRunner.Run(dev, parameters, x, xShape, gradY, k!.Value, act, r.GetValue(eval));
-                file.Add("y", result.Y, xShape[0], xShape[1]);
-                var idx = result.IndexShape.Select(v => (long)v).ToArray();
-                file.Add("indices", result.Indices, idx);
-                file.Add("weights", result.Weights, idx);
-                AddGrads(file, result.Grads);
+                var idx = retrieval.Shape.Select(v => (long)v).ToArray();
+                file.Add("indices", retrieval.Indices, idx);
+                file.Add("weights", retrieval.Weights, idx);
             }
-            else
-            {
-                var options = new FeedForwardOptions { Activation = act, TopK = k ?? 0, CapacityFactor = r.GetValue(capacity) };
-                var result = FeedForwardRunner.Run(dev, kind, parameters, x, xShape, gradY, options, r.GetValue(eval));
-                file.Add("y", result.Y, xShape[0], xShape[1]);
-                if (result.AuxiliaryLoss is float aux) file.Add("aux_loss", [aux], 1);
-                AddGrads(file, result.Grads);
-            }
+            if (result.AuxiliaryLoss is float aux) file.Add("aux_loss", [aux], 1);
+            AddGrads(file, result.Grads);
             SafeTensors.Write(outPath, file);
             output.WriteLine($"wrote {outPath}: {string.Join(", ", file.Entries.Select(e => $"{e.Name} {Tensor.FormatShape(e.Shape.Select(s => (int)s).ToArray())}"))}");
             return 0;

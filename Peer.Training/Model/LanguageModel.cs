@@ -113,7 +113,7 @@ public sealed class LanguageModel : Module
         readonly int heads;
         readonly bool rotary;
 
-        public PeerLayer? Peer => (ffw as PeerFeedForward)?.Layer;
+        public PeerLayer? Peer => ffw as PeerLayer;
         public Tensor? AuxiliaryLoss => ffw.AuxiliaryLoss;
 
         public Block(Device device, ModelConfig c, string kind, ulong seed) : base(device)

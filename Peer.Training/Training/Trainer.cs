@@ -72,6 +72,8 @@ public sealed class Trainer : IDisposable
     public BatchSampler Sampler { get; }
     /// <summary>The device.</summary>
     public Device Device { get; }
+    readonly Tensor lossTotal, gradNorm; // [1] each: the step's summed micro-batch losses and its gradient norm, on the device
+
     /// <summary>Optimizer steps taken so far.</summary>
     public int StepCount { get; internal set; }
 
@@ -93,6 +95,8 @@ public sealed class Trainer : IDisposable
         Model = new LanguageModel(device, config.Model, config.Train.Seed);
         Optimizer = new AdamW(Model.NamedParameters(), lr: config.Train.LearningRate, weightDecay: config.Train.WeightDecay);
         Sampler = new BatchSampler(data.Train, config.Model.Context, config.Train.Seed);
+        lossTotal = Scope.Unscope(Tensor.Zeros(device, 1));
+        gradNorm = Scope.Unscope(Tensor.Zeros(device, 1));
     }
 
     /// <summary>The learning rate of step <paramref name="step"/> (1-based): linear warmup to the peak, then cosine decay to the minimum.</summary>
@@ -112,8 +116,10 @@ public sealed class Trainer : IDisposable
         var clock = Stopwatch.StartNew();
         int step = StepCount + 1;
         double lr = LearningRateAt(step);
-        double lossSum = 0;
         Model.Train();
+        // The micro-batches' losses add up on the device, read once when the step is launched: nothing in the step waits for the
+        // device (on a GPU, each read would stall the launch queue).
+        Ops.Fill(lossTotal, 0f);
         for (int micro = 0; micro < t.Accumulation; micro++)
         {
             int[] windows = Sampler.NextBatch(t.BatchSize);
@@ -121,16 +127,17 @@ public sealed class Trainer : IDisposable
             {
                 var loss = Model.Loss(windows, t.BatchSize);
                 (t.Accumulation > 1 ? Ops.Scale(loss, 1f / t.Accumulation) : loss).Backward();
-                lossSum += loss.Item();
+                Ops.AddInPlace(lossTotal, loss);
             }
         }
-        if (t.ClipNorm > 0) GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm);
+        if (t.ClipNorm > 0) GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm, gradNorm);
         Optimizer.LearningRate = (float)lr;
         Optimizer.Step();
         Model.ZeroGrad();
+        double meanLoss = lossTotal.Item() / t.Accumulation;
         StepCount = step;
         double tokens = (double)t.BatchSize * t.Accumulation * Config.Model.Context;
-        return new StepResult(step, lossSum / t.Accumulation, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds));
+        return new StepResult(step, meanLoss, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds));
     }
 
     /// <summary>Mean loss over the validation windows <paramref name="coverage"/> selects, the n-gram baselines on the same windows,
@@ -182,5 +189,7 @@ public sealed class Trainer : IDisposable
     {
         Optimizer.Dispose();
         Model.Dispose();
+        lossTotal.Dispose();
+        gradNorm.Dispose();
     }
 }

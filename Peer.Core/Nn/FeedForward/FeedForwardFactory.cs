@@ -7,7 +7,7 @@ public enum FeedForwardKind
 {
     /// <summary>"ffw": <see cref="DenseFfw"/>.</summary>
     Ffw,
-    /// <summary>"peer": <see cref="PeerFeedForward"/> (<see cref="PeerLayer"/>).</summary>
+    /// <summary>"peer": <see cref="PeerLayer"/>.</summary>
     Peer,
     /// <summary>"pkm": <see cref="ProductKeyMemory"/>.</summary>
     Pkm,
@@ -97,7 +97,7 @@ public static class FeedForwardFactory
         return kind switch
         {
             FeedForwardKind.Ffw => new DenseFfw(device, o.Dim, o.Hidden, o.Activation, o.Seed),
-            FeedForwardKind.Peer => new PeerFeedForward(device, o.Dim, new PeerOptions
+            FeedForwardKind.Peer => new PeerLayer(device, o.Dim, new PeerOptions
             {
                 Experts = o.Experts > 0 ? o.Experts : 1024 * 1024, Heads = o.Heads, TopK = o.TopK > 0 ? o.TopK : 16,
                 QueryDim = o.QueryDim, Activation = o.Activation, QueryNorm = o.QueryNorm, Seed = o.Seed,

@@ -5,34 +5,34 @@ namespace Peer.Nn;
 
 /// <summary>
 /// Product key memory: <c>y = sum_j sum_{i in top-k of head j} softmax(scores_j)_i * values[i]</c> for x F32 [T, d], with the
-/// retrieval of <see cref="PeerLayer"/> (<see cref="Ops.ProductKeyTopK"/>; the two sub-key tables are shared by the heads, where
+/// retrieval of <see cref="PeerLayer"/> (<see cref="ProductKeys"/>; the two sub-key tables are shared by the heads, where
 /// Lample et al. give each head its own). Parameters (interop names): <c>query.weight</c> [h*dq, d], <c>query.bias</c> [h*dq],
 /// <c>query_norm.weight</c>, <c>query_norm.bias</c> [h*dq] (BatchNorm, with buffers <c>query_norm.running_mean</c>,
 /// <c>query_norm.running_var</c>; or LayerNorm), <c>keys.sub1</c>, <c>keys.sub2</c> [n, dq/2], <c>values.weight</c> [N, d].
 /// </summary>
 /// <remarks>
-/// Paper setting (He 2024's PKM baseline): N = 1024², h = 8, k = 32, query BatchNorm. Initialisation: query and sub-keys as
-/// <see cref="PeerLayer"/>, values N(0, 1/d) as Lample et al. Cost per token: retrieval as PEER
+/// Paper setting (He 2024's PKM baseline): N = 1024², h = 8, k = 32, query BatchNorm. Initialisation: the retrieval as
+/// <see cref="ProductKeys"/> describes (seeds included), values N(0, 1/d) as Lample et al. Cost per token: retrieval as PEER
 /// (<c>d h dq + h (n dq + k²)</c>) plus <c>h k d</c> for the weighted read; active parameters: query, norm, sub-keys and
 /// <c>h k d</c> value elements (an upper bound: heads may share rows).
 /// </remarks>
 public sealed class ProductKeyMemory : FeedForwardLayer
 {
-    readonly Tensor queryWeight, queryBias, keys1, keys2, values;
-    readonly Tensor? normWeight, normBias, runningMean, runningVar;
+    readonly ProductKeys keys;
+    readonly Tensor values;
 
     /// <summary>Number of memories N = n².</summary>
     public int Memories { get; }
     /// <summary>Heads h.</summary>
-    public int Heads { get; }
+    public int Heads => keys.Heads;
     /// <summary>Memories kept per head k.</summary>
-    public int TopK { get; }
+    public int TopK => keys.TopK;
     /// <summary>Query size per head dq.</summary>
-    public int QueryDim { get; }
+    public int QueryDim => keys.QueryDim;
     /// <summary>Sub-keys per table n.</summary>
-    public int SubKeys { get; }
+    public int SubKeys => keys.SubKeys;
     /// <summary>Query normalisation.</summary>
-    public PeerQueryNorm QueryNorm { get; }
+    public PeerQueryNorm QueryNorm => keys.QueryNorm;
 
     /// <summary>Creates the memory.</summary>
     /// <exception cref="ArgumentException">memories not a perfect square, k outside [1, min(n, <see cref="Ops.ProductKeyMaxTopK"/>)],
@@ -48,28 +48,8 @@ public sealed class ProductKeyMemory : FeedForwardLayer
         Check.That((long)memories * dim <= int.MaxValue, nameof(dim), dim, $"memories * dim <= {int.MaxValue} (the value table is one tensor)");
         Check.That(Enum.IsDefined(queryNorm), nameof(queryNorm), queryNorm, "BatchNorm, LayerNorm or None");
         Memories = memories;
-        Heads = heads;
-        TopK = k;
-        QueryDim = queryDim;
-        SubKeys = n;
-        QueryNorm = queryNorm;
-        int hq = heads * queryDim, half = queryDim / 2;
-        float bound = 1f / MathF.Sqrt(dim);
-        queryWeight = Parameter("query.weight", Ops.Uniform(device, LayerSeeds.Derive(seed, 1), -bound, bound, hq, dim));
-        queryBias = Parameter("query.bias", Ops.Uniform(device, LayerSeeds.Derive(seed, 2), -bound, bound, hq));
-        if (queryNorm != PeerQueryNorm.None)
-        {
-            normWeight = Parameter("query_norm.weight", Tensor.Full(device, 1f, hq));
-            normBias = Parameter("query_norm.bias", Tensor.Zeros(device, hq));
-        }
-        if (queryNorm == PeerQueryNorm.BatchNorm)
-        {
-            runningMean = Buffer("query_norm.running_mean", Tensor.Zeros(device, hq));
-            runningVar = Buffer("query_norm.running_var", Tensor.Full(device, 1f, hq));
-        }
-        keys1 = Parameter("keys.sub1", Ops.Normal(device, LayerSeeds.Derive(seed, 3), 0f, 1f / MathF.Sqrt(half), n, half));
-        keys2 = Parameter("keys.sub2", Ops.Normal(device, LayerSeeds.Derive(seed, 4), 0f, 1f / MathF.Sqrt(half), n, half));
-        values = Parameter("values.weight", Ops.Normal(device, LayerSeeds.Derive(seed, 5), 0f, 1f / MathF.Sqrt(dim), memories, dim));
+        keys = Component(new ProductKeys(device, dim, heads, queryDim, n, k, queryNorm, seed));
+        values = Parameter("values.weight", Ops.Normal(device, LayerSeeds.Derive(seed, ProductKeys.FirstOwnerSeed), 0f, 1f / MathF.Sqrt(dim), memories, dim));
     }
 
     /// <inheritdoc />
@@ -77,7 +57,7 @@ public sealed class ProductKeyMemory : FeedForwardLayer
     {
         get
         {
-            var (macs, prm) = FeedForwardCost.Retrieval(Dim, Heads, QueryDim, SubKeys, TopK, QueryNorm != PeerQueryNorm.None);
+            var (macs, prm) = keys.Cost;
             long hkd = (long)Heads * TopK * Dim;
             return new FeedForwardCost(macs + hkd, prm + (long)Memories * Dim, prm + hkd);
         }
@@ -88,15 +68,7 @@ public sealed class ProductKeyMemory : FeedForwardLayer
     public (Tensor Indices, Tensor Weights) Retrieve(Tensor x)
     {
         CheckInput(x, minTokens: QueryNorm == PeerQueryNorm.BatchNorm && IsTraining ? 2 : 0);
-        var q = Ops.Linear(x, queryWeight, queryBias);
-        q = QueryNorm switch
-        {
-            PeerQueryNorm.BatchNorm => Ops.BatchNorm1d(q, normWeight!, normBias!, runningMean!, runningVar!, IsTraining, 0.1f, 1e-5f),
-            PeerQueryNorm.LayerNorm => Ops.LayerNorm(q, normWeight!, normBias!, 1e-5f),
-            _ => q,
-        };
-        var (indices, scores) = Ops.ProductKeyTopK(q, keys1, keys2, Heads, TopK);
-        return (indices, Ops.PeerRouterWeights(scores, PeerRouter.Softmax));
+        return keys.Retrieve(x, PeerRouter.Softmax);
     }
 
     /// <summary>The memory read (see the type); x F32 [T, d] -> F32 [T, d]. Differentiable (row-sparse value and sub-key gradients).</summary>

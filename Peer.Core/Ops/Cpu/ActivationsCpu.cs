@@ -3,7 +3,7 @@
 // Measured reason: GELU forward + backward cost 25-70 ms of a ~230 ms tiny-preset step through the portable kernels.
 // The exact GELU runs ActivationMath.Erf's operations in eight lanes (Vector256), in the same order, with only the
 // exponential replaced by Vector256.Exp (within 3 u = 3 * 2^-24 of MathF.Exp, measured over the arguments used): the
-// results agree with the portable kernels within 5 u |x| (forward) and 9 u |g| (backward), see ActivationsPathTests.
+// results agree with the portable kernels within 5 u |x| (forward) and 9 u |g| (backward), see ActivationsCpuTests.
 // The other activations and the scalar tails call the same ActivationMath function per element (identical bits).
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
@@ -13,9 +13,24 @@ using ILGPU.Runtime;
 
 namespace Peer;
 
-/// <summary>Activation bodies over CPU memory, called from <see cref="ActivationCpuKernels"/>.</summary>
+/// <summary>Activation bodies over CPU memory and the kernels that call them, which <see cref="ActivationKernels"/> loads in
+/// place of its portable kernels on the CPU accelerator (the bodies cannot compile for GPUs).</summary>
 internal static class ActivationsCpu
 {
+    // x: [n] -> y: [n] = act(x); one index per worker, whose chunks the body processes
+    internal static void ForwardKernel<TAct>(Index1D w, Work work, ArrayView<float> x, ArrayView<float> y) where TAct : struct, IActivation
+    {
+        int act = default(TAct).Code;
+        for (int s = work.Start(w); s < work.N; s += work.Stride) Forward(act, x, y, s, work.End(s));
+    }
+
+    // x: [n], g: [n] -> dx: [n] = g * act'(x)
+    internal static void BackwardKernel<TAct>(Index1D w, Work work, ArrayView<float> x, ArrayView<float> g, ArrayView<float> dx) where TAct : struct, IActivation
+    {
+        int act = default(TAct).Code;
+        for (int s = work.Start(w); s < work.N; s += work.Stride) Backward(act, x, g, dx, s, work.End(s));
+    }
+
     /// <summary><c>y[i] = act(x[i])</c> for i in [start, end); act is the op's activation number (GeluExact, GeluTanh, Relu, Silu).</summary>
     [External("peer_activation_forward_cpu")]
     public static void Forward(int act, ArrayView<float> x, ArrayView<float> y, int start, int end)
@@ -114,32 +129,5 @@ internal static class ActivationsCpu
         var act = default(TAct);
         ref float x0 = ref x[0], g0 = ref g[0], d0 = ref dx[0];
         for (int i = start; i < end; i++) Unsafe.Add(ref d0, i) = Unsafe.Add(ref g0, i) * act.D(Unsafe.Add(ref x0, i));
-    }
-}
-
-/// <summary>Launchers for <see cref="ActivationsCpu"/>: one index per worker, whose chunk the body processes. Loaded only on
-/// the CPU accelerator (the bodies cannot compile for GPUs).</summary>
-internal sealed class ActivationCpuKernels
-{
-    public readonly Action<Index1D, Work, int, ArrayView<float>, ArrayView<float>> Forward;
-    public readonly Action<Index1D, Work, int, ArrayView<float>, ArrayView<float>, ArrayView<float>> Backward;
-
-    public ActivationCpuKernels(Device d)
-    {
-        var acc = d.Accelerator;
-        Forward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, int, ArrayView<float>, ArrayView<float>>(ForwardKernel);
-        Backward = acc.LoadAutoGroupedStreamKernel<Index1D, Work, int, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BackwardKernel);
-    }
-
-    // x: [n] -> y: [n] = act(x), worker w's chunks through the body
-    static void ForwardKernel(Index1D w, Work work, int act, ArrayView<float> x, ArrayView<float> y)
-    {
-        for (int s = work.Start(w); s < work.N; s += work.Stride) ActivationsCpu.Forward(act, x, y, s, work.End(s));
-    }
-
-    // x: [n], g: [n] -> dx: [n] = g * act'(x)
-    static void BackwardKernel(Index1D w, Work work, int act, ArrayView<float> x, ArrayView<float> g, ArrayView<float> dx)
-    {
-        for (int s = work.Start(w); s < work.N; s += work.Stride) ActivationsCpu.Backward(act, x, g, dx, s, work.End(s));
     }
 }

@@ -12,18 +12,38 @@ using ILGPU.Runtime;
 
 namespace Peer;
 
-/// <summary>SIMD causal attention over CPU memory, called from <see cref="AttentionCpuKernels"/>.</summary>
+/// <summary>SIMD causal attention over CPU memory and the kernels that call it, which <see cref="AttentionKernels"/> loads in
+/// place of its portable kernels on the CPU accelerator with 256-bit vectors (the bodies cannot compile for GPUs).</summary>
 internal static class AttentionCpu
 {
-    /// <summary>Whether the SIMD bodies can run here (a 256-bit vector unit).</summary>
-    public static bool IsSupported => Vector256.IsHardwareAccelerated;
+    // q, k, v: [B*H*T, Dh] -> o: [B*H*T, Dh], lse: [B*H*T]; one index per worker, whose chunks of query rows the body processes
+    internal static void ForwardKernel(Index1D w, Work work, AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> o, ArrayView<float> lse)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) Forward(s, q, k, v, o, lse, st, work.End(st));
+    }
 
-    /// <summary>Rows <c>[start, end)</c> of <see cref="AttentionKernels"/>' forward: o and lse of each query row. Dh &gt; 0.</summary>
+    // q, k, v, o, dO: [B*H*T, Dh], lse: [B*H*T] -> delta: [B*H*T], dQ: [B*H*T, Dh]; worker w's chunks of query rows
+    internal static void BackwardQueryKernel(Index1D w, Work work, AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
+        ArrayView<float> o, ArrayView<float> dO, ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> dQ)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) BackwardQuery(s, q, k, v, o, dO, lse, delta, dQ, st, work.End(st));
+    }
+
+    // q, k, v, dO: [B*H*T, Dh], lse, delta: [B*H*T] -> dK, dV: [B*H*T, Dh]; worker w's chunks of key rows
+    internal static void BackwardKeyKernel(Index1D w, Work work, AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
+        ArrayView<float> dO, ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> dK, ArrayView<float> dV)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) BackwardKey(s, q, k, v, dO, lse, delta, dK, dV, st, work.End(st));
+    }
+
+    // The rows' operands may be empty (Dh = 0): the bodies then read no row, only lse and delta.
+
+    /// <summary>Rows <c>[start, end)</c> of <see cref="AttentionKernels"/>' forward: o and lse of each query row.</summary>
     [External("peer_attention_forward_cpu")]
     public static void Forward(AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> o, ArrayView<float> lse, int start, int end)
     {
         int dh = s.Dh;
-        ref float q0 = ref q[0], k0 = ref k[0], v0 = ref v[0], o0 = ref o[0], lse0 = ref lse[0];
+        ref float q0 = ref CpuView.First(q), k0 = ref CpuView.First(k), v0 = ref CpuView.First(v), o0 = ref CpuView.First(o), lse0 = ref lse[0];
         for (int r = start; r < end; r++)
         {
             int i = r % s.T, first = r - i;
@@ -50,13 +70,14 @@ internal static class AttentionCpu
         }
     }
 
-    /// <summary>Rows <c>[start, end)</c> of <see cref="AttentionKernels"/>' query backward: delta and dQ of each query row. Dh &gt; 0.</summary>
+    /// <summary>Rows <c>[start, end)</c> of <see cref="AttentionKernels"/>' query backward: delta and dQ of each query row.</summary>
     [External("peer_attention_backward_query_cpu")]
     public static void BackwardQuery(AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> o, ArrayView<float> dO,
         ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> dQ, int start, int end)
     {
         int dh = s.Dh;
-        ref float q0 = ref q[0], k0 = ref k[0], v0 = ref v[0], o0 = ref o[0], dO0 = ref dO[0], lse0 = ref lse[0], delta0 = ref delta[0], dQ0 = ref dQ[0];
+        ref float q0 = ref CpuView.First(q), k0 = ref CpuView.First(k), v0 = ref CpuView.First(v), o0 = ref CpuView.First(o), dO0 = ref CpuView.First(dO);
+        ref float lse0 = ref lse[0], delta0 = ref delta[0], dQ0 = ref CpuView.First(dQ);
         for (int r = start; r < end; r++)
         {
             int i = r % s.T, first = r - i;
@@ -76,13 +97,14 @@ internal static class AttentionCpu
         }
     }
 
-    /// <summary>Rows <c>[start, end)</c> of <see cref="AttentionKernels"/>' key backward: dK and dV of each key row. Dh &gt; 0.</summary>
+    /// <summary>Rows <c>[start, end)</c> of <see cref="AttentionKernels"/>' key backward: dK and dV of each key row.</summary>
     [External("peer_attention_backward_key_cpu")]
     public static void BackwardKey(AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dO,
         ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> dK, ArrayView<float> dV, int start, int end)
     {
         int dh = s.Dh;
-        ref float q0 = ref q[0], k0 = ref k[0], v0 = ref v[0], dO0 = ref dO[0], lse0 = ref lse[0], delta0 = ref delta[0], dK0 = ref dK[0], dV0 = ref dV[0];
+        ref float q0 = ref CpuView.First(q), k0 = ref CpuView.First(k), v0 = ref CpuView.First(v), dO0 = ref CpuView.First(dO);
+        ref float lse0 = ref lse[0], delta0 = ref delta[0], dK0 = ref CpuView.First(dK), dV0 = ref CpuView.First(dV);
         for (int r = start; r < end; r++)
         {
             int j = r % s.T, first = r - j;
@@ -149,32 +171,5 @@ internal static class AttentionCpu
     static void Fill(ref float y, float value, int n)
     {
         for (int c = 0; c < n; c++) Unsafe.Add(ref y, c) = value;
-    }
-}
-
-/// <summary>The CPU accelerator's attention kernels: one index per worker, whose chunk of rows the SIMD body processes.
-/// Loaded only on the CPU accelerator (the bodies cannot compile for GPUs); same parameters as the portable kernels.</summary>
-internal sealed class AttentionCpuKernels : AttentionKernels
-{
-    public AttentionCpuKernels(Device d) : base(d, ForwardKernel, BackwardQueryKernel, BackwardKeyKernel) { }
-
-    // q, k, v: [B*H*T, Dh] -> o: [B*H*T, Dh], lse: [B*H*T]; worker w's chunks of query rows
-    static void ForwardKernel(Index1D w, Work work, AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> o, ArrayView<float> lse)
-    {
-        for (int st = work.Start(w); st < work.N; st += work.Stride) AttentionCpu.Forward(s, q, k, v, o, lse, st, work.End(st));
-    }
-
-    // q, k, v, o, dO: [B*H*T, Dh], lse: [B*H*T] -> delta: [B*H*T], dQ: [B*H*T, Dh]; worker w's chunks of query rows
-    static void BackwardQueryKernel(Index1D w, Work work, AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
-        ArrayView<float> o, ArrayView<float> dO, ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> dQ)
-    {
-        for (int st = work.Start(w); st < work.N; st += work.Stride) AttentionCpu.BackwardQuery(s, q, k, v, o, dO, lse, delta, dQ, st, work.End(st));
-    }
-
-    // q, k, v, dO: [B*H*T, Dh], lse, delta: [B*H*T] -> dK, dV: [B*H*T, Dh]; worker w's chunks of key rows
-    static void BackwardKeyKernel(Index1D w, Work work, AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
-        ArrayView<float> dO, ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> dK, ArrayView<float> dV)
-    {
-        for (int st = work.Start(w); st < work.N; st += work.Stride) AttentionCpu.BackwardKey(s, q, k, v, dO, lse, delta, dK, dV, st, work.End(st));
     }
 }

@@ -11,9 +11,30 @@ using ILGPU.Runtime;
 
 namespace Peer;
 
-/// <summary>SIMD elementwise bodies over CPU memory, called from <see cref="ElementwiseCpuKernels"/>.</summary>
+/// <summary>SIMD elementwise bodies over CPU memory and the kernels that call them, which <see cref="ElementwiseKernels"/> loads
+/// in place of its portable kernels on the CPU accelerator (the bodies cannot compile for GPUs).</summary>
 internal static unsafe class ElementwiseCpu
 {
+    // y: [n] += alpha * x: [n]; one index per worker, whose chunks the SIMD body processes
+    internal static void AxpyKernel(Index1D w, Work work, ArrayView<float> y, ArrayView<float> x, float alpha)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride) Axpy(y, x, alpha, s, work.End(s));
+    }
+
+    // x: [n] -> y: [n] = alpha * x + beta
+    internal static void AffineKernel(Index1D w, Work work, ArrayView<float> x, ArrayView<float> y, float alpha, float beta)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride) Affine(x, y, alpha, beta, s, work.End(s));
+    }
+
+    // a: [rows, n], b: [rows, n] | [n] | [rows, 1] (mode 0, 1, 2) -> y: [rows, n] = a op b
+    internal static void BinaryKernel<TOp>(Index1D w, Work work, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y, int n, int mode)
+        where TOp : struct, IBinaryOp
+    {
+        int op = default(TOp).Code;
+        for (int s = work.Start(w); s < work.N; s += work.Stride) Binary(op, mode, n, a, b, y, s, work.End(s));
+    }
+
     static Span<float> Span(ArrayView<float> v, int start, int end) =>
         new((float*)Unsafe.AsPointer(ref v[0]) + start, end - start);
 
@@ -96,40 +117,5 @@ internal static unsafe class ElementwiseCpu
         var bb = new Vector<float>(b);
         for (int i = 0; i < yv.Length; i++) yv[i] = op.Apply(av[i], bb);
         for (int i = yv.Length * Vector<float>.Count; i < y.Length; i++) y[i] = op.Apply(a[i], b);
-    }
-}
-
-/// <summary>Launchers for <see cref="ElementwiseCpu"/>: one index per worker, whose chunk the SIMD body processes.
-/// Loaded only on the CPU accelerator (the bodies cannot compile for GPUs).</summary>
-internal sealed class ElementwiseCpuKernels
-{
-    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, float> Axpy;
-    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, float, float> Affine;
-    public readonly Action<Index1D, Work, int, int, int, ArrayView<float>, ArrayView<float>, ArrayView<float>> Binary;
-
-    public ElementwiseCpuKernels(Device d)
-    {
-        var acc = d.Accelerator;
-        Axpy = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, float>(AxpyKernel);
-        Affine = acc.LoadAutoGroupedStreamKernel<Index1D, Work, ArrayView<float>, ArrayView<float>, float, float>(AffineKernel);
-        Binary = acc.LoadAutoGroupedStreamKernel<Index1D, Work, int, int, int, ArrayView<float>, ArrayView<float>, ArrayView<float>>(BinaryKernel);
-    }
-
-    // y: [n] += alpha * x: [n], worker w's chunks through the SIMD body
-    static void AxpyKernel(Index1D w, Work work, ArrayView<float> y, ArrayView<float> x, float alpha)
-    {
-        for (int s = work.Start(w); s < work.N; s += work.Stride) ElementwiseCpu.Axpy(y, x, alpha, s, work.End(s));
-    }
-
-    // x: [n] -> y: [n] = alpha * x + beta
-    static void AffineKernel(Index1D w, Work work, ArrayView<float> x, ArrayView<float> y, float alpha, float beta)
-    {
-        for (int s = work.Start(w); s < work.N; s += work.Stride) ElementwiseCpu.Affine(x, y, alpha, beta, s, work.End(s));
-    }
-
-    // a: [rows, n], b: [rows, n] | [n] | [rows, 1] (mode 0, 1, 2) -> y: [rows, n] = a op b
-    static void BinaryKernel(Index1D w, Work work, int op, int mode, int n, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y)
-    {
-        for (int s = work.Start(w); s < work.N; s += work.Stride) ElementwiseCpu.Binary(op, mode, n, a, b, y, s, work.End(s));
     }
 }

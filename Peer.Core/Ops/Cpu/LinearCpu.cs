@@ -10,11 +10,21 @@ using ILGPU.Runtime;
 
 namespace Peer;
 
-/// <summary>SIMD bias bodies over CPU memory, called from <see cref="LinearCpuKernels"/>.</summary>
+/// <summary>SIMD bias bodies over CPU memory and the kernels that call them, which <see cref="LinearKernels"/> loads in place
+/// of its portable kernels on the CPU accelerator with 256-bit vectors (the bodies cannot compile for GPUs).</summary>
 internal static class LinearCpu
 {
-    /// <summary>Whether the SIMD bodies can run here (a 256-bit vector unit).</summary>
-    public static bool IsSupported => Vector256.IsHardwareAccelerated;
+    // y: [rows, cols] += bias: [cols]; one index per worker, whose chunks of rows the body processes
+    internal static void AddBiasKernel(Index1D w, Work work, ArrayView<float> y, ArrayView<float> bias, int cols)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride) AddBias(y, bias, cols, s, work.End(s));
+    }
+
+    // g: [rows, cols] -> db: [cols] = Σ_rows g; worker w's chunks of columns
+    internal static void ColumnSumsKernel(Index1D w, Work work, ArrayView<float> g, ArrayView<float> db, int rows)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride) ColumnSums(g, db, rows, work.N, s, work.End(s));
+    }
 
     /// <summary><c>y[r, j] += bias[j]</c> for rows <c>[start, end)</c>. Cols &gt; 0.</summary>
     [External("peer_linear_add_bias_cpu")]
@@ -31,11 +41,12 @@ internal static class LinearCpu
         }
     }
 
-    /// <summary><c>db[j] = Σ_r g[r, j]</c> for columns <c>[start, end)</c>, rows summed in order, eight columns at a time. Rows, Cols &gt; 0.</summary>
+    /// <summary><c>db[j] = Σ_r g[r, j]</c> for columns <c>[start, end)</c>, rows summed in order, eight columns at a time
+    /// (zeros when there are no rows). Cols &gt; 0.</summary>
     [External("peer_linear_column_sums_cpu")]
     public static void ColumnSums(ArrayView<float> g, ArrayView<float> db, int rows, int cols, int start, int end)
     {
-        ref float g0 = ref g[0], db0 = ref db[0];
+        ref float g0 = ref CpuView.First(g), db0 = ref db[0];
         int j = start;
         for (; j <= end - 8; j += 8)
         {
@@ -49,24 +60,5 @@ internal static class LinearCpu
             for (int r = 0; r < rows; r++) acc += Unsafe.Add(ref g0, (nint)r * cols + j);
             Unsafe.Add(ref db0, j) = acc;
         }
-    }
-}
-
-/// <summary>The CPU accelerator's bias kernels: one index per worker, whose chunk the SIMD body processes. Loaded only on the
-/// CPU accelerator (the bodies cannot compile for GPUs); same parameters as the portable kernels.</summary>
-internal sealed class LinearCpuKernels : LinearKernels
-{
-    public LinearCpuKernels(Device d) : base(d, AddBiasKernel, ColumnSumsKernel) { }
-
-    // y: [rows, cols] += bias: [cols]; worker w's chunks of rows
-    static void AddBiasKernel(Index1D w, Work work, ArrayView<float> y, ArrayView<float> bias, int cols)
-    {
-        for (int s = work.Start(w); s < work.N; s += work.Stride) LinearCpu.AddBias(y, bias, cols, s, work.End(s));
-    }
-
-    // g: [rows, cols] -> db: [cols] = Σ_rows g; worker w's chunks of columns
-    static void ColumnSumsKernel(Index1D w, Work work, ArrayView<float> g, ArrayView<float> db, int rows)
-    {
-        for (int s = work.Start(w); s < work.N; s += work.Stride) LinearCpu.ColumnSums(g, db, rows, work.N, s, work.End(s));
     }
 }

@@ -1,34 +1,40 @@
 // The CPU accelerator's matmul body, reached from an ILGPU kernel through [External] so that it runs as
 // plain .NET code: op(A) and op(B) are packed into panels (packing absorbs the transposes and the
 // batch strides) and a register-tiled FMA micro-kernel computes MR x NR tiles of C, with Vector512 where
-// the hardware accelerates it and Vector256 otherwise. Never compiled for GPUs; the portable kernel in
-// MatMul.cs is the definition and the tests hold this body to it.
+// the device allows it (DeviceOptions.MaxCpuVectorBits) and Vector256 otherwise. Never compiled for GPUs; the portable
+// kernel in MatMul.cs is the definition and the tests hold this body to it.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using ILGPU;
 using ILGPU.Frontend;
+using ILGPU.Runtime;
 
 namespace Peer;
 
-/// <summary>SIMD matmul over CPU memory, called from <c>MatMulCpuKernels</c>.</summary>
+/// <summary>SIMD matmul over CPU memory and the kernels that call it, which <see cref="MatMulKernels"/> loads in place of its
+/// portable kernel on the CPU accelerator (the body cannot compile for GPUs).</summary>
 internal static unsafe class MatMulCpu
 {
+    // a, b as MatMulKernels' portable kernel -> c: rows of worker w's chunks, through the 256-bit micro-kernel
+    internal static void Rows256Kernel(Index1D w, Work work, MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) Rows256(s, a, b, c, st, work.End(st));
+    }
+
+    // as Rows256Kernel, through the 512-bit micro-kernel
+    internal static void Rows512Kernel(Index1D w, Work work, MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) Rows512(s, a, b, c, st, work.End(st));
+    }
+
     /// <summary>Depth of a packed block of K (its B panel, KC x NR floats, stays in L1/L2).</summary>
     const int KC = 256;
     /// <summary>Width of a packed block of B's columns (KC x NC floats stay in L2).</summary>
     const int NC = 512;
 
-    /// <summary>Whether the SIMD body can run here (a 256- or 512-bit vector unit).</summary>
-    public static bool IsSupported => Vector512.IsHardwareAccelerated || Vector256.IsHardwareAccelerated;
-
-    /// <summary>Whether the 512-bit micro-kernel is used (else the 256-bit one).</summary>
-    public static bool Wide => Vector512.IsHardwareAccelerated && !PreferNarrow;
-
-    /// <summary>Forces the 256-bit micro-kernel even where 512-bit vectors are accelerated (tests exercise both).</summary>
-    public static bool PreferNarrow { get; set; }
-
-    static int MR => Wide ? 8 : 6;
-    static int NR => Wide ? 32 : 16;
+    // Micro-tile rows and columns of the 512- and the 256-bit micro-kernel.
+    static int MR(bool wide) => wide ? 8 : 6;
+    static int NR(bool wide) => wide ? 32 : 16;
 
     [ThreadStatic] static float[]? packA, packB, tile;
 
@@ -39,11 +45,19 @@ internal static unsafe class MatMulCpu
     }
 
     /// <summary>
-    /// Computes rows <c>[rowStart, rowEnd)</c> of the flattened <c>[batch * M, N]</c> output <c>c (+)= op(a) @ op(b)</c>.
-    /// Views are CPU memory; shapes were validated on the host.
+    /// Computes rows <c>[rowStart, rowEnd)</c> of the flattened <c>[batch * M, N]</c> output <c>c (+)= op(a) @ op(b)</c> with the
+    /// 256-bit micro-kernel. Views are CPU memory; shapes were validated on the host.
     /// </summary>
-    [External("peer_matmul_cpu_rows")]
-    public static void Rows(MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, int rowStart, int rowEnd)
+    [External("peer_matmul_cpu_rows_256")]
+    public static void Rows256(MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, int rowStart, int rowEnd) =>
+        Rows(s, a, b, c, rowStart, rowEnd, wide: false);
+
+    /// <summary>As <see cref="Rows256"/>, with the 512-bit micro-kernel (only where 512-bit vectors are accelerated).</summary>
+    [External("peer_matmul_cpu_rows_512")]
+    public static void Rows512(MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, int rowStart, int rowEnd) =>
+        Rows(s, a, b, c, rowStart, rowEnd, wide: true);
+
+    static void Rows(MatMulShape s, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, int rowStart, int rowEnd, bool wide)
     {
         float* pa = (float*)Unsafe.AsPointer(ref a[0]);
         float* pb = (float*)Unsafe.AsPointer(ref b[0]);
@@ -52,15 +66,15 @@ internal static unsafe class MatMulCpu
         {
             int bi = row / s.M, i0 = row - bi * s.M;
             int i1 = Math.Min(s.M, i0 + (rowEnd - row));
-            Block(s, pa + (long)bi * s.StrideA, pb + (long)bi * s.StrideB, pc + (long)bi * s.M * s.N, i0, i1);
+            Block(s, pa + (long)bi * s.StrideA, pb + (long)bi * s.StrideB, pc + (long)bi * s.M * s.N, i0, i1, wide);
             row += i1 - i0;
         }
     }
 
     // Rows [i0, i1) of one batch entry: C[i, :] (+)= sum_p op(A)[i, p] op(B)[p, :]
-    static void Block(MatMulShape s, float* A, float* B, float* C, int i0, int i1)
+    static void Block(MatMulShape s, float* A, float* B, float* C, int i0, int i1, bool wide)
     {
-        int M = s.M, N = s.N, K = s.K, mrMax = MR, nrMax = NR;
+        int M = s.M, N = s.N, K = s.K, mrMax = MR(wide), nrMax = NR(wide);
         bool ta = s.TransA != 0, tb = s.TransB != 0;
         if (K == 0)
         {
@@ -105,7 +119,7 @@ internal static unsafe class MatMulCpu
                         float* cij = C + (long)i * N + jc + jp;
                         int nr = Math.Min(nrMax, nc - jp);
                         bool full = mr == mrMax && nr == nrMax;
-                        if (Wide) Micro512(kc, Ap, Bp + (long)jp * kc, full ? cij : T, full ? N : nrMax, full && add);
+                        if (wide) Micro512(kc, Ap, Bp + (long)jp * kc, full ? cij : T, full ? N : nrMax, full && add);
                         else Micro256(kc, Ap, Bp + (long)jp * kc, full ? cij : T, full ? N : nrMax, full && add);
                         if (!full)
                             for (int r = 0; r < mr; r++)

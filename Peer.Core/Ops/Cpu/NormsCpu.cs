@@ -12,11 +12,30 @@ using ILGPU.Runtime;
 
 namespace Peer;
 
-/// <summary>SIMD row-norm bodies over CPU memory, called from <see cref="NormCpuKernels"/>.</summary>
+/// <summary>SIMD row-norm bodies over CPU memory and the kernels that call them, which <see cref="NormKernels"/> loads in place
+/// of its row kernels on the CPU accelerator with 256-bit vectors (batch norm stays portable; the bodies cannot compile for GPUs).</summary>
 internal static class NormsCpu
 {
-    /// <summary>Whether the SIMD bodies can run here (a 256-bit vector unit).</summary>
-    public static bool IsSupported => Vector256.IsHardwareAccelerated;
+    // x: [rows, C], weight, bias: [C] -> y: [rows, C], mean, rstd: [rows]; one index per worker, whose chunks of rows the body processes
+    internal static void RowForwardKernel(Index1D w, Work work, NormShape s, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> bias,
+        ArrayView<float> y, ArrayView<float> mean, ArrayView<float> rstd)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) RowForward(s, x, weight, bias, y, mean, rstd, st, work.End(st));
+    }
+
+    // x, dy: [rows, C], weight: [C], mean, rstd: [rows] -> dx: [rows, C]; worker w's chunks of rows
+    internal static void RowBackwardKernel(Index1D w, Work work, NormShape s, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> dy,
+        ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dx)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) RowBackward(s, x, weight, dy, mean, rstd, dx, st, work.End(st));
+    }
+
+    // x, dy: [rows, C], mean, rstd: [rows] -> dweight, dbias: [C]; worker w's chunks of columns
+    internal static void RowParamsKernel(Index1D w, Work work, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> rstd,
+        ArrayView<float> dWeight, ArrayView<float> dBias, int rows)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) RowParams(x, dy, mean, rstd, dWeight, dBias, rows, work.N, st, work.End(st));
+    }
 
     /// <summary>Rows <c>[start, end)</c> of the row-norm forward (see <see cref="NormKernels"/>). Rows, Cols &gt; 0.</summary>
     [External("peer_row_norm_forward_cpu")]
@@ -111,13 +130,13 @@ internal static class NormsCpu
     }
 
     /// <summary>Columns <c>[start, end)</c> of the parameter gradients (see <see cref="NormKernels"/>): each column summed over
-    /// the rows in row order, eight columns at a time, with the portable kernel's operations (no FMA), so the bits match it.
-    /// Rows, Cols &gt; 0.</summary>
+    /// the rows in row order, eight columns at a time, with the portable kernel's operations (no FMA), so the bits match it
+    /// (zeros when there are no rows). Cols &gt; 0.</summary>
     [External("peer_row_norm_params_cpu")]
     public static void RowParams(ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> rstd,
         ArrayView<float> dWeight, ArrayView<float> dBias, int rows, int cols, int start, int end)
     {
-        ref float x0 = ref x[0], dy0 = ref dy[0], mean0 = ref mean[0], rstd0 = ref rstd[0], dw0 = ref dWeight[0], db0 = ref dBias[0];
+        ref float x0 = ref CpuView.First(x), dy0 = ref CpuView.First(dy), mean0 = ref mean[0], rstd0 = ref rstd[0], dw0 = ref dWeight[0], db0 = ref dBias[0];
         int j = start;
         for (; j <= end - 8; j += 8)
         {
@@ -145,33 +164,5 @@ internal static class NormsCpu
             Unsafe.Add(ref dw0, j) = dw;
             Unsafe.Add(ref db0, j) = db;
         }
-    }
-}
-
-/// <summary>The CPU accelerator's row-norm kernels: one index per worker, whose chunk the SIMD body processes (batch norm
-/// stays portable). Loaded only on the CPU accelerator (the bodies cannot compile for GPUs).</summary>
-internal sealed class NormCpuKernels : NormKernels
-{
-    public NormCpuKernels(Device d) : base(d, RowForwardKernel, RowBackwardKernel, RowParamsKernel) { }
-
-    // x: [rows, C], weight, bias: [C] -> y: [rows, C], mean, rstd: [rows]; worker w's chunks of rows
-    static void RowForwardKernel(Index1D w, Work work, NormShape s, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> bias,
-        ArrayView<float> y, ArrayView<float> mean, ArrayView<float> rstd)
-    {
-        for (int st = work.Start(w); st < work.N; st += work.Stride) NormsCpu.RowForward(s, x, weight, bias, y, mean, rstd, st, work.End(st));
-    }
-
-    // x, dy: [rows, C], weight: [C], mean, rstd: [rows] -> dx: [rows, C]; worker w's chunks of rows
-    static void RowBackwardKernel(Index1D w, Work work, NormShape s, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> dy,
-        ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dx)
-    {
-        for (int st = work.Start(w); st < work.N; st += work.Stride) NormsCpu.RowBackward(s, x, weight, dy, mean, rstd, dx, st, work.End(st));
-    }
-
-    // x, dy: [rows, C], mean, rstd: [rows] -> dweight, dbias: [C]; worker w's chunks of columns
-    static void RowParamsKernel(Index1D w, Work work, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> mean, ArrayView<float> rstd,
-        ArrayView<float> dWeight, ArrayView<float> dBias, int rows)
-    {
-        for (int st = work.Start(w); st < work.N; st += work.Stride) NormsCpu.RowParams(x, dy, mean, rstd, dWeight, dBias, rows, work.N, st, work.End(st));
     }
 }

@@ -26,11 +26,11 @@ public sealed class FeedForwardCostTests
         // query 8*8 = 64; per head: sub1 4 rows * 2 + sub2 4 * 2 = 16 dot multiply-adds + k^2 = 9 candidate sums -> 2 * 25 = 50;
         // experts h k 2d = 2 * 3 * 16 = 96.  Total 210.
         // Parameters: query 64 + 8, norm 16, sub-keys 2 * 4 * 2 = 16, experts 2 * 16 * 8 = 256 -> 360; active 72 + 16 + 16 + 96 = 200.
-        using var l = new PeerFeedForward(Dev, 8, new PeerOptions { Experts = 16, Heads = 2, TopK = 3, QueryDim = 4 });
+        using var l = new PeerLayer(Dev, 8, new PeerOptions { Experts = 16, Heads = 2, TopK = 3, QueryDim = 4 });
         Assert.That(l.Cost, Is.EqualTo(new FeedForwardCost(210, 360, 200)));
-        Assert.That(FeedForwardCost.Of(l.Layer), Is.EqualTo(l.Cost));
+        Assert.That(FeedForwardCost.Of(l.Options, l.Dim), Is.EqualTo(l.Cost));
         Assert.That(l.TotalParameters, Is.EqualTo(l.ParameterCount));
-        using var none = new PeerFeedForward(Dev, 8, new PeerOptions { Experts = 16, Heads = 2, TopK = 3, QueryDim = 4, QueryNorm = PeerQueryNorm.None });
+        using var none = new PeerLayer(Dev, 8, new PeerOptions { Experts = 16, Heads = 2, TopK = 3, QueryDim = 4, QueryNorm = PeerQueryNorm.None });
         Assert.That(none.Cost, Is.EqualTo(new FeedForwardCost(210, 344, 184)));
         Assert.That(none.TotalParameters, Is.EqualTo(none.ParameterCount));
     }

@@ -192,17 +192,20 @@ public sealed class FeedForwardLayerTests(string backend)
     }
 
     [Test]
-    public void PeerAdapterRunsThePeerLayerInTheWrapperMode()
+    public void PeerFromTheFactoryIsThePeerLayerAndItsModeReachesTheRetrieval()
     {
-        using var ff = (PeerFeedForward)FeedForwardFactory.Create(Dev, "peer", new FeedForwardOptions { Dim = 5, Experts = 16, Heads = 2, TopK = 3, QueryDim = 4, Seed = 3 });
+        using var ff = FeedForwardFactory.Create(Dev, "peer", new FeedForwardOptions { Dim = 5, Experts = 16, Heads = 2, TopK = 3, QueryDim = 4, Seed = 3 });
+        Assert.That(ff, Is.InstanceOf<PeerLayer>());
+        Assert.That(ff.TotalParameters, Is.EqualTo(ff.ParameterCount));
+        var mean = ff.NamedBuffers().Single(b => b.Name == "query_norm.running_mean").Tensor;
         using var s = Scope.Begin();
         var x = Tensor.FromArray(Dev, GradCheck.Rand(30, 8), 6, 5);
         ff.Eval();
-        var y = ff.Forward(x).ToArray();
-        Assert.That(ff.Layer.IsTraining, Is.False);
-        var want = ff.Layer.Forward(x).ToArray();
-        Assert.That(y, Is.EqualTo(want));
-        Assert.That(ff.TotalParameters, Is.EqualTo(ff.ParameterCount));
+        ff.Forward(x);
+        Assert.That(mean.ToArray(), Is.All.EqualTo(0f), "evaluation mode: the query BatchNorm reads its running statistics");
+        ff.Train();
+        ff.Forward(x);
+        Assert.That(mean.ToArray(), Has.Some.Not.EqualTo(0f), "training mode: the query BatchNorm updates them");
     }
 
     [Test]
