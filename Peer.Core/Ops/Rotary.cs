@@ -55,7 +55,7 @@ internal sealed class RotaryKernels
     public readonly Action<Index1D, Work, RotaryShape, ArrayView<float>, ArrayView<float>, float> Turn;
 
     public RotaryKernels(Device d) =>
-        Turn = d.Accelerator.LoadAutoGroupedStreamKernel<Index1D, Work, RotaryShape, ArrayView<float>, ArrayView<float>, float>(TurnKernel);
+        Turn = d.LoadKernel<Action<Index1D, Work, RotaryShape, ArrayView<float>, ArrayView<float>, float>>(TurnKernel);
 
     // x: [B, H, T, Dh] -> y: [B, H, T, Dh], pair p = (row, i) with row = (b, h, t): y = rotation(sign · θ(t, i)) x
     // (sign +1 forward on x, −1 backward on dy)
