@@ -13,6 +13,12 @@ internal sealed record BenchOptions
     public int Repeats { get; init; }
     /// <summary>Folder for results.json, results.md and the PNG plots.</summary>
     public string Output { get; init; } = "bench-results";
+    /// <summary>After its timed rounds, the training, peer and torch suites run Peer's steps again under the device's profiler and
+    /// print and save its table per configuration (profile-*.txt in the output folder).</summary>
+    public bool Profile { get; init; }
+    /// <summary>Optimizer of the expert tables and sub-keys in the peer suite's PEER step (as the trainer's train.sparse_optimizer):
+    /// adamw (the lazy AdamW step), rowwise-adamw or rowwise-adagrad; the rest of the layer always steps with AdamW.</summary>
+    public string SparseOptimizer { get; init; } = "adamw";
     /// <summary>Smaller still than <see cref="Quick"/>: the end-to-end test's sizes, to check that every suite runs (its figures mean little).</summary>
     public bool Smoke { get; init; }
 
@@ -32,12 +38,21 @@ internal sealed record BenchOptions
             {
                 case "--quick": o = o with { Quick = true }; break;
                 case "--smoke": o = o with { Smoke = true }; break;
+                case "--profile": o = o with { Profile = true }; break;
                 case "--out": o = o with { Output = Value() }; break;
                 case "--repeats":
                 {
                     string v = Value();
                     if (!int.TryParse(v, out int r) || r < 1) throw new ArgumentException($"--repeats = '{v}': expected a positive integer.");
                     o = o with { Repeats = r };
+                    break;
+                }
+                case "--sparse-optimizer":
+                {
+                    string v = Value();
+                    if (!Peer.Training.TrainConfig.SparseOptimizers.Contains(v))
+                        throw new ArgumentException($"--sparse-optimizer = '{v}': expected one of {string.Join(", ", Peer.Training.TrainConfig.SparseOptimizers)}.");
+                    o = o with { SparseOptimizer = v };
                     break;
                 }
                 case "--devices":
@@ -60,8 +75,11 @@ internal sealed record BenchOptions
     }
 
     public static string Usage(IEnumerable<ISuite> suites) =>
-        "usage: dotnet run -c Release --project Peer.Bench -- [suites...] [--devices cpu,opencl,cuda|all] [--quick|--smoke] [--repeats N] [--out DIR]\n" +
+        "usage: dotnet run -c Release --project Peer.Bench -- [suites...] [--devices cpu,opencl,cuda|all] [--quick|--smoke] [--repeats N] [--profile] [--out DIR]\n" +
+        "       [--sparse-optimizer adamw|rowwise-adamw|rowwise-adagrad]\n" +
         "  no suite named: all of them, in this order. Default devices: cpu. Default output folder: bench-results.\n" +
         "  --quick: small sizes and few repeats; --smoke: the test's tiny sizes, to check that every suite runs (figures mean little).\n" +
+        "  --profile: the training, peer and torch suites also profile Peer's steps (after the timed rounds) and write profile-*.txt.\n" +
+        "  --sparse-optimizer: the optimizer of the expert tables and sub-keys in the peer suite (default adamw).\n" +
         "suites:\n" + string.Join("\n", suites.Select(s => $"  {s.Name,-10} {s.Summary}"));
 }

@@ -2,13 +2,15 @@
 // each device, beside plain-C# references run interleaved in the same process (the bench's goal: on the CPU
 // accelerator at least 0.5x of the vectorised reference) and, for matmul, OpenBLAS's sgemm as the machine's
 // ceiling when it is installed; softmax and layer norm (GB/s, one read and one write of the rows) and causal
-// attention (GFLOP/s), forward, as fractions of the device's ceilings. The references are checked first.
+// attention (GFLOP/s), forward, as fractions of the device's ceilings; the table optimizers' sparse steps, portable
+// and chosen (OptimizerStepBench); and the fixed cost of a launch (a kernel over one element) and of an op with a
+// fresh output, in µs, which bounds small models' steps. The references are checked first.
 namespace Peer.Bench;
 
 internal sealed class KernelsSuite : ISuite
 {
     public string Name => "kernels";
-    public string Summary => "matmul, axpy, bias add, softmax, layer norm, attention per device; matmul and elementwise vs plain-C# references, matmul vs OpenBLAS sgemm";
+    public string Summary => "matmul, axpy, bias add, softmax, layer norm, attention, table optimizer steps per device; matmul and elementwise vs plain-C# references, matmul vs OpenBLAS sgemm";
 
     public void Run(BenchRun run, SuiteResults s)
     {
@@ -22,6 +24,7 @@ internal sealed class KernelsSuite : ISuite
         ReferenceCheck.Run(s);
         run.Log.WriteLine($"OpenBLAS: {OpenBlas.Describe()}");
         var ew = new Table("device", "op", "shape", "portable", "Peer (chosen)", "unit", "plain SIMD", "Peer/plain", "of ceiling");
+        var fixedCosts = new Table("device", "what", "us per call", "plain C# us per call");
         foreach (var (name, device) in run.Open)
         {
             string path = MatMulBench.ChosenName(device);
@@ -62,9 +65,12 @@ internal sealed class KernelsSuite : ISuite
             Elementwise(run, s, ew, name, device, axpyN, warmup, repeats);
             RowOps(run, s, ew, name, device, rows, cols, warmup, repeats);
             Attention(run, s, ew, name, device, heads, seq, headDim, warmup, repeats);
+            LaunchCost(s, fixedCosts, name, device, warmup, repeats);
+            OptimizerStepBench.Run(run, s, ew, name, device, warmup, repeats);
         }
         run.Show(s, "matmul C = A B (row-major, fp32)", mm);
         run.Show(s, "memory-bound ops and attention (forward)", ew);
+        run.Show(s, "fixed costs: a launch of a kernel over one element, and an op that allocates its one-element output (µs per call, median of batches of 200)", fixedCosts);
         s.Notes.Add($"OpenBLAS (the machine's matmul ceiling, an implementation independent of Peer): {OpenBlas.Describe()}.");
         s.Notes.Add("Peer, plain-C# and OpenBLAS runs interleaved; plain and OpenBLAS columns are host code on this machine's cores. Softmax and layer norm count one read " +
             "and one write of the rows; attention counts 2 * 2 * T * T * Dh / 2 FLOPs per head (QK^T and PV, causal half).");
@@ -152,6 +158,32 @@ internal sealed class KernelsSuite : ISuite
             ew.Add(name, op, $"[{rows}, {cols}]", null, r.ToString(), "GB/s", null, null, Fmt.Percent(of));
             s.Add(new Measurement(name, $"{op} [{rows}, {cols}]", "forward", "GB/s", r.Median, r.Low, r.High) { OfCeiling = of });
         }
+    }
+
+    // A kernel over one element (Fill, one index): what every launch pays whatever its work. Ops.Scale on one element: the
+    // launch plus what an op adds (checks, a fresh output tensor, its disposal). Plain C#: the same one-element work
+    // through a delegate call, interleaved.
+    static void LaunchCost(SuiteResults s, Table table, string name, Device device, int warmup, int repeats)
+    {
+        const int batch = 200;
+        using var scope = Scope.Begin();
+        var one = Tensor.Zeros(device, 1);
+        var k = device.Get(static d => new ElementwiseKernels(d));
+        var w = device.Split(1);
+        var host = new float[1];
+        Action<float[], float> plainFill = static (h, v) => h[0] = v;
+        var t = Timing.Interleaved(warmup, repeats,
+            () => { for (int i = 0; i < batch; i++) k.Fill(w.Workers, w, one.View, i); device.Synchronize(); },
+            () => { for (int i = 0; i < batch; i++) Ops.Scale(one, 2f).Dispose(); device.Synchronize(); },
+            () => { for (int i = 0; i < batch; i++) plainFill(host, i); });
+        var launch = t[0].Scaled(1e6 / batch);
+        var op = t[1].Scaled(1e6 / batch);
+        var plain = t[2].Scaled(1e6 / batch);
+        table.Add(name, "kernel launch (Fill, 1 element)", Fmt.Spread(launch.Median, launch.Min, launch.Max), Fmt.Spread(plain.Median, plain.Min, plain.Max));
+        table.Add(name, "op with a new output (Ops.Scale, 1 element)", Fmt.Spread(op.Median, op.Min, op.Max), null);
+        s.Add(new Measurement(name, "launch fixed cost", "kernel over 1 element", "us", launch.Median, launch.Min, launch.Max) { Reference = plain.Median, ReferenceName = "plain C# delegate call" });
+        s.Add(new Measurement(name, "launch fixed cost", "op with a new 1-element output", "us", op.Median, op.Min, op.Max));
+        s.Add(new Measurement(name, "launch fixed cost", "plain C# delegate call", "us", Math.Max(plain.Median, 1e-6), Math.Max(plain.Min, 1e-6), Math.Max(plain.Max, 1e-6)));
     }
 
     static void Attention(BenchRun run, SuiteResults s, Table ew, string name, Device device, int heads, int seq, int dh, int warmup, int repeats)

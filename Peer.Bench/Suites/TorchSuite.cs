@@ -82,11 +82,12 @@ internal sealed partial class TorchSuite : ISuite
                         if (record) device.ResetPeak();
                         double total = Timing.Seconds(() => { trainer.Step(); device.Synchronize(); });
                         var (f, b, opt) = PhasedStep(trainer);
-                        if (record) { c.Peer.Add(f, b, opt, total); peak = Math.Max(peak, device.PeakBytes); }
+                        if (record) { c.Peer.Add(f, b, opt, total); peak = Math.Max(peak, device.PeakTensorBytes); }
                     });
                     c.PeerPeak = peak;
                     (c.TorchPeakRss, c.TorchImportRss) = torch.Quit();
                     rows.Add(c);
+                    Profiles.Capture(run, s, device, $"LM, {label}, {variant}", repeats, () => trainer.Step());
                 }
                 catch (InvalidOperationException e) when (e is not ParameterMismatchException)
                 {
@@ -104,8 +105,8 @@ internal sealed partial class TorchSuite : ISuite
         s.Notes.Add("LM step: Peer's is Trainer.Step() (Peer.Training: forward, cross-entropy, backward, clipping at norm 1, AdamW with row-sparse PEER " +
             "tables), timed whole for tokens/s; its phases come from a second step of the same trainer timed phase by phase (Model.Loss, Backward, " +
             "clipping + AdamW). PyTorch's (torch/lm_step.py) is the same model (parameter counts checked equal) with dense AdamW over every parameter, " +
-            "torch.nn.utils.clip_grad_norm_ and random tokens. Peer's peak is the device's peak live bytes over the measured steps (parameters, AdamW " +
-            "state, activations); PyTorch's is the process's peak resident memory above what it held once torch was imported.");
+            "torch.nn.utils.clip_grad_norm_ and random tokens. Peer's peak is the device's peak tensor bytes over the measured steps (parameters, AdamW " +
+            "state, activations; the device's pool of idle buffers, at most 1 GiB, left out); PyTorch's is the process's peak resident memory above what it held once torch was imported.");
     }
 
     /// <summary>One step of the trainer timed by phase: the body of Trainer.Step (one micro-batch) with a synchronisation after each phase.</summary>

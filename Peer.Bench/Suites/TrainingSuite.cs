@@ -34,6 +34,8 @@ internal sealed class TrainingSuite : ISuite
             table.Add(name, "tiny, dense", string.Join(",", dense.Model.BlockKinds()), Fmt.Spread(md.Median, md.Min, md.Max), rd.ToString(), "1.00x");
             s.Add(new Measurement(name, "tiny preset", "training step", "tokens/s", rp.Median, rp.Low, rp.High) { Reference = rd.Median, ReferenceName = "tiny with dense FFW blocks" });
             s.Add(new Measurement(name, "tiny preset, dense FFW blocks", "training step", "tokens/s", rd.Median, rd.Low, rd.High));
+            Profiles.Capture(run, s, device, $"{name}, tiny preset", repeats, () => peer.Step());
+            Profiles.Capture(run, s, device, $"{name}, tiny preset, dense FFW blocks", repeats, () => ffw.Step());
         }
         run.Show(s, $"batch {tiny.Train.BatchSize} x context {tiny.Model.Context} tokens, d = {tiny.Model.DModel}, {tiny.Model.Layers} blocks, PEER N = {Fmt.Experts(tiny.Model.Peer.Experts)}", table);
         s.Notes.Add("One step = Trainer.Step(): forward, cross-entropy, backward, gradient clipping, AdamW (sparse rows for PEER), then a device synchronisation.");

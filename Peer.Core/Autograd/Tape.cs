@@ -75,7 +75,7 @@ public sealed class Tape
         Scope.Unscope(grad);
         if (target.Grad is null)
         {
-            target.Grad = grad;
+            target.Grad = target.FirstGradient(grad); // grad itself, or for a parameter in an optimizer's arena a copy in its slot
             return;
         }
         Ops.AddInPlace(target.Grad, grad);
@@ -118,6 +118,7 @@ public sealed class Tape
         Check.That(output.RequiresGrad && !output.IsLeaf, nameof(output), output, "a tensor computed on the tape from something that requires gradient");
         Check.Shape(gradOutput, nameof(gradOutput), output.Shape);
         Check.DType(gradOutput, DType.F32, nameof(gradOutput));
+        using var phase = device.Profiler?.Enter(ProfilePhase.Backward);
         using (NoGrad())
         {
             output.Grad?.Dispose();

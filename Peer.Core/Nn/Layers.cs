@@ -45,7 +45,7 @@ public sealed class Embedding : Module, ILayer
     {
         Check.Positive(count, nameof(count));
         Check.Positive(dim, nameof(dim));
-        Weight = Parameter("weight", Ops.Normal(d, seed, 0f, 1f, count, dim));
+        Weight = Parameter("weight", Ops.Normal(d, seed, 0f, 1f, count, dim), rowSparse: sparse);
         Sparse = sparse;
     }
 

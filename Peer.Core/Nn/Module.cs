@@ -26,11 +26,15 @@ public abstract class Module : IDisposable
     }
 
     /// <summary>Registers a parameter: it requires gradient, is owned by this module and is not owned by any scope.</summary>
-    protected Tensor Parameter(string name, Tensor t)
+    /// <param name="name">Its name within this module.</param>
+    /// <param name="t">The tensor.</param>
+    /// <param name="rowSparse">True for a table whose gradient this module's ops deliver as a <see cref="RowSparseGrad"/> (sets <see cref="Tensor.RowSparse"/>).</param>
+    protected Tensor Parameter(string name, Tensor t, bool rowSparse = false)
     {
         CheckName(name);
         Scope.Unscope(t);
         t.RequiresGrad = true;
+        t.RowSparse = rowSparse;
         t.Name = name;
         parameters.Add((name, t));
         return t;

@@ -96,8 +96,8 @@ public sealed class PeerLayer : FeedForwardLayer
         Options = options;
         ulong seed = options.Seed;
         keys = Component(new ProductKeys(device, dim, options.Heads, options.QueryDim, options.SubKeys, options.TopK, options.QueryNorm, seed));
-        down = Parameter("experts.down", Ops.Normal(device, LayerSeeds.Derive(seed, ProductKeys.FirstOwnerSeed), 0f, 1f / MathF.Sqrt(dim), options.Experts, dim));
-        up = Parameter("experts.up", Ops.Normal(device, LayerSeeds.Derive(seed, ProductKeys.FirstOwnerSeed + 1), 0f, 1f / MathF.Sqrt(dim), options.Experts, dim));
+        down = Parameter("experts.down", Ops.Normal(device, LayerSeeds.Derive(seed, ProductKeys.FirstOwnerSeed), 0f, 1f / MathF.Sqrt(dim), options.Experts, dim), rowSparse: true);
+        up = Parameter("experts.up", Ops.Normal(device, LayerSeeds.Derive(seed, ProductKeys.FirstOwnerSeed + 1), 0f, 1f / MathF.Sqrt(dim), options.Experts, dim), rowSparse: true);
     }
 
     /// <inheritdoc />

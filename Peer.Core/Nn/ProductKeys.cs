@@ -75,8 +75,8 @@ public sealed class ProductKeys : Module
             runningMean = Buffer("query_norm.running_mean", Tensor.Zeros(device, hq));
             runningVar = Buffer("query_norm.running_var", Tensor.Full(device, 1f, hq));
         }
-        keys1 = Parameter("keys.sub1", Ops.Normal(device, LayerSeeds.Derive(seed, 3), 0f, 1f / MathF.Sqrt(half), subKeys, half));
-        keys2 = Parameter("keys.sub2", Ops.Normal(device, LayerSeeds.Derive(seed, 4), 0f, 1f / MathF.Sqrt(half), subKeys, half));
+        keys1 = Parameter("keys.sub1", Ops.Normal(device, LayerSeeds.Derive(seed, 3), 0f, 1f / MathF.Sqrt(half), subKeys, half), rowSparse: true);
+        keys2 = Parameter("keys.sub2", Ops.Normal(device, LayerSeeds.Derive(seed, 4), 0f, 1f / MathF.Sqrt(half), subKeys, half), rowSparse: true);
     }
 
     /// <summary>Multiply-adds per token and parameter elements of the retrieval (see <see cref="FeedForwardCost"/>).</summary>

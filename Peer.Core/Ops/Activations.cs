@@ -162,10 +162,10 @@ internal sealed class ActivationKernels
 
     // The CPU bodies use eight lanes where the CPU has them and a scalar loop otherwise: they need no vector unit.
     static Action<Index1D, Work, ArrayView<float>, ArrayView<float>> LoadForward<TAct>(Device d) where TAct : struct, IActivation =>
-        d.LoadKernel(d.Choose(ForwardKernel<TAct>, ActivationsCpu.ForwardKernel<TAct>, 0));
+        d.LoadKernel(ForwardKernel<TAct>, ActivationsCpu.ForwardKernel<TAct>, 0);
 
     static Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>> LoadBackward<TAct>(Device d) where TAct : struct, IActivation =>
-        d.LoadKernel(d.Choose(BackwardKernel<TAct>, ActivationsCpu.BackwardKernel<TAct>, 0));
+        d.LoadKernel(BackwardKernel<TAct>, ActivationsCpu.BackwardKernel<TAct>, 0);
 
     // x: [n] -> y: [n] = act(x)
     static void ForwardKernel<TAct>(Index1D w, Work work, ArrayView<float> x, ArrayView<float> y) where TAct : struct, IActivation

@@ -77,9 +77,9 @@ internal sealed class AttentionKernels
 
     public AttentionKernels(Device d)
     {
-        Forward = d.LoadKernel(d.Choose(ForwardKernel, AttentionCpu.ForwardKernel, 256));
-        BackwardQuery = d.LoadKernel(d.Choose(BackwardQueryKernel, AttentionCpu.BackwardQueryKernel, 256));
-        BackwardKey = d.LoadKernel(d.Choose(BackwardKeyKernel, AttentionCpu.BackwardKeyKernel, 256));
+        Forward = d.LoadKernel(ForwardKernel, AttentionCpu.ForwardKernel, 256);
+        BackwardQuery = d.LoadKernel(BackwardQueryKernel, AttentionCpu.BackwardQueryKernel, 256);
+        BackwardKey = d.LoadKernel(BackwardKeyKernel, AttentionCpu.BackwardKeyKernel, 256);
     }
 
     static float Dot(ArrayView<float> a, int ao, ArrayView<float> b, int bo, int n)

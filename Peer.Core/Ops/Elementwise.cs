@@ -224,12 +224,12 @@ internal sealed class ElementwiseKernels
     {
         Fill = d.LoadKernel(FillKernel);
         // The CPU bodies use Vector<float>, whatever width it has here (scalar without SIMD): they need no vector unit.
-        Axpy = d.LoadKernel(d.Choose(AxpyKernel, ElementwiseCpu.AxpyKernel, 0));
-        Affine = d.LoadKernel(d.Choose(AffineKernel, ElementwiseCpu.AffineKernel, 0));
-        Add = d.LoadKernel(d.Choose(BinaryKernel<AddOp>, ElementwiseCpu.BinaryKernel<AddOp>, 0));
-        Sub = d.LoadKernel(d.Choose(BinaryKernel<SubOp>, ElementwiseCpu.BinaryKernel<SubOp>, 0));
-        Mul = d.LoadKernel(d.Choose(BinaryKernel<MulOp>, ElementwiseCpu.BinaryKernel<MulOp>, 0));
-        Div = d.LoadKernel(d.Choose(BinaryKernel<DivOp>, ElementwiseCpu.BinaryKernel<DivOp>, 0));
+        Axpy = d.LoadKernel(AxpyKernel, ElementwiseCpu.AxpyKernel, 0);
+        Affine = d.LoadKernel(AffineKernel, ElementwiseCpu.AffineKernel, 0);
+        Add = d.LoadKernel(BinaryKernel<AddOp>, ElementwiseCpu.BinaryKernel<AddOp>, 0);
+        Sub = d.LoadKernel(BinaryKernel<SubOp>, ElementwiseCpu.BinaryKernel<SubOp>, 0);
+        Mul = d.LoadKernel(BinaryKernel<MulOp>, ElementwiseCpu.BinaryKernel<MulOp>, 0);
+        Div = d.LoadKernel(BinaryKernel<DivOp>, ElementwiseCpu.BinaryKernel<DivOp>, 0);
         Exp = d.LoadKernel(UnaryKernel<ExpOp>);
         Log = d.LoadKernel(UnaryKernel<LogOp>);
         Sqrt = d.LoadKernel(UnaryKernel<SqrtOp>);

@@ -86,8 +86,8 @@ internal sealed class LinearKernels
 
     public LinearKernels(Device d)
     {
-        AddBias = d.LoadKernel(d.Choose(AddBiasKernel, LinearCpu.AddBiasKernel, 256));
-        ColumnSums = d.LoadKernel(d.Choose(ColumnSumsKernel, LinearCpu.ColumnSumsKernel, 256));
+        AddBias = d.LoadKernel(AddBiasKernel, LinearCpu.AddBiasKernel, 256);
+        ColumnSums = d.LoadKernel(ColumnSumsKernel, LinearCpu.ColumnSumsKernel, 256);
     }
 
     // y: [rows, cols] += bias: [cols], one row per item

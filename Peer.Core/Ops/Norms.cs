@@ -162,11 +162,11 @@ internal sealed class NormKernels
 
     public NormKernels(Device d)
     {
-        RowForward = d.LoadKernel(d.Choose(RowForwardKernel, NormsCpu.RowForwardKernel, 256));
-        RowBackward = d.LoadKernel(d.Choose(RowBackwardKernel, NormsCpu.RowBackwardKernel, 256));
-        RowParams = d.LoadKernel(d.Choose(RowParamsKernel, NormsCpu.RowParamsKernel, 256));
-        BatchForward = d.LoadKernel(BatchForwardKernel);
-        BatchBackward = d.LoadKernel(BatchBackwardKernel);
+        RowForward = d.LoadKernel(RowForwardKernel, NormsCpu.RowForwardKernel, 256);
+        RowBackward = d.LoadKernel(RowBackwardKernel, NormsCpu.RowBackwardKernel, 256);
+        RowParams = d.LoadKernel(RowParamsKernel, NormsCpu.RowParamsKernel, 256);
+        BatchForward = d.LoadKernel(BatchForwardKernel, NormsCpu.BatchForwardKernel, 256);
+        BatchBackward = d.LoadKernel(BatchBackwardKernel, NormsCpu.BatchBackwardKernel, 256);
     }
 
     // x: [rows, C], weight, bias: [C] -> y: [rows, C], mean, rstd: [rows]. LayerNorm (Center = 1): mean and biased

@@ -190,8 +190,8 @@ internal sealed class PeerExpertKernels
         if (groupSize > 0) grouped = new PeerExpertsGpu(d, groupSize);
         else
         {
-            forward = d.LoadKernel(d.Choose(ForwardKernel, PeerExpertsCpu.ForwardKernel, 256));
-            backward = d.LoadKernel(d.Choose(BackwardKernel, PeerExpertsCpu.BackwardKernel, 256));
+            forward = d.LoadKernel(ForwardKernel, PeerExpertsCpu.ForwardKernel, 256);
+            backward = d.LoadKernel(BackwardKernel, PeerExpertsCpu.BackwardKernel, 256);
         }
     }
 

@@ -124,9 +124,10 @@ internal readonly struct RetrievalShape(int heads, int dq, int n, int k)
     public readonly int Heads = heads, Dq = dq, Half = dq / 2, N = n, K = k;
 }
 
-/// <summary>Kernels of product-key retrieval: the portable kernels below, the selection being the CPU body's kernel
-/// (Cpu/ProductKeyTopKCpu.cs) where <see cref="Device.Choose"/> picks it, and on GPUs the grouped selection of Gpu/ProductKeyTopKGpu.cs
-/// (a group of threads per item, its state in shared memory, instead of one thread with 1.5 KB of local lists).</summary>
+/// <summary>Kernels of product-key retrieval: the portable kernels below, the halves' copy, the selection and the query's
+/// gradient being the CPU bodies' kernels (Cpu/ProductKeyTopKCpu.cs) where <see cref="Device.Choose"/> picks them, and on GPUs
+/// the grouped selection of Gpu/ProductKeyTopKGpu.cs (a group of threads per item, its state in shared memory, instead of one
+/// thread with 1.5 KB of local lists).</summary>
 internal sealed class ProductKeyKernels
 {
     public readonly Action<Index1D, Work, RetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> SplitHalves;
@@ -143,11 +144,11 @@ internal sealed class ProductKeyKernels
     /// thread with 0; tests run the grouped kernel on CPU devices.</summary>
     internal ProductKeyKernels(Device d, int groupSize)
     {
-        SplitHalves = d.LoadKernel(SplitHalvesKernel);
-        // The selection body is plain C#: it needs no vector unit.
+        // The selection and the halves' copy are plain C#: they need no vector unit; the query's gradient uses 256-bit vectors.
+        SplitHalves = d.LoadKernel(SplitHalvesKernel, ProductKeyTopKCpu.SplitHalvesKernel, 0);
         if (groupSize > 0) grouped = new ProductKeyTopKGpu(d, groupSize);
-        else select = d.LoadKernel(d.Choose(SelectKernel, ProductKeyTopKCpu.SelectKernel, 0));
-        BackwardQuery = d.LoadKernel(BackwardQueryKernel);
+        else select = d.LoadKernel(SelectKernel, ProductKeyTopKCpu.SelectKernel, 0);
+        BackwardQuery = d.LoadKernel(BackwardQueryKernel, ProductKeyTopKCpu.BackwardQueryKernel, 256);
         SplitIndices = d.LoadKernel(SplitIndicesKernel);
     }
 

@@ -22,7 +22,7 @@ internal static class RowSparseGradients
         {
             var (coef, src, div, stride, off) = sets[i];
             var values = Scope.Unscope(SortSegment.Sum(s, null, coef, src, div, stride, off, cols));
-            result[i] = new RowSparseGrad(Scope.Unscope(Copy(s.Rows)), values);
+            result[i] = new RowSparseGrad(Scope.Unscope(s.Rows.Detach()), values); // rows are never written again: shared, not copied
         }
         return result;
     }
@@ -37,7 +37,7 @@ internal static class RowSparseGradients
         int cols = values.Shape[1];
         using var s = SortSegment.Run(old?.Rows, ids, limit);
         var sums = Scope.Unscope(SortSegment.Sum(s, old?.Values, null, values, 1, cols, 0, cols));
-        return new RowSparseGrad(Scope.Unscope(Copy(s.Rows)), sums);
+        return new RowSparseGrad(Scope.Unscope(s.Rows.Detach()), sums);
     }
 
     /// <summary>Adds <paramref name="g"/> into <paramref name="target"/>'s <see cref="Tensor.SparseGrad"/> (taking ownership of it);
@@ -76,28 +76,14 @@ internal static class RowSparseGradients
         }
         return dense;
     }
-
-    static Tensor Copy(Tensor t)
-    {
-        var c = Tensor.Empty(t.Device, DType.I32, t.Shape);
-        if (t.Length == 0) return c;
-        var w = t.Device.Split(t.Length);
-        t.Device.Get(static d => new RowSparseGradientKernels(d)).CopyInt(w.Workers, w, t.IntView, c.IntView);
-        return c;
-    }
 }
 
 /// <summary>Kernels of <see cref="RowSparseGradients"/>.</summary>
 internal sealed class RowSparseGradientKernels
 {
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, int> Scatter;
-    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>> CopyInt;
 
-    public RowSparseGradientKernels(Device d)
-    {
-        Scatter = d.LoadKernel(ScatterKernel);
-        CopyInt = d.LoadKernel(CopyIntKernel);
-    }
+    public RowSparseGradientKernels(Device d) => Scatter = d.LoadKernel(ScatterKernel);
 
     // rows: [R] distinct, values: [R, cols] -> dense[rows[s], :] = values[s, :]; one row per item (distinct rows: no conflicts)
     static void ScatterKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> values, ArrayView<float> dense, int cols)
@@ -108,12 +94,5 @@ internal sealed class RowSparseGradientKernels
                 int to = rows[s] * cols, from = s * cols;
                 for (int c = 0; c < cols; c++) dense[to + c] = values[from + c];
             }
-    }
-
-    // from: [n] -> to: [n]
-    static void CopyIntKernel(Index1D w, Work work, ArrayView<int> from, ArrayView<int> to)
-    {
-        for (int s = work.Start(w); s < work.N; s += work.Stride)
-            for (int i = s, e = work.End(s); i < e; i++) to[i] = from[i];
     }
 }

@@ -179,9 +179,9 @@ internal sealed class ShapeKernels
     public ShapeKernels(Device d)
     {
         // The block copies need no vector unit.
-        Permute = d.LoadKernel(d.Choose(PermuteKernel, ShapeOpsCpu.PermuteKernel, 0));
-        Take = d.LoadKernel(d.Choose(TakeKernel, ShapeOpsCpu.TakeKernel, 0));
-        Put = d.LoadKernel(d.Choose(PutKernel, ShapeOpsCpu.PutKernel, 0));
+        Permute = d.LoadKernel(PermuteKernel, ShapeOpsCpu.PermuteKernel, 0);
+        Take = d.LoadKernel(TakeKernel, ShapeOpsCpu.TakeKernel, 0);
+        Put = d.LoadKernel(PutKernel, ShapeOpsCpu.PutKernel, 0);
     }
 
     // x: [.. any order ..] -> y: [D0, D1, D2, D3], y[i0, i1, i2, i3] = x[i0 S0 + i1 S1 + i2 S2 + i3 S3]

@@ -4,7 +4,9 @@
 // in ascending pair order. Every pass is parallel over all workers: sorted runs of RunLength are built by ranking, each
 // merge level splits its output evenly between workers by merge path (a co-rank binary search), segment heads are
 // counted per block and the block counts scanned in log2(blocks) steps. No atomics: the same inputs give the same bits
-// on a backend, whatever the worker count. Costs O(P log P + P * cols), never O(rows of the table).
+// on a backend, whatever the worker count. Costs O(P log P + P * cols), never O(rows of the table). On the CPU accelerator
+// the runs pass's body sorts everything at once and the merge levels are skipped; the sums have a SIMD body
+// (Cpu/SortSegmentCpu.cs, the same bits).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -95,19 +97,23 @@ internal static class SortSegment
         // Bottom-up merges of the sorted runs, ping-ponging with a scratch pair. Each level splits its P outputs into
         // equal contiguous ranges, one per worker, whatever the run widths (so the last levels, two or four long merges,
         // keep every worker busy). Ties take the left run: stable.
-        var (keysB, orderB) = (Tensor.Empty(d, DType.I32, p), Tensor.Empty(d, DType.I32, p));
-        var mw = Contiguous(d, p, sh.MergeGrain);
-        for (int width = RunLength; width < p; width *= 2)
+        if (!k.RunsSortAll)
         {
-            k.Merge(mw.Workers, mw, keys.IntView, order.IntView, keysB.IntView, orderB.IntView, width);
-            (keys, order, keysB, orderB) = (keysB, orderB, keys, order);
+            var (keysB, orderB) = (Tensor.Empty(d, DType.I32, p), Tensor.Empty(d, DType.I32, p));
+            var mw = Contiguous(d, p, sh.MergeGrain);
+            for (int width = RunLength; width < p; width *= 2)
+            {
+                k.Merge(mw.Workers, mw, keys.IntView, order.IntView, keysB.IntView, orderB.IntView, width);
+                (keys, order, keysB, orderB) = (keysB, orderB, keys, order);
+            }
+            keysB.Dispose();
+            orderB.Dispose();
         }
-        keysB.Dispose();
-        orderB.Dispose();
 
         // Segment heads (a kept key differing from its predecessor): counted per block of contiguous positions, the block
         // counts scanned (inclusive, log-step, ping-pong buffers), then each block writes its heads from its offset.
-        int blockLen = sh.BlockLength > 0 ? sh.BlockLength : (p + d.Workers - 1) / d.Workers;
+        // After a whole sort on one worker (RunsSortAll) one block is as fast as a split and saves the scan's launches.
+        int blockLen = sh.BlockLength > 0 ? sh.BlockLength : k.RunsSortAll ? p : (p + d.Workers - 1) / d.Workers;
         int blocks = (p + blockLen - 1) / blockLen;
         var bw = d.Split(blocks);
         using var counts = Tensor.Empty(d, DType.I32, blocks);
@@ -160,9 +166,12 @@ internal static class SortSegment
     }
 }
 
-/// <summary>Kernels of the sort-and-segment reduction.</summary>
+/// <summary>Kernels of the sort-and-segment reduction: the portable kernels below, the runs and the sums being the CPU bodies'
+/// kernels (Cpu/SortSegmentCpu.cs) where <see cref="Device.Choose"/> picks them.</summary>
 internal sealed class SortSegmentKernels
 {
+    /// <summary>Whether <see cref="Runs"/> sorts the pairs completely (its CPU body), so that no merge level is needed.</summary>
+    public readonly bool RunsSortAll;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int, int, ArrayView<int>, ArrayView<int>> Runs;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int> Merge;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int> CountHeads;
@@ -172,12 +181,14 @@ internal sealed class SortSegmentKernels
 
     public SortSegmentKernels(Device d)
     {
-        Runs = d.LoadKernel(RunsKernel);
+        // The sort body is plain C# (it needs no vector unit); the sums use 256-bit vectors.
+        RunsSortAll = d.CpuBodyBits >= 0; // where Device.Choose picks a body that needs 0 bits
+        Runs = d.LoadKernel(RunsKernel, SortSegmentCpu.RunsKernel, 0);
         Merge = d.LoadKernel(MergeKernel);
         CountHeads = d.LoadKernel(CountHeadsKernel);
         ScanStep = d.LoadKernel(ScanStepKernel);
         WriteHeads = d.LoadKernel(WriteHeadsKernel);
-        Sum = d.LoadKernel(SumKernel);
+        Sum = d.LoadKernel(SumKernel, SortSegmentCpu.SumKernel, 256);
     }
 
     // The sort key of pair i: keys1[i] for i < n1, else keys2[i - n1]; int.MaxValue (sorts last) outside [0, limit).

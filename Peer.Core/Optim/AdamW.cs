@@ -52,6 +52,8 @@ public sealed class AdamW : Optimizer
         WeightDecay = weightDecay;
     }
 
+    private protected override bool PacksDenseParameters => true;
+
     AdamArgs Args(long step)
     {
         // Bias corrections in double on the host, as PyTorch computes them in Python floats.
@@ -97,8 +99,8 @@ internal sealed class AdamKernels
     public AdamKernels(Device d)
     {
         // The CPU bodies use Vector<float>, whatever width it has here (scalar without SIMD): they need no vector unit.
-        Dense = d.LoadKernel(d.Choose(AdamWKernel, AdamWCpu.DenseKernel, 0));
-        Sparse = d.LoadKernel(d.Choose(SparseAdamWKernel, AdamWCpu.SparseKernel, 0));
+        Dense = d.LoadKernel(AdamWKernel, AdamWCpu.DenseKernel, 0);
+        Sparse = d.LoadKernel(SparseAdamWKernel, AdamWCpu.SparseKernel, 0);
     }
 
     // p, g, m, v: [n]; updates p, m, v in place

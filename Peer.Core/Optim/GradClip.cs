@@ -5,6 +5,9 @@
 // clipping factor, which the scaling kernels read on the device: clipping never waits for the device. Dense grads and
 // RowSparseGrad values both count. These kernels are the definition; on the CPU accelerator the launcher loads the SIMD
 // bodies of Cpu/GradClipCpu.cs (Device.Choose; the same sum to rounding, the same scaling bit for bit).
+// Gradients lying side by side in one buffer (an optimizer's parameter arena, ParameterArena.cs) are read as one
+// tensor: a launch per run instead of per parameter. That changes which worker sums which elements, so the norm may
+// differ from the per-parameter sum in its last bits.
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -27,6 +30,7 @@ public static class GradClip
         if (grads.Count == 0) return 0f;
         var d = grads[0].Device;
         var k = d.Get(static d => new ClipKernels(d));
+        using var phase = d.Profiler?.Enter(ProfilePhase.Optimizer);
         lock (k)
         {
             Clip(d, k, grads, maxNorm);
@@ -56,6 +60,7 @@ public static class GradClip
         var d = grads[0].Device;
         Check.SameDevice(grads[0], norm, nameof(norm));
         var k = d.Get(static d => new ClipKernels(d));
+        using var phase = d.Profiler?.Enter(ProfilePhase.Optimizer);
         lock (k)
         {
             Clip(d, k, grads, maxNorm);
@@ -83,8 +88,38 @@ public static class GradClip
         return grads;
     }
 
-    // Launches the norm and the scaling; the caller holds the lock on k.
-    static void Clip(Device d, ClipKernels k, List<Tensor> grads, float maxNorm)
+    // Launches the norm and the scaling over the gradients' runs; the caller holds the lock on k.
+    static void Clip(Device d, ClipKernels k, List<Tensor> gradients, float maxNorm)
+    {
+        var grads = Runs(gradients);
+        try
+        {
+            ClipRuns(d, k, grads, maxNorm);
+        }
+        finally
+        {
+            foreach (var r in grads) if (!gradients.Contains(r)) r.Dispose();
+        }
+    }
+
+    // The gradients with neighbours in one buffer (each next one starting where the last ends) merged into flat views of
+    // them: a view per run of two or more, the gradient itself otherwise.
+    static List<Tensor> Runs(List<Tensor> grads)
+    {
+        var runs = new List<Tensor>();
+        for (int i = 0; i < grads.Count;)
+        {
+            var (buffer, at) = grads[i].Place;
+            long length = grads[i].Length;
+            int j = i + 1;
+            while (j < grads.Count && grads[j].Place == (buffer, at + length) && length + grads[j].Length <= int.MaxValue) length += grads[j++].Length;
+            runs.Add(j == i + 1 ? grads[i] : Scope.Unscope(Tensor.ViewOf(buffer, at, [(int)length], DType.F32)));
+            i = j;
+        }
+        return runs;
+    }
+
+    static void ClipRuns(Device d, ClipKernels k, List<Tensor> grads, float maxNorm)
     {
         int workers = k.Workers;
         var scratch = k.Scratch.View; // [0, W): partial sums, [W, 2W): their compensations, [2W]: the norm, [2W + 1]: the factor
@@ -145,8 +180,8 @@ internal sealed class ClipKernels
     {
         Zero = d.LoadKernel(ZeroKernel);
         // The CPU bodies use Vector<float>, whatever width it has here (scalar without SIMD): they need no vector unit.
-        SumSquares = d.LoadKernel(d.Choose(SumSquaresKernel, GradClipCpu.SumSquaresKernel, 0));
-        Scale = d.LoadKernel(d.Choose(ScaleKernel, GradClipCpu.ScaleKernel, 0));
+        SumSquares = d.LoadKernel(SumSquaresKernel, GradClipCpu.SumSquaresKernel, 0);
+        Scale = d.LoadKernel(ScaleKernel, GradClipCpu.ScaleKernel, 0);
         if (groupedFinal)
         {
             finalGrouped = d.LoadGroupedKernel<Action<KernelConfig, ArrayView<float>, int, float>>(FinalGroupKernel);

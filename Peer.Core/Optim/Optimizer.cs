@@ -2,11 +2,16 @@
 // reused: Step() allocates nothing), gradient validation before any update, and a state dict of named tensors
 // so a checkpoint restores the optimizer exactly. A parameter steps with its dense Grad or, for tables looked
 // up by row, its RowSparseGrad (a lazy step over the touched rows only); a parameter with neither is skipped.
+// Optimizers whose state is elementwise pack the parameters that have dense gradients at the first step into an arena
+// (ParameterArena.cs) and step neighbouring ones together, one launch per run instead of one per parameter.
+// A state tensor has the parameter's shape, or one element per row for the row-wise optimizers (rows are the first
+// dimension), so that state is addressed by row index whichever rows a process holds.
 using ILGPU.Runtime;
 
 namespace Peer.Optim;
 
-/// <summary>Updates parameters from their gradients. Concrete optimizers: <see cref="Sgd"/>, <see cref="AdamW"/>.</summary>
+/// <summary>Updates parameters from their gradients. Concrete optimizers: <see cref="Sgd"/>, <see cref="AdamW"/>, and for tables
+/// looked up by row <see cref="RowWiseAdagrad"/> and <see cref="RowWiseAdamW"/>; <see cref="CombinedOptimizer"/> steps several as one.</summary>
 public abstract class Optimizer : IDisposable
 {
     private protected sealed class Slot(string name, Tensor param)
@@ -24,7 +29,8 @@ public abstract class Optimizer : IDisposable
     readonly bool countsSteps;
     int[] rowsHost = new int[16];
     float learningRate;
-    bool allocated, disposed;
+    bool allocated, disposed, packed;
+    ParameterArena? arena;
 
     /// <summary>The device holding every parameter.</summary>
     public Device Device { get; }
@@ -44,6 +50,9 @@ public abstract class Optimizer : IDisposable
 
     /// <summary>Names of the optimized parameters, in order.</summary>
     public IReadOnlyList<string> ParameterNames => slots.Select(s => s.Name).ToArray();
+
+    /// <summary>The optimized parameters, in the order of <see cref="ParameterNames"/>.</summary>
+    internal IEnumerable<Tensor> ParameterTensors => slots.Select(s => s.Param);
 
     /// <summary>Number of <see cref="Step"/> calls on this object (not part of the state dict; the per-parameter step counts are).</summary>
     public long StepCalls { get; private set; }
@@ -84,12 +93,34 @@ public abstract class Optimizer : IDisposable
     /// or (where checked) sparse rows that are out of range or not strictly increasing. Nothing was updated.</exception>
     public void Step()
     {
+        PrepareStep();
+        ApplyStep();
+    }
+
+    /// <summary>The checks of <see cref="Step"/>: allocates the state if needed and validates every gradient; changes no parameter.</summary>
+    internal void PrepareStep()
+    {
         ObjectDisposedException.ThrowIf(disposed, this);
+        using var phase = Device.Profiler?.Enter(ProfilePhase.Optimizer);
         EnsureState();
         for (int i = 0; i < slots.Length; i++) Validate(slots[i]);
+    }
+
+    /// <summary>The updates of <see cref="Step"/>, after <see cref="PrepareStep"/> passed.</summary>
+    internal void ApplyStep()
+    {
+        using var phase = Device.Profiler?.Enter(ProfilePhase.Optimizer);
+        if (!packed && PacksDenseParameters)
+        {
+            arena = ParameterArena.Pack(Device, slots.Select(s => (s.Param, s.State)).ToArray(),
+                Enumerable.Range(0, slots.Length).Where(i => slots[i].Param.Grad is not null && slots[i].Param.Length > 0));
+            packed = true;
+        }
+        var inRun = StepArenaRuns();
         for (int i = 0; i < slots.Length; i++)
         {
             var s = slots[i];
+            if (inRun[i]) continue;
             if (s.Param.Grad is { } g)
             {
                 s.Steps++;
@@ -107,6 +138,7 @@ public abstract class Optimizer : IDisposable
     /// <summary>Disposes and clears every parameter's dense and sparse gradient.</summary>
     public void ZeroGrad()
     {
+        using var phase = Device.Profiler?.Enter(ProfilePhase.Optimizer);
         foreach (var s in slots)
         {
             s.Param.Grad?.Dispose();
@@ -118,7 +150,8 @@ public abstract class Optimizer : IDisposable
 
     /// <summary>
     /// The optimizer's state as named tensors: <c>{parameter}.{state}</c> for each state tensor of each parameter
-    /// (shape of the parameter) and, for optimizers that count steps, <c>{parameter}.step</c> (I32 <c>[1]</c>).
+    /// (shape of the parameter, or <c>[rows]</c> for a per-row state; see each optimizer) and, for optimizers that count steps,
+    /// <c>{parameter}.step</c> (I32 <c>[1]</c>).
     /// The tensors belong to the optimizer: read or save them, do not dispose them. Allocates the state if no step ran yet.
     /// </summary>
     public IEnumerable<(string Name, Tensor T)> StateDict()
@@ -146,9 +179,15 @@ public abstract class Optimizer : IDisposable
     /// <exception cref="ArgumentException">An entry is missing, unexpected, repeated, of the wrong shape, type or device, or a step count is negative.</exception>
     public void LoadStateDict(IEnumerable<(string Name, Tensor T)> state)
     {
-        ObjectDisposedException.ThrowIf(disposed, this);
+        var given = CollectState(state);
+        var steps = CheckState(given, allowOthers: false);
+        CopyState(given, steps);
+    }
+
+    /// <summary>The entries of a state dict by name, each checked to be given once and alive.</summary>
+    internal static Dictionary<string, Tensor> CollectState(IEnumerable<(string Name, Tensor T)> state)
+    {
         ArgumentNullException.ThrowIfNull(state);
-        EnsureState();
         var given = new Dictionary<string, Tensor>();
         foreach (var (name, t) in state)
         {
@@ -156,17 +195,27 @@ public abstract class Optimizer : IDisposable
             ArgumentNullException.ThrowIfNull(t, name);
             Check.Alive(t, name);
         }
+        return given;
+    }
+
+    /// <summary>The checks of <see cref="LoadStateDict"/> (every entry of this optimizer present, of its shape, type and device;
+    /// no other entry unless <paramref name="allowOthers"/>); returns the step counts to restore. Copies nothing.</summary>
+    internal long[] CheckState(IReadOnlyDictionary<string, Tensor> given, bool allowOthers)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        EnsureState();
         var expected = StateDict().ToList();
         foreach (var (name, mine) in expected)
         {
-            Check.That(given.TryGetValue(name, out var t), nameof(state), name, "an entry of this name (the optimizer's state has it)");
+            Check.That(given.TryGetValue(name, out var t), "state", name, "an entry of this name (the optimizer's state has it)");
             Check.DType(t!, mine.DType, name);
             Check.Shape(t!, name, mine.Shape);
             Check.SameDevice(mine, t!, name);
         }
-        foreach (var name in given.Keys)
-            Check.That(expected.Any(e => e.Name == name), nameof(state), name,
-                expected.Count == 0 ? "no entries (this optimizer keeps no state)" : $"one of the optimizer's state names (e.g. '{expected[0].Name}')");
+        if (!allowOthers)
+            foreach (var name in given.Keys)
+                Check.That(expected.Any(e => e.Name == name), "state", name,
+                    expected.Count == 0 ? "no entries (this optimizer keeps no state)" : $"one of the optimizer's state names (e.g. '{expected[0].Name}')");
         var steps = new long[slots.Length];
         for (int i = 0; i < slots.Length; i++)
         {
@@ -175,7 +224,13 @@ public abstract class Optimizer : IDisposable
             steps[i] = given[name].ToIntArray()[0];
             Check.That(steps[i] >= 0, name, steps[i], "a non-negative step count");
         }
-        foreach (var (name, mine) in expected)
+        return steps;
+    }
+
+    /// <summary>The copies of <see cref="LoadStateDict"/>, after <see cref="CheckState"/> passed.</summary>
+    internal void CopyState(IReadOnlyDictionary<string, Tensor> given, long[] steps)
+    {
+        foreach (var (name, mine) in StateDict())
             if (mine.Length > 0)
             {
                 if (mine.DType == DType.F32) mine.View.CopyFrom(given[name].View);
@@ -197,11 +252,74 @@ public abstract class Optimizer : IDisposable
         GC.SuppressFinalize(this);
     }
 
+    /// <summary>
+    /// Whether this optimizer's state is elementwise (each state tensor of a parameter's shape, element i updated from element i of
+    /// the parameter and gradient alone), so that its dense parameters can be packed into an arena and stepped a run at a time.
+    /// </summary>
+    private protected virtual bool PacksDenseParameters => false;
+
+    /// <summary>Steps the arena's runs: neighbouring packed parameters with their gradients in place and equal step counts, each run
+    /// with one <see cref="UpdateDense"/>; returns which slots were stepped.</summary>
+    bool[] StepArenaRuns()
+    {
+        var done = new bool[slots.Length];
+        if (arena is null) return done;
+        int n = arena.Slots.Length;
+        for (int i = 0; i < n;)
+        {
+            var first = slots[arena.Slots[i]];
+            if (!arena.InPlace(i, first.Param, first.State))
+            {
+                i++;
+                continue;
+            }
+            long steps = first.Steps + 1, from = arena.Offsets[i], length = first.Param.Length;
+            int j = i + 1;
+            for (; j < n; j++)
+            {
+                var s = slots[arena.Slots[j]];
+                if (s.Steps + 1 != steps || arena.Offsets[j] != from + length || length + s.Param.Length > int.MaxValue || !arena.InPlace(j, s.Param, s.State)) break;
+                length += s.Param.Length;
+            }
+            var (p, g, state) = arena.Run(from, length);
+            try
+            {
+                UpdateDense(p, g, state, steps);
+            }
+            finally
+            {
+                p.Dispose();
+                g.Dispose();
+                foreach (var t in state) t.Dispose();
+            }
+            for (int k = i; k < j; k++)
+            {
+                slots[arena.Slots[k]].Steps = steps;
+                done[arena.Slots[k]] = true;
+            }
+            i = j;
+        }
+        return done;
+    }
+
     /// <summary>One dense update of <paramref name="p"/> from <paramref name="grad"/> (same shape); <paramref name="step"/> counts from 1.</summary>
     private protected abstract void UpdateDense(Tensor p, Tensor grad, Tensor[] state, long step);
 
     /// <summary>One lazy update of the rows of <paramref name="p"/> (viewed as <c>[Length / cols, cols]</c>) listed in <paramref name="grad"/>.</summary>
     private protected abstract void UpdateSparse(Tensor p, RowSparseGrad grad, int cols, Tensor[] state, long step);
+
+    /// <summary>The shape of state tensor <paramref name="k"/> of parameter <paramref name="p"/>: the parameter's, unless an optimizer keeps it per row.</summary>
+    private protected virtual int[] StateShape(int k, Tensor p) => p.Shape;
+
+    /// <summary>True for optimizers whose state is per row of a parameter: a sparse gradient's rows must then be the parameter's rows
+    /// (values of the parameter's row width), not rows of some other width dividing its length.</summary>
+    private protected virtual bool RowWise => false;
+
+    /// <summary>Rows of <paramref name="p"/> as the row-wise optimizers see it: its first dimension (1 for a scalar).</summary>
+    internal static int Rows(Tensor p) => p.Rank == 0 ? 1 : p.Shape[0];
+
+    /// <summary>Elements per row of <paramref name="p"/>: its length over <see cref="Rows"/> (0 for an empty parameter).</summary>
+    internal static int RowWidth(Tensor p) => Rows(p) == 0 ? 0 : p.Length / Rows(p);
 
     void EnsureState()
     {
@@ -209,7 +327,7 @@ public abstract class Optimizer : IDisposable
         foreach (var s in slots)
         {
             s.State = new Tensor[stateNames.Length];
-            for (int k = 0; k < stateNames.Length; k++) s.State[k] = Scope.Unscope(Tensor.Zeros(Device, s.Param.Shape));
+            for (int k = 0; k < stateNames.Length; k++) s.State[k] = Scope.Unscope(Tensor.Zeros(Device, StateShape(k, s.Param)));
             if (countsSteps) s.StepTensor = Scope.Unscope(Tensor.ZerosInt(Device, 1));
         }
         allocated = true;
@@ -236,6 +354,8 @@ public abstract class Optimizer : IDisposable
         if (values.Length == 0) return;
         if (p.Length % cols != 0)
             throw Bad(s, $"has SparseGrad values of shape {Tensor.FormatShape(values.Shape)}: expected rows of a width dividing the parameter's {p.Length} elements (shape {Tensor.FormatShape(p.Shape)})");
+        if (RowWise && cols != RowWidth(p))
+            throw Bad(s, $"has SparseGrad values of shape {Tensor.FormatShape(values.Shape)}: expected rows of the parameter's row width {RowWidth(p)} (shape {Tensor.FormatShape(p.Shape)}; a row-wise optimizer keeps its state per row of the first dimension)");
         // The rows are read back only where that stalls nothing (DeviceOptions.CheckIndices): the sort-and-segment that builds
         // sparse gradients gives distinct, increasing rows inside the table, and the sparse kernels skip a row outside it.
         if (!Device.ChecksIndices) return;

@@ -37,6 +37,8 @@ public sealed class Sgd : Optimizer
         WeightDecay = weightDecay;
     }
 
+    private protected override bool PacksDenseParameters => true;
+
     private protected override void UpdateDense(Tensor p, Tensor grad, Tensor[] state, long step)
     {
         if (p.Length == 0) return;

@@ -3,11 +3,11 @@
 // (tensors, ops, modules) hangs off a Device.
 // The one rule for CPU fast paths: an op's portable kernel (Ops/X.cs) is its definition, its CPU body (the [External]
 // method and a kernel of the portable kernel's signature that calls it) goes beside its name in Ops/Cpu/XCpu.cs
-// (Optim/Cpu/XCpu.cs for an optimizer), and the launcher's constructor loads d.LoadKernel(d.Choose(portable, cpuBody, bits)),
-// which is the CPU body only on the CPU accelerator with DeviceOptions.PortableKernels off and vectors at least bits wide.
+// (Optim/Cpu/XCpu.cs for an optimizer), and the launcher's constructor loads d.LoadKernel(portable, cpuBody, bits),
+// which loads the CPU body only on the CPU accelerator with DeviceOptions.PortableKernels off and vectors at least bits wide.
 // Variants shaped for GPUs (groups and shared memory, Ops/Gpu/) are chosen in the same constructor by accelerator type
 // (!ChunksWork and MaxGroupSize). Every kernel loads through LoadKernel or LoadGroupedKernel (DeviceKernels.cs), which
-// record it, so that the test suite compiles all of them for CUDA and OpenCL.
+// record it, so that the test suite compiles all of them for CUDA and OpenCL, and wrap it, so that the profiler sees every launch.
 using System.Runtime.Intrinsics;
 using ILGPU;
 using ILGPU.Algorithms;
@@ -62,6 +62,16 @@ public sealed record DeviceOptions
     /// For debugging. The CPU accelerator always checks: its launches wait anyway, and an out-of-range access ends the process there.
     /// </summary>
     public bool CheckIndices { get; init; }
+
+    /// <summary>The default <see cref="BufferPoolBytes"/>: 1 GiB.</summary>
+    public const long DefaultBufferPoolBytes = 1L << 30;
+
+    /// <summary>
+    /// Most bytes of idle tensor buffers the device keeps for reuse (0 turns the pool off): a buffer whose last tensor is disposed
+    /// waits there for the next tensor of its size instead of being freed. Pooled bytes count as live (<see cref="Device.LiveBytes"/>);
+    /// <see cref="Device.TrimPool"/> frees them.
+    /// </summary>
+    public long BufferPoolBytes { get; init; } = DefaultBufferPoolBytes;
 }
 
 /// <summary>What <see cref="Device.List"/> reports for each backend.</summary>
@@ -76,8 +86,13 @@ public sealed partial class Device : IDisposable
 {
     readonly Dictionary<Type, object> launchers = new();
     readonly object gate = new();
-    long liveBytes, peakBytes;
+    readonly List<string> opNames = new();
+    readonly Dictionary<string, int> opIds = new();
+    Type? building;
+    long liveBytes, peakBytes, tensorBytes, peakTensorBytes;
     bool disposed;
+    // The attached profiler, read by every launch (Runtime/DeviceKernels.cs): null costs one check per launch.
+    Profiler? profiler;
 
     /// <summary>The ILGPU context.</summary>
     public Context Context { get; }
@@ -106,7 +121,22 @@ public sealed partial class Device : IDisposable
         MaxGroupSize = accelerator.MaxNumThreadsPerGroup;
         ChecksIndices = backend == Backend.Cpu || (options?.CheckIndices ?? false);
         Tape = new Tape(this);
+        Pool = new BufferPool(this, options?.BufferPoolBytes ?? DeviceOptions.DefaultBufferPoolBytes);
+        AllocateOp = RegisterOp("Tensor.Allocate");
+        ReuseOp = RegisterOp("Tensor.Reuse");
+        FreeOp = RegisterOp("Tensor.Free");
+        CopyOp = RegisterOp("Tensor.Copy");
+        ZeroOp = RegisterOp("Tensor.Zero");
+        ToHostOp = RegisterOp("Tensor.ToHost");
+        FromHostOp = RegisterOp("Tensor.FromHost");
     }
+
+    /// <summary>Profiler ids of the tensor storage's own work (not kernels): allocation, reuse of a pooled buffer, freeing, a copy
+    /// between tensors, zeroing and host copies.</summary>
+    internal readonly int AllocateOp, ReuseOp, FreeOp, CopyOp, ZeroOp, ToHostOp, FromHostOp;
+
+    /// <summary>The idle buffers kept for reuse (Runtime/Storage.cs).</summary>
+    internal BufferPool Pool { get; }
 
     // The widest vectors this CPU accelerates (0 without SIMD), capped by the option.
     static int CpuVectorBits(int cap)
@@ -143,18 +173,36 @@ public sealed partial class Device : IDisposable
     /// <summary>True for ILGPU's CPU accelerator.</summary>
     public bool IsCpu => Backend == Backend.Cpu;
 
-    /// <summary>Bytes of device memory held by live tensors.</summary>
+    /// <summary>Bytes of device memory held by tensors: those in use and the idle ones pooled for reuse (<see cref="PooledBytes"/>).</summary>
     public long LiveBytes => Interlocked.Read(ref liveBytes);
+    /// <summary>Bytes of <see cref="LiveBytes"/> idle in the buffer pool (see <see cref="DeviceOptions.BufferPoolBytes"/>).</summary>
+    public long PooledBytes => Pool.Bytes;
+    /// <summary>Bytes of <see cref="LiveBytes"/> viewed by live tensors: <see cref="LiveBytes"/> less <see cref="PooledBytes"/>.</summary>
+    public long TensorBytes => Interlocked.Read(ref tensorBytes);
+    /// <summary>Largest <see cref="TensorBytes"/> seen since creation or the last <see cref="ResetPeak"/>: the memory the work needed,
+    /// where <see cref="PeakBytes"/> also counts what the pool held idle.</summary>
+    public long PeakTensorBytes => Interlocked.Read(ref peakTensorBytes);
+    /// <summary>Frees every idle pooled buffer; returns the bytes freed (they leave <see cref="LiveBytes"/>).</summary>
+    public long TrimPool() => Pool.Trim();
     /// <summary>Largest <see cref="LiveBytes"/> seen since creation or the last <see cref="ResetPeak"/>.</summary>
     public long PeakBytes => Interlocked.Read(ref peakBytes);
-    /// <summary>Sets <see cref="PeakBytes"/> to the current <see cref="LiveBytes"/>.</summary>
-    public void ResetPeak() => Interlocked.Exchange(ref peakBytes, LiveBytes);
-
-    internal void Track(long bytes)
+    /// <summary>Sets <see cref="PeakBytes"/> to the current <see cref="LiveBytes"/> and <see cref="PeakTensorBytes"/> to <see cref="TensorBytes"/>.</summary>
+    public void ResetPeak()
     {
-        long now = Interlocked.Add(ref liveBytes, bytes);
-        long peak;
-        while (now > (peak = Interlocked.Read(ref peakBytes)) && Interlocked.CompareExchange(ref peakBytes, now, peak) != peak) { }
+        Interlocked.Exchange(ref peakBytes, LiveBytes);
+        Interlocked.Exchange(ref peakTensorBytes, TensorBytes);
+    }
+
+    // Device memory allocated (+) or freed (-).
+    internal void Track(long bytes) => Raise(ref peakBytes, Interlocked.Add(ref liveBytes, bytes));
+
+    // Bytes taken by (+) or given back from (-) tensor storage, pooled or not.
+    internal void TrackTensors(long bytes) => Raise(ref peakTensorBytes, Interlocked.Add(ref tensorBytes, bytes));
+
+    static void Raise(ref long peak, long now)
+    {
+        long seen;
+        while (now > (seen = Interlocked.Read(ref peak)) && Interlocked.CompareExchange(ref peak, now, seen) != seen) { }
     }
 
     /// <summary>
@@ -171,6 +219,7 @@ public sealed partial class Device : IDisposable
         Check.That(options.CpuThreads >= 0, nameof(options.CpuThreads), options.CpuThreads, "0 (one per processor) or a positive thread count");
         Check.That(options.MaxCpuVectorBits is 0 or 256 or 512, nameof(options.MaxCpuVectorBits), options.MaxCpuVectorBits,
             "0 (the widest this CPU accelerates), 256 or 512");
+        Check.That(options.BufferPoolBytes >= 0, nameof(options.BufferPoolBytes), options.BufferPoolBytes, "0 (no pool) or a positive byte count");
         if (key == "auto")
         {
             var present = List();
@@ -281,6 +330,8 @@ public sealed partial class Device : IDisposable
         {
             ObjectDisposedException.ThrowIf(disposed, this);
             if (launchers.TryGetValue(typeof(T), out var found)) return (T)found;
+            var outer = building;
+            building = typeof(T); // names the ops of the kernels it loads (RegisterOp)
             try
             {
                 // On OpenCL a rejected kernel comes back with the compiler's build log (OpenClAdapter).
@@ -294,6 +345,10 @@ public sealed partial class Device : IDisposable
                 Context.ClearCache(ClearCacheMode.Everything);
                 throw;
             }
+            finally
+            {
+                building = outer;
+            }
         }
     }
 
@@ -305,6 +360,8 @@ public sealed partial class Device : IDisposable
     {
         if (disposed) return;
         disposed = true;
+        profiler = null;
+        Pool.Trim(close: true);
         Accelerator.Dispose();
         Context.Dispose();
     }

@@ -1,10 +1,14 @@
 // How launchers load kernels, and the record of what each device loaded. A launcher is a class named XKernels whose
 // constructor takes the Device and loads its kernels once (Device.Get caches it); every load goes through LoadKernel
 // (implicitly grouped: one index per item, ILGPU picks the group size) or LoadGroupedKernel (explicitly grouped: shared
-// memory and barriers), never through the accelerator directly, so that the device knows every kernel it loaded. A
-// device opened by ForInventory loads nothing: its launchers choose their kernels as they would on the backend it stands
-// for (a CUDA GPU, say, on a machine without one), and its record is then the list of kernels that backend would run,
-// which the test suite compiles for CUDA (PTX) and OpenCL (docs/ilgpu.md, "The kernel gate").
+// memory and barriers), never through the accelerator directly, so that the device knows every kernel it loaded and
+// the profiler sees every launch. A device opened by ForInventory loads nothing: its launchers choose their kernels as
+// they would on the backend it stands for (a CUDA GPU, say, on a machine without one), and its record is then the list
+// of kernels that backend would run, which the test suite compiles for CUDA (PTX) and OpenCL (docs/ilgpu.md, "The
+// kernel gate"). Each loaded kernel is wrapped so that a launch reports to the device's profiler when one is attached
+// (Device.Profile) and costs one null check when none is; the op's name is the launcher class being built and the
+// portable kernel's method (RegisterOp). The wrappers are generated, one per kernel arity, picked by reflection once
+// per kernel when its launcher is built.
 using System.Linq.Expressions;
 using System.Reflection;
 using ILGPU;
@@ -31,8 +35,79 @@ internal sealed record InventoryShape(Backend Backend, bool ChunksWork, int MaxG
 
 public sealed partial class Device
 {
-    static readonly Lazy<Dictionary<int, MethodInfo>> implicitLoaders = new(() => Loaders(nameof(KernelLoaders.LoadAutoGroupedStreamKernel)));
-    static readonly Lazy<Dictionary<int, MethodInfo>> explicitLoaders = new(() => Loaders(nameof(KernelLoaders.LoadStreamKernel)));
+    /// <summary>The profiler attached by <see cref="Profile"/>, or null (then launches record nothing).</summary>
+    public Profiler? Profiler => profiler;
+
+    /// <summary>
+    /// Attaches a profiler that records, from now until it is disposed, the time and count of every kernel launch and tensor
+    /// allocation on this device, by op and phase (see <see cref="Peer.Profiler"/>). One at a time per device.
+    /// </summary>
+    /// <example><code>
+    /// using (var profile = device.Profile())
+    /// {
+    ///     for (int i = 0; i &lt; 10; i++) trainer.Step();
+    ///     Console.WriteLine(profile.Report());
+    /// }
+    /// </code></example>
+    /// <exception cref="InvalidOperationException">A profiler is already attached to this device.</exception>
+    public Profiler Profile()
+    {
+        lock (gate)
+        {
+            ObjectDisposedException.ThrowIf(disposed, this);
+            if (profiler != null)
+                throw new InvalidOperationException($"A profiler is already attached to device '{Name}': dispose it before starting another.");
+            profiler = new Profiler(this);
+            return profiler;
+        }
+    }
+
+    /// <summary>Detaches <paramref name="p"/> if it is the attached profiler (pausing or disposing it).</summary>
+    internal void Detach(Profiler p) => Interlocked.CompareExchange(ref profiler, null, p);
+
+    /// <summary>Attaches <paramref name="p"/> again after a pause; false when another profiler took its place.</summary>
+    internal bool Attach(Profiler p) => Interlocked.CompareExchange(ref profiler, p, null) is null || ReferenceEquals(profiler, p);
+
+    /// <summary>The profiler's name of an op, by id.</summary>
+    internal string OpName(int id)
+    {
+        lock (opNames) return opNames[id];
+    }
+
+    /// <summary>Operations registered so far (ids 0 .. count-1).</summary>
+    internal int OpCount
+    {
+        get { lock (opNames) return opNames.Count; }
+    }
+
+    /// <summary>The id of the op named <paramref name="name"/>, registered on first use.</summary>
+    internal int RegisterOp(string name)
+    {
+        lock (opNames)
+        {
+            if (opIds.TryGetValue(name, out int id)) return id;
+            opIds[name] = opNames.Count;
+            opNames.Add(name);
+            return opNames.Count - 1;
+        }
+    }
+
+    /// <summary>
+    /// The id of a kernel's op, named once for every backend: the launcher class being built (its name less a "Kernels"
+    /// suffix; the kernel's declaring class outside <see cref="Get{T}"/>), a dot, and the portable kernel's method name less
+    /// a "Kernel" suffix, with its generic arguments (less an "Op" suffix): <c>Elementwise.Binary&lt;Add&gt;</c>.
+    /// </summary>
+    internal int RegisterOp(MethodInfo kernel)
+    {
+        string owner = (building ?? kernel.DeclaringType)?.Name ?? "Kernel";
+        if (owner.EndsWith("Kernels", StringComparison.Ordinal) && owner.Length > 7) owner = owner[..^7];
+        string name = kernel.Name.EndsWith("Kernel", StringComparison.Ordinal) && kernel.Name.Length > 6 ? kernel.Name[..^6] : kernel.Name;
+        if (kernel.IsGenericMethod)
+            name += "<" + string.Join(", ", kernel.GetGenericArguments().Select(a => a.Name.EndsWith("Op", StringComparison.Ordinal) && a.Name.Length > 2 ? a.Name[..^2] : a.Name)) + ">";
+        return RegisterOp(owner + "." + name);
+    }
+
+    static readonly MethodInfo[] implicitWrappers = Wrappers(nameof(Wrap)), explicitWrappers = Wrappers(nameof(WrapGrouped));
     readonly List<LoadedKernel> loaded = new();
 
     /// <summary>The largest group, in threads, that a kernel may be launched with here.</summary>
@@ -71,15 +146,18 @@ public sealed partial class Device
 
     /// <summary>
     /// Loads an implicitly grouped kernel, a static method whose first parameter is its index: the launcher takes that
-    /// index (how many items) and the kernel's other arguments, and runs on the accelerator's default stream.
+    /// index (how many items) and the kernel's other arguments, and runs on the accelerator's default stream. With
+    /// <paramref name="cpuBody"/>, loads that instead where <see cref="Choose"/> picks it (vectors of at least
+    /// <paramref name="bits"/>); the profiler names the launch after <paramref name="kernel"/>, the op's portable kernel.
     /// </summary>
-    internal TKernel LoadKernel<TKernel>(TKernel kernel) where TKernel : Delegate
+    internal TKernel LoadKernel<TKernel>(TKernel kernel, TKernel? cpuBody = null, int bits = 0) where TKernel : Delegate
     {
-        Record(kernel.Method, false);
+        var chosen = cpuBody is null ? kernel : Choose(kernel, cpuBody, bits);
+        Record(chosen.Method, false);
         if (ListsOnly) return Unlaunchable<TKernel>();
         var args = typeof(TKernel).GetGenericArguments();
-        return (TKernel)implicitLoaders.Value[args.Length].MakeGenericMethod(args)
-            .Invoke(null, BindingFlags.DoNotWrapExceptions, null, [Accelerator, kernel], null)!;
+        return (TKernel)implicitWrappers.Single(m => m.GetGenericArguments().Length == args.Length).MakeGenericMethod(args)
+            .Invoke(this, BindingFlags.DoNotWrapExceptions, null, [chosen, RegisterOp(kernel.Method)], null)!;
     }
 
     /// <summary>
@@ -91,8 +169,8 @@ public sealed partial class Device
         Record(kernel.Method, true);
         if (ListsOnly) return Unlaunchable<TLauncher>();
         var args = kernel.GetType().GetGenericArguments();
-        return (TLauncher)explicitLoaders.Value[args.Length].MakeGenericMethod(args)
-            .Invoke(null, BindingFlags.DoNotWrapExceptions, null, [Accelerator, kernel], null)!;
+        return (TLauncher)explicitWrappers.Single(m => m.GetGenericArguments().Length == args.Length).MakeGenericMethod(args)
+            .Invoke(this, BindingFlags.DoNotWrapExceptions, null, [kernel, RegisterOp(kernel.Method)], null)!;
     }
 
     void Record(MethodInfo method, bool explicitlyGrouped)
@@ -100,11 +178,8 @@ public sealed partial class Device
         lock (loaded) loaded.Add(new LoadedKernel(method, explicitlyGrouped));
     }
 
-    // ILGPU's stream-launcher loaders (extension methods of Accelerator), one per number of type arguments.
-    static Dictionary<int, MethodInfo> Loaders(string name) =>
-        typeof(KernelLoaders).GetMethods(BindingFlags.Public | BindingFlags.Static)
-            .Where(m => m.Name == name && m.GetParameters().Length == 2)
-            .ToDictionary(m => m.GetGenericArguments().Length);
+    static MethodInfo[] Wrappers(string name) =>
+        typeof(Device).GetMethods(BindingFlags.NonPublic | BindingFlags.Instance).Where(m => m.Name == name).ToArray();
 
     static TDelegate Unlaunchable<TDelegate>() where TDelegate : Delegate
     {
@@ -112,5 +187,168 @@ public sealed partial class Device
         var error = Expression.New(typeof(InvalidOperationException).GetConstructor([typeof(string)])!,
             Expression.Constant("a kernel-inventory device lists kernels and cannot launch them"));
         return Expression.Lambda<TDelegate>(Expression.Throw(error), parameters).Compile();
+    }
+
+    // The generated wrappers: ILGPU's loader for the kernel, and a launch that reports to the attached profiler.
+    Action<TIndex, T1> Wrap<TIndex, T1>(Action<TIndex, T1> kernel, int op) where TIndex : struct, IIndex where T1 : struct
+    {
+        var launch = Accelerator.LoadAutoGroupedStreamKernel(kernel);
+        return (i, a1) => { if (profiler is { } p) { long t0 = p.Begin(); launch(i, a1); p.End(op, t0); } else launch(i, a1); };
+    }
+
+    Action<TIndex, T1, T2> Wrap<TIndex, T1, T2>(Action<TIndex, T1, T2> kernel, int op) where TIndex : struct, IIndex where T1 : struct where T2 : struct
+    {
+        var launch = Accelerator.LoadAutoGroupedStreamKernel(kernel);
+        return (i, a1, a2) => { if (profiler is { } p) { long t0 = p.Begin(); launch(i, a1, a2); p.End(op, t0); } else launch(i, a1, a2); };
+    }
+
+    Action<TIndex, T1, T2, T3> Wrap<TIndex, T1, T2, T3>(Action<TIndex, T1, T2, T3> kernel, int op) where TIndex : struct, IIndex where T1 : struct where T2 : struct where T3 : struct
+    {
+        var launch = Accelerator.LoadAutoGroupedStreamKernel(kernel);
+        return (i, a1, a2, a3) => { if (profiler is { } p) { long t0 = p.Begin(); launch(i, a1, a2, a3); p.End(op, t0); } else launch(i, a1, a2, a3); };
+    }
+
+    Action<TIndex, T1, T2, T3, T4> Wrap<TIndex, T1, T2, T3, T4>(Action<TIndex, T1, T2, T3, T4> kernel, int op) where TIndex : struct, IIndex where T1 : struct where T2 : struct where T3 : struct where T4 : struct
+    {
+        var launch = Accelerator.LoadAutoGroupedStreamKernel(kernel);
+        return (i, a1, a2, a3, a4) => { if (profiler is { } p) { long t0 = p.Begin(); launch(i, a1, a2, a3, a4); p.End(op, t0); } else launch(i, a1, a2, a3, a4); };
+    }
+
+    Action<TIndex, T1, T2, T3, T4, T5> Wrap<TIndex, T1, T2, T3, T4, T5>(Action<TIndex, T1, T2, T3, T4, T5> kernel, int op) where TIndex : struct, IIndex where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct
+    {
+        var launch = Accelerator.LoadAutoGroupedStreamKernel(kernel);
+        return (i, a1, a2, a3, a4, a5) => { if (profiler is { } p) { long t0 = p.Begin(); launch(i, a1, a2, a3, a4, a5); p.End(op, t0); } else launch(i, a1, a2, a3, a4, a5); };
+    }
+
+    Action<TIndex, T1, T2, T3, T4, T5, T6> Wrap<TIndex, T1, T2, T3, T4, T5, T6>(Action<TIndex, T1, T2, T3, T4, T5, T6> kernel, int op) where TIndex : struct, IIndex where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct
+    {
+        var launch = Accelerator.LoadAutoGroupedStreamKernel(kernel);
+        return (i, a1, a2, a3, a4, a5, a6) => { if (profiler is { } p) { long t0 = p.Begin(); launch(i, a1, a2, a3, a4, a5, a6); p.End(op, t0); } else launch(i, a1, a2, a3, a4, a5, a6); };
+    }
+
+    Action<TIndex, T1, T2, T3, T4, T5, T6, T7> Wrap<TIndex, T1, T2, T3, T4, T5, T6, T7>(Action<TIndex, T1, T2, T3, T4, T5, T6, T7> kernel, int op) where TIndex : struct, IIndex where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct
+    {
+        var launch = Accelerator.LoadAutoGroupedStreamKernel(kernel);
+        return (i, a1, a2, a3, a4, a5, a6, a7) => { if (profiler is { } p) { long t0 = p.Begin(); launch(i, a1, a2, a3, a4, a5, a6, a7); p.End(op, t0); } else launch(i, a1, a2, a3, a4, a5, a6, a7); };
+    }
+
+    Action<TIndex, T1, T2, T3, T4, T5, T6, T7, T8> Wrap<TIndex, T1, T2, T3, T4, T5, T6, T7, T8>(Action<TIndex, T1, T2, T3, T4, T5, T6, T7, T8> kernel, int op) where TIndex : struct, IIndex where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct
+    {
+        var launch = Accelerator.LoadAutoGroupedStreamKernel(kernel);
+        return (i, a1, a2, a3, a4, a5, a6, a7, a8) => { if (profiler is { } p) { long t0 = p.Begin(); launch(i, a1, a2, a3, a4, a5, a6, a7, a8); p.End(op, t0); } else launch(i, a1, a2, a3, a4, a5, a6, a7, a8); };
+    }
+
+    Action<TIndex, T1, T2, T3, T4, T5, T6, T7, T8, T9> Wrap<TIndex, T1, T2, T3, T4, T5, T6, T7, T8, T9>(Action<TIndex, T1, T2, T3, T4, T5, T6, T7, T8, T9> kernel, int op) where TIndex : struct, IIndex where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct
+    {
+        var launch = Accelerator.LoadAutoGroupedStreamKernel(kernel);
+        return (i, a1, a2, a3, a4, a5, a6, a7, a8, a9) => { if (profiler is { } p) { long t0 = p.Begin(); launch(i, a1, a2, a3, a4, a5, a6, a7, a8, a9); p.End(op, t0); } else launch(i, a1, a2, a3, a4, a5, a6, a7, a8, a9); };
+    }
+
+    Action<TIndex, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> Wrap<TIndex, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10>(Action<TIndex, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> kernel, int op) where TIndex : struct, IIndex where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct where T10 : struct
+    {
+        var launch = Accelerator.LoadAutoGroupedStreamKernel(kernel);
+        return (i, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10) => { if (profiler is { } p) { long t0 = p.Begin(); launch(i, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10); p.End(op, t0); } else launch(i, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10); };
+    }
+
+    Action<TIndex, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11> Wrap<TIndex, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11>(Action<TIndex, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11> kernel, int op) where TIndex : struct, IIndex where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct where T10 : struct where T11 : struct
+    {
+        var launch = Accelerator.LoadAutoGroupedStreamKernel(kernel);
+        return (i, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11) => { if (profiler is { } p) { long t0 = p.Begin(); launch(i, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11); p.End(op, t0); } else launch(i, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11); };
+    }
+
+    Action<TIndex, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12> Wrap<TIndex, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12>(Action<TIndex, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12> kernel, int op) where TIndex : struct, IIndex where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct where T10 : struct where T11 : struct where T12 : struct
+    {
+        var launch = Accelerator.LoadAutoGroupedStreamKernel(kernel);
+        return (i, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12) => { if (profiler is { } p) { long t0 = p.Begin(); launch(i, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12); p.End(op, t0); } else launch(i, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12); };
+    }
+
+    Action<TIndex, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13> Wrap<TIndex, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13>(Action<TIndex, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13> kernel, int op) where TIndex : struct, IIndex where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct where T10 : struct where T11 : struct where T12 : struct where T13 : struct
+    {
+        var launch = Accelerator.LoadAutoGroupedStreamKernel(kernel);
+        return (i, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13) => { if (profiler is { } p) { long t0 = p.Begin(); launch(i, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13); p.End(op, t0); } else launch(i, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13); };
+    }
+
+    Action<TIndex, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13, T14> Wrap<TIndex, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13, T14>(Action<TIndex, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13, T14> kernel, int op) where TIndex : struct, IIndex where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct where T10 : struct where T11 : struct where T12 : struct where T13 : struct where T14 : struct
+    {
+        var launch = Accelerator.LoadAutoGroupedStreamKernel(kernel);
+        return (i, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14) => { if (profiler is { } p) { long t0 = p.Begin(); launch(i, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14); p.End(op, t0); } else launch(i, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14); };
+    }
+
+    Action<KernelConfig, T1> WrapGrouped<T1>(Action<T1> kernel, int op) where T1 : struct
+    {
+        var launch = Accelerator.LoadStreamKernel(kernel);
+        return (c, a1) => { if (profiler is { } p) { long t0 = p.Begin(); launch(c, a1); p.End(op, t0); } else launch(c, a1); };
+    }
+
+    Action<KernelConfig, T1, T2> WrapGrouped<T1, T2>(Action<T1, T2> kernel, int op) where T1 : struct where T2 : struct
+    {
+        var launch = Accelerator.LoadStreamKernel(kernel);
+        return (c, a1, a2) => { if (profiler is { } p) { long t0 = p.Begin(); launch(c, a1, a2); p.End(op, t0); } else launch(c, a1, a2); };
+    }
+
+    Action<KernelConfig, T1, T2, T3> WrapGrouped<T1, T2, T3>(Action<T1, T2, T3> kernel, int op) where T1 : struct where T2 : struct where T3 : struct
+    {
+        var launch = Accelerator.LoadStreamKernel(kernel);
+        return (c, a1, a2, a3) => { if (profiler is { } p) { long t0 = p.Begin(); launch(c, a1, a2, a3); p.End(op, t0); } else launch(c, a1, a2, a3); };
+    }
+
+    Action<KernelConfig, T1, T2, T3, T4> WrapGrouped<T1, T2, T3, T4>(Action<T1, T2, T3, T4> kernel, int op) where T1 : struct where T2 : struct where T3 : struct where T4 : struct
+    {
+        var launch = Accelerator.LoadStreamKernel(kernel);
+        return (c, a1, a2, a3, a4) => { if (profiler is { } p) { long t0 = p.Begin(); launch(c, a1, a2, a3, a4); p.End(op, t0); } else launch(c, a1, a2, a3, a4); };
+    }
+
+    Action<KernelConfig, T1, T2, T3, T4, T5> WrapGrouped<T1, T2, T3, T4, T5>(Action<T1, T2, T3, T4, T5> kernel, int op) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct
+    {
+        var launch = Accelerator.LoadStreamKernel(kernel);
+        return (c, a1, a2, a3, a4, a5) => { if (profiler is { } p) { long t0 = p.Begin(); launch(c, a1, a2, a3, a4, a5); p.End(op, t0); } else launch(c, a1, a2, a3, a4, a5); };
+    }
+
+    Action<KernelConfig, T1, T2, T3, T4, T5, T6> WrapGrouped<T1, T2, T3, T4, T5, T6>(Action<T1, T2, T3, T4, T5, T6> kernel, int op) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct
+    {
+        var launch = Accelerator.LoadStreamKernel(kernel);
+        return (c, a1, a2, a3, a4, a5, a6) => { if (profiler is { } p) { long t0 = p.Begin(); launch(c, a1, a2, a3, a4, a5, a6); p.End(op, t0); } else launch(c, a1, a2, a3, a4, a5, a6); };
+    }
+
+    Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7> WrapGrouped<T1, T2, T3, T4, T5, T6, T7>(Action<T1, T2, T3, T4, T5, T6, T7> kernel, int op) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct
+    {
+        var launch = Accelerator.LoadStreamKernel(kernel);
+        return (c, a1, a2, a3, a4, a5, a6, a7) => { if (profiler is { } p) { long t0 = p.Begin(); launch(c, a1, a2, a3, a4, a5, a6, a7); p.End(op, t0); } else launch(c, a1, a2, a3, a4, a5, a6, a7); };
+    }
+
+    Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8> WrapGrouped<T1, T2, T3, T4, T5, T6, T7, T8>(Action<T1, T2, T3, T4, T5, T6, T7, T8> kernel, int op) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct
+    {
+        var launch = Accelerator.LoadStreamKernel(kernel);
+        return (c, a1, a2, a3, a4, a5, a6, a7, a8) => { if (profiler is { } p) { long t0 = p.Begin(); launch(c, a1, a2, a3, a4, a5, a6, a7, a8); p.End(op, t0); } else launch(c, a1, a2, a3, a4, a5, a6, a7, a8); };
+    }
+
+    Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9> WrapGrouped<T1, T2, T3, T4, T5, T6, T7, T8, T9>(Action<T1, T2, T3, T4, T5, T6, T7, T8, T9> kernel, int op) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct
+    {
+        var launch = Accelerator.LoadStreamKernel(kernel);
+        return (c, a1, a2, a3, a4, a5, a6, a7, a8, a9) => { if (profiler is { } p) { long t0 = p.Begin(); launch(c, a1, a2, a3, a4, a5, a6, a7, a8, a9); p.End(op, t0); } else launch(c, a1, a2, a3, a4, a5, a6, a7, a8, a9); };
+    }
+
+    Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> WrapGrouped<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10>(Action<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10> kernel, int op) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct where T10 : struct
+    {
+        var launch = Accelerator.LoadStreamKernel(kernel);
+        return (c, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10) => { if (profiler is { } p) { long t0 = p.Begin(); launch(c, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10); p.End(op, t0); } else launch(c, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10); };
+    }
+
+    Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11> WrapGrouped<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11>(Action<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11> kernel, int op) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct where T10 : struct where T11 : struct
+    {
+        var launch = Accelerator.LoadStreamKernel(kernel);
+        return (c, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11) => { if (profiler is { } p) { long t0 = p.Begin(); launch(c, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11); p.End(op, t0); } else launch(c, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11); };
+    }
+
+    Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12> WrapGrouped<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12>(Action<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12> kernel, int op) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct where T10 : struct where T11 : struct where T12 : struct
+    {
+        var launch = Accelerator.LoadStreamKernel(kernel);
+        return (c, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12) => { if (profiler is { } p) { long t0 = p.Begin(); launch(c, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12); p.End(op, t0); } else launch(c, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12); };
+    }
+
+    Action<KernelConfig, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13> WrapGrouped<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13>(Action<T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13> kernel, int op) where T1 : struct where T2 : struct where T3 : struct where T4 : struct where T5 : struct where T6 : struct where T7 : struct where T8 : struct where T9 : struct where T10 : struct where T11 : struct where T12 : struct where T13 : struct
+    {
+        var launch = Accelerator.LoadStreamKernel(kernel);
+        return (c, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13) => { if (profiler is { } p) { long t0 = p.Begin(); launch(c, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13); p.End(op, t0); } else launch(c, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13); };
     }
 }

@@ -1,6 +1,7 @@
-// Device tensors: a shape over a flat, row-major, reference-counted buffer of float32 or int32.
-// Reshape shares the buffer. Tensors created inside a Scope are disposed when it ends; gradients
-// belong to their tensor. Ops live in Peer.Core/Ops as partial methods of the static class Ops.
+// Device tensors: a shape over a flat, row-major, reference-counted buffer of float32 or int32 (Storage.cs),
+// from an offset into it (0 but for the optimizers' parameter arenas). Reshape shares the buffer. Tensors created
+// inside a Scope are disposed when it ends; gradients belong to their tensor. Ops live in Peer.Core/Ops as partial
+// methods of the static class Ops.
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -13,36 +14,6 @@ public enum DType
     F32,
     /// <summary>32-bit signed integer.</summary>
     I32,
-}
-
-/// <summary>A device buffer shared by tensors that view it (reshape); freed when the last one is disposed.</summary>
-internal sealed class Storage
-{
-    public readonly Device Device;
-    public readonly MemoryBuffer1D<float, Stride1D.Dense>? F;
-    public readonly MemoryBuffer1D<int, Stride1D.Dense>? I;
-    public readonly long Bytes;
-    int refs = 1;
-
-    public Storage(Device device, DType dtype, long length)
-    {
-        Device = device;
-        long n = Math.Max(1, length); // ILGPU refuses empty buffers; an empty tensor keeps one unused element
-        if (dtype == DType.F32) F = device.Accelerator.Allocate1D<float>(n);
-        else I = device.Accelerator.Allocate1D<int>(n);
-        Bytes = n * 4;
-        device.Track(Bytes);
-    }
-
-    public void AddRef() => Interlocked.Increment(ref refs);
-
-    public void Release()
-    {
-        if (Interlocked.Decrement(ref refs) != 0) return;
-        F?.Dispose();
-        I?.Dispose();
-        Device.Track(-Bytes);
-    }
 }
 
 /// <summary>Row-sparse gradient of a table parameter: the rows that received gradient and their values.</summary>
@@ -76,7 +47,11 @@ public sealed class RowSparseGrad : IDisposable
 /// <summary>An n-dimensional float32 or int32 array on a <see cref="Device"/>.</summary>
 public sealed class Tensor : IDisposable
 {
-    readonly Storage storage;
+    Storage storage;
+    long offset;
+    // Where the gradient of a parameter packed into an optimizer's arena lives (Optim/ParameterArena.cs), or null.
+    Storage? gradStorage;
+    long gradOffset;
 
     /// <summary>The device holding the data.</summary>
     public Device Device => storage.Device;
@@ -97,14 +72,19 @@ public sealed class Tensor : IDisposable
     public Tensor? Grad { get; set; }
     /// <summary>Accumulated row-sparse gradient (for table parameters looked up by row), or null.</summary>
     public RowSparseGrad? SparseGrad { get; set; }
+    /// <summary>True for a parameter whose gradient arrives as a <see cref="RowSparseGrad"/>: a table looked up by row (PEER expert
+    /// tables and sub-keys, PKM values, a sparse <see cref="Nn.Embedding"/>). Set by the module that registers it; used to give such
+    /// tables their own optimizer (e.g. <see cref="Optim.RowWiseAdagrad"/> in a <see cref="Optim.CombinedOptimizer"/>).</summary>
+    public bool RowSparse { get; internal set; }
     /// <summary>True for tensors created by users or modules rather than by an op on the tape.</summary>
     public bool IsLeaf { get; internal set; } = true;
     /// <summary>A name for messages and state dicts (set by modules).</summary>
     public string? Name { get; set; }
 
-    internal Tensor(Storage storage, int[] shape, DType dtype)
+    internal Tensor(Storage storage, int[] shape, DType dtype, long offset = 0)
     {
         this.storage = storage;
+        this.offset = offset;
         Shape = shape;
         DType = dtype;
         Length = checked((int)Numel(shape));
@@ -123,7 +103,10 @@ public sealed class Tensor : IDisposable
     public static Tensor Zeros(Device device, params int[] shape)
     {
         var t = Empty(device, DType.F32, shape);
+        var p = device.Profiler;
+        long t0 = p?.Begin() ?? 0;
         t.storage.F!.MemSetToZero();
+        p?.End(device.ZeroOp, t0);
         return t;
     }
 
@@ -131,7 +114,10 @@ public sealed class Tensor : IDisposable
     public static Tensor ZerosInt(Device device, params int[] shape)
     {
         var t = Empty(device, DType.I32, shape);
+        var p = device.Profiler;
+        long t0 = p?.Begin() ?? 0;
         t.storage.I!.MemSetToZero();
+        p?.End(device.ZeroOp, t0);
         return t;
     }
 
@@ -152,7 +138,10 @@ public sealed class Tensor : IDisposable
         ValidateShape(shape, nameof(shape));
         Check.That(data.Length == Numel(shape), nameof(data), $"{data.Length} elements", $"{Numel(shape)} elements for shape {FormatShape(shape)}");
         var t = Empty(device, DType.F32, shape);
-        if (data.Length > 0) t.storage.F!.View.SubView(0, data.Length).CopyFromCPU(data);
+        var p = device.Profiler;
+        long t0 = p?.Begin() ?? 0;
+        if (data.Length > 0) t.View.SubView(0, data.Length).CopyFromCPU(data);
+        p?.End(device.FromHostOp, t0);
         return t;
     }
 
@@ -164,7 +153,10 @@ public sealed class Tensor : IDisposable
         ValidateShape(shape, nameof(shape));
         Check.That(data.Length == Numel(shape), nameof(data), $"{data.Length} elements", $"{Numel(shape)} elements for shape {FormatShape(shape)}");
         var t = Empty(device, DType.I32, shape);
-        if (data.Length > 0) t.storage.I!.View.SubView(0, data.Length).CopyFromCPU(data);
+        var p = device.Profiler;
+        long t0 = p?.Begin() ?? 0;
+        if (data.Length > 0) t.IntView.SubView(0, data.Length).CopyFromCPU(data);
+        p?.End(device.FromHostOp, t0);
         return t;
     }
 
@@ -175,7 +167,7 @@ public sealed class Tensor : IDisposable
         {
             if (DType != DType.F32) throw new InvalidOperationException($"Tensor {Name ?? ""} has dtype {DType}: expected F32 for a float view.");
             Check.Alive(this, Name ?? "tensor");
-            return storage.F!.View.SubView(0, Math.Max(1, Length)).AsContiguous();
+            return storage.F!.View.SubView(offset, Math.Max(1, Length)).AsContiguous();
         }
     }
 
@@ -186,7 +178,7 @@ public sealed class Tensor : IDisposable
         {
             if (DType != DType.I32) throw new InvalidOperationException($"Tensor {Name ?? ""} has dtype {DType}: expected I32 for an int view.");
             Check.Alive(this, Name ?? "tensor");
-            return storage.I!.View.SubView(0, Math.Max(1, Length)).AsContiguous();
+            return storage.I!.View.SubView(offset, Math.Max(1, Length)).AsContiguous();
         }
     }
 
@@ -194,7 +186,10 @@ public sealed class Tensor : IDisposable
     public float[] ToArray()
     {
         var result = new float[Length];
+        var p = Device.Profiler;
+        long t0 = p?.Begin() ?? 0;
         if (Length > 0) View.SubView(0, Length).CopyToCPU(result);
+        p?.End(Device.ToHostOp, t0);
         return result;
     }
 
@@ -202,7 +197,10 @@ public sealed class Tensor : IDisposable
     public int[] ToIntArray()
     {
         var result = new int[Length];
+        var p = Device.Profiler;
+        long t0 = p?.Begin() ?? 0;
         if (Length > 0) IntView.SubView(0, Length).CopyToCPU(result);
+        p?.End(Device.ToHostOp, t0);
         return result;
     }
 
@@ -229,7 +227,7 @@ public sealed class Tensor : IDisposable
         ValidateShape(shape, nameof(shape));
         Check.That(Numel(shape) == Length, nameof(shape), shape, $"{Length} elements in all (the shape of the tensor is {FormatShape(Shape)})");
         storage.AddRef();
-        var result = new Tensor(storage, shape, DType) { RequiresGrad = RequiresGrad && Device.Tape.IsRecording };
+        var result = new Tensor(storage, shape, DType, offset) { RequiresGrad = RequiresGrad && Device.Tape.IsRecording };
         if (result.RequiresGrad)
         {
             result.IsLeaf = false;
@@ -243,7 +241,59 @@ public sealed class Tensor : IDisposable
     public Tensor Detach()
     {
         storage.AddRef();
-        return new Tensor(storage, (int[])Shape.Clone(), DType);
+        return new Tensor(storage, (int[])Shape.Clone(), DType, offset);
+    }
+
+    /// <summary>The buffer this tensor views, and where in it (elements): tensors of one parameter arena share a buffer.</summary>
+    internal (Storage Storage, long Offset) Place => (storage, offset);
+
+    /// <summary>A tensor of <paramref name="shape"/> viewing <paramref name="buffer"/> from <paramref name="at"/> (one more reference to it).</summary>
+    internal static Tensor ViewOf(Storage buffer, long at, int[] shape, DType dtype)
+    {
+        buffer.AddRef();
+        return new Tensor(buffer, (int[])shape.Clone(), dtype, at);
+    }
+
+    /// <summary>Moves this tensor's data to <paramref name="buffer"/> at <paramref name="at"/> (copying it) and views it there from now on;
+    /// tensors that shared the old buffer (reshapes) keep the old data.</summary>
+    internal void MoveTo(Storage buffer, long at)
+    {
+        Check.Alive(this, Name ?? "tensor");
+        buffer.AddRef();
+        var (old, oldAt) = (storage, offset);
+        (storage, offset) = (buffer, at);
+        if (Length > 0)
+        {
+            if (DType == DType.F32) View.CopyFrom(old.F!.View.SubView(oldAt, Length).AsContiguous());
+            else IntView.CopyFrom(old.I!.View.SubView(oldAt, Length).AsContiguous());
+        }
+        old.Release();
+    }
+
+    /// <summary>Gives this tensor (a parameter) a fixed place for its dense gradient: <see cref="Tape.Accumulate"/> then copies the
+    /// first gradient of a backward there instead of adopting it, so that the gradients of an arena's parameters lie side by side.</summary>
+    internal void SetGradSlot(Storage buffer, long at)
+    {
+        buffer.AddRef();
+        gradStorage?.Release();
+        (gradStorage, gradOffset) = (buffer, at);
+    }
+
+    /// <summary>A view of the gradient slot set by <see cref="SetGradSlot"/>, or null without one.</summary>
+    internal Tensor? GradSlotView() => gradStorage is null ? null : ViewOf(gradStorage, gradOffset, Shape, DType);
+
+    /// <summary>The tensor to keep as this tensor's gradient when <paramref name="grad"/> is its first (unscoped, owned by the
+    /// caller): <paramref name="grad"/> itself, or, for a parameter with a gradient slot, the slot holding a copy of it
+    /// (<paramref name="grad"/> disposed), so that the gradients of an arena's parameters lie side by side.</summary>
+    internal Tensor FirstGradient(Tensor grad)
+    {
+        if (GradSlotView() is not { } slot) return grad;
+        var p = Device.Profiler;
+        long t0 = p?.Begin() ?? 0;
+        slot.View.CopyFrom(grad.View);
+        p?.End(Device.CopyOp, t0);
+        grad.Dispose();
+        return Scope.Unscope(slot);
     }
 
     /// <summary>Runs reverse-mode differentiation from this scalar (see <see cref="Tape.Backward(Tensor)"/>).</summary>
@@ -255,6 +305,8 @@ public sealed class Tensor : IDisposable
         if (IsDisposed) return;
         IsDisposed = true;
         storage.Release();
+        gradStorage?.Release();
+        gradStorage = null;
         Grad?.Dispose();
         Grad = null;
         SparseGrad?.Dispose();

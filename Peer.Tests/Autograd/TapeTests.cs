@@ -38,25 +38,25 @@ public sealed class TapeTests
     [Test]
     public void ScopeFreesIntermediatesAndTape()
     {
-        long before = D.LiveBytes;
+        long before = D.TensorBytes;
         var x = Tensor.FromArray(D, new float[1000], 1000);
         x.RequiresGrad = true;
         using (Scope.Begin())
         {
             var y = Peer.Ops.Mul(x, x);
             Assert.That(D.Tape.Count, Is.EqualTo(1));
-            Assert.That(D.LiveBytes, Is.GreaterThanOrEqualTo(before + 8000));
+            Assert.That(D.TensorBytes, Is.GreaterThanOrEqualTo(before + 8000));
         }
         Assert.That(D.Tape.Count, Is.EqualTo(0));
-        Assert.That(D.LiveBytes, Is.EqualTo(before + 4000));
+        Assert.That(D.TensorBytes, Is.EqualTo(before + 4000));
         x.Dispose();
-        Assert.That(D.LiveBytes, Is.EqualTo(before));
+        Assert.That(D.TensorBytes, Is.EqualTo(before));
     }
 
     [Test]
     public void GradientFlowingToADisposedIntermediateFailsNamingIt()
     {
-        long before = D.LiveBytes;
+        long before = D.TensorBytes;
         using (Scope.Begin())
         {
             var x = Tensor.FromArray(D, [1f, 2f], 2);
@@ -71,7 +71,7 @@ public sealed class TapeTests
             Assert.That(x.Grad, Is.Null, "nothing reached x");
             Assert.That(D.Tape.Count, Is.EqualTo(0), "the tape is cleared");
         }
-        Assert.That(D.LiveBytes, Is.EqualTo(before), "the gradients and saved tensors were freed");
+        Assert.That(D.TensorBytes, Is.EqualTo(before), "the gradients and saved tensors were freed");
     }
 
     [Test]

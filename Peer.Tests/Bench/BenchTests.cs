@@ -30,12 +30,35 @@ public sealed class BenchTests
     [TestCase("--out", "--out needs a value.")]
     [TestCase("--repeats 0", "--repeats = '0': expected a positive integer.")]
     [TestCase("--fast", "unknown option '--fast'.")]
+    [TestCase("--sparse-optimizer adagrad", "--sparse-optimizer = 'adagrad': expected one of adamw, rowwise-adamw, rowwise-adagrad.")]
     public void BadArgumentsExitWithTheReason(string args, string message)
     {
         var (exit, output, error) = Bench(Repo.Root, args.Split(' '));
         Assert.That(exit, Is.EqualTo(1), output + error);
         Assert.That(error.Split('\n')[0], Does.Contain(message));
         Assert.That(error, Does.Contain("usage:"));
+    }
+
+    /// <summary>--profile: the peer and training suites write the profiler's table of Peer's steps per configuration, and say so in results.md.</summary>
+    [Test]
+    public void ProfileWritesTheProfilersTables()
+    {
+        var dir = Directory.CreateTempSubdirectory("peer-bench-profile-");
+        try
+        {
+            var (exit, output, error) = Bench(dir.FullName, "peer", "training", "--smoke", "--profile", "--out", "out");
+            Assert.That(exit, Is.EqualTo(0), Repo.Tail(output) + "\n" + error);
+            string outDir = Path.Combine(dir.FullName, "out");
+            var files = Directory.GetFiles(outDir, "profile-*.txt").Select(Path.GetFileName).ToArray();
+            Assert.That(files, Does.Contain("profile-peer-cpu-peer-step-n-16-2.txt").And.Contain("profile-training-cpu-tiny-preset.txt"));
+            var peer = File.ReadAllText(Path.Combine(outDir, "profile-peer-cpu-peer-step-n-16-2.txt"));
+            Assert.That(peer, Does.Contain("PeerExpert.Forward").And.Contain("PeerExpert.Backward").And.Contain("over 2 steps"));
+            Assert.That(File.ReadAllText(Path.Combine(outDir, "results.md")), Does.Contain("(profile-training-cpu-tiny-preset.txt)"));
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
     }
 
     /// <summary>

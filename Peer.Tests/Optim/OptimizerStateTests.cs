@@ -24,12 +24,20 @@ public sealed class OptimizerStateTests
         table.SparseGrad = new RowSparseGrad(Tensor.FromArray(D, rows, rows.Length), Tensor.FromArray(D, GradCheck.Rand(rows.Length * 3, seed + 1), rows.Length, 3));
     }
 
-    static Optimizer Make(string kind, Tensor dense, Tensor table) => kind == "adamw"
-        ? new AdamW([("dense", dense), ("table", table)], 1e-2f, weightDecay: 0.1f)
-        : new Sgd([("dense", dense), ("table", table)], 0.05f, momentum: 0.9f, weightDecay: 0.01f);
+    static Optimizer Make(string kind, Tensor dense, Tensor table) => kind switch
+    {
+        "adamw" => new AdamW([("dense", dense), ("table", table)], 1e-2f, weightDecay: 0.1f),
+        "rowwise-adagrad" => new RowWiseAdagrad([("dense", dense), ("table", table)], 0.1f, weightDecay: 0.1f),
+        "rowwise-adamw" => new RowWiseAdamW([("dense", dense), ("table", table)], 1e-2f, weightDecay: 0.1f),
+        "rowwise-adamw-no-first-moment" => new RowWiseAdamW([("dense", dense), ("table", table)], 1e-2f, beta1: 0f, weightDecay: 0.1f),
+        _ => new Sgd([("dense", dense), ("table", table)], 0.05f, momentum: 0.9f, weightDecay: 0.01f),
+    };
 
     [TestCase("adamw")]
     [TestCase("sgd")]
+    [TestCase("rowwise-adagrad")]
+    [TestCase("rowwise-adamw")]
+    [TestCase("rowwise-adamw-no-first-moment")]
     public void SavedStateGivesIdenticalLaterSteps(string kind)
     {
         using var s = Scope.Begin();
@@ -148,5 +156,63 @@ public sealed class OptimizerStateTests
         Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new AdamW([("p", p)], eps: 0f))!.Message, Does.Contain("eps = 0"));
         Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new Sgd([("p", p)], -1f))!.Message, Does.Contain("LearningRate = -1"));
         Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new Sgd([("p", p)], 0.1f, momentum: float.NaN))!.Message, Does.Contain("momentum = NaN"));
+    }
+
+    [Test]
+    public void RowWiseConstructionErrorsNameTheValue()
+    {
+        using var s = Scope.Begin();
+        var p = Param(GradCheck.Rand(4, 1), 2, 2);
+        Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new RowWiseAdagrad([("p", p)], eps: 0f))!.Message, Does.Contain("eps = 0"));
+        Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new RowWiseAdagrad([("p", p)], weightDecay: float.NaN))!.Message, Does.Contain("weightDecay = NaN"));
+        Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new RowWiseAdagrad([("p", p)], lr: -0.5f))!.Message, Does.Contain("LearningRate = -0.5"));
+        Assert.That(Assert.Throws<ArgumentException>(() => new RowWiseAdagrad([]))!.Message, Does.Contain("at least one parameter"));
+        Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new RowWiseAdamW([("p", p)], beta1: -0.1f))!.Message, Does.Contain("beta1 = -0.1"));
+        Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new RowWiseAdamW([("p", p)], beta2: 1f))!.Message, Does.Contain("beta2 = 1"));
+        Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new RowWiseAdamW([("p", p)], eps: float.NaN))!.Message, Does.Contain("eps = NaN"));
+        Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => new RowWiseAdamW([("p", p)], weightDecay: -1f))!.Message, Does.Contain("weightDecay = -1"));
+    }
+
+    // A row-wise optimizer keeps its state per row of the first dimension, so a sparse gradient must list rows of that width,
+    // even when another width divides the parameter's length (which AdamW accepts); nothing is updated when one does not.
+    [TestCase("rowwise-adagrad")]
+    [TestCase("rowwise-adamw")]
+    public void RowWiseRefusesSparseRowsOfAnotherWidth(string kind)
+    {
+        using var s = Scope.Begin();
+        var dense = Param(GradCheck.Rand(10, 1), 2, 5);
+        var table = Param(GradCheck.Rand(24, 2), 4, 6);
+        using var opt = Make(kind, dense, table);
+        dense.Grad = Tensor.FromArray(D, GradCheck.Rand(10, 3), 2, 5);
+        table.SparseGrad = new RowSparseGrad(Tensor.FromArray(D, new[] { 1, 5 }, 2), Tensor.FromArray(D, GradCheck.Rand(6, 4), 2, 3));
+        var before = dense.ToArray();
+        var e = Assert.Throws<InvalidOperationException>(opt.Step)!;
+        Assert.That(e.Message, Does.Contain("'table'").And.Contain("[2, 3]").And.Contain("row width 6").And.Contain("[4, 6]"));
+        Assert.That(dense.ToArray(), Is.EqualTo(before), "a refused step updates nothing");
+        table.SparseGrad.Dispose();
+        table.SparseGrad = new RowSparseGrad(Tensor.FromArray(D, new[] { 1, 3 }, 2), Tensor.FromArray(D, GradCheck.Rand(12, 4), 2, 6));
+        opt.Step();
+        Assert.That(dense.ToArray(), Is.Not.EqualTo(before));
+    }
+
+    // Row-wise state is one float per row: [rows] for a table, [n] for a vector; names as documented.
+    [Test]
+    public void RowWiseStateShapes()
+    {
+        using var s = Scope.Begin();
+        var table = Param(GradCheck.Rand(21, 2), 7, 3);
+        var bias = Param(GradCheck.Rand(4, 3), 4);
+        using var adagrad = new RowWiseAdagrad([("table", table), ("bias", bias)]);
+        Assert.That(adagrad.StateDict().Select(e => (e.Name, Tensor.FormatShape(e.T.Shape))),
+            Is.EqualTo(new[] { ("table.sum", "[7]"), ("bias.sum", "[4]") }));
+        using var adam = new RowWiseAdamW([("table", table), ("bias", bias)]);
+        Assert.That(adam.StateDict().Select(e => (e.Name, Tensor.FormatShape(e.T.Shape))), Is.EqualTo(new[]
+        {
+            ("table.exp_avg", "[7, 3]"), ("table.exp_avg_sq", "[7]"), ("table.step", "[1]"),
+            ("bias.exp_avg", "[4]"), ("bias.exp_avg_sq", "[4]"), ("bias.step", "[1]"),
+        }));
+        using var noMoment = new RowWiseAdamW([("table", table)], beta1: 0f);
+        Assert.That(noMoment.StateDict().Select(e => e.Name), Is.EqualTo(new[] { "table.exp_avg_sq", "table.step" }));
+        Assert.That(noMoment.HasFirstMoment, Is.False);
     }
 }

@@ -76,6 +76,14 @@ public sealed class CliTests
     }
 
     [Test]
+    public void TrainHelpListsTheTablesOptimizer()
+    {
+        var r = Peer("train", "--help");
+        Assert.That(r.Code, Is.EqualTo(0), r.Err);
+        Assert.That(r.Out, Does.Contain("--sparse-optimizer").And.Contain("rowwise-adagrad").And.Contain("rowwise-adamw").And.Contain("--sparse-lr"));
+    }
+
+    [Test]
     public void BadInputsGiveOneLineErrorsAndTouchNothing()
     {
         string run = Path.Combine(dir, "run");
@@ -98,6 +106,9 @@ public sealed class CliTests
         AssertOneLineError(Peer("train", "--config", Path.Combine(dir, "bad.json"), "--corpus", corpus, "--out", fresh), "heads = 3 does not divide d_model = 32", before);
         AssertOneLineError(Peer("train", "--preset", "tiny", "--config", config, "--out", fresh), "not both", before);
         AssertOneLineError(Peer("train", "--config", config, "--corpus", corpus, "--device", "tpu", "--out", fresh), "device = 'tpu'", before);
+        AssertOneLineError(Peer("train", "--config", config, "--corpus", corpus, "--sparse-lr", "-1", "--out", fresh), "sparse_learning_rate = -1", before);
+        AssertOneLineError(Peer("train", "--resume", "--sparse-optimizer", "rowwise-adagrad", "--steps", "12", "--out", run),
+            "another configuration (train.sparse_optimizer: \"adamw\" in the checkpoint vs \"rowwise-adagrad\")", before);
         AssertOneLineError(Peer("train", "--config", config, "--corpus", corpus, "--out", mine), "is not empty", before);
         AssertOneLineError(Peer("train", "--config", config, "--corpus", corpus, "--out", run), "already holds a checkpoint", before);
         AssertOneLineError(Peer("train", "--resume", "--config", other, "--corpus", corpus, "--out", run), "another configuration (model.d_model: 32 in the checkpoint vs 64)", before);

@@ -76,6 +76,10 @@ public sealed class ConfigTests
     [TestCase("{\"device\": \"tpu\"}", "device = 'tpu'")]
     [TestCase("{\"tokenizer\": \"bpe\"}", "tokenizer = 'bpe'")]
     [TestCase("{\"batch_size\": 0}", "batch_size = 0")]
+    [TestCase("{\"sparse_optimizer\": \"adagrad\"}", "sparse_optimizer = 'adagrad': expected one of adamw, rowwise-adamw, rowwise-adagrad")]
+    [TestCase("{\"sparse_learning_rate\": 0}", "sparse_learning_rate = 0")]
+    [TestCase("{\"sparse_learning_rate\": -0.5}", "sparse_learning_rate = -0.5")]
+    [TestCase("{\"sparse_optimzer\": \"adamw\"}", "sparse_optimzer")]
     public void BadTrainSettingsAreOneLineErrors(string json, string expected)
     {
         Assert.That(() => TrainConfig.FromJson(json), Throws.TypeOf<ConfigException>().With.Message.Contains(expected));

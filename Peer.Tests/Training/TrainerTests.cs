@@ -191,6 +191,54 @@ public sealed class TrainerTests
         Assert.That(first.Concat(rest).ToArray(), Is.EqualTo(straight), "resumed losses equal the uninterrupted run exactly");
     }
 
+    // The tables (PEER experts and sub-keys) get train.sparse_optimizer at train.sparse_learning_rate on the same schedule, every
+    // other parameter AdamW; the state names are the parameters'; a resumed run reproduces the uninterrupted losses to the bit.
+    [TestCase("rowwise-adagrad")]
+    [TestCase("rowwise-adamw")]
+    public void SparseOptimizerStepsTheTablesAndResumesBitForBit(string kind)
+    {
+        var config = TrainingFixtures.Micro(10);
+        config = config with { Train = config.Train with { SparseOptimizer = kind, SparseLearningRate = 0.05f } };
+        double[] straight;
+        using (var t = new Trainer(device, config, data))
+        {
+            Assert.That(t.Optimizer.Groups.Select(g => g.Name), Is.EqualTo(new[] { "dense", "sparse" }));
+            var sparse = t.Optimizer["sparse"];
+            Assert.That(sparse, kind == "rowwise-adagrad" ? Is.TypeOf<Peer.Optim.RowWiseAdagrad>() : Is.TypeOf<Peer.Optim.RowWiseAdamW>());
+            Assert.That(sparse.ParameterNames, Is.EquivalentTo(new[] { "blocks.1.ffw.keys.sub1", "blocks.1.ffw.keys.sub2", "blocks.1.ffw.experts.down", "blocks.1.ffw.experts.up" }));
+            Assert.That(t.Optimizer["dense"], Is.TypeOf<Peer.Optim.AdamW>());
+            Assert.That(t.Optimizer["dense"].ParameterNames.Count + sparse.ParameterNames.Count, Is.EqualTo(t.Model.NamedParameters().Count()));
+            var state = t.Optimizer.StateDict().ToDictionary(e => e.Name, e => e.T.Shape);
+            string perRow = kind == "rowwise-adamw" ? "exp_avg_sq" : "sum";
+            Assert.That(state[$"blocks.1.ffw.experts.down.{perRow}"], Is.EqualTo(new[] { 256 }), "one float per expert");
+            straight = Run(t, 10);
+            Assert.That(t.Optimizer["sparse"].LearningRate, Is.EqualTo((float)(t.LearningRateAt(10) * 0.05 / config.Train.LearningRate)).Within(1e-9));
+            Assert.That(t.Optimizer["dense"].LearningRate, Is.EqualTo((float)t.LearningRateAt(10)));
+        }
+        double[] first, rest;
+        using (var t = new Trainer(device, config, data))
+        {
+            first = Run(t, 4);
+            Checkpoint.Save(t, dir);
+        }
+        using (var t = Checkpoint.Load(device, dir, data)) rest = Run(t, 6);
+        Assert.That(first.Concat(rest).ToArray(), Is.EqualTo(straight));
+        var adamw = TrainingFixtures.Micro(10);
+        Assert.That(() => Checkpoint.Load(device, dir, data, adamw), Throws.TypeOf<CheckpointException>().With.Message.Contains($"train.sparse_optimizer: \"{kind}\" in the checkpoint vs \"adamw\""));
+    }
+
+    // With the default (AdamW for the tables too) the state names are those of one AdamW over every parameter, as before groups existed,
+    // so checkpoints written then still load.
+    [Test]
+    public void DefaultGroupsKeepOneAdamWsStateNames()
+    {
+        using var t = new Trainer(device, TrainingFixtures.Micro(4), data);
+        using var single = new Peer.Optim.AdamW(t.Model.NamedParameters());
+        Assert.That(t.Optimizer.StateDict().Select(e => (e.Name, Tensor.FormatShape(e.T.Shape))),
+            Is.EquivalentTo(single.StateDict().Select(e => (e.Name, Tensor.FormatShape(e.T.Shape)))));
+        Assert.That(t.Optimizer["sparse"], Is.TypeOf<Peer.Optim.AdamW>());
+    }
+
     [Test]
     public void GenerationIsReproducibleForASeed()
     {

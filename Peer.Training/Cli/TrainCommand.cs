@@ -23,10 +23,16 @@ public sealed record TrainOptions
     public string? Device { get; init; }
     /// <summary>Seed, when given.</summary>
     public ulong? Seed { get; init; }
+    /// <summary>Optimizer of the row-sparse tables, when given.</summary>
+    public string? SparseOptimizer { get; init; }
+    /// <summary>Peak learning rate of the row-sparse tables, when given.</summary>
+    public float? SparseLearningRate { get; init; }
     /// <summary>Run folder, when given.</summary>
     public string? Out { get; init; }
     /// <summary>Continue the run in the folder.</summary>
     public bool Resume { get; init; }
+    /// <summary>Profile the training steps and report time per op (<see cref="Device.Profile"/>).</summary>
+    public bool Profile { get; init; }
 }
 
 static class TrainCommand
@@ -42,11 +48,23 @@ static class TrainCommand
         var steps = new Option<int?>("--steps") { Description = "Optimizer steps (overrides the preset; warmup is then capped at a tenth of them)." };
         var device = new Option<string>("--device") { Description = "cpu, cuda, opencl or auto (default auto)." };
         var seed = new Option<ulong?>("--seed") { Description = "Seed of initialisation and batch sampling." };
+        var sparseOptimizer = new Option<string>("--sparse-optimizer")
+        {
+            Description = "Optimizer of the PEER/PKM expert and value tables and sub-keys (train.sparse_optimizer): adamw (default; lazy AdamW, " +
+                "2 floats of state per element), rowwise-adamw (second moment per row: d + 1 floats per row of d), rowwise-adagrad (1 float per row). " +
+                "Every other parameter uses AdamW.",
+        };
+        sparseOptimizer.AcceptOnlyFromAmong(TrainConfig.SparseOptimizers);
+        var sparseLr = new Option<float?>("--sparse-lr") { Description = "Peak learning rate of those tables (train.sparse_learning_rate; default: the learning rate), on the same schedule." };
         var outDir = new Option<string>("--out") { Description = "Run folder (default runs/<preset>-<time>; with --resume, the latest run under runs/)." };
         var resume = new Option<bool>("--resume") { Description = "Continue the run in --out (or the latest run) from its checkpoint." };
+        var profile = new Option<bool>("--profile")
+        {
+            Description = $"Profile the training steps after the first {TrainLoop.ProfileWarmup} (evaluations left out): print time, launches and share of the step per op, forward, backward and optimizer apart, and write it to profile.txt in the run folder.",
+        };
         var cmd = new Command("train", "Train a language model; writes metrics.csv, loss.png, experts.png and checkpoints to the run folder.")
         {
-            preset, config, corpus, tokenizer, steps, device, seed, outDir, resume,
+            preset, config, corpus, tokenizer, steps, device, seed, sparseOptimizer, sparseLr, outDir, resume, profile,
         };
         cmd.SetAction(r => PeerCli.Guard(error, () => Run(new TrainOptions
         {
@@ -57,8 +75,11 @@ static class TrainCommand
             Steps = r.GetValue(steps),
             Device = r.GetValue(device),
             Seed = r.GetValue(seed),
+            SparseOptimizer = r.GetValue(sparseOptimizer),
+            SparseLearningRate = r.GetValue(sparseLr),
             Out = r.GetValue(outDir),
             Resume = r.GetValue(resume),
+            Profile = r.GetValue(profile),
         }, output, interrupt)));
         return cmd;
     }
@@ -81,6 +102,8 @@ static class TrainCommand
             Steps = o.Steps ?? run.Train.Steps,
             Device = o.Device ?? run.Train.Device,
             Seed = o.Seed ?? run.Train.Seed,
+            SparseOptimizer = o.SparseOptimizer ?? run.Train.SparseOptimizer,
+            SparseLearningRate = o.SparseLearningRate ?? run.Train.SparseLearningRate,
         };
         if (o.Steps is { } s) train = train with { WarmupSteps = Math.Min(train.WarmupSteps, Math.Max(0, s / 10)) };
         var model = run.Model;
@@ -104,7 +127,13 @@ static class TrainCommand
             bool respecified = o.Preset != null || o.ConfigFile != null || o.Corpus != null || o.Tokenizer != null || o.Seed != null;
             config = respecified ? Resolve(o) : state.Config with
             {
-                Train = state.Config.Train with { Steps = o.Steps ?? state.Config.Train.Steps, Device = o.Device ?? state.Config.Train.Device },
+                Train = state.Config.Train with
+                {
+                    Steps = o.Steps ?? state.Config.Train.Steps, Device = o.Device ?? state.Config.Train.Device,
+                    // Kept only to be compared below: a run continues with the optimizer (and state) it was saved with.
+                    SparseOptimizer = o.SparseOptimizer ?? state.Config.Train.SparseOptimizer,
+                    SparseLearningRate = o.SparseLearningRate ?? state.Config.Train.SparseLearningRate,
+                },
             };
             if (Checkpoint.Difference(state.Config, config) is { } diff)
                 throw new CheckpointException($"checkpoint: {Path.GetFullPath(runDir)} was trained with another configuration ({diff})");
@@ -128,7 +157,7 @@ static class TrainCommand
         Directory.CreateDirectory(runDir);
         if (!resume) AtomicFile.WriteAllText(Path.Combine(runDir, "config.json"), config.ToJson());
         using var trainer = resume ? Checkpoint.Load(device, runDir, data, config) : new Trainer(device, config, data);
-        return new TrainLoop(trainer, runDir, output, interrupt).Run();
+        return new TrainLoop(trainer, runDir, output, interrupt, o.Profile).Run();
     }
 
     static string? LatestRun()

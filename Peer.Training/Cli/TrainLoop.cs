@@ -2,16 +2,23 @@
 // checkpointing on schedule (interim evaluations on a sample of validation windows, the final one on the
 // whole split, each beside the n-gram baselines on the same windows, cached in the run's baselines.json),
 // appending metrics.csv and redrawing the plots at each evaluation, showing a Spectre.Console progress bar
-// on a terminal or plain lines when output is redirected, and saving a checkpoint on Ctrl+C or SIGTERM.
+// on a terminal or plain lines when output is redirected, and saving a checkpoint on Ctrl+C or SIGTERM. With --profile,
+// the device's profiler records the training steps after a short warm-up (evaluations and checkpoints paused) and its
+// table is printed and written to the run's profile.txt at the end.
 using System.Runtime.InteropServices;
 using Spectre.Console;
 
 namespace Peer.Training;
 
-sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, CancellationToken interrupt)
+sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, CancellationToken interrupt, bool profile = false)
 {
+    /// <summary>Steps of a run left out of the profile before it starts: the first loads and compiles the kernels, the next
+    /// ones run before the JIT's optimised code is in place.</summary>
+    public const int ProfileWarmup = 5;
+
     readonly string metricsPath = Path.Combine(runDir, "metrics.csv");
     volatile bool interrupted;
+    Profiler? profiler;
 
     public int Run()
     {
@@ -73,6 +80,14 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
             }
         }
 
+        if (profiler != null)
+        {
+            profiler.Dispose();
+            string table = profiler.Report();
+            output.WriteLine(table);
+            AtomicFile.WriteAllText(Path.Combine(runDir, "profile.txt"), table + "\n");
+            output.WriteLine($"profile     written to {Path.Combine(runDir, "profile.txt")}");
+        }
         if (interrupted)
         {
             output.WriteLine($"interrupted at step {trainer.StepCount}: checkpoint saved in {runDir}; continue with: peer train --resume --out \"{runDir}\"");
@@ -87,9 +102,12 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
     void Loop(List<MetricRow> rows, double unigram, Action<MetricRow, string?> report, Action<int, int> finalProgress)
     {
         var cfg = trainer.Config.Train;
+        int start = trainer.StepCount, warmup = Math.Min(ProfileWarmup, Math.Max(0, cfg.Steps - start - 1));
         while (trainer.StepCount < cfg.Steps && !interrupted)
         {
+            if (profile && profiler == null && trainer.StepCount - start >= warmup) profiler = trainer.Device.Profile();
             var s = trainer.Step();
+            profiler?.Pause(); // evaluations, checkpoints and plots are not training steps
             bool final = s.Step == cfg.Steps, evaluate = final || (cfg.EvalEvery > 0 && s.Step % cfg.EvalEvery == 0);
             EvalResult? eval = !evaluate ? null : final ? trainer.Evaluate(EvalCoverage.Whole, finalProgress) : trainer.Evaluate();
             var row = new MetricRow(s.Step, s.Loss, s.LearningRate, s.TokensPerSecond, eval?.Loss, eval?.Usage, eval?.Unevenness,
@@ -109,6 +127,7 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
             bool save = s.Step == cfg.Steps || interrupted || (cfg.CheckpointEvery > 0 && s.Step % cfg.CheckpointEvery == 0);
             if (save) Checkpoint.Save(trainer, runDir);
             report(row, line);
+            profiler?.Resume();
         }
     }
 }

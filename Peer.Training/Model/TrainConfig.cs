@@ -23,8 +23,21 @@ public sealed record TrainConfig
     public float MinLearningRateFraction { get; init; } = 0.1f;
     /// <summary>Linear warmup steps.</summary>
     public int WarmupSteps { get; init; } = 30;
-    /// <summary>AdamW decoupled weight decay.</summary>
+    /// <summary>Decoupled weight decay, of every parameter group (multiplied by the group's learning rate).</summary>
     public float WeightDecay { get; init; } = 0.01f;
+    /// <summary>
+    /// Optimizer of the row-sparse tables (the expert tables and sub-keys of PEER layers, the value tables and sub-keys of PKM
+    /// layers); every other parameter is stepped by AdamW. <c>adamw</c> (the default): AdamW's lazy step over the retrieved rows,
+    /// two floats of state per element; <c>rowwise-adamw</c>: AdamW with the second moment per row (Peer.Optim.RowWiseAdamW),
+    /// d + 1 floats per row of d; <c>rowwise-adagrad</c>: row-wise AdaGrad (Peer.Optim.RowWiseAdagrad), one float per row.
+    /// </summary>
+    public string SparseOptimizer { get; init; } = "adamw";
+    /// <summary>Peak learning rate of the row-sparse tables, on the same warmup and cosine schedule as <see cref="LearningRate"/>;
+    /// null takes <see cref="LearningRate"/>. Row-wise AdaGrad wants a larger one than AdamW (its steps shrink as G accumulates).</summary>
+    public float? SparseLearningRate { get; init; }
+
+    /// <summary>Values accepted by <see cref="SparseOptimizer"/>.</summary>
+    public static readonly string[] SparseOptimizers = ["adamw", "rowwise-adamw", "rowwise-adagrad"];
     /// <summary>Global gradient-norm clip; 0 disables.</summary>
     public float ClipNorm { get; init; } = 1f;
     /// <summary>Evaluate every this many steps (and at the end); 0 only at the end.</summary>
@@ -50,6 +63,9 @@ public sealed record TrainConfig
         ModelConfig.Require(MinLearningRateFraction is >= 0 and <= 1, $"min_learning_rate_fraction = {MinLearningRateFraction}: expected 0..1");
         ModelConfig.Require(WarmupSteps >= 0 && WarmupSteps <= Steps, $"warmup_steps = {WarmupSteps}: expected 0..steps ({Steps})");
         ModelConfig.Require(WeightDecay >= 0, $"weight_decay = {WeightDecay}: expected 0 or more");
+        ModelConfig.Require(SparseOptimizers.Contains(SparseOptimizer), $"sparse_optimizer = '{SparseOptimizer}': expected one of {string.Join(", ", SparseOptimizers)}");
+        ModelConfig.Require(SparseLearningRate is null || (SparseLearningRate > 0 && float.IsFinite(SparseLearningRate.Value)),
+            $"sparse_learning_rate = {SparseLearningRate}: expected a positive number, or null for learning_rate");
         ModelConfig.Require(ClipNorm >= 0, $"clip_norm = {ClipNorm}: expected 0 (off) or a positive norm");
         ModelConfig.Require(EvalEvery >= 0, $"eval_every = {EvalEvery}: expected 0 or more");
         ModelConfig.Require(EvalWindows >= 1, $"eval_windows = {EvalWindows}: expected at least 1");

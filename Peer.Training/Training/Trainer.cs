@@ -1,7 +1,8 @@
 // The training loop's step and evaluation, as a library object: one optimizer step draws Accumulation
 // micro-batches from the seeded sampler, back-propagates each inside its own Scope (so every activation
-// is freed when the micro-batch ends), clips the global gradient norm, and steps AdamW (dense parameters
-// and the PEER layers' row-sparse tables alike) at the warmup + cosine learning rate of that step.
+// is freed when the micro-batch ends), clips the global gradient norm, and steps the optimizer groups (AdamW for
+// dense parameters; the row-sparse tables of PEER and PKM layers with train.sparse_optimizer) at the warmup + cosine
+// learning rate of that step, each group at its own peak.
 // Gradient rule: each micro-batch's loss is scaled by 1/Accumulation, so the step sees the mean gradient.
 using System.Diagnostics;
 using Peer.Nn;
@@ -12,7 +13,7 @@ namespace Peer.Training;
 /// <summary>What one optimizer step did.</summary>
 /// <param name="Step">The step number (1-based).</param>
 /// <param name="Loss">Mean training loss over the step's micro-batches.</param>
-/// <param name="LearningRate">Learning rate used.</param>
+/// <param name="LearningRate">Learning rate used (of the dense parameters; the row-sparse tables' is this times sparse_learning_rate / learning_rate).</param>
 /// <param name="TokensPerSecond">Training tokens processed per second.</param>
 public sealed record StepResult(int Step, double Loss, double LearningRate, double TokensPerSecond);
 
@@ -64,8 +65,10 @@ public sealed class Trainer : IDisposable
     public RunConfig Config { get; }
     /// <summary>The model being trained.</summary>
     public LanguageModel Model { get; }
-    /// <summary>The optimizer (AdamW over every parameter).</summary>
-    public AdamW Optimizer { get; }
+    /// <summary>The optimizer: group <c>dense</c>, AdamW over every parameter that is not a row-sparse table, and, when the model
+    /// has row-sparse tables (<see cref="Tensor.RowSparse"/>: PEER and PKM layers), group <c>sparse</c> with
+    /// <see cref="TrainConfig.SparseOptimizer"/>. State names are the parameters' (<c>{parameter}.{state}</c>) whatever the grouping.</summary>
+    public CombinedOptimizer Optimizer { get; }
     /// <summary>The data.</summary>
     public Dataset Data { get; }
     /// <summary>The training batch sampler; its state is part of a checkpoint.</summary>
@@ -93,13 +96,40 @@ public sealed class Trainer : IDisposable
         Config = config;
         Data = data;
         Model = new LanguageModel(device, config.Model, config.Train.Seed);
-        Optimizer = new AdamW(Model.NamedParameters(), lr: config.Train.LearningRate, weightDecay: config.Train.WeightDecay);
+        Optimizer = CreateOptimizer(Model, config.Train);
         Sampler = new BatchSampler(data.Train, config.Model.Context, config.Train.Seed);
         lossTotal = Scope.Unscope(Tensor.Zeros(device, 1));
         gradNorm = Scope.Unscope(Tensor.Zeros(device, 1));
     }
 
-    /// <summary>The learning rate of step <paramref name="step"/> (1-based): linear warmup to the peak, then cosine decay to the minimum.</summary>
+    /// <summary>The optimizer groups of <see cref="Optimizer"/> for <paramref name="model"/>, at the peak learning rates of <paramref name="t"/>.</summary>
+    static CombinedOptimizer CreateOptimizer(LanguageModel model, TrainConfig t)
+    {
+        var tables = model.NamedParameters().Where(p => p.Tensor.RowSparse).ToList();
+        var rest = model.NamedParameters().Where(p => !p.Tensor.RowSparse).ToList();
+        float lr = t.SparseLearningRate ?? t.LearningRate;
+        var groups = new List<(string, Optimizer)>();
+        try
+        {
+            if (rest.Count > 0) groups.Add(("dense", new AdamW(rest, t.LearningRate, weightDecay: t.WeightDecay)));
+            if (tables.Count > 0)
+                groups.Add(("sparse", t.SparseOptimizer switch
+                {
+                    "rowwise-adagrad" => new RowWiseAdagrad(tables, lr, weightDecay: t.WeightDecay),
+                    "rowwise-adamw" => new RowWiseAdamW(tables, lr, weightDecay: t.WeightDecay),
+                    _ => new AdamW(tables, lr, weightDecay: t.WeightDecay),
+                }));
+            return new CombinedOptimizer(groups);
+        }
+        catch
+        {
+            foreach (var (_, o) in groups) o.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The learning rate of step <paramref name="step"/> (1-based): linear warmup to the peak, then cosine decay to the minimum.
+    /// A group with another peak (<see cref="TrainConfig.SparseLearningRate"/>) follows the same curve scaled to its peak.</summary>
     public double LearningRateAt(int step)
     {
         var t = Config.Train;
@@ -109,7 +139,7 @@ public sealed class Trainer : IDisposable
         return min + 0.5 * (peak - min) * (1 + Math.Cos(Math.PI * Math.Min(1, progress)));
     }
 
-    /// <summary>Takes one optimizer step.</summary>
+    /// <summary>Takes one optimizer step (and marks it on the device's profiler, when one is attached: <see cref="Device.Profile"/>).</summary>
     public StepResult Step()
     {
         var t = Config.Train;
@@ -130,11 +160,16 @@ public sealed class Trainer : IDisposable
                 Ops.AddInPlace(lossTotal, loss);
             }
         }
-        if (t.ClipNorm > 0) GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm, gradNorm);
-        Optimizer.LearningRate = (float)lr;
-        Optimizer.Step();
-        Model.ZeroGrad();
+        using (Device.Profiler?.Enter(ProfilePhase.Optimizer))
+        {
+            if (t.ClipNorm > 0) GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm, gradNorm);
+            foreach (var (name, group) in Optimizer.Groups)
+                group.LearningRate = (float)(name == "sparse" && t.SparseLearningRate is { } peak ? lr * peak / t.LearningRate : lr);
+            Optimizer.Step();
+            Model.ZeroGrad();
+        }
         double meanLoss = lossTotal.Item() / t.Accumulation;
+        Device.Profiler?.MarkStep();
         StepCount = step;
         double tokens = (double)t.BatchSize * t.Accumulation * Config.Model.Context;
         return new StepResult(step, meanLoss, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds));

@@ -49,7 +49,7 @@ public sealed class ProductKeyMemory : FeedForwardLayer
         Check.That(Enum.IsDefined(queryNorm), nameof(queryNorm), queryNorm, "BatchNorm, LayerNorm or None");
         Memories = memories;
         keys = Component(new ProductKeys(device, dim, heads, queryDim, n, k, queryNorm, seed));
-        values = Parameter("values.weight", Ops.Normal(device, LayerSeeds.Derive(seed, ProductKeys.FirstOwnerSeed), 0f, 1f / MathF.Sqrt(dim), memories, dim));
+        values = Parameter("values.weight", Ops.Normal(device, LayerSeeds.Derive(seed, ProductKeys.FirstOwnerSeed), 0f, 1f / MathF.Sqrt(dim), memories, dim), rowSparse: true);
     }
 
     /// <inheritdoc />

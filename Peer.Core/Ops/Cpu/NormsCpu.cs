@@ -3,7 +3,9 @@
 // seven LayerNorms per tiny-preset step took ~24 ms forward + backward through the ArrayView indexer, ~5% of
 // the step once attention had its own body. Same formulas as the portable kernels in Norms.cs (the definition);
 // the row sums are taken in eight lanes (rounding differs), the parameter column sums in the same row order
-// (identical bits).
+// (identical bits). Batch norm's bodies sweep the rows of a chunk of columns, eight columns per vector, each lane doing
+// one column's portable arithmetic in the portable order (identical bits); measured reason: the portable kernels read one
+// column per item, a stride of C floats per access, and took 16 % of a PEER layer step (d = 256, h*dq = 2048, T = 1024).
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using ILGPU;
@@ -13,9 +15,163 @@ using ILGPU.Runtime;
 namespace Peer;
 
 /// <summary>SIMD row-norm bodies over CPU memory and the kernels that call them, which <see cref="NormKernels"/> loads in place
-/// of its row kernels on the CPU accelerator with 256-bit vectors (batch norm stays portable; the bodies cannot compile for GPUs).</summary>
+/// of its kernels on the CPU accelerator with 256-bit vectors (the bodies cannot compile for GPUs).</summary>
 internal static class NormsCpu
 {
+    // x: [N, C], weight, bias, runningMean, runningVar: [C] -> y: [N, C], mean, rstd: [C]; worker w's chunks of columns
+    internal static void BatchForwardKernel(Index1D w, Work work, BatchNormShape s, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> bias,
+        ArrayView<float> runningMean, ArrayView<float> runningVar, ArrayView<float> y, ArrayView<float> mean, ArrayView<float> rstd)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) BatchForward(s, x, weight, bias, runningMean, runningVar, y, mean, rstd, st, work.End(st));
+    }
+
+    // x, dy: [N, C], weight, mean, rstd: [C] -> dx: [N, C], dweight, dbias: [C]; worker w's chunks of columns
+    internal static void BatchBackwardKernel(Index1D w, Work work, BatchNormShape s, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> dy,
+        ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dx, ArrayView<float> dWeight, ArrayView<float> dBias)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) BatchBackward(s, x, weight, dy, mean, rstd, dx, dWeight, dBias, st, work.End(st));
+    }
+
+    /// <summary>Columns <c>[from, to)</c> of the batch-norm forward (see NormKernels.BatchForwardKernel); mean and rstd hold the
+    /// columns' running sums while they are taken. Cols &gt; 0 (rows may be 0 in evaluation).</summary>
+    [External("peer_batch_norm_forward_cpu")]
+    public static void BatchForward(BatchNormShape s, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> bias, ArrayView<float> runningMean,
+        ArrayView<float> runningVar, ArrayView<float> y, ArrayView<float> mean, ArrayView<float> rstd, int from, int to)
+    {
+        int n = s.Rows, c = s.Cols, k = to - from;
+        ref float x0 = ref Unsafe.Add(ref CpuView.First(x), from), y0 = ref Unsafe.Add(ref CpuView.First(y), from), mu = ref Unsafe.Add(ref mean[0], from);
+        ref float rs = ref Unsafe.Add(ref rstd[0], from), wt = ref Unsafe.Add(ref weight[0], from), b = ref Unsafe.Add(ref bias[0], from);
+        ref float rm = ref Unsafe.Add(ref runningMean[0], from), rv = ref Unsafe.Add(ref runningVar[0], from);
+        if (s.Training != 0)
+        {
+            Zero(ref mu, k);
+            for (int r = 0; r < n; r++) AddInto(ref mu, ref Unsafe.Add(ref x0, (nint)r * c), k);
+            for (int j = 0; j < k; j++) Unsafe.Add(ref mu, j) /= n;
+            Zero(ref rs, k); // the variance's sums, for now
+            for (int r = 0; r < n; r++) AddSquaredDeviation(ref rs, ref Unsafe.Add(ref x0, (nint)r * c), ref mu, k);
+            float m = s.Momentum;
+            for (int j = 0; j < k; j++)
+            {
+                float var = Unsafe.Add(ref rs, j) / n;
+                Unsafe.Add(ref rm, j) = (1f - m) * Unsafe.Add(ref rm, j) + m * Unsafe.Add(ref mu, j);
+                Unsafe.Add(ref rv, j) = (1f - m) * Unsafe.Add(ref rv, j) + m * var * n / (n - 1);
+                Unsafe.Add(ref rs, j) = ILGPU.Algorithms.XMath.Rsqrt(var + s.Eps);
+            }
+        }
+        else
+            for (int j = 0; j < k; j++)
+            {
+                Unsafe.Add(ref mu, j) = Unsafe.Add(ref rm, j);
+                Unsafe.Add(ref rs, j) = ILGPU.Algorithms.XMath.Rsqrt(Unsafe.Add(ref rv, j) + s.Eps);
+            }
+        for (int r = 0; r < n; r++)
+        {
+            ref float xr = ref Unsafe.Add(ref x0, (nint)r * c), yr = ref Unsafe.Add(ref y0, (nint)r * c);
+            int j = 0;
+            for (; j <= k - 8; j += 8)
+            {
+                var v = (Vector256.LoadUnsafe(ref xr, (nuint)j) - Vector256.LoadUnsafe(ref mu, (nuint)j)) * Vector256.LoadUnsafe(ref rs, (nuint)j);
+                (v * Vector256.LoadUnsafe(ref wt, (nuint)j) + Vector256.LoadUnsafe(ref b, (nuint)j)).StoreUnsafe(ref yr, (nuint)j);
+            }
+            for (; j < k; j++)
+                Unsafe.Add(ref yr, j) = (Unsafe.Add(ref xr, j) - Unsafe.Add(ref mu, j)) * Unsafe.Add(ref rs, j) * Unsafe.Add(ref wt, j) + Unsafe.Add(ref b, j);
+        }
+    }
+
+    /// <summary>Columns <c>[from, to)</c> of the batch-norm backward (see NormKernels.BatchBackwardKernel). Cols &gt; 0.</summary>
+    [External("peer_batch_norm_backward_cpu")]
+    public static void BatchBackward(BatchNormShape s, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> dy, ArrayView<float> mean,
+        ArrayView<float> rstd, ArrayView<float> dx, ArrayView<float> dWeight, ArrayView<float> dBias, int from, int to)
+    {
+        int n = s.Rows, c = s.Cols, k = to - from;
+        ref float x0 = ref Unsafe.Add(ref CpuView.First(x), from), g0 = ref Unsafe.Add(ref CpuView.First(dy), from), dx0 = ref Unsafe.Add(ref CpuView.First(dx), from);
+        ref float mu = ref Unsafe.Add(ref mean[0], from), rs = ref Unsafe.Add(ref rstd[0], from), wt = ref Unsafe.Add(ref weight[0], from);
+        ref float sumG = ref Unsafe.Add(ref dBias[0], from), sumGx = ref Unsafe.Add(ref dWeight[0], from);
+        Zero(ref sumG, k);
+        Zero(ref sumGx, k);
+        for (int r = 0; r < n; r++)
+        {
+            ref float xr = ref Unsafe.Add(ref x0, (nint)r * c), gr = ref Unsafe.Add(ref g0, (nint)r * c);
+            int j = 0;
+            for (; j <= k - 8; j += 8)
+            {
+                var g = Vector256.LoadUnsafe(ref gr, (nuint)j);
+                (Vector256.LoadUnsafe(ref sumG, (nuint)j) + g).StoreUnsafe(ref sumG, (nuint)j);
+                var gx = g * (Vector256.LoadUnsafe(ref xr, (nuint)j) - Vector256.LoadUnsafe(ref mu, (nuint)j)) * Vector256.LoadUnsafe(ref rs, (nuint)j);
+                (Vector256.LoadUnsafe(ref sumGx, (nuint)j) + gx).StoreUnsafe(ref sumGx, (nuint)j);
+            }
+            for (; j < k; j++)
+            {
+                float g = Unsafe.Add(ref gr, j);
+                Unsafe.Add(ref sumG, j) += g;
+                Unsafe.Add(ref sumGx, j) += g * (Unsafe.Add(ref xr, j) - Unsafe.Add(ref mu, j)) * Unsafe.Add(ref rs, j);
+            }
+        }
+        var pool = System.Buffers.ArrayPool<float>.Shared;
+        float[] meanG = pool.Rent(k), meanGx = pool.Rent(k), scale = pool.Rent(k);
+        try
+        {
+            for (int j = 0; j < k; j++)
+            {
+                meanG[j] = s.Training != 0 ? Unsafe.Add(ref sumG, j) / n : 0f;
+                meanGx[j] = s.Training != 0 ? Unsafe.Add(ref sumGx, j) / n : 0f;
+                scale[j] = Unsafe.Add(ref rs, j) * Unsafe.Add(ref wt, j);
+            }
+            ref float mg = ref meanG[0], mgx = ref meanGx[0], sc = ref scale[0];
+            for (int r = 0; r < n; r++)
+            {
+                ref float xr = ref Unsafe.Add(ref x0, (nint)r * c), gr = ref Unsafe.Add(ref g0, (nint)r * c), dr = ref Unsafe.Add(ref dx0, (nint)r * c);
+                int j = 0;
+                for (; j <= k - 8; j += 8)
+                {
+                    var xh = (Vector256.LoadUnsafe(ref xr, (nuint)j) - Vector256.LoadUnsafe(ref mu, (nuint)j)) * Vector256.LoadUnsafe(ref rs, (nuint)j);
+                    var inner = Vector256.LoadUnsafe(ref gr, (nuint)j) - Vector256.LoadUnsafe(ref mg, (nuint)j) - xh * Vector256.LoadUnsafe(ref mgx, (nuint)j);
+                    (Vector256.LoadUnsafe(ref sc, (nuint)j) * inner).StoreUnsafe(ref dr, (nuint)j);
+                }
+                for (; j < k; j++)
+                {
+                    float xh = (Unsafe.Add(ref xr, j) - Unsafe.Add(ref mu, j)) * Unsafe.Add(ref rs, j);
+                    Unsafe.Add(ref dr, j) = Unsafe.Add(ref sc, j) * (Unsafe.Add(ref gr, j) - Unsafe.Add(ref mg, j) - xh * Unsafe.Add(ref mgx, j));
+                }
+            }
+        }
+        finally
+        {
+            pool.Return(meanG);
+            pool.Return(meanGx);
+            pool.Return(scale);
+        }
+    }
+
+    static void Zero(ref float a, int n)
+    {
+        for (int j = 0; j < n; j++) Unsafe.Add(ref a, j) = 0f;
+    }
+
+    // acc += x, element by element.
+    static void AddInto(ref float acc, ref float x, int n)
+    {
+        int j = 0;
+        for (; j <= n - 8; j += 8) (Vector256.LoadUnsafe(ref acc, (nuint)j) + Vector256.LoadUnsafe(ref x, (nuint)j)).StoreUnsafe(ref acc, (nuint)j);
+        for (; j < n; j++) Unsafe.Add(ref acc, j) += Unsafe.Add(ref x, j);
+    }
+
+    // acc += (x - mu)^2, element by element (a difference, a product, a sum, each rounded).
+    static void AddSquaredDeviation(ref float acc, ref float x, ref float mu, int n)
+    {
+        int j = 0;
+        for (; j <= n - 8; j += 8)
+        {
+            var dv = Vector256.LoadUnsafe(ref x, (nuint)j) - Vector256.LoadUnsafe(ref mu, (nuint)j);
+            (Vector256.LoadUnsafe(ref acc, (nuint)j) + dv * dv).StoreUnsafe(ref acc, (nuint)j);
+        }
+        for (; j < n; j++)
+        {
+            float dv = Unsafe.Add(ref x, j) - Unsafe.Add(ref mu, j);
+            Unsafe.Add(ref acc, j) += dv * dv;
+        }
+    }
+
     // x: [rows, C], weight, bias: [C] -> y: [rows, C], mean, rstd: [rows]; one index per worker, whose chunks of rows the body processes
     internal static void RowForwardKernel(Index1D w, Work work, NormShape s, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> bias,
         ArrayView<float> y, ArrayView<float> mean, ArrayView<float> rstd)

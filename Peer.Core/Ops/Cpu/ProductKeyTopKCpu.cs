@@ -4,7 +4,12 @@
 // PEER layer's largest CPU cost, mostly the selection's insertion lists in local-memory views (~26 -> ~4.5 ms at the
 // tiny preset's PEER shapes). Same algorithm, comparisons and insertion order as the portable SelectKernel in
 // ProductKeyTopK.cs (the definition), both through TopKList.Insert, so the results are identical.
+// The query's gradient and the halves' copy have bodies too: at d = 256, h = 8, dq = 256, T = 1024 the portable query
+// gradient took a quarter of a PEER layer step (the profiler); the bodies do the same additions in the same order
+// (identical bits) with 256-bit vectors and plain copies.
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using ILGPU;
 using ILGPU.Frontend;
 using ILGPU.Runtime;
@@ -15,6 +20,64 @@ namespace Peer;
 /// loads in place of its portable selection kernel on the CPU accelerator (the body cannot compile for GPUs).</summary>
 internal static unsafe class ProductKeyTopKCpu
 {
+    // q: [T*h, dq] (rows start.. of a chunk) -> qa, qb: [rows, dq/2]; worker w's chunks of rows
+    internal static void SplitHalvesKernel(Index1D w, Work work, RetrievalShape s, ArrayView<float> q, ArrayView<float> qa, ArrayView<float> qb, int start)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) SplitHalves(s, q, qa, qb, start, st, work.End(st));
+    }
+
+    // dS, indices: [T, h, k], sub1, sub2: [n, dq/2] -> dq: [T, h*dq]; worker w's chunks of (token, head) items
+    internal static void BackwardQueryKernel(Index1D w, Work work, RetrievalShape s, ArrayView<float> dS, ArrayView<int> indices,
+        ArrayView<float> sub1, ArrayView<float> sub2, ArrayView<float> dq)
+    {
+        for (int st = work.Start(w); st < work.N; st += work.Stride) BackwardQuery(s, dS, indices, sub1, sub2, dq, st, work.End(st));
+    }
+
+    /// <summary>Rows <c>[from, to)</c> of a chunk: each (token, head) query's halves copied apart.</summary>
+    [External("peer_product_key_split_halves_cpu")]
+    public static void SplitHalves(RetrievalShape s, ArrayView<float> q, ArrayView<float> qa, ArrayView<float> qb, int start, int from, int to)
+    {
+        ref float q0 = ref q[0], a0 = ref qa[0], b0 = ref qb[0];
+        for (int r = from; r < to; r++)
+        {
+            var src = MemoryMarshal.CreateReadOnlySpan(ref Unsafe.Add(ref q0, (nint)(start + r) * s.Dq), s.Dq);
+            src[..s.Half].CopyTo(MemoryMarshal.CreateSpan(ref Unsafe.Add(ref a0, (nint)r * s.Half), s.Half));
+            src[s.Half..].CopyTo(MemoryMarshal.CreateSpan(ref Unsafe.Add(ref b0, (nint)r * s.Half), s.Half));
+        }
+    }
+
+    /// <summary>Items <c>[from, to)</c> of the query's gradient: <c>dq = Σ_m dS[m] (sub1[r_m] ++ sub2[c_m])</c>, the terms added in m
+    /// order to a zeroed row, as the portable kernel does (a product then a sum, each rounded).</summary>
+    [External("peer_product_key_backward_query_cpu")]
+    public static void BackwardQuery(RetrievalShape s, ArrayView<float> dS, ArrayView<int> indices, ArrayView<float> sub1, ArrayView<float> sub2,
+        ArrayView<float> dq, int from, int to)
+    {
+        ref float g0 = ref dS[0], k1 = ref sub1[0], k2 = ref sub2[0], dq0 = ref dq[0];
+        ref int ix0 = ref indices[0];
+        int half = s.Half;
+        for (int item = from; item < to; item++)
+        {
+            ref float row = ref Unsafe.Add(ref dq0, (nint)item * s.Dq);
+            MemoryMarshal.CreateSpan(ref row, s.Dq).Clear();
+            for (int m = 0; m < s.K; m++)
+            {
+                float g = Unsafe.Add(ref g0, (nint)item * s.K + m);
+                int i = Unsafe.Add(ref ix0, (nint)item * s.K + m), r = i / s.N, c = i - r * s.N;
+                AddScaled(ref row, g, ref Unsafe.Add(ref k1, (nint)r * half), half);
+                AddScaled(ref Unsafe.Add(ref row, half), g, ref Unsafe.Add(ref k2, (nint)c * half), half);
+            }
+        }
+    }
+
+    // y += a * x over n floats, a product then a sum per element (no fused multiply-add: the portable kernel's rounding).
+    static void AddScaled(ref float y, float a, ref float x, int n)
+    {
+        var av = Vector256.Create(a);
+        int j = 0;
+        for (; j <= n - 8; j += 8) (Vector256.LoadUnsafe(ref y, (nuint)j) + av * Vector256.LoadUnsafe(ref x, (nuint)j)).StoreUnsafe(ref y, (nuint)j);
+        for (; j < n; j++) Unsafe.Add(ref y, j) += a * Unsafe.Add(ref x, j);
+    }
+
     // s1, s2: [rows, n] sub-key scores of chunk rows start.. -> indices, scores: [T, h, k] at those rows; one index per
     // worker, whose chunks of (token, head) items the body processes
     internal static void SelectKernel(Index1D w, Work work, RetrievalShape s, ArrayView<float> s1, ArrayView<float> s2,

@@ -1,6 +1,6 @@
 namespace Peer.Tests.Ops.Cpu;
 
-/// <summary>The CPU SIMD row-norm bodies (loaded on <see cref="Devices.Cpu"/>) against the portable kernels (the definition,
+/// <summary>The CPU SIMD norm bodies (row norms, and batch norm) (loaded on <see cref="Devices.Cpu"/>) against the portable kernels (the definition,
 /// loaded on <see cref="Devices.CpuPortable"/>), launched directly on the CPU accelerator; the public ops are checked against
 /// double references in NormsTests.</summary>
 public sealed class NormsCpuTests
@@ -103,5 +103,50 @@ public sealed class NormsCpuTests
         D.Tape.Backward(y, Tensor.Zeros(D, 0, 6));
         Assert.That(w.Grad!.ToArray(), Is.EqualTo(new float[6]));
         Assert.That(b.Grad!.ToArray(), Is.EqualTo(new float[6]));
+    }
+
+    // Batch norm's two kernels as device d's launcher loads them, the running statistics updated in training.
+    static (float[] Y, float[] Mean, float[] Rstd, float[] RunMean, float[] RunVar, float[] Dx, float[] Dw, float[] Db) RunBatch(Device d,
+        bool training, float[] hx, float[] hg, float[] hw, float[] hb, float[] rm, float[] rv, int rows, int cols)
+    {
+        using var s = Scope.Begin();
+        var k = d.Get(static d => new NormKernels(d));
+        var shape = new BatchNormShape(rows, cols, 1e-5f, 0.1f, training);
+        Tensor F(float[] a, params int[] shape) => Tensor.FromArray(d, a, shape);
+        var (x, g, w, b, runMean, runVar) = (F(hx, rows, cols), F(hg, rows, cols), F(hw, cols), F(hb, cols), F(rm, cols), F(rv, cols));
+        var (y, mean, rstd) = (Tensor.Empty(d, DType.F32, rows, cols), Tensor.Empty(d, DType.F32, cols), Tensor.Empty(d, DType.F32, cols));
+        var (dx, dw, db) = (Tensor.Empty(d, DType.F32, rows, cols), Tensor.Empty(d, DType.F32, cols), Tensor.Empty(d, DType.F32, cols));
+        var colWork = d.Split(cols);
+        k.BatchForward(colWork.Workers, colWork, shape, x.View, w.View, b.View, runMean.View, runVar.View, y.View, mean.View, rstd.View);
+        k.BatchBackward(colWork.Workers, colWork, shape, x.View, w.View, g.View, mean.View, rstd.View, dx.View, dw.View, db.View);
+        return (y.ToArray(), mean.ToArray(), rstd.ToArray(), runMean.ToArray(), runVar.ToArray(), dx.ToArray(), dw.ToArray(), db.ToArray());
+    }
+
+    // Each lane of a body does one column's portable arithmetic in the portable order: every output bit agrees, in training and
+    // in evaluation; column counts below, at and across the 8-lane width and the worker split; no rows in evaluation.
+    [TestCase(2, 1, true)]
+    [TestCase(5, 7, true)]
+    [TestCase(17, 8, true)]
+    [TestCase(64, 37, true)]
+    [TestCase(300, 2048, true)]
+    [TestCase(9, 19, false)]
+    [TestCase(0, 11, false)]
+    public void BatchNormBodiesAgreeWithPortableKernelsBitForBit(int rows, int cols, bool training)
+    {
+        Assume.That(D.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable kernels");
+        var hx = GradCheck.Rand(rows * cols, 41, 3f).Select(v => v + 0.5f).ToArray();
+        var hg = GradCheck.Rand(rows * cols, 42);
+        var (hw, hb) = (GradCheck.Rand(cols, 43), GradCheck.Rand(cols, 44));
+        var (rm, rv) = (GradCheck.Rand(cols, 45), GradCheck.Rand(cols, 46).Select(v => 1f + Math.Abs(v)).ToArray());
+        var a = RunBatch(D, training, hx, hg, hw, hb, rm, rv, rows, cols);
+        var b = RunBatch(P, training, hx, hg, hw, hb, rm, rv, rows, cols);
+        Assert.That(a.Y, Is.EqualTo(b.Y), "y");
+        Assert.That(a.Mean, Is.EqualTo(b.Mean), "mean");
+        Assert.That(a.Rstd, Is.EqualTo(b.Rstd), "rstd");
+        Assert.That(a.RunMean, Is.EqualTo(b.RunMean), "running mean");
+        Assert.That(a.RunVar, Is.EqualTo(b.RunVar), "running variance");
+        Assert.That(a.Dx, Is.EqualTo(b.Dx), "dx");
+        Assert.That(a.Dw, Is.EqualTo(b.Dw), "dweight");
+        Assert.That(a.Db, Is.EqualTo(b.Db), "dbias");
     }
 }

@@ -1,8 +1,8 @@
 namespace Peer.Tests.Ops.Cpu;
 
-/// <summary>The CPU selection body of product-key retrieval (loaded on <see cref="Devices.Cpu"/>) against the portable selection
-/// kernel (the definition, loaded on <see cref="Devices.CpuPortable"/>), both launched directly on the same sub-key scores;
-/// the public op is checked against brute force in ProductKeyTopKTests.</summary>
+/// <summary>The CPU bodies of product-key retrieval (the selection, the halves' copy, the query's gradient; loaded on
+/// <see cref="Devices.Cpu"/>) against the portable kernels (the definition, loaded on <see cref="Devices.CpuPortable"/>), both
+/// launched directly on the same inputs; the public op is checked against brute force in ProductKeyTopKTests.</summary>
 public sealed class ProductKeyTopKCpuTests
 {
     // The selection kernel of device d's launcher over sub-key scores s1, s2 [rows, n], rows = t*h.
@@ -46,5 +46,59 @@ public sealed class ProductKeyTopKCpuTests
                 .OrderByDescending(p => p.S).ThenBy(p => p.I).Take(k).ToArray();
             Assert.That(pi.Skip(item * k).Take(k), Is.EqualTo(want.Select(p => p.I)), $"item {item}");
         }
+    }
+
+    // The query's gradient and the halves' copy of device d's launcher: dS, ids [t, h, k] and sub-keys [n, dq/2] -> dq [t, h*dq];
+    // q [t*h, dq] -> its halves, copied from row `start` on.
+    static (float[] Dq, float[] Qa, float[] Qb) Backward(Device d, float[] dS, int[] ids, float[] k1, float[] k2, float[] q, int t, int h, int n, int k, int dq, int start)
+    {
+        using var s = Scope.Begin();
+        var kernels = d.Get(static d => new ProductKeyKernels(d));
+        var shape = new RetrievalShape(h, dq, n, k);
+        var grad = Tensor.Empty(d, DType.F32, t, h * dq);
+        var w = d.Split(t * h);
+        kernels.BackwardQuery(w.Workers, w, shape, Tensor.FromArray(d, dS, t, h, k).View, Tensor.FromArray(d, ids, t, h, k).IntView,
+            Tensor.FromArray(d, k1, n, dq / 2).View, Tensor.FromArray(d, k2, n, dq / 2).View, grad.View);
+        int rows = t * h - start;
+        var (qa, qb) = (Tensor.Empty(d, DType.F32, rows, dq / 2), Tensor.Empty(d, DType.F32, rows, dq / 2));
+        var wr = d.Split(rows);
+        kernels.SplitHalves(wr.Workers, wr, shape, Tensor.FromArray(d, q, t * h, dq).View, qa.View, qb.View, start);
+        return (grad.ToArray(), qa.ToArray(), qb.ToArray());
+    }
+
+    // Query sizes below, at and across the 8-lane width (the halves 1, 3, 8, 13, 128 floats), repeated ids (the same sub-key row
+    // taken twice), a chunk that starts mid-way.
+    [TestCase(1, 1, 2, 1, 2, 0)]
+    [TestCase(3, 2, 5, 3, 6, 1)]
+    [TestCase(4, 3, 9, 4, 16, 0)]
+    [TestCase(5, 2, 7, 7, 26, 3)]
+    [TestCase(6, 8, 33, 16, 256, 5)]
+    public void QueryGradientAndHalvesAgreeWithPortableKernelsBitForBit(int t, int h, int n, int k, int dq, int start)
+    {
+        Assume.That(Devices.Cpu.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable gradient");
+        var rng = new Random(t * 100 + dq);
+        var ids = Enumerable.Range(0, t * h * k).Select(_ => rng.Next(0, n * n)).ToArray();
+        var dS = GradCheck.Rand(t * h * k, 31);
+        var (k1, k2) = (GradCheck.Rand(n * dq / 2, 32), GradCheck.Rand(n * dq / 2, 33));
+        var q = GradCheck.Rand(t * h * dq, 34);
+        var a = Backward(Devices.Cpu, dS, ids, k1, k2, q, t, h, n, k, dq, start);
+        var b = Backward(Devices.CpuPortable, dS, ids, k1, k2, q, t, h, n, k, dq, start);
+        Assert.That(a.Dq, Is.EqualTo(b.Dq), "dq: the same products and sums in the same order");
+        Assert.That(a.Qa, Is.EqualTo(b.Qa), "first halves");
+        Assert.That(a.Qb, Is.EqualTo(b.Qb), "second halves");
+        // And dq against the host in double: k terms per element, each within k u Σ|terms| of the exact sum.
+        for (int item = 0; item < t * h; item++)
+            for (int p = 0; p < dq; p++)
+            {
+                double want = 0, abs = 0;
+                for (int m = 0; m < k; m++)
+                {
+                    int i = ids[item * k + m], r = i / n, c = i % n;
+                    double term = dS[item * k + m] * (p < dq / 2 ? k1[r * (dq / 2) + p] : k2[c * (dq / 2) + p - dq / 2]);
+                    want += term;
+                    abs += Math.Abs(term);
+                }
+                Assert.That(a.Dq[item * dq + p], Is.EqualTo(want).Within(2 * k * abs / (1 << 24) + 1e-30), $"dq[{item}, {p}]");
+            }
     }
 }
