@@ -82,6 +82,30 @@ public sealed class SafeTensorReader : IDisposable
     /// <exception cref="ArgumentException">Unknown name, or the tensor is not I64.</exception>
     public long[] GetLongs(string name) => ReadArray<long>(name, SafeDType.I64);
 
+    /// <summary>Columns <c>[colStart, colStart + colCount)</c> of an F32 tensor of rank 2 <c>[rows, cols]</c>, as <c>[rows, colCount]</c>
+    /// row-major, read a block of rows at a time (so the whole tensor is never in memory).</summary>
+    /// <exception cref="ArgumentException">Unknown name, not F32 of rank 2, or columns outside the tensor.</exception>
+    public float[] GetFloatColumns(string name, int colStart, int colCount)
+    {
+        var info = GetInfo(name);
+        Check.That(info.DType == SafeDType.F32 && info.Shape.Length == 2, nameof(name), name, $"an F32 tensor of rank 2 (it is {info.DType} [{string.Join(", ", info.Shape)}])");
+        long rows = info.Shape[0], cols = info.Shape[1];
+        Check.That(colStart >= 0 && colCount >= 0 && colStart + colCount <= cols, nameof(colStart), $"{colStart} + {colCount}", $"columns inside [0, {cols})");
+        Check.That(rows * colCount <= Array.MaxLength, nameof(name), name, $"at most {Array.MaxLength} elements for a host array");
+        SafeTensors.RequireLittleEndian();
+        var result = new float[rows * colCount];
+        int block = (int)Math.Max(1, Math.Min(rows, (1 << 22) / Math.Max(1, cols)));
+        var buffer = new float[block * cols];
+        for (long r = 0; r < rows; r += block)
+        {
+            int n = (int)Math.Min(block, rows - r);
+            stream.Position = dataStart + info.Begin + r * cols * 4;
+            stream.ReadExactly(MemoryMarshal.AsBytes(buffer.AsSpan(0, (int)(n * cols))));
+            for (int i = 0; i < n; i++) Array.Copy(buffer, i * cols + colStart, result, (r + i) * colCount, colCount);
+        }
+        return result;
+    }
+
     /// <summary>
     /// Copies a tensor to <paramref name="device"/>: F32 as an F32 tensor, I32 as an I32 tensor. With <paramref name="convert"/>,
     /// F64 becomes F32 and I64 becomes I32 through <see cref="SafeTensors.ToFloats"/> / <see cref="SafeTensors.ToInts"/> (range-checked).

@@ -42,6 +42,14 @@ public sealed record SafeTensorInfo(string Name, SafeDType DType, long[] Shape, 
 /// <param name="Bytes">The data: product(Shape) * size of DType bytes.</param>
 public sealed record SafeTensorEntry(string Name, SafeDType DType, long[] Shape, byte[] Bytes);
 
+/// <summary>A tensor written by a callback that streams its raw little-endian bytes (for tensors assembled while writing, e.g. gathered
+/// from several processes block by block).</summary>
+/// <param name="Name">The tensor's name.</param>
+/// <param name="DType">Element type.</param>
+/// <param name="Shape">Dimensions, outermost first.</param>
+/// <param name="WriteData">Writes exactly product(Shape) * size of DType bytes to the stream.</param>
+public sealed record SafeTensorSource(string Name, SafeDType DType, long[] Shape, Action<Stream> WriteData);
+
 /// <summary>A set of host tensors and metadata to write with <see cref="SafeTensors.Write(string, SafeTensorFile)"/>.</summary>
 public sealed class SafeTensorFile
 {
@@ -128,6 +136,35 @@ public static class SafeTensors
         ArgumentNullException.ThrowIfNull(file);
         var items = file.Entries.Select(e => new Item(e.Name, e.DType, e.Shape, e.Bytes.LongLength, s => s.Write(e.Bytes))).ToList();
         WriteItems(path, items, file.Metadata);
+    }
+
+    /// <summary>Writes tensors whose bytes their callbacks stream, with optional metadata, to <paramref name="path"/>, atomically (see
+    /// <see cref="Write(string, IEnumerable{ValueTuple{string, Tensor}}, IReadOnlyDictionary{string, string}?)"/>).</summary>
+    /// <exception cref="ArgumentException">A name is empty, repeated or <c>__metadata__</c>, or a dimension is negative.</exception>
+    /// <exception cref="InvalidOperationException">A callback wrote another number of bytes than its shape says.</exception>
+    public static void Write(string path, IEnumerable<SafeTensorSource> sources, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        ArgumentNullException.ThrowIfNull(sources);
+        RequireLittleEndian();
+        var items = new List<Item>();
+        foreach (var src in sources)
+        {
+            ArgumentNullException.ThrowIfNull(src);
+            CheckName(src.Name, items.Select(i => i.Name));
+            Check.That(src.Shape.All(x => x >= 0), nameof(sources), "[" + string.Join(", ", src.Shape) + "]", "non-negative dimensions");
+            items.Add(new Item(src.Name, src.DType, (long[])src.Shape.Clone(), Numel(src.Shape) * SizeOf(src.DType), src.WriteData));
+        }
+        WriteItems(path, items, metadata);
+    }
+
+    /// <summary>A source that writes device tensor <paramref name="t"/> (F32 as "F32", I32 as "I32"), for
+    /// <see cref="Write(string, IEnumerable{SafeTensorSource}, IReadOnlyDictionary{string, string}?)"/>.</summary>
+    /// <exception cref="ObjectDisposedException">The tensor was disposed.</exception>
+    public static SafeTensorSource Source(string name, Tensor t)
+    {
+        ArgumentNullException.ThrowIfNull(t, name);
+        Check.Alive(t, name);
+        return new SafeTensorSource(name, t.DType == DType.F32 ? SafeDType.F32 : SafeDType.I32, t.Shape.Select(s => (long)s).ToArray(), s => CopyTensor(t, s));
     }
 
     /// <summary>

@@ -3,6 +3,8 @@
 // scores, and fused singleton experts summed over heads. The expert tables and sub-keys receive row-sparse
 // gradients, so a training step never costs O(N). Options are validated at construction with messages
 // naming value and rule.
+using Peer.Distributed;
+
 namespace Peer.Nn;
 
 /// <summary>Normalisation applied to the query <c>W x + b</c> before retrieval.</summary>
@@ -87,7 +89,16 @@ public sealed class PeerLayer : FeedForwardLayer
 
     /// <summary>Creates the layer for tokens of width <paramref name="dim"/>.</summary>
     /// <exception cref="ArgumentException">Invalid options (see <see cref="PeerOptions.Validate"/>) or a non-positive width.</exception>
-    public PeerLayer(Device device, int dim, PeerOptions? options = null) : base(device, dim)
+    public PeerLayer(Device device, int dim, PeerOptions? options = null) : this(device, dim, options, null) { }
+
+    /// <summary>
+    /// Creates the layer with its expert tables split by columns between the ranks of <paramref name="shard"/>'s group (expert
+    /// parallelism; null: whole tables): this rank holds <c>experts.down</c>, <c>experts.up</c> as F32 <c>[N, d_r]</c>, the columns
+    /// <paramref name="shard"/> gives it of the tables the unsplit layer draws from the same seed. Every rank must run the layer
+    /// together (<see cref="Ops.PeerExpertsSharded"/>).
+    /// </summary>
+    /// <exception cref="ArgumentException">Invalid options, a non-positive width, a shard of another width, or more ranks than columns.</exception>
+    public PeerLayer(Device device, int dim, PeerOptions? options, ColumnShard? shard) : base(device, dim)
     {
         options ??= new PeerOptions();
         options.Validate();
@@ -96,9 +107,22 @@ public sealed class PeerLayer : FeedForwardLayer
         Options = options;
         ulong seed = options.Seed;
         keys = Component(new ProductKeys(device, dim, options.Heads, options.QueryDim, options.SubKeys, options.TopK, options.QueryNorm, seed));
-        down = Parameter("experts.down", Ops.Normal(device, LayerSeeds.Derive(seed, ProductKeys.FirstOwnerSeed), 0f, 1f / MathF.Sqrt(dim), options.Experts, dim), rowSparse: true);
-        up = Parameter("experts.up", Ops.Normal(device, LayerSeeds.Derive(seed, ProductKeys.FirstOwnerSeed + 1), 0f, 1f / MathF.Sqrt(dim), options.Experts, dim), rowSparse: true);
+        if (shard is not null)
+        {
+            Check.That(shard.Dim == dim, nameof(shard), shard.Dim, $"a split of the layer's width {dim}");
+            Check.That(shard.Group.Size <= dim, nameof(shard), $"{shard.Group.Size} ranks", $"at most d = {dim} ranks (each holds at least one column)");
+        }
+        Shard = shard;
+        int from = shard?.MyStart ?? 0, cols = shard?.MyCount ?? dim;
+        down = Parameter("experts.down", Ops.NormalColumns(device, LayerSeeds.Derive(seed, ProductKeys.FirstOwnerSeed), 0f, 1f / MathF.Sqrt(dim), options.Experts, dim, from, cols), rowSparse: true);
+        up = Parameter("experts.up", Ops.NormalColumns(device, LayerSeeds.Derive(seed, ProductKeys.FirstOwnerSeed + 1), 0f, 1f / MathF.Sqrt(dim), options.Experts, dim, from, cols), rowSparse: true);
     }
+
+    /// <summary>How the expert tables are split between ranks, or null when this layer holds them whole.</summary>
+    public ColumnShard? Shard { get; }
+
+    /// <summary>The ranks over whose tokens the query BatchNorm takes its training statistics (see <see cref="ProductKeys.BatchGroup"/>).</summary>
+    public Communicator? BatchGroup { get => keys.BatchGroup; set => keys.BatchGroup = value; }
 
     /// <inheritdoc />
     public override FeedForwardCost Cost => FeedForwardCost.Of(this);
@@ -121,7 +145,8 @@ public sealed class PeerLayer : FeedForwardLayer
     public override Tensor Forward(Tensor x)
     {
         var (indices, g) = keys.Retrieve(x, Options.Router);
-        var y = Ops.PeerExperts(x, indices, g, down, up, Options.Activation);
+        var y = Shard is null ? Ops.PeerExperts(x, indices, g, down, up, Options.Activation)
+            : Ops.PeerExpertsSharded(x, indices, g, down, up, Shard, Options.Activation);
         Usage?.Add(indices, g);
         lastIndices?.Dispose();
         lastWeights?.Dispose();

@@ -2,6 +2,8 @@
 // W x + b, its normalisation, the two sub-key tables shared by all heads, and the top-k over the n² product keys
 // (Ops.ProductKeyTopK). Its owner registers it as a component, so the names query.*, query_norm.* and keys.* are
 // the owner's own (docs/layers.md). The seeds of every retrieval layer's parameters are fixed here, in one place.
+using Peer.Distributed;
+
 namespace Peer.Nn;
 
 /// <summary>
@@ -40,6 +42,12 @@ public sealed class ProductKeys : Module
     public int TopK { get; }
     /// <summary>Query normalisation.</summary>
     public PeerQueryNorm QueryNorm { get; }
+
+    /// <summary>
+    /// The ranks whose tokens together form the batch that BatchNorm normalises over in training (a synchronised BatchNorm, for
+    /// data-parallel training: every rank of the group must run the layer together); null (the default) for this process's tokens.
+    /// </summary>
+    public Communicator? BatchGroup { get; set; }
 
     /// <summary>Creates the retrieval, with parameters drawn from <paramref name="seed"/> (see the remarks).</summary>
     /// <exception cref="ArgumentException">A non-positive width, head count or sub-key count, an odd or non-positive query size,
@@ -90,13 +98,13 @@ public sealed class ProductKeys : Module
     {
         Check.DType(x, DType.F32, nameof(x));
         Check.That(ReferenceEquals(x.Device, Device), nameof(x), x.Device.Name, $"a tensor on the layer's device '{Device.Name}'");
-        bool batchStats = QueryNorm == PeerQueryNorm.BatchNorm && IsTraining;
+        bool batchStats = QueryNorm == PeerQueryNorm.BatchNorm && IsTraining && (BatchGroup?.Size ?? 1) == 1;
         Check.That(x.Rank == 2 && x.Shape[1] == Dim && (x.Shape[0] >= 2 || !batchStats), nameof(x), x.Shape,
             batchStats ? $"[T, d = {Dim}] with T >= 2 (BatchNorm in training needs two tokens)" : $"[T, d = {Dim}]");
         var q = Ops.Linear(x, queryWeight, queryBias);
         return QueryNorm switch
         {
-            PeerQueryNorm.BatchNorm => Ops.BatchNorm1d(q, normWeight!, normBias!, runningMean!, runningVar!, IsTraining, 0.1f, 1e-5f),
+            PeerQueryNorm.BatchNorm => Ops.SyncBatchNorm1d(q, normWeight!, normBias!, runningMean!, runningVar!, IsTraining, 0.1f, 1e-5f, BatchGroup),
             PeerQueryNorm.LayerNorm => Ops.LayerNorm(q, normWeight!, normBias!, 1e-5f),
             _ => q,
         };

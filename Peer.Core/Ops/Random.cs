@@ -45,6 +45,24 @@ public static partial class Ops
         return t;
     }
 
+    /// <summary>
+    /// Columns <c>[colStart, colStart + colCount)</c> of the tensor <see cref="Normal"/> draws with the same seed and shape <c>[rows, cols]</c>,
+    /// as a new <c>[rows, colCount]</c> tensor, without building the whole one (for tables split by columns between ranks).
+    /// </summary>
+    /// <exception cref="ArgumentException">A column range outside [0, cols), or a negative size or deviation.</exception>
+    public static Tensor NormalColumns(Device device, ulong seed, float mean, float std, int rows, int cols, int colStart, int colCount)
+    {
+        Check.That(rows >= 0 && cols >= 0 && (long)rows * cols <= int.MaxValue, nameof(rows), $"[{rows}, {cols}]", "a table of at most 2^31 - 1 elements");
+        Check.That(colStart >= 0 && colCount >= 0 && colStart + colCount <= cols, nameof(colStart), $"{colStart} + {colCount}", $"a column range inside [0, {cols})");
+        Check.That(std >= 0, nameof(std), std, "a non-negative standard deviation");
+        var t = Tensor.Empty(device, DType.F32, rows, colCount);
+        if (t.Length == 0) return t;
+        var w = device.Split(t.Length);
+        device.Get(static d => new RandomKernels(d)).NormalColumns(w.Workers, w, t.View, (uint)seed, (uint)(seed >> 32), mean, std,
+            new ColumnRange(cols, colStart, colCount));
+        return t;
+    }
+
     /// <summary>The generator's uniform sample in [0, 1) for counter <paramref name="i"/>, as kernels compute it (24 random bits).</summary>
     public static float UniformAt(uint seedLo, uint seedHi, uint i) => RandomKernels.ToUnit(RandomKernels.Hash(seedLo, seedHi, i));
 }
@@ -54,11 +72,13 @@ internal sealed class RandomKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>, uint, uint, float, float> Uniform;
     public readonly Action<Index1D, Work, ArrayView<float>, uint, uint, float, float> Normal;
+    public readonly Action<Index1D, Work, ArrayView<float>, uint, uint, float, float, ColumnRange> NormalColumns;
 
     public RandomKernels(Device d)
     {
         Uniform = d.LoadKernel(UniformKernel);
         Normal = d.LoadKernel(NormalKernel);
+        NormalColumns = d.LoadKernel(NormalColumnsKernel);
     }
 
     // Three rounds of a 32-bit avalanche mix over (seed, counter): a small stateless hash in the spirit of
@@ -95,11 +115,31 @@ internal sealed class RandomKernels
     {
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
+                y[i] = NormalAt(seedLo, seedHi, (uint)i, mean, std);
+    }
+
+    // y: [rows, Count] <- the columns [Start, Start + Count) of the [rows, Cols] tensor NormalKernel draws
+    static void NormalColumnsKernel(Index1D w, Work work, ArrayView<float> y, uint seedLo, uint seedHi, float mean, float std, ColumnRange r)
+    {
+        for (int s = work.Start(w); s < work.N; s += work.Stride)
+            for (int i = s, e = work.End(s); i < e; i++)
             {
-                float u1 = ToUnit(Hash(seedLo, seedHi, 2u * (uint)i)) + (0.5f / 16777216f);
-                float u2 = ToUnit(Hash(seedLo, seedHi, 2u * (uint)i + 1u));
-                float r = XMath.Sqrt(-2f * XMath.Log(u1));
-                y[i] = mean + std * r * XMath.Cos(6.28318530718f * u2);
+                int row = i / r.Count;
+                y[i] = NormalAt(seedLo, seedHi, (uint)(row * r.Cols + r.Start + (i - row * r.Count)), mean, std);
             }
     }
+
+    static float NormalAt(uint seedLo, uint seedHi, uint i, float mean, float std)
+    {
+        float u1 = ToUnit(Hash(seedLo, seedHi, 2u * i)) + (0.5f / 16777216f);
+        float u2 = ToUnit(Hash(seedLo, seedHi, 2u * i + 1u));
+        float r = XMath.Sqrt(-2f * XMath.Log(u1));
+        return mean + std * r * XMath.Cos(6.28318530718f * u2);
+    }
+}
+
+/// <summary>Columns [Start, Start + Count) of a table of Cols columns.</summary>
+internal readonly struct ColumnRange(int cols, int start, int count)
+{
+    public readonly int Cols = cols, Start = start, Count = count;
 }

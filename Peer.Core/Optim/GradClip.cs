@@ -72,8 +72,19 @@ public static class GradClip
     static List<Tensor> Gradients(IEnumerable<Tensor> parameters, float maxNorm)
     {
         ArgumentNullException.ThrowIfNull(parameters);
+        CheckMaxNorm(maxNorm);
+        return Gradients(parameters, null);
+    }
+
+    static void CheckMaxNorm(float maxNorm)
+    {
         if (!(maxNorm > 0 && float.IsFinite(maxNorm)))
             throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, $"maxNorm = {maxNorm}: expected a finite value > 0.");
+    }
+
+    // The gradients of the parameters that have one, validated, all on the device of the first (or of sameDeviceAs).
+    static List<Tensor> Gradients(IEnumerable<Tensor> parameters, Tensor? sameDeviceAs)
+    {
         var grads = new List<Tensor>();
         foreach (var p in parameters)
         {
@@ -82,7 +93,8 @@ public static class GradClip
             if (g is null || g.Length == 0) continue;
             Check.Alive(g, $"gradient of {p.Name ?? "a parameter"}");
             Check.DType(g, DType.F32, $"gradient of {p.Name ?? "a parameter"}");
-            if (grads.Count > 0) Check.SameDevice(grads[0], g, $"gradient of {p.Name ?? "a parameter"}");
+            var reference = grads.Count > 0 ? grads[0] : sameDeviceAs;
+            if (reference is not null) Check.SameDevice(reference, g, $"gradient of {p.Name ?? "a parameter"}");
             grads.Add(g);
         }
         return grads;
@@ -121,6 +133,14 @@ public static class GradClip
 
     static void ClipRuns(Device d, ClipKernels k, List<Tensor> grads, float maxNorm)
     {
+        SumSquares(d, k, grads);
+        k.RunFinal(k.Scratch.View, k.Workers, maxNorm);
+        Scale(d, k, grads, k.Scratch.View.SubView(2 * k.Workers + 1, 1));
+    }
+
+    // The compensated per-worker partial sums of squares of every gradient, carried across all of them in order.
+    static void SumSquares(Device d, ClipKernels k, List<Tensor> grads)
+    {
         int workers = k.Workers;
         var scratch = k.Scratch.View; // [0, W): partial sums, [W, 2W): their compensations, [2W]: the norm, [2W + 1]: the factor
         k.Zero(2 * workers + 2, new Work(2 * workers + 2, 2 * workers + 2, 1), scratch);
@@ -129,13 +149,65 @@ public static class GradClip
             var w = Split(d, g.Length, workers);
             k.SumSquares(w.Workers, w, g.View, scratch, workers);
         }
-        k.RunFinal(scratch, workers, maxNorm);
-        var factor = scratch.SubView(2 * workers + 1, 1);
+    }
+
+    // Multiplies every gradient by factor[0] on the device (the kernel skips a factor of exactly 1).
+    static void Scale(Device d, ClipKernels k, List<Tensor> grads, ArrayView<float> factor)
+    {
         foreach (var g in grads)
         {
             var w = d.Split(g.Length);
             k.Scale(w.Workers, w, g.View, factor);
         }
+    }
+
+    /// <summary>
+    /// <see cref="ClipGlobalNorm(IEnumerable{Tensor}, float)"/> for a model split between the ranks of <paramref name="group"/>: the gradients of
+    /// <paramref name="replicated"/> are the same on every rank (counted once), those of <paramref name="sharded"/> are this rank's part of tables
+    /// split between the ranks, so <c>n = sqrt(|replicated|^2 + sum over ranks of |sharded|^2)</c>, the same on every rank. All ranks call it together.
+    /// The two partial norms are read on the host (the all-reduce runs there); the factor goes back to the device for the scaling.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxNorm"/> is not a finite positive number.</exception>
+    /// <exception cref="Distributed.CommunicationException">The all-reduce failed or timed out.</exception>
+    public static float ClipGlobalNorm(IEnumerable<Tensor> replicated, IEnumerable<Tensor> sharded, Distributed.Communicator group, float maxNorm)
+    {
+        ArgumentNullException.ThrowIfNull(replicated);
+        ArgumentNullException.ThrowIfNull(sharded);
+        ArgumentNullException.ThrowIfNull(group);
+        CheckMaxNorm(maxNorm);
+        var rep = Gradients(replicated, null);
+        var sh = Gradients(sharded, rep.Count > 0 ? rep[0] : null);
+        var first = rep.Count > 0 ? rep[0] : sh.Count > 0 ? sh[0] : null;
+        float nRep = 0f, nSh = 0f;
+        ClipKernels? k = first is null ? null : first.Device.Get(static d => new ClipKernels(d));
+        if (k is not null)
+            lock (k)
+            {
+                nRep = rep.Count > 0 ? Norm(first!.Device, k, rep) : 0f;
+                nSh = sh.Count > 0 ? Norm(first!.Device, k, sh) : 0f;
+            }
+        var squares = new[] { (double)nSh * nSh };
+        group.AllReduce(squares.AsSpan());
+        float norm = (float)Math.Sqrt((double)nRep * nRep + squares[0]);
+        float scale = maxNorm / (norm + 1e-6f);
+        if (k is not null && !(scale >= 1f)) // as WriteNorm: scaled when below 1 or not a number
+            lock (k)
+            {
+                var factor = k.Scratch.View.SubView(2 * k.Workers + 1, 1);
+                k.Host[0] = scale;
+                factor.CopyFromCPU(k.Host.AsSpan());
+                Scale(first!.Device, k, rep.Concat(sh).ToList(), factor);
+            }
+        return norm;
+    }
+
+    // The L2 norm of the gradients, read on the host (the caller holds the lock on k).
+    static float Norm(Device d, ClipKernels k, List<Tensor> grads)
+    {
+        SumSquares(d, k, grads);
+        k.RunFinal(k.Scratch.View, k.Workers, float.MaxValue);
+        k.Scratch.View.SubView(2 * k.Workers, 1).CopyToCPU(k.Host.AsSpan()); // waits for the device; the span overload pins
+        return k.Host[0];
     }
 
     /// <summary>Same as <see cref="ClipGlobalNorm(IEnumerable{Tensor}, float)"/> for named parameters (e.g. <c>module.NamedParameters()</c>).</summary>

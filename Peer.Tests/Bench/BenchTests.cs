@@ -9,9 +9,10 @@ namespace Peer.Tests.Bench;
 
 public sealed class BenchTests
 {
-    static readonly string[] SuiteNames = ["ceilings", "kernels", "peer", "ablation", "layers", "training", "torch"];
-    // The smoke run below leaves torch out: TorchSuiteTests runs that suite, and PyTorch's scripts, on their own.
-    static readonly string[] Smoked = SuiteNames[..^1];
+    static readonly string[] SuiteNames = ["ceilings", "kernels", "peer", "ablation", "layers", "training", "torch", "distributed"];
+    // The smoke run below leaves torch and distributed out: TorchSuiteTests runs torch, and PyTorch's scripts, on their own;
+    // DistributedSuiteMeasuresBytesAsTheCostModelSays runs distributed where MPI is.
+    static readonly string[] Smoked = SuiteNames[..^2];
 
     static (int Exit, string Out, string Err) Bench(string workDir, params string[] args) => BenchProgram.Run(workDir, args);
 
@@ -61,8 +62,36 @@ public sealed class BenchTests
         }
     }
 
+    /// <summary>The distributed suite at the smoke sizes (expert parallelism on 2 ranks through mpiexec): the bytes each rank received per
+    /// step equal the cost model's, rank 0 holds half of the expert tables and their optimizer state, and row sharding's bytes, counted
+    /// from a trained model's retrievals, are reported beside column sharding's.</summary>
+    [Test]
+    public void DistributedSuiteMeasuresBytesAsTheCostModelSays()
+    {
+        MpiRun.Require();
+        var dir = Directory.CreateTempSubdirectory("peer-bench-mpi-");
+        try
+        {
+            var (exit, output, error) = Bench(dir.FullName, "distributed", "--smoke", "--out", "out");
+            Assert.That(exit, Is.EqualTo(0), Repo.Tail(output) + "\n" + error);
+            using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.FullName, "out", "results.json")));
+            var figures = doc.RootElement.GetProperty("suites")[0].GetProperty("measurements").EnumerateArray().ToArray();
+            var bytes = figures.Single(m => m.GetProperty("variant").GetString() == "bytes received per rank per step");
+            Assert.That(bytes.GetProperty("value").GetDouble(), Is.EqualTo(bytes.GetProperty("reference").GetDouble()).Within(0.05), "KiB as printed, to 0.1");
+            var memory = figures.Single(m => m.GetProperty("variant").GetString() == "expert tables and AdamW state on rank 0");
+            Assert.That(memory.GetProperty("value").GetDouble(), Is.EqualTo(memory.GetProperty("reference").GetDouble() / 2).Within(1e-9),
+                "each of 2 ranks holds half of the expert tables' columns, as the run reports");
+            Assert.That(figures.Count(m => m.GetProperty("name").GetString()!.StartsWith("row sharding")), Is.EqualTo(3));
+            Assert.That(figures.All(m => m.GetProperty("value").GetDouble() > 0));
+        }
+        finally
+        {
+            dir.Delete(true);
+        }
+    }
+
     /// <summary>
-    /// Every suite but torch end to end at the smoke sizes (a suite named twice runs once, in the order named):
+    /// Every suite but torch and distributed end to end at the smoke sizes (a suite named twice runs once, in the order named):
     /// results.json holds each suite's figures, positive and finite with low &lt;= value &lt;= high; the references'
     /// checks are recorded; OpenBLAS is measured exactly when this machine has it; results.md's tables are well formed.
     /// </summary>

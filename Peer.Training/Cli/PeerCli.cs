@@ -58,7 +58,8 @@ public static class PeerCli
         {
             return body();
         }
-        catch (Exception e) when (e is CorpusException or ConfigException or CheckpointException or ArgumentException or IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is CorpusException or ConfigException or CheckpointException or ArgumentException or IOException or UnauthorizedAccessException
+            or Distributed.CommunicationException)
         {
             error.WriteLine("error: " + OneLine(e.Message));
             return ErrorExit;
@@ -67,12 +68,17 @@ public static class PeerCli
 
     internal static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
 
-    /// <summary>Opens a device by name, with a one-line error for unknown or absent ones.</summary>
-    public static Device OpenDevice(string name)
+    /// <summary>Opens a device by name, with a one-line error for unknown or absent ones. For a rank of a distributed run
+    /// (<paramref name="group"/>), the CPU accelerator takes this machine's processors divided by its ranks, and a GPU backend the
+    /// device of index local rank (so ranks on one machine spread over its GPUs, one each).</summary>
+    public static Device OpenDevice(string name, Distributed.Communicator? group = null)
     {
         try
         {
-            return Device.Open(name);
+            if (group is null || group.Size == 1) return Device.Open(name);
+            var options = new DeviceOptions { CpuThreads = Math.Max(1, Environment.ProcessorCount / Math.Max(1, group.LocalSize)) };
+            if (name is "cuda" or "opencl") options = options with { Index = group.LocalRank };
+            return Device.Open(name, options);
         }
         catch (ArgumentException e)
         {

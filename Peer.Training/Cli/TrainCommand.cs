@@ -3,6 +3,7 @@
 // metrics.csv, plots, periodic checkpoints, and a final sample. Ctrl+C finishes the current step, saves a
 // checkpoint and exits with code 130.
 using System.CommandLine;
+using Peer.Distributed;
 
 namespace Peer.Training;
 
@@ -33,6 +34,10 @@ public sealed record TrainOptions
     public bool Resume { get; init; }
     /// <summary>Profile the training steps and report time per op (<see cref="Device.Profile"/>).</summary>
     public bool Profile { get; init; }
+    /// <summary>Distributed training: <c>data</c> or <c>experts</c> (see <see cref="ParallelMode"/>), when given.</summary>
+    public string? Parallel { get; init; }
+    /// <summary>Seconds a rank waits for the others in a collective before the run stops, when given.</summary>
+    public double? CommTimeout { get; init; }
 }
 
 static class TrainCommand
@@ -62,9 +67,12 @@ static class TrainCommand
         {
             Description = $"Profile the training steps after the first {TrainLoop.ProfileWarmup} (evaluations left out): print time, launches and share of the step per op, forward, backward and optimizer apart, and write it to profile.txt in the run folder.",
         };
+        var parallel = new Option<string>("--parallel") { Description = "Train on the ranks an MPI launcher started (mpiexec -np R peer train ...): data (each rank takes its share of every batch) or experts (also splits the PEER expert tables by columns). See docs/distributed.md." };
+        parallel.AcceptOnlyFromAmong(Distribution.ModeNames);
+        var commTimeout = new Option<double?>("--comm-timeout") { Description = "With --parallel: seconds a rank waits for the others before the run stops with an error (default 300; longer than a checkpoint write)." };
         var cmd = new Command("train", "Train a language model; writes metrics.csv, loss.png, experts.png and checkpoints to the run folder.")
         {
-            preset, config, corpus, tokenizer, steps, device, seed, sparseOptimizer, sparseLr, outDir, resume, profile,
+            preset, config, corpus, tokenizer, steps, device, seed, sparseOptimizer, sparseLr, outDir, resume, profile, parallel, commTimeout,
         };
         cmd.SetAction(r => PeerCli.Guard(error, () => Run(new TrainOptions
         {
@@ -80,7 +88,9 @@ static class TrainCommand
             Out = r.GetValue(outDir),
             Resume = r.GetValue(resume),
             Profile = r.GetValue(profile),
-        }, output, interrupt)));
+            Parallel = r.GetValue(parallel),
+            CommTimeout = r.GetValue(commTimeout),
+        }, output, error, interrupt)));
         return cmd;
     }
 
@@ -115,8 +125,54 @@ static class TrainCommand
         return run;
     }
 
-    static int Run(TrainOptions o, TextWriter output, CancellationToken interrupt)
+    static int Run(TrainOptions o, TextWriter output, TextWriter error, CancellationToken interrupt)
     {
+        bool launched = MpiCommunicator.Launched(out int world) && world > 1;
+        if (o.Parallel is null)
+        {
+            if (launched)
+                throw new ConfigException($"launch: this process is one of {world} ranks an MPI launcher started, but --parallel is not given; pass --parallel data or --parallel experts");
+            if (o.CommTimeout is not null) throw new ConfigException("comm-timeout: applies to distributed runs; pass --parallel data or experts with it");
+            return Train(o, output, interrupt, null);
+        }
+        var mode = Distribution.ParseMode(o.Parallel);
+        if (o.CommTimeout is { } seconds && !(seconds > 0 && double.IsFinite(seconds)))
+            throw new ConfigException($"comm-timeout: {seconds} s; expected a positive number of seconds");
+        Communicator group;
+        try
+        {
+            group = launched ? MpiCommunicator.Open() : new SingleProcess();
+        }
+        catch (CommunicationException e)
+        {
+            throw new ConfigException(e.Message);
+        }
+        group.Timeout = TimeSpan.FromSeconds(o.CommTimeout ?? 300);
+        if (group.Size == 1)
+            using (group) return Train(o, output, interrupt, new Distribution(group, mode));
+        int code;
+        try
+        {
+            code = Train(o, group.Rank == 0 ? output : TextWriter.Null, interrupt, new Distribution(group, mode));
+        }
+        catch (Exception e)
+        {
+            // One rank's error ends every rank: the others may be waiting for it in a collective.
+            string message = PeerCli.OneLine(e.Message);
+            error.WriteLine($"error: {(message.StartsWith(group.Who, StringComparison.Ordinal) ? "" : group.Who + ": ")}{message}");
+            error.Flush();
+            // The launcher forwards each rank's output through a pipe; aborting at once can tear that down before the line is read.
+            Thread.Sleep(TimeSpan.FromSeconds(1));
+            group.Abort(PeerCli.ErrorExit);
+            return PeerCli.ErrorExit;
+        }
+        group.Dispose();
+        return code;
+    }
+
+    static int Train(TrainOptions o, TextWriter output, CancellationToken interrupt, Distribution? distribution)
+    {
+        var group = distribution?.Group;
         string runDir;
         RunConfig config;
         bool resume = o.Resume;
@@ -144,6 +200,7 @@ static class TrainCommand
         {
             config = Resolve(o);
             runDir = o.Out ?? Path.Combine("runs", $"{o.Preset ?? (o.ConfigFile != null ? Path.GetFileNameWithoutExtension(o.ConfigFile) : "tiny")}-{DateTime.UtcNow:yyyyMMdd-HHmmss}");
+            if (o.Out is null && group is { Size: > 1 }) runDir = RootsChoice(group, runDir); // the ranks' clocks may straddle a second
             if (Directory.Exists(runDir) && Directory.EnumerateFileSystemEntries(runDir).Any())
                 throw new ConfigException(Checkpoint.Exists(runDir)
                     ? $"run folder {Path.GetFullPath(runDir)} already holds a checkpoint; pass --resume to continue it, or another --out"
@@ -153,11 +210,32 @@ static class TrainCommand
 
         var corpus = Corpus.Load(config.Train.Corpus);
         var data = Dataset.Create(corpus, Tokenizers.Create(config.Train.Tokenizer), config.Model.Context);
-        using var device = PeerCli.OpenDevice(config.Train.Device);
-        Directory.CreateDirectory(runDir);
-        if (!resume) AtomicFile.WriteAllText(Path.Combine(runDir, "config.json"), config.ToJson());
-        using var trainer = resume ? Checkpoint.Load(device, runDir, data, config) : new Trainer(device, config, data);
+        if (distribution is not null)
+        {
+            distribution.Validate(config);
+            Distribution.RequireSameLaunch(distribution.Group, string.Join("\n",
+                $"ranks {distribution.Group.Size}", $"parallel {distribution.Mode}", $"run folder {runDir}", $"resume {resume}",
+                $"data {data.CorpusName} {Checkpoint.DataHash(data)}", config.ToJson()));
+        }
+        using var device = PeerCli.OpenDevice(config.Train.Device, group);
+        if (group is null || group.Rank == 0)
+        {
+            Directory.CreateDirectory(runDir);
+            if (!resume) AtomicFile.WriteAllText(Path.Combine(runDir, "config.json"), config.ToJson());
+        }
+        using var trainer = resume ? Checkpoint.Load(device, runDir, data, config, distribution) : new Trainer(device, config, data, distribution);
         return new TrainLoop(trainer, runDir, output, interrupt, o.Profile).Run();
+    }
+
+    // Rank 0's choice of a string, on every rank.
+    static string RootsChoice(Communicator group, string mine)
+    {
+        var bytes = System.Text.Encoding.UTF8.GetBytes(mine);
+        var length = new[] { bytes.Length };
+        group.Broadcast(length.AsSpan());
+        var root = group.Rank == 0 ? bytes : new byte[length[0]];
+        group.Broadcast(root.AsSpan());
+        return System.Text.Encoding.UTF8.GetString(root);
     }
 
     static string? LatestRun()

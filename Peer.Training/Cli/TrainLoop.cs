@@ -17,19 +17,30 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
     public const int ProfileWarmup = 5;
 
     readonly string metricsPath = Path.Combine(runDir, "metrics.csv");
+    // In a distributed run rank 0 alone writes the run folder's files (and its output is the one shown); every rank evaluates,
+    // checkpoints and samples together, since those run collectives.
+    readonly bool writes = trainer.Distribution.Group.Rank == 0;
     volatile bool interrupted;
     Profiler? profiler;
+    long lastBytes;
 
     public int Run()
     {
         var cfg = trainer.Config;
         int total = cfg.Train.Steps, start = trainer.StepCount;
         var rows = MetricsFile.Read(metricsPath, upToStep: start);
-        MetricsFile.Write(metricsPath, rows); // a resumed run drops rows written after its checkpoint
+        if (writes) MetricsFile.Write(metricsPath, rows); // a resumed run drops rows written after its checkpoint
         double unigram = trainer.Data.UnigramEntropy();
-        trainer.Data.Baselines.CacheFile = Path.Combine(runDir, "baselines.json");
+        if (writes) trainer.Data.Baselines.CacheFile = Path.Combine(runDir, "baselines.json");
         output.WriteLine($"run folder  {runDir}");
         output.WriteLine($"device      {trainer.Device.Name}");
+        var group = trainer.Distribution.Group;
+        if (group.Size > 1)
+        {
+            output.WriteLine($"parallel    {trainer.Distribution.Mode.ToString().ToLowerInvariant()} over {group.Size} ranks ({group.Library}); collectives time out after {group.Timeout.TotalSeconds:G4} s");
+            foreach (var (name, layer) in trainer.Model.PeerLayers().Where(p => p.Layer.Shard is not null).Take(1))
+                output.WriteLine($"experts     {name}.experts.down/up split by columns: rank 0 holds [{layer.Options.Experts}, {layer.Shard!.MyCount}] of [{layer.Options.Experts}, {layer.Shard.Dim}] of each table and of its optimizer state");
+        }
         output.WriteLine($"corpus      {trainer.Data.CorpusName}: {trainer.Data.Train.Length:N0} training and {trainer.Data.Validation.Length:N0} validation tokens ({trainer.Data.Tokenizer.Name}); unigram entropy {unigram:F3} nats");
         output.WriteLine($"model       d={cfg.Model.DModel} layers={cfg.Model.Layers} heads={cfg.Model.Heads} context={cfg.Model.Context} blocks=[{string.Join(",", cfg.Model.BlockKinds())}] "
             + $"parameters={trainer.Model.ParameterCount:N0}" + (cfg.Model.BlockKinds().Contains("peer") ? $" experts={cfg.Model.Peer.Experts:N0} (h={cfg.Model.Peer.Heads}, k={cfg.Model.Peer.TopK})" : ""));
@@ -71,7 +82,8 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
                 {
                     if (line != null) output.WriteLine(line);
                     else if (row.Step % every == 0 || row.Step == total)
-                        output.WriteLine($"step {row.Step}/{total}  loss {row.Loss:F4}  lr {row.LearningRate:G3}  {row.TokensPerSecond:N0} tok/s");
+                        output.WriteLine($"step {row.Step}/{total}  loss {row.Loss:F4}  lr {row.LearningRate:G3}  {row.TokensPerSecond:N0} tok/s"
+                            + (trainer.Distribution.Group.Size > 1 ? $"  {lastBytes / 1024.0:F1} KiB received per rank" : ""));
                 }, (_, count) =>
                 {
                     if (!announced) output.WriteLine($"evaluating the whole validation split: {count:N0} windows");
@@ -93,6 +105,7 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
             output.WriteLine($"interrupted at step {trainer.StepCount}: checkpoint saved in {runDir}; continue with: peer train --resume --out \"{runDir}\"");
             return PeerCli.InterruptedExit;
         }
+        if (!writes && trainer.Distribution.Mode != ParallelMode.Experts) return 0; // only expert parallelism needs every rank to sample
         var sample = trainer.Model.Generate(trainer.Data.Tokenizer.Encode("The "), 160, temperature: 0.8f, topK: 40, seed: trainer.Config.Train.Seed);
         output.WriteLine("sample      The " + trainer.Data.Tokenizer.Decode(sample).ReplaceLineEndings(" "));
         output.WriteLine($"done: metrics.csv, loss.png{(trainer.Model.PeerLayers().Any() ? ", experts.png" : "")} and the checkpoint are in {runDir}");
@@ -108,12 +121,20 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
             if (profile && profiler == null && trainer.StepCount - start >= warmup) profiler = trainer.Device.Profile();
             var s = trainer.Step();
             profiler?.Pause(); // evaluations, checkpoints and plots are not training steps
+            lastBytes = s.BytesReceived;
+            if (trainer.Distribution.Group.Size > 1)
+            {
+                // Ctrl+C or SIGTERM may reach the ranks at different steps: they stop together at the first step any saw it.
+                var seen = new[] { interrupted ? 1 : 0 };
+                trainer.Distribution.Group.AllReduce(seen.AsSpan(), Peer.Distributed.ReduceOp.Max);
+                interrupted = seen[0] != 0;
+            }
             bool final = s.Step == cfg.Steps, evaluate = final || (cfg.EvalEvery > 0 && s.Step % cfg.EvalEvery == 0);
             EvalResult? eval = !evaluate ? null : final ? trainer.Evaluate(EvalCoverage.Whole, finalProgress) : trainer.Evaluate();
             var row = new MetricRow(s.Step, s.Loss, s.LearningRate, s.TokensPerSecond, eval?.Loss, eval?.Usage, eval?.Unevenness,
                 trainer.Device.LiveBytes / 1048576.0, trainer.Device.PeakBytes / 1048576.0);
             rows.Add(row);
-            File.AppendAllText(metricsPath, row.ToCsv() + "\n");
+            if (writes) File.AppendAllText(metricsPath, row.ToCsv() + "\n");
             string? line = null;
             if (eval != null)
             {
@@ -121,8 +142,8 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
                     + (eval.Usage is { } u ? $"  expert usage {u:P1}  unevenness {eval.Unevenness:F3}" : "")
                     + $"  {s.TokensPerSecond:N0} tok/s  device memory {row.LiveMiB:F1} MiB (peak {row.PeakMiB:F1})";
                 if (final) line += $"\nfinal       val loss {eval.Loss:F4} (ppl {eval.Perplexity:F2}) on the whole validation split ({eval.Tokens:N0} tokens in {eval.Windows:N0} windows); {EvalDisplay.Baselines(unigram, eval.Baselines)}";
-                Plots.LossCurves(Path.Combine(runDir, "loss.png"), rows, unigram, $"{trainer.Data.CorpusName} ({trainer.Data.Tokenizer.Name})", eval.Baselines);
-                if (eval.Experts.Count > 0) Plots.ExpertUsage(Path.Combine(runDir, "experts.png"), eval.Experts, $"expert usage at step {s.Step}");
+                if (writes) Plots.LossCurves(Path.Combine(runDir, "loss.png"), rows, unigram, $"{trainer.Data.CorpusName} ({trainer.Data.Tokenizer.Name})", eval.Baselines);
+                if (writes && eval.Experts.Count > 0) Plots.ExpertUsage(Path.Combine(runDir, "experts.png"), eval.Experts, $"expert usage at step {s.Step}");
             }
             bool save = s.Step == cfg.Steps || interrupted || (cfg.CheckpointEvery > 0 && s.Step % cfg.CheckpointEvery == 0);
             if (save) Checkpoint.Save(trainer, runDir);

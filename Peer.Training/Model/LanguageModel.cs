@@ -5,6 +5,7 @@
 // The feed-forward layers come from Peer.Nn's FeedForwardFactory (ffw, peer, pkm, moe-ec, moe-topk, soft-moe).
 // Initialisation (ours): embeddings N(0, 0.02); attention weights and biases U(-1/sqrt(in), 1/sqrt(in)) as
 // PyTorch's Linear, with the attention output projection scaled by 1/sqrt(2 * layers) as in GPT-2.
+using Peer.Distributed;
 using Peer.Nn;
 
 namespace Peer.Training;
@@ -23,7 +24,15 @@ public sealed class LanguageModel : Module
 
     /// <summary>Builds the model with weights drawn from <paramref name="seed"/>.</summary>
     /// <exception cref="ConfigException">The configuration is invalid.</exception>
-    public LanguageModel(Device device, ModelConfig config, ulong seed) : base(device)
+    public LanguageModel(Device device, ModelConfig config, ulong seed) : this(device, config, seed, null) { }
+
+    /// <summary>
+    /// Builds the model for one rank of a distributed run (null: one process): the query BatchNorm of PEER and PKM layers takes its
+    /// statistics over every rank's tokens, and with <see cref="ParallelMode.Experts"/> each PEER layer holds its rank's columns of the
+    /// expert tables (drawn as the one-process model draws them). All ranks must then run every forward and backward together.
+    /// </summary>
+    /// <exception cref="ConfigException">The configuration is invalid.</exception>
+    public LanguageModel(Device device, ModelConfig config, ulong seed, Distribution? distribution) : base(device)
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
@@ -36,7 +45,7 @@ public sealed class LanguageModel : Module
         var kinds = config.BlockKinds();
         blocks = new Block[config.Layers];
         for (int i = 0; i < config.Layers; i++)
-            blocks[i] = Child($"blocks.{i}", new Block(device, config, kinds[i], s + 10 + 10 * (ulong)i));
+            blocks[i] = Child($"blocks.{i}", new Block(device, config, kinds[i], s + 10 + 10 * (ulong)i, distribution));
         normWeight = Parameter("norm.weight", Tensor.Full(device, 1f, d));
         normBias = Parameter("norm.bias", Tensor.Zeros(device, d));
         if (!config.TiedHead) head = Parameter("head.weight", LinearWeight(device, s + 3, config.VocabSize, d));
@@ -52,6 +61,19 @@ public sealed class LanguageModel : Module
     {
         float bound = 1f / MathF.Sqrt(inFeatures);
         return Ops.Uniform(device, seed, -bound, bound, outFeatures);
+    }
+
+    /// <summary>The parameters split by columns between ranks (expert parallelism), with how; empty otherwise.</summary>
+    public IReadOnlyDictionary<string, ColumnShard> ShardedParameters()
+    {
+        var result = new Dictionary<string, ColumnShard>();
+        foreach (var (name, layer) in PeerLayers())
+            if (layer.Shard is { } shard)
+            {
+                result[$"{name}.experts.down"] = shard;
+                result[$"{name}.experts.up"] = shard;
+            }
+        return result;
     }
 
     /// <summary>The PEER layers with their dotted names.</summary>
@@ -116,7 +138,7 @@ public sealed class LanguageModel : Module
         public PeerLayer? Peer => ffw as PeerLayer;
         public Tensor? AuxiliaryLoss => ffw.AuxiliaryLoss;
 
-        public Block(Device device, ModelConfig c, string kind, ulong seed) : base(device)
+        public Block(Device device, ModelConfig c, string kind, ulong seed, Distribution? distribution) : base(device)
         {
             int d = c.DModel;
             heads = c.Heads;
@@ -140,8 +162,12 @@ public sealed class LanguageModel : Module
                 SlotsPerExpert = c.Moe.SlotsPerExpert,
                 Causal = true,
                 AllowNonCausal = c.Moe.AllowNonCausal,
+                ExpertShard = distribution is { Mode: ParallelMode.Experts } && kind == "peer" ? new ColumnShard(distribution.Group, d) : null,
             };
             ffw = Child("ffw", FeedForwardFactory.Create(device, kind, options));
+            var group = distribution is { Group.Size: > 1 } ? distribution.Group : null;
+            if (ffw is PeerLayer peer) peer.BatchGroup = group;
+            else if (ffw is ProductKeyMemory pkm) pkm.BatchGroup = group;
         }
 
         // x: [B*T, d] -> [B*T, d]

@@ -6,6 +6,7 @@
 using System.Security.Cryptography;
 using System.Text.Json;
 using ILGPU.Runtime;
+using Peer.Distributed;
 using Peer.IO;
 
 namespace Peer.Training;
@@ -44,37 +45,81 @@ public static class Checkpoint
     /// <summary>True when <paramref name="runDir"/> holds a checkpoint pointer.</summary>
     public static bool Exists(string runDir) => File.Exists(Path.Combine(runDir, Pointer));
 
-    /// <summary>Writes the trainer's state under <paramref name="runDir"/> and points checkpoint.json at it; older checkpoints are removed afterwards.</summary>
+    /// <summary>
+    /// Writes the trainer's state under <paramref name="runDir"/> and points checkpoint.json at it; older checkpoints are removed afterwards.
+    /// In a distributed run every rank calls it together: rank 0 alone writes (tables split between ranks are gathered to it block by
+    /// block, see ShardGather), and no rank returns before the checkpoint is in place, or all throw.
+    /// </summary>
     /// <returns>The checkpoint's folder.</returns>
+    /// <exception cref="CheckpointException">In a distributed run, rank 0 could not write (on rank 0 the original error is thrown).</exception>
     public static string Save(Trainer trainer, string runDir)
     {
-        Directory.CreateDirectory(runDir);
+        var group = trainer.Distribution.Group;
         string root = Path.Combine(runDir, "checkpoints");
-        Directory.CreateDirectory(root);
         string name = $"step-{trainer.StepCount:D7}";
         string final = Path.Combine(root, name);
-        string tmp = Path.Combine(root, $".{name}.{Environment.ProcessId}.tmp");
-        if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
-        Directory.CreateDirectory(tmp);
-        SafeTensors.Write(Path.Combine(tmp, "model.safetensors"), trainer.Model.StateDict());
-        SafeTensors.Write(Path.Combine(tmp, "optimizer.safetensors"), trainer.Optimizer.StateDict());
-        var state = new CheckpointState
+        var shards = trainer.Model.ShardedParameters();
+        var model = trainer.Model.StateDict().Select(e => (e.Name, T: e.Tensor)).ToList();
+        var optimizer = trainer.Optimizer.StateDict().ToList();
+        // A split optimizer state ("<parameter>.exp_avg") is split as its parameter, when it has the parameter's shape.
+        ColumnShard? ShardOf(string n, Tensor t) => shards.TryGetValue(n, out var sh) ? sh
+            : n.LastIndexOf('.') is int dot and > 0 && shards.TryGetValue(n[..dot], out sh) && t.Rank == 2 && t.Shape[1] == sh.MyCount ? sh : null;
+        var gather = new ShardGather(group, model.Concat(optimizer).Where(e => ShardOf(e.Name, e.T) is not null)
+            .Select(e => (e.Name, e.T, ShardOf(e.Name, e.T)!)).ToList());
+        IEnumerable<SafeTensorSource> Sources(List<(string Name, Tensor T)> entries) => entries.Select(e =>
         {
-            Step = trainer.StepCount,
-            SamplerState = trainer.Sampler.State,
-            Config = trainer.Config,
-            Corpus = trainer.Data.CorpusName,
-            TrainTokens = trainer.Data.Train.Length,
-            DataHash = DataHash(trainer.Data),
-            Files = new() { ["model.safetensors"] = Sha256(Path.Combine(tmp, "model.safetensors")), ["optimizer.safetensors"] = Sha256(Path.Combine(tmp, "optimizer.safetensors")) },
-        };
-        File.WriteAllText(Path.Combine(tmp, "state.json"), JsonSerializer.Serialize(state, ModelConfig.Json));
-        if (Directory.Exists(final)) Directory.Delete(final, true); // only when re-saving the same step
-        Directory.Move(tmp, final);
-        AtomicFile.WriteAllText(Path.Combine(runDir, Pointer), JsonSerializer.Serialize(new Dictionary<string, string> { ["latest"] = name }, ModelConfig.Json));
-        foreach (var old in Directory.GetDirectories(root))
-            if (Path.GetFileName(old) != name) Directory.Delete(old, true);
+            int i = gather.Tables.Select(g => g.Name).ToList().IndexOf(e.Name);
+            return i >= 0 ? gather.Source(i) : SafeTensors.Source(e.Name, e.T);
+        });
+        if (group.Rank != 0)
+        {
+            gather.Drain();
+            Agree(group, null);
+            return final;
+        }
+        Exception? failure = null;
+        try
+        {
+            Directory.CreateDirectory(root);
+            string tmp = Path.Combine(root, $".{name}.{Environment.ProcessId}.tmp");
+            if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
+            Directory.CreateDirectory(tmp);
+            SafeTensors.Write(Path.Combine(tmp, "model.safetensors"), Sources(model));
+            SafeTensors.Write(Path.Combine(tmp, "optimizer.safetensors"), Sources(optimizer));
+            var state = new CheckpointState
+            {
+                Step = trainer.StepCount,
+                SamplerState = trainer.Sampler.State,
+                Config = trainer.Config,
+                Corpus = trainer.Data.CorpusName,
+                TrainTokens = trainer.Data.Train.Length,
+                DataHash = DataHash(trainer.Data),
+                Files = new() { ["model.safetensors"] = Sha256(Path.Combine(tmp, "model.safetensors")), ["optimizer.safetensors"] = Sha256(Path.Combine(tmp, "optimizer.safetensors")) },
+            };
+            File.WriteAllText(Path.Combine(tmp, "state.json"), JsonSerializer.Serialize(state, ModelConfig.Json));
+            if (Directory.Exists(final)) Directory.Delete(final, true); // only when re-saving the same step
+            Directory.Move(tmp, final);
+            AtomicFile.WriteAllText(Path.Combine(runDir, Pointer), JsonSerializer.Serialize(new Dictionary<string, string> { ["latest"] = name }, ModelConfig.Json));
+            foreach (var old in Directory.GetDirectories(root))
+                if (Path.GetFileName(old) != name) Directory.Delete(old, true);
+        }
+        catch (Exception e) when (group.Size > 1 && e is not CommunicationException)
+        {
+            failure = e;
+            gather.Drain();
+        }
+        Agree(group, failure);
         return final;
+    }
+
+    // Every rank learns whether rank 0 wrote the checkpoint; a failure is thrown on every rank (rank 0 rethrows its own).
+    static void Agree(Communicator group, Exception? failure)
+    {
+        if (group.Size == 1) return;
+        var flag = new[] { failure is null ? 0 : 1 };
+        group.AllReduce(flag.AsSpan(), ReduceOp.Max);
+        if (failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+        if (flag[0] != 0) throw new CheckpointException("checkpoint: rank 0 could not write the checkpoint (its message says why); the previous checkpoint is intact");
     }
 
     /// <summary>Reads and verifies the latest checkpoint's state of <paramref name="runDir"/> (a run folder or a checkpoint folder).</summary>
@@ -138,7 +183,13 @@ public static class Checkpoint
     /// <param name="data">The data, tokenized as the checkpoint's configuration says.</param>
     /// <param name="config">The configuration to continue with: it may change only steps, evaluation and checkpoint cadence and device; null takes the checkpoint's.</param>
     /// <exception cref="CheckpointException">The checkpoint is missing or damaged, or the data or configuration differs from the checkpoint's.</exception>
-    public static Trainer Load(Device device, string runDir, Dataset data, RunConfig? config = null)
+    public static Trainer Load(Device device, string runDir, Dataset data, RunConfig? config = null) => Load(device, runDir, data, config, null);
+
+    /// <summary>Restores one rank's trainer of a distributed run (see <see cref="Trainer(Device, RunConfig, Dataset, Distribution?)"/>;
+    /// null: one process) from a checkpoint written by any number of ranks: each rank reads the files (the run folder must be visible to
+    /// every rank) and takes its columns of the tables it holds split.</summary>
+    /// <exception cref="CheckpointException">As <see cref="Load(Device, string, Dataset, RunConfig?)"/>.</exception>
+    public static Trainer Load(Device device, string runDir, Dataset data, RunConfig? config, Distribution? distribution)
     {
         var (state, folder) = ReadState(runDir);
         if (config != null)
@@ -148,14 +199,23 @@ public static class Checkpoint
         }
         if (state.Corpus != data.CorpusName || state.TrainTokens != data.Train.Length || state.DataHash != DataHash(data))
             throw new CheckpointException($"checkpoint: {folder} was trained on other data (corpus {state.Corpus}, {state.TrainTokens} training tokens); this is {data.CorpusName} with {data.Train.Length}");
-        var trainer = new Trainer(device, config ?? state.Config, data);
+        var trainer = new Trainer(device, config ?? state.Config, data, distribution);
         try
         {
+            var shards = trainer.Model.ShardedParameters();
+            ColumnShard? ShardOf(string n) => shards.TryGetValue(n, out var sh) ? sh
+                : n.LastIndexOf('.') is int dot and > 0 && shards.TryGetValue(n[..dot], out sh) ? sh : null;
             using (var model = SafeTensors.Read(Path.Combine(folder, "model.safetensors")))
-                foreach (var (name, tensor) in trainer.Model.StateDict()) CopyInto(model, name, tensor, folder);
+                foreach (var (name, tensor) in trainer.Model.StateDict()) CopyInto(model, name, tensor, folder, ShardOf(name));
             using (var opt = SafeTensors.Read(Path.Combine(folder, "optimizer.safetensors")))
             using (Scope.Begin())
-                trainer.Optimizer.LoadStateDict(opt.Names.Select(n => (n, opt.ToTensor(device, n))).ToList());
+                trainer.Optimizer.LoadStateDict(opt.Names.Select(n =>
+                {
+                    var sh = ShardOf(n);
+                    var info = opt.GetInfo(n);
+                    if (sh is null || info.Shape.Length != 2 || info.Shape[1] != sh.Dim) return (n, opt.ToTensor(device, n));
+                    return (n, Tensor.FromArray(device, opt.GetFloatColumns(n, sh.MyStart, sh.MyCount), (int)info.Shape[0], sh.MyCount));
+                }).ToList());
             trainer.Sampler.State = state.SamplerState;
             trainer.StepCount = state.Step;
             return trainer;
@@ -191,13 +251,15 @@ public static class Checkpoint
         }
     }
 
-    static void CopyInto(SafeTensorReader reader, string name, Tensor tensor, string folder)
+    static void CopyInto(SafeTensorReader reader, string name, Tensor tensor, string folder, ColumnShard? shard = null)
     {
         if (!reader.Contains(name)) throw new CheckpointException($"checkpoint: {folder} has no tensor '{name}'");
         var info = reader.GetInfo(name);
-        if (!info.Shape.Select(s => (int)s).SequenceEqual(tensor.Shape))
-            throw new CheckpointException($"checkpoint: '{name}' has shape [{string.Join(", ", info.Shape)}] in {folder}; the model expects {Tensor.FormatShape(tensor.Shape)}");
-        if (tensor.DType == DType.F32) tensor.View.SubView(0, tensor.Length).CopyFromCPU(reader.GetFloats(name));
+        int[] whole = shard is null ? tensor.Shape : [tensor.Shape[0], shard.Dim];
+        if (!info.Shape.Select(s => (int)s).SequenceEqual(whole))
+            throw new CheckpointException($"checkpoint: '{name}' has shape [{string.Join(", ", info.Shape)}] in {folder}; the model expects {Tensor.FormatShape(whole)}");
+        if (shard is not null) tensor.View.SubView(0, tensor.Length).CopyFromCPU(reader.GetFloatColumns(name, shard.MyStart, shard.MyCount));
+        else if (tensor.DType == DType.F32) tensor.View.SubView(0, tensor.Length).CopyFromCPU(reader.GetFloats(name));
         else tensor.IntView.SubView(0, tensor.Length).CopyFromCPU(reader.GetInts(name));
     }
 

@@ -5,6 +5,8 @@
 // learning rate of that step, each group at its own peak.
 // Gradient rule: each micro-batch's loss is scaled by 1/Accumulation, so the step sees the mean gradient.
 using System.Diagnostics;
+using ILGPU.Runtime;
+using Peer.Distributed;
 using Peer.Nn;
 using Peer.Optim;
 
@@ -15,7 +17,11 @@ namespace Peer.Training;
 /// <param name="Loss">Mean training loss over the step's micro-batches.</param>
 /// <param name="LearningRate">Learning rate used (of the dense parameters; the row-sparse tables' is this times sparse_learning_rate / learning_rate).</param>
 /// <param name="TokensPerSecond">Training tokens processed per second.</param>
-public sealed record StepResult(int Step, double Loss, double LearningRate, double TokensPerSecond);
+public sealed record StepResult(int Step, double Loss, double LearningRate, double TokensPerSecond)
+{
+    /// <summary>Bytes the step's collectives brought to this rank (0 in one process; how they are counted: <see cref="Communicator.Traffic"/>).</summary>
+    public long BytesReceived { get; init; }
+}
 
 /// <summary>Expert usage of one PEER layer over an evaluation (the paper's measures, see <see cref="ExpertUsage"/>).</summary>
 /// <param name="Layer">The layer's dotted name.</param>
@@ -79,10 +85,21 @@ public sealed class Trainer : IDisposable
 
     /// <summary>Optimizer steps taken so far.</summary>
     public int StepCount { get; internal set; }
+    /// <summary>The ranks this trainer runs with and what they split (one process: a <see cref="SingleProcess"/> group).</summary>
+    public Distribution Distribution { get; }
+
+    readonly GradientReducer reducer;
+    readonly (string Name, Tensor Param)[] replicated; // the same on every rank after the gradient reduction
+    readonly Tensor[] sharded;                         // this rank's columns of the expert tables
 
     /// <summary>Builds the model and optimizer of <paramref name="config"/> on <paramref name="device"/>.</summary>
     /// <exception cref="ConfigException">The configuration is invalid or does not fit the data (vocabulary, tokenizer).</exception>
-    public Trainer(Device device, RunConfig config, Dataset data)
+    public Trainer(Device device, RunConfig config, Dataset data) : this(device, config, data, null) { }
+
+    /// <summary>Builds this rank's model and optimizer for a distributed run (see <see cref="Distribution"/>; null: one process). Every
+    /// rank of the group must build its trainer and then call <see cref="Step"/> and <see cref="Evaluate"/> together.</summary>
+    /// <exception cref="ConfigException">The configuration is invalid, does not fit the data, or cannot be split between the ranks.</exception>
+    public Trainer(Device device, RunConfig config, Dataset data, Distribution? distribution)
     {
         ArgumentNullException.ThrowIfNull(device);
         ArgumentNullException.ThrowIfNull(config);
@@ -92,12 +109,18 @@ public sealed class Trainer : IDisposable
             $"vocab_size = {config.Model.VocabSize} but the {data.Tokenizer.Name} tokenizer has {data.Tokenizer.VocabSize} ids");
         ModelConfig.Require(config.Train.Tokenizer == data.Tokenizer.Name,
             $"tokenizer = '{config.Train.Tokenizer}' but the data was tokenized with '{data.Tokenizer.Name}'");
+        Distribution = distribution ?? new Distribution(new SingleProcess(), ParallelMode.Data);
+        Distribution.Validate(config);
         Device = device;
         Config = config;
         Data = data;
-        Model = new LanguageModel(device, config.Model, config.Train.Seed);
+        Model = new LanguageModel(device, config.Model, config.Train.Seed, Distribution);
         Optimizer = CreateOptimizer(Model, config.Train);
         Sampler = new BatchSampler(data.Train, config.Model.Context, config.Train.Seed);
+        reducer = new GradientReducer(Distribution.Group);
+        var shardNames = Model.ShardedParameters();
+        replicated = Model.NamedParameters().Where(p => !shardNames.ContainsKey(p.Name)).ToArray();
+        sharded = Model.NamedParameters().Where(p => shardNames.ContainsKey(p.Name)).Select(p => p.Tensor).ToArray();
         lossTotal = Scope.Unscope(Tensor.Zeros(device, 1));
         gradNorm = Scope.Unscope(Tensor.Zeros(device, 1));
     }
@@ -144,27 +167,41 @@ public sealed class Trainer : IDisposable
     {
         var t = Config.Train;
         var clock = Stopwatch.StartNew();
+        var group = Distribution.Group;
+        long bytesBefore = group.BytesReceived;
         int step = StepCount + 1;
         double lr = LearningRateAt(step);
         Model.Train();
+        // Every rank draws the whole global batch (the samplers stay in step) and trains on its share, its mean loss weighted by the
+        // share's fraction of the batch, so that the gradients summed over ranks are those of the whole batch's mean loss.
+        var (first, count) = Distribution.Share(t.BatchSize);
+        int w = Config.Model.Context + 1;
+        float share = (float)count / t.BatchSize, weight = share / t.Accumulation;
         // The micro-batches' losses add up on the device, read once when the step is launched: nothing in the step waits for the
         // device (on a GPU, each read would stall the launch queue).
         Ops.Fill(lossTotal, 0f);
         for (int micro = 0; micro < t.Accumulation; micro++)
         {
             int[] windows = Sampler.NextBatch(t.BatchSize);
+            if (count < t.BatchSize) windows = windows[(first * w)..((first + count) * w)];
             using (Scope.Begin())
             {
-                var loss = Model.Loss(windows, t.BatchSize);
-                (t.Accumulation > 1 ? Ops.Scale(loss, 1f / t.Accumulation) : loss).Backward();
-                Ops.AddInPlace(lossTotal, loss);
+                var loss = Model.Loss(windows, count);
+                (weight != 1f ? Ops.Scale(loss, weight) : loss).Backward();
+                Ops.AddInPlace(lossTotal, count == t.BatchSize ? loss : Ops.Scale(loss, share));
             }
         }
+        reducer.AllReduce(replicated);
         using (Device.Profiler?.Enter(ProfilePhase.Optimizer))
         {
-            if (t.ClipNorm > 0) GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm, gradNorm);
-            foreach (var (name, group) in Optimizer.Groups)
-                group.LearningRate = (float)(name == "sparse" && t.SparseLearningRate is { } peak ? lr * peak / t.LearningRate : lr);
+            if (t.ClipNorm > 0)
+            {
+                // Split tables: the norm's sharded part is all-reduced on the host; otherwise every gradient is whole here, clipped on the device.
+                if (sharded.Length > 0) GradClip.ClipGlobalNorm(replicated.Select(p => p.Param), sharded, group, t.ClipNorm);
+                else GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm, gradNorm);
+            }
+            foreach (var (name, g) in Optimizer.Groups)
+                g.LearningRate = (float)(name == "sparse" && t.SparseLearningRate is { } peak ? lr * peak / t.LearningRate : lr);
             Optimizer.Step();
             Model.ZeroGrad();
         }
@@ -172,7 +209,16 @@ public sealed class Trainer : IDisposable
         Device.Profiler?.MarkStep();
         StepCount = step;
         double tokens = (double)t.BatchSize * t.Accumulation * Config.Model.Context;
-        return new StepResult(step, meanLoss, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds));
+        if (group.Size > 1)
+        {
+            var total = new[] { meanLoss };
+            group.AllReduce(total.AsSpan());
+            meanLoss = total[0];
+        }
+        return new StepResult(step, meanLoss, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds))
+        {
+            BytesReceived = group.BytesReceived - bytesBefore,
+        };
     }
 
     /// <summary>Mean loss over the validation windows <paramref name="coverage"/> selects, the n-gram baselines on the same windows,
@@ -195,15 +241,37 @@ public sealed class Trainer : IDisposable
             using var noGrad = Device.Tape.NoGrad();
             for (int first = 0; first < windows.Length;)
             {
-                // A batch of windows of one length (the tail window of the whole split is shorter).
+                // A batch of windows of one length (the tail window of the whole split is shorter), split between the ranks as training
+                // batches are. A rank whose share is empty runs the batch's first window unscored (and uncounted in expert usage), so
+                // that with expert parallelism every rank still takes part in every forward's collectives.
                 int w = windows[first].Length, n = 1;
                 while (n < batch && first + n < windows.Length && windows[first + n].Length == w) n++;
-                int[] rows = windows[first..(first + n)].SelectMany(r => r).ToArray();
+                var (mine, count) = Distribution.Share(n);
+                bool scored = count > 0;
+                int[] rows = scored ? windows[(first + mine)..(first + mine + count)].SelectMany(r => r).ToArray() : windows[first];
+                if (!scored) foreach (var (_, layer) in peers) layer.Usage = null;
                 using (Scope.Begin())
-                    lossSum += Model.Loss(rows, n).Item() * n * (w - 1);
-                tokens += n * (w - 1);
+                {
+                    float loss = Model.Loss(rows, Math.Max(1, count)).Item();
+                    if (scored) lossSum += loss * count * (w - 1);
+                }
+                if (!scored) for (int i = 0; i < peers.Length; i++) peers[i].Layer.Usage = usage[i];
+                tokens += count * (w - 1);
                 first += n;
                 progress?.Invoke(first, windows.Length);
+            }
+            var group = Distribution.Group;
+            if (group.Size > 1)
+            {
+                var sums = new[] { lossSum, tokens };
+                group.AllReduce(sums.AsSpan());
+                (lossSum, tokens) = (sums[0], (long)sums[1]);
+                foreach (var u in usage)
+                {
+                    var z = u.Accumulated.ToArray();
+                    group.AllReduce(z.AsSpan());
+                    u.Accumulated.View.SubView(0, z.Length).CopyFromCPU(z);
+                }
             }
             var layers = peers.Select((p, i) =>
             {

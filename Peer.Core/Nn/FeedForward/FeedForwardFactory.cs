@@ -55,6 +55,8 @@ public sealed record FeedForwardOptions
     public int AccountingTokens { get; init; }
     /// <summary>Initialisation seed.</summary>
     public ulong Seed { get; init; }
+    /// <summary>peer: split the expert tables by columns between ranks (expert parallelism, see <see cref="PeerLayer(Device, int, PeerOptions?, ColumnShard?)"/>); null keeps them whole.</summary>
+    public ColumnShard? ExpertShard { get; init; }
 }
 
 /// <summary>Names, parsing and construction of the feed-forward kinds.</summary>
@@ -101,7 +103,7 @@ public static class FeedForwardFactory
             {
                 Experts = o.Experts > 0 ? o.Experts : 1024 * 1024, Heads = o.Heads, TopK = o.TopK > 0 ? o.TopK : 16,
                 QueryDim = o.QueryDim, Activation = o.Activation, QueryNorm = o.QueryNorm, Seed = o.Seed,
-            }),
+            }, o.ExpertShard),
             FeedForwardKind.Pkm => new ProductKeyMemory(device, o.Dim, o.Experts > 0 ? o.Experts : 1024 * 1024, o.Heads,
                 o.TopK > 0 ? o.TopK : 32, o.QueryDim, o.QueryNorm, o.Seed),
             FeedForwardKind.MoeEc => new ExpertChoiceMoe(device, o.Dim, o.Hidden, moeExperts, o.CapacityFactor, o.Activation, o.Seed),

@@ -33,6 +33,8 @@ public sealed class ProductKeyMemory : FeedForwardLayer
     public int SubKeys => keys.SubKeys;
     /// <summary>Query normalisation.</summary>
     public PeerQueryNorm QueryNorm => keys.QueryNorm;
+    /// <summary>The ranks over whose tokens the query BatchNorm takes its training statistics (see <see cref="ProductKeys.BatchGroup"/>).</summary>
+    public Distributed.Communicator? BatchGroup { get => keys.BatchGroup; set => keys.BatchGroup = value; }
 
     /// <summary>Creates the memory.</summary>
     /// <exception cref="ArgumentException">memories not a perfect square, k outside [1, min(n, <see cref="Ops.ProductKeyMaxTopK"/>)],
@@ -67,7 +69,7 @@ public sealed class ProductKeyMemory : FeedForwardLayer
     /// <exception cref="ArgumentException">x is not F32 [T, d] on this device, or T &lt; 2 with BatchNorm in training.</exception>
     public (Tensor Indices, Tensor Weights) Retrieve(Tensor x)
     {
-        CheckInput(x, minTokens: QueryNorm == PeerQueryNorm.BatchNorm && IsTraining ? 2 : 0);
+        CheckInput(x, minTokens: QueryNorm == PeerQueryNorm.BatchNorm && IsTraining && (BatchGroup?.Size ?? 1) == 1 ? 2 : 0);
         return keys.Retrieve(x, PeerRouter.Softmax);
     }
 
