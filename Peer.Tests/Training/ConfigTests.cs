@@ -1,4 +1,6 @@
 // Configuration: JSON round trip, presets valid, contradictions caught with a message naming the setting.
+using System.Globalization;
+using System.Text.RegularExpressions;
 using Peer.Training;
 
 namespace Peer.Tests.Training;
@@ -19,6 +21,23 @@ public sealed class ConfigTests
         Assert.That(back.Model with { Blocks = null, Peer = run.Model.Peer }, Is.EqualTo(run.Model with { Blocks = null }));
         Assert.That(back.Model.Peer, Is.EqualTo(run.Model.Peer));
         Assert.That(back.Train, Is.EqualTo(run.Train));
+    }
+
+    [Test]
+    public void ReadmeDescribesTheTinyPresetItMeasured()
+    {
+        // The README's figures for the default run are only true of the preset they were measured with.
+        string readme = Regex.Replace(File.ReadAllText(Path.Combine(Repo.Root, "README.md")), @"\s+", " ");
+        var run = RunConfig.Preset("tiny");
+        var m = Regex.Match(readme, @"The default run \((\d+) steps of (\d+) x (\d+) tokens, ([\d,]+) tokens, learning rate ([\d.e-]+)\)");
+        Assert.That(m.Success, "README.md: no sentence 'The default run (S steps of B x T tokens, N tokens, learning rate LR)'");
+        Assert.That(int.Parse(m.Groups[1].Value), Is.EqualTo(run.Train.Steps), "steps");
+        Assert.That(int.Parse(m.Groups[2].Value), Is.EqualTo(run.Train.BatchSize * run.Train.Accumulation), "batch");
+        Assert.That(int.Parse(m.Groups[3].Value), Is.EqualTo(run.Model.Context), "context");
+        Assert.That(int.Parse(m.Groups[4].Value.Replace(",", "")), Is.EqualTo(run.Train.Steps * run.Train.BatchSize * run.Train.Accumulation * run.Model.Context), "tokens");
+        Assert.That(float.Parse(m.Groups[5].Value, CultureInfo.InvariantCulture), Is.EqualTo(run.Train.LearningRate), "learning rate");
+        Assert.That(readme, Does.Contain($"width {run.Model.DModel}, {run.Model.Heads} attention heads, {run.Model.Positions} positions, context {run.Model.Context}"));
+        Assert.That(readme, Does.Contain($"trains a {run.Model.Layers}-layer byte-level transformer"));
     }
 
     [Test]
@@ -43,7 +62,8 @@ public sealed class ConfigTests
     [TestCase("{\"peer\": {\"query_dim\": 7}}", "peer.query_dim = 7")]
     [TestCase("{\"peer\": {\"experts\": 1000}}", "peer.experts = 1000")]
     [TestCase("{\"peer\": {\"query_norm\": \"rms\"}}", "peer.query_norm = 'rms'")]
-    [TestCase("{\"positions\": \"learned\"}", "positions is not a known setting")]
+    [TestCase("{\"positions\": \"sinusoidal\"}", "positions = 'sinusoidal': expected one of learned, rotary")]
+    [TestCase("{\"positions\": \"rotary\", \"d_model\": 60, \"heads\": 4}", "d_model / heads = 60 / 4 = 15 is odd")]
     [TestCase("{\"d_modle\": 64}", "d_modle is not a known setting")]
     [TestCase("{\"layers\": ", "not valid JSON")]
     public void ContradictionsAreOneLineErrors(string json, string expected)

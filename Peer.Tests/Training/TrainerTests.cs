@@ -115,6 +115,21 @@ public sealed class TrainerTests
     }
 
     [Test]
+    public void RotaryPositionsReplaceThePositionEmbeddingAndTrain()
+    {
+        var config = TrainingFixtures.Micro(12);
+        config = config with { Model = config.Model with { Positions = "rotary" } };
+        using var t = new Trainer(device, config, data);
+        var names = t.Model.NamedParameters().Select(p => p.Name).ToArray();
+        Assert.That(names, Has.None.StartsWith("pos_emb"), "rotary positions have no position table");
+        using var learned = new LanguageModel(device, TrainingFixtures.Micro().Model, 7);
+        Assert.That(t.Model.ParameterCount, Is.EqualTo(learned.ParameterCount - 16 * 32), "everything else is the same: the [context, d] table is gone");
+        var losses = Run(t, 12);
+        Assert.That(losses.All(double.IsFinite));
+        Assert.That(losses.Skip(9).Average(), Is.LessThan(losses.Take(3).Average() - 0.5));
+    }
+
+    [Test]
     public void SoftMoeIsRefusedUnlessAskedThenTrains()
     {
         var config = TrainingFixtures.Micro(12);

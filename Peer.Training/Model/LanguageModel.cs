@@ -1,5 +1,5 @@
-// The decoder-only transformer: token and learned position embeddings, pre-norm blocks of causal
-// multi-head attention and a feed-forward layer chosen per block (dense or PEER), a final LayerNorm and
+// The decoder-only transformer: token and learned position embeddings (or rotary positions on the attention
+// queries and keys instead), pre-norm blocks of causal multi-head attention and a feed-forward layer chosen per block (dense or PEER), a final LayerNorm and
 // an output head tied to the token embedding or separate. Shapes: B sequences of T tokens, width d,
 // H heads of Dh = d / H; activations are kept as [B*T, d] rows between blocks.
 // The feed-forward layers come from Peer.Nn's FeedForwardFactory (ffw, peer, pkm, moe-ec, moe-topk, soft-moe).
@@ -14,7 +14,7 @@ namespace Peer.Training;
 public sealed class LanguageModel : Module
 {
     readonly Tensor tokenEmbedding;    // [V, d]
-    readonly Tensor positionEmbedding; // [context, d]
+    readonly Tensor? positionEmbedding; // [context, d] when positions are learned
     readonly Block[] blocks;
     readonly Tensor normWeight, normBias; // [d]
     readonly Tensor? head;             // [V, d] when untied
@@ -40,7 +40,8 @@ public sealed class LanguageModel : Module
         ulong s = seed * 1000;
         int d = config.DModel;
         tokenEmbedding = Parameter("tok_emb.weight", Ops.Normal(device, s + 1, 0f, 0.02f, config.VocabSize, d));
-        positionEmbedding = Parameter("pos_emb.weight", Ops.Normal(device, s + 2, 0f, 0.02f, config.Context, d));
+        if (config.Positions == "learned")
+            positionEmbedding = Parameter("pos_emb.weight", Ops.Normal(device, s + 2, 0f, 0.02f, config.Context, d));
         var kinds = config.BlockKinds();
         blocks = new Block[config.Layers];
         for (int i = 0; i < config.Layers; i++)
@@ -89,12 +90,14 @@ public sealed class LanguageModel : Module
         Check.DType(tokens, DType.I32, nameof(tokens));
         Check.That(tokens.Rank == 2 && tokens.Shape[1] >= 1 && tokens.Shape[1] <= Config.Context, nameof(tokens), tokens.Shape, $"[B, T] with 1 <= T <= context = {Config.Context}");
         int b = tokens.Shape[0], t = tokens.Shape[1];
-        var positions = new int[b * t];
-        for (int i = 0; i < positions.Length; i++) positions[i] = i % t;
-        var positionIds = Tensor.FromArray(Device, positions, b * t);
         // Dense table gradients: the vocabulary and context are small, and the tied head adds a dense gradient anyway.
-        var x = Ops.Add(Ops.Embedding(tokens.Reshape(b * t), tokenEmbedding, sparseGrad: false),
-                        Ops.Embedding(positionIds, positionEmbedding, sparseGrad: false)); // [B*T, d]
+        var x = Ops.Embedding(tokens.Reshape(b * t), tokenEmbedding, sparseGrad: false); // [B*T, d]
+        if (positionEmbedding != null)
+        {
+            var positions = new int[b * t];
+            for (int i = 0; i < positions.Length; i++) positions[i] = i % t;
+            x = Ops.Add(x, Ops.Embedding(Tensor.FromArray(Device, positions, b * t), positionEmbedding, sparseGrad: false));
+        }
         foreach (var block in blocks) x = block.Forward(x, b, t);
         x = Ops.LayerNorm(x, normWeight, normBias);
         return Ops.MatMul(x, head ?? tokenEmbedding, transB: true); // [B*T, V]
@@ -130,6 +133,7 @@ public sealed class LanguageModel : Module
         readonly Tensor outWeight, outBias;                              // [d, d], [d]
         readonly FeedForwardLayer ffw;                                   // [rows, d] -> [rows, d]
         readonly int heads;
+        readonly bool rotary;
 
         public PeerLayer? Peer => ffw as PeerLayer;
         public Tensor? AuxiliaryLoss => ffw.AuxiliaryLoss;
@@ -138,6 +142,7 @@ public sealed class LanguageModel : Module
         {
             int d = c.DModel;
             heads = c.Heads;
+            rotary = c.Positions == "rotary";
             norm1Weight = Parameter("norm1.weight", Tensor.Full(device, 1f, d));
             norm1Bias = Parameter("norm1.bias", Tensor.Zeros(device, d));
             qkvWeight = Parameter("attn.qkv.weight", LinearWeight(device, seed + 1, 3 * d, d));
@@ -173,6 +178,7 @@ public sealed class LanguageModel : Module
             var qkv = Ops.Permute(Ops.Linear(h, qkvWeight, qkvBias).Reshape(b, t, 3 * heads, dh), 0, 2, 1, 3); // [B, 3H, T, Dh]
             var q = Ops.Slice(qkv, 1, 0, heads);                                                             // [B, H, T, Dh]
             var k = Ops.Slice(qkv, 1, heads, heads);
+            if (rotary) (q, k) = (Ops.Rotary(q), Ops.Rotary(k));
             var v = Ops.Slice(qkv, 1, 2 * heads, heads);
             var attended = Ops.Permute(Ops.CausalAttention(q, k, v), 0, 2, 1, 3).Reshape(b * t, d);          // [B*T, d]
             x = Ops.Add(x, Ops.Linear(attended, outWeight, outBias));

@@ -52,11 +52,12 @@ public sealed record MemoryEstimate(double Parameters, double Gradients, double 
         Fits("batch_size x (context + 1) tokens of a micro-batch", t.BatchSize * (ctx + 1), Batch);
         Fits("batch_size x context x vocab_size logits", rows * v, Batch);
         Fits("vocab_size x d_model token embeddings", v * d, "d_model (the vocabulary is the tokenizer's)");
-        Fits("context x d_model position embeddings", ctx * d, "context or d_model");
+        double positions = m.Positions == "learned" ? ctx * d : 0; // rotary positions have no table
+        Fits("context x d_model position embeddings", positions, "context or d_model");
         Fits("eval_windows x (context + 1) validation tokens", (double)t.EvalWindows * (ctx + 1), "eval_windows");
 
         // Dense parameters shared by every block kind: embeddings, attention, norms, head.
-        double dense = v * d + ctx * d + m.Layers * (4 * d * d + 8 * d) + 2 * d + (m.TiedHead ? 0 : v * d);
+        double dense = v * d + positions + m.Layers * (4 * d * d + 8 * d) + 2 * d + (m.TiedHead ? 0 : v * d);
         double buffers = 0, sparse = 0, sparseGrads = 0, transient = 0;
         // Per token of a micro-batch, in floats: embeddings (ids, two lookups, their sum), then the final norm, the
         // logits and cross-entropy with the logits' gradient, and per block the attention part (two norms with their
@@ -64,7 +65,7 @@ public sealed record MemoryEstimate(double Parameters, double Gradients, double 
         double perToken = 2 + 3 * d + d + 2 + 3 * v;
         foreach (var kind in m.BlockKinds())
         {
-            perToken += 18 * d + m.Heads + 4;
+            perToken += 18 * d + m.Heads + 4 + (m.Positions == "rotary" ? 2 * d : 0); // rotary: turned copies of q and k
             switch (kind)
             {
                 case "ffw":

@@ -77,8 +77,8 @@ public sealed record TrainConfig
     /// <summary>The training settings of a preset (see <see cref="ModelConfig.Preset"/>).</summary>
     public static TrainConfig Preset(string name) => name switch
     {
-        "tiny" => new TrainConfig(),
-        "small" => new TrainConfig { Steps = 5000, BatchSize = 32, LearningRate = 1e-3f, WarmupSteps = 200, EvalEvery = 250, CheckpointEvery = 1000 },
+        "tiny" => new TrainConfig { Steps = 600, BatchSize = 8, LearningRate = 1e-3f, WarmupSteps = 30 },
+        "small" => new TrainConfig { Steps = 2000, BatchSize = 16, LearningRate = 1e-3f, WarmupSteps = 100, EvalEvery = 250, CheckpointEvery = 500 },
         "paper" => new TrainConfig { Steps = 20000, BatchSize = 32, Accumulation = 4, LearningRate = 6e-4f, WarmupSteps = 1000, EvalEvery = 500, CheckpointEvery = 1000, Tokenizer = "gpt2" },
         _ => throw new ConfigException($"config: preset '{name}' is unknown; expected one of {string.Join(", ", ModelConfig.PresetNames)}"),
     };
