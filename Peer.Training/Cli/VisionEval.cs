@@ -26,7 +26,7 @@ static class VisionEval
                 throw new ConfigException($"disable-class: '{disableClass}' is not CLASS or CLASS:M with M a positive number of experts per layer");
             // Chosen on images the edit is not judged on: the validation split, or the training images when evaluating it.
             var chooseOn = split == "test" && data.Validation.Count > 0 ? data.Validation : data.Train.Range(0, Math.Min(5000, data.Train.Count));
-            output.WriteLine($"choosing the {m} experts per layer most specific to {classes[cls]} on {chooseOn.Count:N0} {(ReferenceEquals(chooseOn, data.Validation) ? "validation" : "training")} images");
+            output.WriteLine($"choosing the {m} expert{(m == 1 ? "" : "s")} per layer most specific to {classes[cls]} on {chooseOn.Count:N0} {(ReferenceEquals(chooseOn, data.Validation) ? "validation" : "training")} images");
             foreach (var (layer, set) in ExpertEditing.ClassExperts(trainer, chooseOn, cls, m))
             {
                 if (!edits.TryGetValue(layer, out var all)) edits[layer] = all = new SortedSet<int>();
@@ -46,7 +46,7 @@ static class VisionEval
         ExpertEditing.Apply(layers, edits);
         var after = trainer.Evaluate(images);
         foreach (var (layer, set) in edits)
-            output.WriteLine($"switched off in {layer}: {set.Count} experts ({string.Join(",", set.Take(24))}{(set.Count > 24 ? ",..." : "")})");
+            output.WriteLine($"switched off in {layer}: {set.Count} expert{(set.Count == 1 ? "" : "s")} ({string.Join(",", set.Take(24))}{(set.Count > 24 ? ",..." : "")})");
         output.WriteLine($"{split} accuracy {before.Accuracy:P2} -> {after.Accuracy:P2} ({100 * (after.Accuracy - before.Accuracy):+0.00;-0.00} points), loss {before.Loss:F4} -> {after.Loss:F4}");
         output.WriteLine($"{"class",-14}{"before",9}{"after",9}{"change",9}");
         var b = before.ClassAccuracy;
