@@ -54,13 +54,7 @@ public sealed class AdamW : Optimizer
 
     private protected override bool PacksDenseParameters => true;
 
-    AdamArgs Args(long step)
-    {
-        // Bias corrections in double on the host, as PyTorch computes them in Python floats.
-        double bias1 = 1 - Math.Pow(Beta1, step);
-        double bias2 = 1 - Math.Pow(Beta2, step);
-        return new AdamArgs(1f - LearningRate * WeightDecay, Beta1, Beta2, (float)(LearningRate / bias1), (float)Math.Sqrt(bias2), Eps);
-    }
+    AdamArgs Args(long step) => AdamArgs.At(LearningRate, WeightDecay, Beta1, Beta2, Eps, step);
 
     private protected override void UpdateDense(Tensor p, Tensor grad, Tensor[] state, long step)
     {
@@ -87,6 +81,15 @@ internal readonly struct AdamArgs(float decay, float beta1, float beta2, float s
     public readonly float StepSize = stepSize;   // lr / (1 - beta1^t)
     public readonly float Bias2Sqrt = bias2Sqrt; // sqrt(1 - beta2^t)
     public readonly float Eps = eps;
+
+    /// <summary>The constants of step <paramref name="step"/> (1-based), with the bias corrections in double on the host, as PyTorch
+    /// computes them in Python floats.</summary>
+    public static AdamArgs At(float lr, float weightDecay, float beta1, float beta2, float eps, long step)
+    {
+        double bias1 = 1 - Math.Pow(beta1, step);
+        double bias2 = 1 - Math.Pow(beta2, step);
+        return new AdamArgs(1f - lr * weightDecay, beta1, beta2, (float)(lr / bias1), (float)Math.Sqrt(bias2), eps);
+    }
 }
 
 /// <summary>AdamW kernels, loaded once per device: the portable kernels below (the definition, every backend), or the SIMD

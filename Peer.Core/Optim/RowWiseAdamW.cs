@@ -64,13 +64,7 @@ public sealed class RowWiseAdamW : Optimizer
 
     private protected override bool RowWise => true;
 
-    AdamArgs Args(long step)
-    {
-        // Bias corrections in double on the host, as AdamW computes them.
-        double bias1 = 1 - Math.Pow(Beta1, step);
-        double bias2 = 1 - Math.Pow(Beta2, step);
-        return new AdamArgs(1f - LearningRate * WeightDecay, Beta1, Beta2, (float)(LearningRate / bias1), (float)Math.Sqrt(bias2), Eps);
-    }
+    AdamArgs Args(long step) => AdamArgs.At(LearningRate, WeightDecay, Beta1, Beta2, Eps, step); // AdamW's step constants
 
     private protected override void UpdateDense(Tensor p, Tensor grad, Tensor[] state, long step)
     {
