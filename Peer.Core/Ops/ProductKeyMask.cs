@@ -1,7 +1,8 @@
 // Switching experts off in product-key retrieval (editing a trained PEER or PKM layer): a disabled expert is never
-// retrieved, and each head takes the k best of the enabled experts instead, exactly. The selection below is the
-// portable SelectKernel of ProductKeyTopK.cs with longer sub-key lists and a mask test on every candidate; it is only
-// loaded when a mask is set, so unmasked retrieval (and its CPU body) is untouched.
+// retrieved, and each head takes the k best of the enabled experts instead, exactly. The selection is that of
+// ProductKeyTopK.cs (the portable one-thread-per-item kernel, or on GPUs the grouped one of Gpu/ProductKeyTopKGpu.cs) with
+// longer sub-key lists and a mask test on every candidate; it is only loaded when a mask is set, so unmasked retrieval
+// (and its CPU body) is untouched.
 //
 // Why the longer lists make it exact. Let D_col be the most disabled experts in any one column c (experts r*n + c, r
 // varying) and D_row the most in any one row; keep the top k1 = min(n, k + D_col) sub-keys of the first half and the top
@@ -14,6 +15,9 @@
 // e being among the k best enabled. The same argument with columns and D_row shows c is among the k2 kept columns. So
 // all k best enabled experts are candidates, and scanning the k1 * k2 candidates, skipping disabled ones, finds them.
 // D_row, D_col <= D (the number disabled), so k + D always suffices; the per-line maxima are usually far smaller.
+// Whatever the scores (NaN included), the k1 * k2 candidates hold at least k enabled experts: with k1 = k + D_col each
+// kept column has at least k enabled among the kept rows; with k1 = n and k2 = k + D_row each row has k enabled among the
+// kept columns; with both n every expert is a candidate, and at least k are enabled (ExpertMask.CheckTopK).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -98,66 +102,61 @@ public static partial class Ops
     }
 }
 
-/// <summary>Sizes of a masked selection: the retrieval's and the sub-key list lengths k1, k2 (both at least k).</summary>
-internal readonly struct MaskedRetrievalShape(RetrievalShape s, int k1, int k2)
+/// <summary>Which experts a selection may return: <see cref="AllExperts"/> or <see cref="EnabledExperts"/>.</summary>
+internal interface IExpertFilter
 {
-    public readonly int N = s.N, K = s.K, K1 = k1, K2 = k2;
+    bool Enabled(int expert);
 }
 
-/// <summary>The masked selection kernel (portable on every backend).</summary>
+/// <summary>Every expert (unmasked retrieval).</summary>
+internal readonly struct AllExperts : IExpertFilter
+{
+    public bool Enabled(int expert) => true;
+}
+
+/// <summary>The experts whose flag in an <see cref="ExpertMask"/>'s view is 0.</summary>
+internal readonly struct EnabledExperts(ArrayView<int> disabled) : IExpertFilter
+{
+    readonly ArrayView<int> disabled = disabled;
+
+    public bool Enabled(int expert) => disabled[expert] == 0;
+}
+
+/// <summary>The masked selection: on GPUs whose groups hold <see cref="ProductKeyTopKGpu.GroupSize"/> threads the grouped kernel
+/// (Gpu/ProductKeyTopKGpu.cs, its lists in shared memory), elsewhere one item per thread (its lists in local memory; the fastest
+/// on the CPU accelerator, whose threads each run a chunk of items).</summary>
 internal sealed class ProductKeyMaskKernels
 {
-    public readonly Action<Index1D, Work, MaskedRetrievalShape, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, int> Select;
+    readonly Action<Index1D, Work, SelectionShape, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, int>? select;
+    readonly ProductKeyTopKGpu? grouped;
 
-    public ProductKeyMaskKernels(Device d)
+    public ProductKeyMaskKernels(Device d) : this(d, ProductKeyKernels.GroupSizeFor(d)) { }
+
+    /// <summary>The kernels with the selection grouped in groups of <paramref name="groupSize"/> threads (a power of two), or one item per
+    /// thread with 0; tests run the grouped kernel on CPU devices.</summary>
+    internal ProductKeyMaskKernels(Device d, int groupSize)
     {
-        Select = d.LoadKernel(SelectMaskedKernel);
+        if (groupSize > 0) grouped = new ProductKeyTopKGpu(d, groupSize, masked: true);
+        else select = d.LoadKernel(SelectMaskedKernel);
     }
 
-    // scores[off .. off+n) -> the len best (score, column) in list, scanning columns in ascending order
-    static void TopKScores(ArrayView<float> sc, int off, int n, int len, ViewTopKList list)
+    /// <summary>The k best enabled experts (flag 0 in <paramref name="disabled"/>) over <paramref name="rows"/> (token, head) items of a
+    /// chunk starting at row <paramref name="start"/>.</summary>
+    public void RunSelect(Device d, SelectionShape s, int rows, ArrayView<float> s1, ArrayView<float> s2, ArrayView<int> disabled,
+        ArrayView<int> indices, ArrayView<float> scores, int start)
     {
-        int count = 0;
-        for (int r = 0; r < n; r++) count = TopKList.Insert(list, count, len, sc[off + r], r);
+        if (grouped is not null) grouped.SelectMasked(s, rows, s1, s2, disabled, indices, scores, start);
+        else
+        {
+            var w = d.Split(rows);
+            select!(w.Workers, w, s, s1, s2, disabled, indices, scores, start);
+        }
     }
 
     // s1, s2: [rows, n] sub-key scores of chunk rows start.., disabled: [N] (1 = off) -> indices, scores: [T, h, k] at those
-    // rows; one work item per (token, head). As ProductKeyKernels.SelectKernel with lists of k1 and k2 sub-keys and the
-    // disabled candidates skipped (why that is exact: the comment at the top of this file).
-    static void SelectMaskedKernel(Index1D w, Work work, MaskedRetrievalShape s, ArrayView<float> s1, ArrayView<float> s2,
-        ArrayView<int> disabled, ArrayView<int> indices, ArrayView<float> scores, int start)
-    {
-        var v1 = LocalMemory.Allocate<float>(Ops.ProductKeyMaxTopK);
-        var i1 = LocalMemory.Allocate<int>(Ops.ProductKeyMaxTopK);
-        var v2 = LocalMemory.Allocate<float>(Ops.ProductKeyMaxTopK);
-        var i2 = LocalMemory.Allocate<int>(Ops.ProductKeyMaxTopK);
-        var vf = LocalMemory.Allocate<float>(Ops.ProductKeyMaxTopK);
-        var idf = LocalMemory.Allocate<int>(Ops.ProductKeyMaxTopK);
-        var (l1, l2, lf) = (new ViewTopKList(v1, i1), new ViewTopKList(v2, i2), new ViewTopKList(vf, idf));
-        for (int st = work.Start(w); st < work.N; st += work.Stride)
-            for (int item = st, e = work.End(st); item < e; item++)
-            {
-                TopKScores(s1, item * s.N, s.N, s.K1, l1);
-                TopKScores(s2, item * s.N, s.N, s.K2, l2);
-                int count = 0;
-                for (int a = 0; a < s.K1; a++)
-                {
-                    // Both lists descend, so once a sum is strictly below the k-th kept score no later one can enter.
-                    if (count == s.K && v1[a] + v2[0] < vf[s.K - 1]) break;
-                    for (int b = 0; b < s.K2; b++)
-                    {
-                        float sum = v1[a] + v2[b];
-                        if (count == s.K && sum < vf[s.K - 1]) break;
-                        int expert = i1[a] * s.N + i2[b];
-                        if (disabled[expert] == 0) count = TopKList.Insert(lf, count, s.K, sum, expert);
-                    }
-                }
-                int outOff = (start + item) * s.K;
-                for (int m = 0; m < s.K; m++)
-                {
-                    indices[outOff + m] = idf[m];
-                    scores[outOff + m] = vf[m];
-                }
-            }
-    }
+    // rows; one work item per (token, head). ProductKeyKernels' selection with lists of k1 and k2 sub-keys and the disabled
+    // candidates skipped (why that is exact: the comment at the top of this file).
+    static void SelectMaskedKernel(Index1D w, Work work, SelectionShape s, ArrayView<float> s1, ArrayView<float> s2,
+        ArrayView<int> disabled, ArrayView<int> indices, ArrayView<float> scores, int start) =>
+        ProductKeyKernels.SelectItems(w, work, s, s1, s2, new EnabledExperts(disabled), indices, scores, start);
 }

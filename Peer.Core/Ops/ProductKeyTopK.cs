@@ -120,7 +120,7 @@ public static partial class Ops
             using var s1 = MatMul(qa, k1, false, true); // [r, n]
             using var s2 = MatMul(qb, k2, false, true);
             if (mask is null) kernels.RunSelect(d, shape, r, s1.View, s2.View, indices.IntView, scores.View, start);
-            else d.Get(static d => new ProductKeyMaskKernels(d)).Select(w.Workers, w, new MaskedRetrievalShape(shape, lists.K1, lists.K2),
+            else d.Get(static d => new ProductKeyMaskKernels(d)).RunSelect(d, new SelectionShape(shape, lists.K1, lists.K2), r,
                 s1.View, s2.View, mask.Flags.IntView, indices.IntView, scores.View, start);
         }
     }
@@ -130,6 +130,13 @@ public static partial class Ops
 internal readonly struct RetrievalShape(int heads, int dq, int n, int k)
 {
     public readonly int Heads = heads, Dq = dq, Half = dq / 2, N = n, K = k;
+}
+
+/// <summary>Sizes of a selection: n sub-keys per table, k kept, and the sub-key lists' lengths k1, k2 (k without a mask; at least k
+/// with one, ProductKeyMask.cs).</summary>
+internal readonly struct SelectionShape(RetrievalShape s, int k1, int k2)
+{
+    public readonly int N = s.N, K = s.K, K1 = k1, K2 = k2;
 }
 
 /// <summary>Kernels of product-key retrieval: the portable kernels below, the halves' copy, the selection and the query's
@@ -146,7 +153,11 @@ internal sealed class ProductKeyKernels
 
     /// <summary>The kernels for <paramref name="d"/>: the grouped selection on GPUs whose groups hold <see cref="ProductKeyTopKGpu.GroupSize"/>
     /// threads, one item per thread elsewhere.</summary>
-    public ProductKeyKernels(Device d) : this(d, !d.ChunksWork && d.MaxGroupSize >= ProductKeyTopKGpu.GroupSize ? ProductKeyTopKGpu.GroupSize : 0) { }
+    public ProductKeyKernels(Device d) : this(d, GroupSizeFor(d)) { }
+
+    /// <summary>The selection's group size on <paramref name="d"/>: <see cref="ProductKeyTopKGpu.GroupSize"/> on GPUs whose groups hold
+    /// that many threads, 0 (one item per thread) on devices that run kernels over CPU cores.</summary>
+    internal static int GroupSizeFor(Device d) => !d.ChunksWork && d.MaxGroupSize >= ProductKeyTopKGpu.GroupSize ? ProductKeyTopKGpu.GroupSize : 0;
 
     /// <summary>The kernels with the selection grouped in groups of <paramref name="groupSize"/> threads (a power of two), or one item per
     /// thread with 0; tests run the grouped kernel on CPU devices.</summary>
@@ -171,11 +182,11 @@ internal sealed class ProductKeyKernels
         }
     }
 
-    // scores[off .. off+n) -> the k best (score, column) in list, scanning columns in ascending order
-    static void TopKScores(ArrayView<float> sc, int off, RetrievalShape s, ViewTopKList list)
+    // scores[off .. off+n) -> the len best (score, column) in list, scanning columns in ascending order
+    static void TopKScores(ArrayView<float> sc, int off, int n, int len, ViewTopKList list)
     {
         int count = 0;
-        for (int r = 0; r < s.N; r++) count = TopKList.Insert(list, count, s.K, sc[off + r], r);
+        for (int r = 0; r < n; r++) count = TopKList.Insert(list, count, len, sc[off + r], r);
     }
 
     // q: [T*h, dq] (rows start.. of a chunk) -> qa, qb: [rows, dq/2], the two halves of each head's query, contiguous for the matmul
@@ -200,7 +211,13 @@ internal sealed class ProductKeyKernels
     // equal has the smaller index r'*n + c. So k candidates precede (r, c): a contradiction. The same holds for c with
     // (r, c'), c' < c giving the smaller index.
     static void SelectKernel(Index1D w, Work work, RetrievalShape s, ArrayView<float> s1, ArrayView<float> s2,
-        ArrayView<int> indices, ArrayView<float> scores, int start)
+        ArrayView<int> indices, ArrayView<float> scores, int start) =>
+        SelectItems(w, work, new SelectionShape(s, s.K, s.K), s1, s2, new AllExperts(), indices, scores, start);
+
+    // The selection of SelectKernel with sub-key lists of k1 and k2 entries, keeping the k best candidates that filter lets
+    // through (the masked selection of ProductKeyMask.cs; with k1 = k2 = k and every expert, SelectKernel itself).
+    internal static void SelectItems<TFilter>(Index1D w, Work work, SelectionShape s, ArrayView<float> s1, ArrayView<float> s2, TFilter filter,
+        ArrayView<int> indices, ArrayView<float> scores, int start) where TFilter : struct, IExpertFilter
     {
         var v1 = LocalMemory.Allocate<float>(Ops.ProductKeyMaxTopK);
         var i1 = LocalMemory.Allocate<int>(Ops.ProductKeyMaxTopK);
@@ -212,18 +229,19 @@ internal sealed class ProductKeyKernels
         for (int st = work.Start(w); st < work.N; st += work.Stride)
             for (int item = st, e = work.End(st); item < e; item++)
             {
-                TopKScores(s1, item * s.N, s, l1);
-                TopKScores(s2, item * s.N, s, l2);
+                TopKScores(s1, item * s.N, s.N, s.K1, l1);
+                TopKScores(s2, item * s.N, s.N, s.K2, l2);
                 int count = 0;
-                for (int a = 0; a < s.K; a++)
+                for (int a = 0; a < s.K1; a++)
                 {
                     // Both lists descend, so once a sum is strictly below the k-th kept score no later one can enter.
                     if (count == s.K && v1[a] + v2[0] < vf[s.K - 1]) break;
-                    for (int b = 0; b < s.K; b++)
+                    for (int b = 0; b < s.K2; b++)
                     {
                         float sum = v1[a] + v2[b];
                         if (count == s.K && sum < vf[s.K - 1]) break;
-                        count = TopKList.Insert(lf, count, s.K, sum, i1[a] * s.N + i2[b]);
+                        int expert = i1[a] * s.N + i2[b];
+                        if (filter.Enabled(expert)) count = TopKList.Insert(lf, count, s.K, sum, expert);
                     }
                 }
                 int outOff = (start + item) * s.K;

@@ -4,8 +4,8 @@ namespace Peer.Tests.Ops.Gpu;
 
 /// <summary>The grouped selection chosen for GPUs (Gpu/ProductKeyTopKGpu.cs) against the definition (ProductKeyTopK.cs), bit for bit
 /// on scores without NaN, on CPU accelerators with small groups and on OpenCL (PoCL) with the GPU's group size; with NaN scores,
-/// both give k distinct ids inside the table.</summary>
-public sealed class ProductKeyTopKGpuTests
+/// both give k distinct ids inside the table. Likewise with experts switched off (ProductKeyTopKGpuTests.Masked.cs).</summary>
+public sealed partial class ProductKeyTopKGpuTests
 {
     static readonly Dictionary<int, Device> small = new();
 
@@ -30,10 +30,10 @@ public sealed class ProductKeyTopKGpuTests
     static (int[] Indices, float[] Scores) Definition(float[] s1, float[] s2, int t, int h, int n, int k) =>
         Select(Devices.CpuPortable, new ProductKeyKernels(Devices.CpuPortable, 0), s1, s2, t, h, n, k);
 
-    static void SameBits((int[] Indices, float[] Scores) got, (int[] Indices, float[] Scores) want)
+    static void SameBits((int[] Indices, float[] Scores) got, (int[] Indices, float[] Scores) want, string what = "")
     {
-        Assert.That(got.Indices, Is.EqualTo(want.Indices), "indices");
-        Assert.That(got.Scores.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(want.Scores.Select(BitConverter.SingleToInt32Bits)), "scores");
+        Assert.That(got.Indices, Is.EqualTo(want.Indices), $"{what}indices");
+        Assert.That(got.Scores.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(want.Scores.Select(BitConverter.SingleToInt32Bits)), $"{what}scores");
     }
 
     // Groups of one thread to eight, k = 1 and k = n, coarse values so that ties occur and must break toward the smaller id.
