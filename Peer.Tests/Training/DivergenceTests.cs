@@ -1,5 +1,5 @@
 // A non-finite loss or gradient stops training at the step it appears, before the optimizer applies it, with a
-// message naming the step; the last checkpoint stays as it was. Checked with clipping on (the norm it computes
+// message naming the step (found at the next read of the device: here the step's loss); the last checkpoint stays as it was. Checked with clipping on (the norm it computes
 // anyway) and off (the trainer then computes the norm itself).
 using ILGPU.Runtime;
 using Peer.Training;
@@ -24,8 +24,9 @@ public sealed class DivergenceTests
         values[3] = float.PositiveInfinity;
         weight.View.SubView(0, values.Length).CopyFromCPU(values);
         var before = trainer.Model.NamedParameters().Where(p => p.Name != "blocks.0.norm1.weight").ToDictionary(p => p.Name, p => p.Tensor.ToArray());
-        Assert.That(() => trainer.Step(), Throws.TypeOf<TrainingDivergedException>().With.Message.Contains("step 2"));
+        Assert.That(() => trainer.Step().Loss, Throws.TypeOf<TrainingDivergedException>().With.Message.Contains("step 2"));
         Assert.That(trainer.StepCount, Is.EqualTo(1), "the step was not counted");
+        Assert.That(() => trainer.Step(), Throws.TypeOf<TrainingDivergedException>().With.Message.Contains("step 2"), "the trainer stays stopped");
         foreach (var (name, p) in trainer.Model.NamedParameters().Where(p => p.Name != "blocks.0.norm1.weight"))
             Assert.That(p.ToArray(), Is.EqualTo(before[name]), $"{name} was not updated");
     }
