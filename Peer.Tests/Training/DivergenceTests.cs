@@ -64,6 +64,34 @@ public sealed class DivergenceTests
     }
 
     [Test]
+    public void ADivergenceFoundAtALaterLogLineNamesTheFirstBadStepAndKeepsTheRowsBeforeIt()
+    {
+        string dir = Directory.CreateTempSubdirectory("peer-diverge-").FullName;
+        try
+        {
+            string corpus = TrainingFixtures.WriteCorpus(dir);
+            var micro = TrainingFixtures.Micro(400); // a log line (and a read of the device) every 400 / 50 = 8 steps
+            string config = WriteConfig(dir, "hot.json", micro with
+            {
+                Train = micro.Train with { LearningRate = 1e30f, WarmupSteps = 0, ClipNorm = 0 },
+            });
+            string run = Path.Combine(dir, "run");
+            var r = RunPeer("train", "--config", config, "--corpus", corpus, "--out", run);
+            AssertOneLineError(r, "step");
+            int failed = int.Parse(System.Text.RegularExpressions.Regex.Match(r.Err, @"step (\d+)").Groups[1].Value);
+            Assert.That(failed, Is.LessThan(8), "this learning rate diverges before the first read");
+            Assert.That(r.Err, Does.Contain($"neither it nor the {8 - failed} step").And.Contain("no checkpoint was written"));
+            Assert.That(MetricsFile.Read(Path.Combine(run, "metrics.csv")).Select(x => x.Step), Is.EqualTo(Enumerable.Range(1, failed - 1)),
+                "the rows of the steps before the bad one, written at the read that found it");
+            Assert.That(Checkpoint.Exists(run), Is.False);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Test]
     public void ACheckpointOfNonFiniteParametersIsNotWrittenAndThePreviousOneStays()
     {
         string dir = Directory.CreateTempSubdirectory("peer-diverge-").FullName;
