@@ -15,9 +15,15 @@ public sealed class TrainingDivergedException(string message, int step) : Except
 /// asked for (with every other unread step's: <see cref="Trainer.ReadBack"/>), not when the step returns.</remarks>
 public sealed record StepResult
 {
-    Trainer? source;           // set while the loss is on the device
-    double loss;
-    TrainingDivergedException? failure;
+    // The loss, shared by the copies a `with` makes, so that the trainer's read reaches them all.
+    sealed class LossCell(Trainer? source, double value)
+    {
+        public Trainer? Source = source; // set while the loss is on the device
+        public double Value = value;
+        public TrainingDivergedException? Failure;
+    }
+
+    readonly LossCell cell;
 
     /// <summary>A result with its loss known.</summary>
     /// <param name="Step">The step number (1-based).</param>
@@ -27,14 +33,14 @@ public sealed record StepResult
     public StepResult(int Step, double Loss, double LearningRate, double TokensPerSecond)
     {
         this.Step = Step;
-        loss = Loss;
+        cell = new LossCell(null, Loss);
         this.LearningRate = LearningRate;
         this.TokensPerSecond = TokensPerSecond;
     }
 
     /// <summary>A result whose loss <paramref name="source"/> reads later.</summary>
     internal StepResult(int step, Trainer source, double learningRate, double tokensPerSecond) : this(step, double.NaN, learningRate, tokensPerSecond)
-        => this.source = source;
+        => cell.Source = source;
 
     /// <summary>The step number (1-based).</summary>
     public int Step { get; init; }
@@ -47,11 +53,11 @@ public sealed record StepResult
     {
         get
         {
-            source?.ReadPending();
-            if (failure is { } f) throw new TrainingDivergedException(f.Message, f.Step);
-            return loss;
+            cell.Source?.ReadPending();
+            if (cell.Failure is { } f) throw new TrainingDivergedException(f.Message, f.Step);
+            return cell.Value;
         }
-        init => loss = value;
+        init => cell = new LossCell(null, value);
     }
 
     /// <summary>Learning rate used (of the dense parameters; the row-sparse tables' is this times sparse_learning_rate / learning_rate).</summary>
@@ -71,8 +77,15 @@ public sealed record StepResult
     /// <summary>Sets the loss read from the device (<paramref name="value"/>) or the divergence that left this step unapplied.</summary>
     internal void Resolve(double value, TrainingDivergedException? diverged)
     {
-        loss = value;
-        failure = diverged;
-        source = null;
+        cell.Value = value;
+        cell.Failure = diverged;
+        cell.Source = null;
     }
+
+    /// <summary>Equal numbers (reads <see cref="Loss"/> of both).</summary>
+    public bool Equals(StepResult? other) => other is not null && Step == other.Step && Loss.Equals(other.Loss)
+        && LearningRate.Equals(other.LearningRate) && TokensPerSecond.Equals(other.TokensPerSecond) && BytesReceived == other.BytesReceived;
+
+    /// <inheritdoc />
+    public override int GetHashCode() => HashCode.Combine(Step, Loss, LearningRate, TokensPerSecond, BytesReceived);
 }
