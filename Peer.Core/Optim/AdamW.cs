@@ -61,14 +61,14 @@ public sealed class AdamW : Optimizer
         if (p.Length == 0) return;
         kernels ??= Device.Get(static d => new AdamKernels(d));
         var w = Device.Split(p.Length);
-        kernels.Dense(w.Workers, w, p.View, grad.View, state[0].View, state[1].View, Args(step));
+        kernels.Dense(w.Workers, w, Skip, p.View, grad.View, state[0].View, state[1].View, Args(step));
     }
 
     private protected override void UpdateSparse(Tensor p, RowSparseGrad grad, int cols, Tensor[] state, long step)
     {
         kernels ??= Device.Get(static d => new AdamKernels(d));
         var w = Device.Split(grad.Values.Length);
-        kernels.Sparse(w.Workers, w, grad.Rows.IntView, grad.Values.View, cols, p.View, state[0].View, state[1].View, Args(step));
+        kernels.Sparse(w.Workers, w, Skip, grad.Rows.IntView, grad.Values.View, cols, p.View, state[0].View, state[1].View, Args(step));
     }
 }
 
@@ -96,8 +96,8 @@ internal readonly struct AdamArgs(float decay, float beta1, float beta2, float s
 /// bodies' kernels (Cpu/AdamWCpu.cs) where <see cref="Device.Choose"/> picks them.</summary>
 internal sealed class AdamKernels
 {
-    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs> Dense;
-    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs> Sparse;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs> Dense;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs> Sparse;
 
     public AdamKernels(Device d)
     {
@@ -107,17 +107,19 @@ internal sealed class AdamKernels
     }
 
     // p, g, m, v: [n]; updates p, m, v in place
-    static void AdamWKernel(Index1D w, Work work, ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, AdamArgs a)
+    static void AdamWKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, AdamArgs a)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
                 Update(p, m, v, i, g[i], a);
     }
 
     // rows: [R] distinct, values: [R, cols] (work.N = R * cols); p, m, v: [rows of p, cols]; only the listed rows change
-    static void SparseAdamWKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> values, int cols,
+    static void SparseAdamWKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<int> rows, ArrayView<float> values, int cols,
         ArrayView<float> p, ArrayView<float> m, ArrayView<float> v, AdamArgs a)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
             {

@@ -55,6 +55,17 @@ public sealed class CombinedOptimizer : IDisposable
         Device = this.groups[0].Optimizer.Device;
     }
 
+    /// <summary>The <see cref="Optimizer.SkipFlag"/> of every group: setting it sets each group's (null: none); reading it gives the first group's.</summary>
+    /// <exception cref="ArgumentException">Not a live I32 tensor with at least one element on <see cref="Device"/>.</exception>
+    public Tensor? SkipFlag
+    {
+        get => groups[0].Optimizer.SkipFlag;
+        set
+        {
+            foreach (var (_, opt) in groups) opt.SkipFlag = value;
+        }
+    }
+
     /// <summary>The optimizer of the group named <paramref name="group"/>.</summary>
     /// <exception cref="KeyNotFoundException">No group of that name.</exception>
     public Optimizer this[string group] =>

@@ -6,6 +6,7 @@
 // (ParameterArena.cs) and step neighbouring ones together, one launch per run instead of one per parameter.
 // A state tensor has the parameter's shape, or one element per row for the row-wise optimizers (rows are the first
 // dimension), so that state is addressed by row index whichever rows a process holds.
+using ILGPU;
 using ILGPU.Runtime;
 
 namespace Peer.Optim;
@@ -31,6 +32,7 @@ public abstract class Optimizer : IDisposable
     float learningRate;
     bool allocated, disposed, packed;
     ParameterArena? arena;
+    Tensor? skipFlag, noSkip;
 
     /// <summary>The device holding every parameter.</summary>
     public Device Device { get; }
@@ -47,6 +49,34 @@ public abstract class Optimizer : IDisposable
             learningRate = value;
         }
     }
+
+    /// <summary>
+    /// A device flag that makes <see cref="Step"/> change nothing: null (the default) or an I32 tensor on this optimizer's device whose
+    /// element 0 every update kernel reads on the device, skipping the update (no parameter, no moment or other state changes) when it is
+    /// not 0. The host never reads it here, so a training loop can decide on the device whether a step applies (as
+    /// <c>Peer.Training.Trainer</c> does for a non-finite loss or gradient, see <see cref="StepGuard"/>) without waiting for the device.
+    /// The host-side step counts (<see cref="StepCalls"/> and the per-parameter counts that <see cref="StateDict"/> writes) still
+    /// advance on a skipped step: a caller that skips a step must not save this optimizer's state afterwards, or must restore it.
+    /// </summary>
+    /// <exception cref="ArgumentException">Not a live I32 tensor with at least one element on <see cref="Device"/>.</exception>
+    public Tensor? SkipFlag
+    {
+        get => skipFlag;
+        set
+        {
+            if (value is not null)
+            {
+                Check.Alive(value, nameof(SkipFlag));
+                Check.DType(value, DType.I32, nameof(SkipFlag));
+                Check.That(value.Length >= 1, nameof(SkipFlag), value.Shape, "at least one element (the flag is the first)");
+                Check.That(ReferenceEquals(value.Device, Device), nameof(SkipFlag), value.Device.Name, $"a tensor on the optimizer's device '{Device.Name}'");
+            }
+            skipFlag = value;
+        }
+    }
+
+    /// <summary>The flag the update kernels read: <see cref="SkipFlag"/>, or a zero of this optimizer's when none is set.</summary>
+    private protected ArrayView<int> Skip => (skipFlag ?? noSkip!).IntView;
 
     /// <summary>Names of the optimized parameters, in order.</summary>
     public IReadOnlyList<string> ParameterNames => slots.Select(s => s.Name).ToArray();
@@ -249,6 +279,7 @@ public abstract class Optimizer : IDisposable
             foreach (var t in s.State) t.Dispose();
             s.StepTensor?.Dispose();
         }
+        noSkip?.Dispose();
         GC.SuppressFinalize(this);
     }
 
@@ -330,6 +361,7 @@ public abstract class Optimizer : IDisposable
             for (int k = 0; k < stateNames.Length; k++) s.State[k] = Scope.Unscope(Tensor.Zeros(Device, StateShape(k, s.Param)));
             if (countsSteps) s.StepTensor = Scope.Unscope(Tensor.ZerosInt(Device, 1));
         }
+        noSkip = Scope.Unscope(Tensor.ZerosInt(Device, 1));
         allocated = true;
     }
 

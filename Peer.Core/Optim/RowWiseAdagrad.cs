@@ -61,14 +61,14 @@ public sealed class RowWiseAdagrad : Optimizer
         if (p.Length == 0) return;
         kernels ??= Device.Get(static d => new RowAdagradKernels(d));
         var w = Device.Split(Rows(p));
-        kernels.Dense(w.Workers, w, p.View, grad.View, state[0].View, RowWidth(p), Args);
+        kernels.Dense(w.Workers, w, Skip, p.View, grad.View, state[0].View, RowWidth(p), Args);
     }
 
     private protected override void UpdateSparse(Tensor p, RowSparseGrad grad, int cols, Tensor[] state, long step)
     {
         kernels ??= Device.Get(static d => new RowAdagradKernels(d));
         var w = Device.Split(grad.Rows.Length);
-        kernels.Sparse(w.Workers, w, grad.Rows.IntView, grad.Values.View, cols, p.View, state[0].View, Args);
+        kernels.Sparse(w.Workers, w, Skip, grad.Rows.IntView, grad.Values.View, cols, p.View, state[0].View, Args);
     }
 }
 
@@ -84,8 +84,8 @@ internal readonly struct RowAdagradArgs(float lr, float decay, float eps)
 /// SIMD bodies' kernels (Cpu/RowWiseAdagradCpu.cs) where <see cref="Device.Choose"/> picks them.</summary>
 internal sealed class RowAdagradKernels
 {
-    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, RowAdagradArgs> Dense;
-    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, RowAdagradArgs> Sparse;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, RowAdagradArgs> Dense;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, RowAdagradArgs> Sparse;
 
     public RowAdagradKernels(Device d)
     {
@@ -95,17 +95,19 @@ internal sealed class RowAdagradKernels
     }
 
     // p, g: [rows, cols], sum: [rows] (work.N = rows); every row updated in place
-    static void DenseKernel(Index1D w, Work work, ArrayView<float> p, ArrayView<float> g, ArrayView<float> sum, int cols, RowAdagradArgs a)
+    static void DenseKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<float> p, ArrayView<float> g, ArrayView<float> sum, int cols, RowAdagradArgs a)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int r = s, e = work.End(s); r < e; r++)
                 Row(p, g, sum, r, r * cols, cols, a);
     }
 
     // rows: [R] distinct, values: [R, cols] (work.N = R); p: [rows of p, cols], sum: [rows of p]; only the listed rows change
-    static void SparseKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> values, int cols,
+    static void SparseKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<int> rows, ArrayView<float> values, int cols,
         ArrayView<float> p, ArrayView<float> sum, RowAdagradArgs a)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
             {

@@ -72,16 +72,16 @@ public sealed class RowWiseAdamW : Optimizer
         kernels ??= Device.Get(static d => new RowAdamKernels(d));
         var w = Device.Split(Rows(p));
         int cols = RowWidth(p);
-        if (HasFirstMoment) kernels.Dense(w.Workers, w, p.View, grad.View, state[0].View, state[1].View, cols, Args(step));
-        else kernels.DenseNoMomentum(w.Workers, w, p.View, grad.View, state[0].View, cols, Args(step));
+        if (HasFirstMoment) kernels.Dense(w.Workers, w, Skip, p.View, grad.View, state[0].View, state[1].View, cols, Args(step));
+        else kernels.DenseNoMomentum(w.Workers, w, Skip, p.View, grad.View, state[0].View, cols, Args(step));
     }
 
     private protected override void UpdateSparse(Tensor p, RowSparseGrad grad, int cols, Tensor[] state, long step)
     {
         kernels ??= Device.Get(static d => new RowAdamKernels(d));
         var w = Device.Split(grad.Rows.Length);
-        if (HasFirstMoment) kernels.Sparse(w.Workers, w, grad.Rows.IntView, grad.Values.View, cols, p.View, state[0].View, state[1].View, Args(step));
-        else kernels.SparseNoMomentum(w.Workers, w, grad.Rows.IntView, grad.Values.View, cols, p.View, state[0].View, Args(step));
+        if (HasFirstMoment) kernels.Sparse(w.Workers, w, Skip, grad.Rows.IntView, grad.Values.View, cols, p.View, state[0].View, state[1].View, Args(step));
+        else kernels.SparseNoMomentum(w.Workers, w, Skip, grad.Rows.IntView, grad.Values.View, cols, p.View, state[0].View, Args(step));
     }
 }
 
@@ -89,10 +89,10 @@ public sealed class RowWiseAdamW : Optimizer
 /// below (the definition, every backend), or the SIMD bodies' kernels (Cpu/RowWiseAdamWCpu.cs) where <see cref="Device.Choose"/> picks them.</summary>
 internal sealed class RowAdamKernels
 {
-    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, AdamArgs> Dense;
-    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, AdamArgs> DenseNoMomentum;
-    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs> Sparse;
-    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, AdamArgs> SparseNoMomentum;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, AdamArgs> Dense;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, AdamArgs> DenseNoMomentum;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamArgs> Sparse;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, AdamArgs> SparseNoMomentum;
 
     public RowAdamKernels(Device d)
     {
@@ -104,25 +104,28 @@ internal sealed class RowAdamKernels
     }
 
     // p, g, m: [rows, cols], v: [rows] (work.N = rows); every row updated in place
-    static void DenseKernel(Index1D w, Work work, ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, int cols, AdamArgs a)
+    static void DenseKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, int cols, AdamArgs a)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int r = s, e = work.End(s); r < e; r++)
                 Row(p, m, v, g, r, r * cols, cols, a);
     }
 
     // p, g: [rows, cols], v: [rows] (work.N = rows); as DenseKernel with m = g
-    static void DenseNoMomentumKernel(Index1D w, Work work, ArrayView<float> p, ArrayView<float> g, ArrayView<float> v, int cols, AdamArgs a)
+    static void DenseNoMomentumKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<float> p, ArrayView<float> g, ArrayView<float> v, int cols, AdamArgs a)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int r = s, e = work.End(s); r < e; r++)
                 RowNoMomentum(p, v, g, r, r * cols, cols, a);
     }
 
     // rows: [R] distinct, values: [R, cols] (work.N = R); p, m: [rows of p, cols], v: [rows of p]; only the listed rows change
-    static void SparseKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> values, int cols,
+    static void SparseKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<int> rows, ArrayView<float> values, int cols,
         ArrayView<float> p, ArrayView<float> m, ArrayView<float> v, AdamArgs a)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
             {
@@ -133,9 +136,10 @@ internal sealed class RowAdamKernels
     }
 
     // as SparseKernel with m = g
-    static void SparseNoMomentumKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> values, int cols,
+    static void SparseNoMomentumKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<int> rows, ArrayView<float> values, int cols,
         ArrayView<float> p, ArrayView<float> v, AdamArgs a)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
             {

@@ -44,26 +44,26 @@ public sealed class Sgd : Optimizer
         if (p.Length == 0) return;
         kernels ??= Device.Get(static d => new SgdKernels(d));
         var w = Device.Split(p.Length);
-        if (Momentum == 0f) kernels.Dense(w.Workers, w, p.View, grad.View, LearningRate, WeightDecay);
-        else kernels.DenseMomentum(w.Workers, w, p.View, grad.View, state[0].View, LearningRate, WeightDecay, Momentum);
+        if (Momentum == 0f) kernels.Dense(w.Workers, w, Skip, p.View, grad.View, LearningRate, WeightDecay);
+        else kernels.DenseMomentum(w.Workers, w, Skip, p.View, grad.View, state[0].View, LearningRate, WeightDecay, Momentum);
     }
 
     private protected override void UpdateSparse(Tensor p, RowSparseGrad grad, int cols, Tensor[] state, long step)
     {
         kernels ??= Device.Get(static d => new SgdKernels(d));
         var w = Device.Split(grad.Values.Length);
-        if (Momentum == 0f) kernels.Sparse(w.Workers, w, grad.Rows.IntView, grad.Values.View, cols, p.View, LearningRate, WeightDecay);
-        else kernels.SparseMomentum(w.Workers, w, grad.Rows.IntView, grad.Values.View, cols, p.View, state[0].View, LearningRate, WeightDecay, Momentum);
+        if (Momentum == 0f) kernels.Sparse(w.Workers, w, Skip, grad.Rows.IntView, grad.Values.View, cols, p.View, LearningRate, WeightDecay);
+        else kernels.SparseMomentum(w.Workers, w, Skip, grad.Rows.IntView, grad.Values.View, cols, p.View, state[0].View, LearningRate, WeightDecay, Momentum);
     }
 }
 
 /// <summary>SGD kernels, loaded once per device.</summary>
 internal sealed class SgdKernels
 {
-    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, float, float> Dense;
-    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, float, float> DenseMomentum;
-    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, float, float> Sparse;
-    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, float, float, float> SparseMomentum;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, float, float> Dense;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, float, float> DenseMomentum;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, float, float> Sparse;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, float, float, float> SparseMomentum;
 
     public SgdKernels(Device d)
     {
@@ -74,16 +74,18 @@ internal sealed class SgdKernels
     }
 
     // p, g: [n]; p -= lr * (g + wd * p)
-    static void SgdKernel(Index1D w, Work work, ArrayView<float> p, ArrayView<float> g, float lr, float wd)
+    static void SgdKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<float> p, ArrayView<float> g, float lr, float wd)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
                 p[i] -= lr * (g[i] + wd * p[i]);
     }
 
     // p, g, b: [n]; b = mu * b + (g + wd * p); p -= lr * b
-    static void SgdMomentumKernel(Index1D w, Work work, ArrayView<float> p, ArrayView<float> g, ArrayView<float> b, float lr, float wd, float mu)
+    static void SgdMomentumKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<float> p, ArrayView<float> g, ArrayView<float> b, float lr, float wd, float mu)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
             {
@@ -94,8 +96,9 @@ internal sealed class SgdKernels
     }
 
     // rows: [R] distinct, values: [R, cols] (work.N = R * cols); p: [rows of p, cols]; only the listed rows change
-    static void SparseSgdKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> values, int cols, ArrayView<float> p, float lr, float wd)
+    static void SparseSgdKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<int> rows, ArrayView<float> values, int cols, ArrayView<float> p, float lr, float wd)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
             {
@@ -107,9 +110,10 @@ internal sealed class SgdKernels
     }
 
     // as SparseSgdKernel, with the momentum buffer b: [rows of p, cols]
-    static void SparseSgdMomentumKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> values, int cols,
+    static void SparseSgdMomentumKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<int> rows, ArrayView<float> values, int cols,
         ArrayView<float> p, ArrayView<float> b, float lr, float wd, float mu)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int i = s, e = work.End(s); i < e; i++)
             {

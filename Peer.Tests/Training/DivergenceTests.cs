@@ -1,5 +1,5 @@
 // A non-finite loss or gradient stops training at the step it appears, before the optimizer applies it, with a
-// message naming the step; the last checkpoint stays as it was. Checked with clipping on (the norm it computes
+// message naming the step (found at the next read of the device: here the step's loss); the last checkpoint stays as it was. Checked with clipping on (the norm it computes
 // anyway) and off (the trainer then computes the norm itself).
 using ILGPU.Runtime;
 using Peer.Training;
@@ -24,8 +24,9 @@ public sealed class DivergenceTests
         values[3] = float.PositiveInfinity;
         weight.View.SubView(0, values.Length).CopyFromCPU(values);
         var before = trainer.Model.NamedParameters().Where(p => p.Name != "blocks.0.norm1.weight").ToDictionary(p => p.Name, p => p.Tensor.ToArray());
-        Assert.That(() => trainer.Step(), Throws.TypeOf<TrainingDivergedException>().With.Message.Contains("step 2"));
+        Assert.That(() => trainer.Step().Loss, Throws.TypeOf<TrainingDivergedException>().With.Message.Contains("step 2"));
         Assert.That(trainer.StepCount, Is.EqualTo(1), "the step was not counted");
+        Assert.That(() => trainer.Step(), Throws.TypeOf<TrainingDivergedException>().With.Message.Contains("step 2"), "the trainer stays stopped");
         foreach (var (name, p) in trainer.Model.NamedParameters().Where(p => p.Name != "blocks.0.norm1.weight"))
             Assert.That(p.ToArray(), Is.EqualTo(before[name]), $"{name} was not updated");
     }
@@ -55,6 +56,34 @@ public sealed class DivergenceTests
                 foreach (var (name, t) in model.StateDict())
                     Assert.That(t.DType != DType.F32 || t.ToArray().All(float.IsFinite), name);
             Assert.That(MetricsFile.Read(Path.Combine(run, "metrics.csv")).Select(x => x.Step), Is.EqualTo(Enumerable.Range(1, failed - 1)));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Test]
+    public void ADivergenceFoundAtALaterLogLineNamesTheFirstBadStepAndKeepsTheRowsBeforeIt()
+    {
+        string dir = Directory.CreateTempSubdirectory("peer-diverge-").FullName;
+        try
+        {
+            string corpus = TrainingFixtures.WriteCorpus(dir);
+            var micro = TrainingFixtures.Micro(400); // a log line (and a read of the device) every 400 / 50 = 8 steps
+            string config = WriteConfig(dir, "hot.json", micro with
+            {
+                Train = micro.Train with { LearningRate = 1e30f, WarmupSteps = 0, ClipNorm = 0 },
+            });
+            string run = Path.Combine(dir, "run");
+            var r = RunPeer("train", "--config", config, "--corpus", corpus, "--out", run);
+            AssertOneLineError(r, "step");
+            int failed = int.Parse(System.Text.RegularExpressions.Regex.Match(r.Err, @"step (\d+)").Groups[1].Value);
+            Assert.That(failed, Is.LessThan(8), "this learning rate diverges before the first read");
+            Assert.That(r.Err, Does.Contain($"neither it nor the {8 - failed} step").And.Contain("no checkpoint was written"));
+            Assert.That(MetricsFile.Read(Path.Combine(run, "metrics.csv")).Select(x => x.Step), Is.EqualTo(Enumerable.Range(1, failed - 1)),
+                "the rows of the steps before the bad one, written at the read that found it");
+            Assert.That(Checkpoint.Exists(run), Is.False);
         }
         finally
         {

@@ -4,7 +4,9 @@
 // appending metrics.csv and redrawing the plots at each evaluation, showing a Spectre.Console progress bar
 // on a terminal or plain lines when output is redirected, and saving a checkpoint on Ctrl+C or SIGTERM. With --profile,
 // the device's profiler records the training steps after a short warm-up (evaluations and checkpoints paused) and its
-// table is printed and written to the run's profile.txt at the end.
+// table is printed and written to the run's profile.txt at the end. The loop reads the device only at a log line (every
+// steps / 50), an evaluation, a checkpoint or an interruption (Trainer.ReadBack); metrics.csv gets the rows of the steps between
+// such reads then, so a step itself waits for nothing.
 using System.Runtime.InteropServices;
 using Spectre.Console;
 
@@ -25,6 +27,8 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
     bool hasCheckpoint = Checkpoint.Exists(runDir);
     Profiler? profiler;
     long lastBytes;
+    // A plain log line every this many steps (and at the last): the steps at which the loop reads the device.
+    readonly int logEvery = Math.Max(1, trainer.Config.Train.Steps / 50);
 
     public int Run()
     {
@@ -78,7 +82,7 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
                     });
             else
             {
-                int every = Math.Max(1, total / 50);
+                int every = logEvery;
                 bool announced = false;
                 Loop(rows, unigram, (row, line) =>
                 {
@@ -126,9 +130,11 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
     {
         var cfg = trainer.Config.Train;
         int start = trainer.StepCount, warmup = Math.Min(ProfileWarmup, Math.Max(0, cfg.Steps - start - 1));
+        var unread = new List<(StepResult Step, double LiveMiB, double PeakMiB)>(); // steps whose rows wait for the next read
         while (trainer.StepCount < cfg.Steps && !interrupted)
         {
             if (profile && profiler == null && trainer.StepCount - start >= warmup) profiler = trainer.Device.Profile();
+            int attempted = trainer.StepCount + 1;
             StepResult s;
             try
             {
@@ -136,8 +142,9 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
             }
             catch (TrainingDivergedException e)
             {
-                throw Stopped(e, "the step was not applied");
+                throw Diverged(rows, unread, e, attempted);
             }
+            unread.Add((s, trainer.Device.LiveBytes / 1048576.0, trainer.Device.PeakBytes / 1048576.0));
             profiler?.Pause(); // evaluations, checkpoints and plots are not training steps
             lastBytes = s.BytesReceived;
             if (trainer.Distribution.Group.Size > 1)
@@ -148,9 +155,24 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
                 interrupted = seen[0] != 0;
             }
             bool final = s.Step == cfg.Steps, evaluate = final || (cfg.EvalEvery > 0 && s.Step % cfg.EvalEvery == 0);
+            bool save = final || interrupted || (cfg.CheckpointEvery > 0 && s.Step % cfg.CheckpointEvery == 0);
+            if (!evaluate && !save && s.Step % logEvery != 0)
+            {
+                profiler?.Resume();
+                continue;
+            }
+            try
+            {
+                trainer.ReadBack();
+            }
+            catch (TrainingDivergedException e)
+            {
+                throw Diverged(rows, unread, e, s.Step);
+            }
+            WriteRows(rows, unread.Take(unread.Count - 1), report);
+            unread.Clear();
             EvalResult? eval = !evaluate ? null : final ? trainer.Evaluate(EvalCoverage.Whole, finalProgress) : trainer.Evaluate();
-            var row = new MetricRow(s.Step, s.Loss, s.LearningRate, s.TokensPerSecond, eval?.Loss, eval?.Usage, eval?.Unevenness,
-                trainer.Device.LiveBytes / 1048576.0, trainer.Device.PeakBytes / 1048576.0);
+            var row = Row(s, trainer.Device.LiveBytes / 1048576.0, trainer.Device.PeakBytes / 1048576.0, eval);
             rows.Add(row);
             if (writes) File.AppendAllText(metricsPath, row.ToCsv() + "\n");
             string? line = null;
@@ -163,7 +185,6 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
                 if (writes) Plots.LossCurves(Path.Combine(runDir, "loss.png"), rows, unigram, $"{trainer.Data.CorpusName} ({trainer.Data.Tokenizer.Name})", eval.Baselines);
                 if (writes && eval.Experts.Count > 0) Plots.ExpertUsage(Path.Combine(runDir, "experts.png"), eval.Experts, $"expert usage at step {s.Step}");
             }
-            bool save = s.Step == cfg.Steps || interrupted || (cfg.CheckpointEvery > 0 && s.Step % cfg.CheckpointEvery == 0);
             if (save)
             {
                 try
@@ -182,5 +203,27 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
             report(row, line);
             profiler?.Resume();
         }
+    }
+
+    static MetricRow Row(StepResult s, double liveMiB, double peakMiB, EvalResult? eval) =>
+        new(s.Step, s.Loss, s.LearningRate, s.TokensPerSecond, eval?.Loss, eval?.Usage, eval?.Unevenness, liveMiB, peakMiB);
+
+    // Appends the rows of steps whose losses were read (metrics.csv and the report), in step order.
+    void WriteRows(List<MetricRow> rows, IEnumerable<(StepResult Step, double LiveMiB, double PeakMiB)> steps, Action<MetricRow, string?> report)
+    {
+        var added = steps.Select(u => Row(u.Step, u.LiveMiB, u.PeakMiB, null)).ToList();
+        if (added.Count == 0) return;
+        rows.AddRange(added);
+        if (writes) File.AppendAllText(metricsPath, string.Concat(added.Select(r => r.ToCsv() + "\n")));
+        foreach (var r in added) report(r, null);
+    }
+
+    // A divergence found by a read: the rows of the steps before the bad one are kept (as they would have been written had each
+    // step been read), then the run stops naming the step and how many steps after it were not applied either.
+    TrainingDivergedException Diverged(List<MetricRow> rows, List<(StepResult Step, double LiveMiB, double PeakMiB)> unread, TrainingDivergedException e, int attempted)
+    {
+        if (writes) WriteRows(rows, unread.Where(u => u.Step.Step < e.Step), (_, _) => { });
+        int later = attempted - e.Step;
+        return Stopped(e, later <= 0 ? "the step was not applied" : $"neither it nor the {later} step{(later == 1 ? "" : "s")} after it were applied");
     }
 }

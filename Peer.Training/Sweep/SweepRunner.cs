@@ -125,7 +125,7 @@ public sealed class SweepRunner(Device device, string outDir, TextWriter log, Ca
         int total = config.Train.Steps;
         log.WriteLine($"{tag} {v.Name}: {(resume ? $"resuming at step {trainer.StepCount}" : "starting")}, {total} steps of {v.TokensPerStep} tokens, "
             + $"A = {v.Cost.ForwardMacsPerToken:N0} multiply-adds/token, {v.Cost.TotalParameters:N0} parameters");
-        double lastLoss = double.NaN;
+        StepResult? last = null; // its loss is read at the end (and at the log lines): a step itself does not wait for the device
         int every = Math.Max(1, total / 5);
         while (trainer.StepCount < total)
         {
@@ -136,10 +136,11 @@ public sealed class SweepRunner(Device device, string outDir, TextWriter log, Ca
                 return null;
             }
             var s = trainer.Step();
-            lastLoss = s.Loss;
+            last = s;
             if (s.Step % every == 0) log.WriteLine($"{tag} {v.Name}: step {s.Step}/{total} loss {s.Loss:F4} ({s.TokensPerSecond:N0} tok/s)");
             if (config.Train.CheckpointEvery > 0 && s.Step % config.Train.CheckpointEvery == 0 && s.Step < total) Checkpoint.Save(trainer, dir);
         }
+        double lastLoss = last?.Loss ?? double.NaN;
         var eval = trainer.Evaluate();
         var m = config.Model;
         var keys = v.Kind == "pkm" ? m.Pkm : m.Peer;

@@ -79,9 +79,11 @@ public static class Checkpoint
     /// </summary>
     /// <returns>The checkpoint's folder.</returns>
     /// <exception cref="CheckpointException">In a distributed run, rank 0 could not write (on rank 0 the original error is thrown).</exception>
-    /// <exception cref="TrainingDivergedException">A parameter or optimizer state holds NaN or infinity: nothing was written.</exception>
+    /// <exception cref="TrainingDivergedException">A step since the trainer's last read had a non-finite loss or gradient
+    /// (<see cref="Trainer.ReadBack"/>, which this calls first), or a parameter or optimizer state holds NaN or infinity: nothing was written.</exception>
     public static string Save(Trainer trainer, string runDir)
     {
+        trainer.ReadBack();
         var group = trainer.Distribution.Group;
         string root = Path.Combine(runDir, "checkpoints");
         string name = $"step-{trainer.StepCount:D7}";

@@ -12,24 +12,6 @@ using Peer.Optim;
 
 namespace Peer.Training;
 
-/// <summary>Training produced a non-finite loss, gradient or parameter; the step was not applied. Its message is one line naming the step.</summary>
-public sealed class TrainingDivergedException(string message, int step) : Exception(message)
-{
-    /// <summary>The step (1-based) that produced the non-finite value.</summary>
-    public int Step { get; } = step;
-}
-
-/// <summary>What one optimizer step did.</summary>
-/// <param name="Step">The step number (1-based).</param>
-/// <param name="Loss">Mean training loss over the step's micro-batches.</param>
-/// <param name="LearningRate">Learning rate used (of the dense parameters; the row-sparse tables' is this times sparse_learning_rate / learning_rate).</param>
-/// <param name="TokensPerSecond">Training tokens processed per second.</param>
-public sealed record StepResult(int Step, double Loss, double LearningRate, double TokensPerSecond)
-{
-    /// <summary>Bytes the step's collectives brought to this rank (0 in one process; how they are counted: <see cref="Communicator.Traffic"/>).</summary>
-    public long BytesReceived { get; init; }
-}
-
 /// <summary>Expert usage of one PEER layer over an evaluation (the paper's measures, see <see cref="ExpertUsage"/>).</summary>
 /// <param name="Layer">The layer's dotted name.</param>
 /// <param name="WeightSums">The router-weight sum <c>z'_i</c> of each expert over the validation tokens.</param>
@@ -72,7 +54,7 @@ public sealed record EvalResult(double Loss, IReadOnlyList<LayerUsage> Experts)
 /// using var trainer = new Trainer(device, RunConfig.Preset("tiny"), data);
 /// for (int i = 0; i &lt; 100; i++) Console.WriteLine(trainer.Step().Loss);
 /// </code></example>
-public sealed class Trainer : IDisposable
+public sealed partial class Trainer : IDisposable
 {
     /// <summary>The run's configuration.</summary>
     public RunConfig Config { get; }
@@ -89,8 +71,20 @@ public sealed class Trainer : IDisposable
     /// <summary>The device.</summary>
     public Device Device { get; }
     readonly Tensor lossTotal, gradNorm; // [1] each: the step's summed micro-batch losses and its gradient norm, on the device
-    readonly Tensor readback; // [2]: both, copied together so that a step reads the device once
+    readonly Tensor readback; // [2]: both, copied together so that a distributed step reads the device once
     readonly float[] host = new float[2];
+    readonly StepGuard guard;  // the device's record of the first step with a non-finite loss or norm; the optimizer skips from it on
+    readonly Tensor losses;    // [MaxUnreadSteps]: the summed loss of step s at (s - 1) % MaxUnreadSteps, until read
+    readonly List<StepResult> unread = [];
+    TrainingDivergedException? diverged;
+    bool disposed;
+
+    /// <summary>The most steps <see cref="Step"/> takes without reading the device: when this many results are unread, it reads them
+    /// (<see cref="ReadBack"/>), so that a diverged run is noticed within this many steps even if nobody asks.</summary>
+    public const int MaxUnreadSteps = 256;
+
+    /// <summary>Reads of the device this trainer made for its own bookkeeping (losses, gradient norms, the divergence flag): what a test counts.</summary>
+    internal int HostReads { get; private set; }
 
     /// <summary>Optimizer steps taken so far.</summary>
     public int StepCount { get; internal set; }
@@ -133,6 +127,9 @@ public sealed class Trainer : IDisposable
         lossTotal = Scope.Unscope(Tensor.Zeros(device, 1));
         gradNorm = Scope.Unscope(Tensor.Zeros(device, 1));
         readback = Scope.Unscope(Tensor.Zeros(device, 2));
+        losses = Scope.Unscope(Tensor.Zeros(device, MaxUnreadSteps));
+        guard = new StepGuard(device);
+        Optimizer.SkipFlag = guard.Flag;
     }
 
     /// <summary>The optimizer groups of <see cref="Optimizer"/> for <paramref name="model"/>, at the peak learning rates of <paramref name="t"/>.</summary>
@@ -172,10 +169,20 @@ public sealed class Trainer : IDisposable
         return min + 0.5 * (peak - min) * (1 + Math.Cos(Math.PI * Math.Min(1, progress)));
     }
 
-    /// <summary>Takes one optimizer step (and marks it on the device's profiler, when one is attached: <see cref="Device.Profile"/>).</summary>
-    /// <exception cref="TrainingDivergedException">The step's loss or gradient is not finite; the parameters and the optimizer were not changed.</exception>
+    /// <summary>
+    /// Takes one optimizer step (and marks it on the device's profiler, when one is attached: <see cref="Device.Profile"/>). In one process
+    /// nothing in the step waits for the device: the loss and gradient norm stay there, a kernel sets the device's divergence flag when
+    /// either is not finite, and every optimizer kernel skips its update while the flag is set. The host learns of it at the next read:
+    /// <see cref="StepResult.Loss"/>, <see cref="ReadBack"/>, <see cref="Evaluate"/>, <c>Checkpoint.Save</c>, or after
+    /// <see cref="MaxUnreadSteps"/> unread steps. In a distributed run (more than one rank) every step reads the loss and the norm,
+    /// since the ranks add their losses on the host, and a bad step throws here.
+    /// </summary>
+    /// <exception cref="TrainingDivergedException">A step's loss or gradient was not finite (this step's in a distributed run, else one
+    /// found by a read this call made): that step and every later one were not applied, see <see cref="ReadBack"/>.</exception>
     public StepResult Step()
     {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        if (diverged is { } stopped) throw new TrainingDivergedException(stopped.Message, stopped.Step);
         var t = Config.Train;
         var clock = Stopwatch.StartNew();
         var group = Distribution.Group;
@@ -188,8 +195,8 @@ public sealed class Trainer : IDisposable
         var (first, count) = Distribution.Share(t.BatchSize);
         int w = Config.Model.Context + 1;
         float share = (float)count / t.BatchSize, weight = share / t.Accumulation;
-        // The micro-batches' losses add up on the device, read once with the gradient norm below: nothing else in the step waits
-        // for the device (on a GPU, each read would stall the launch queue).
+        // The micro-batches' losses add up on the device; nothing in a one-process step waits for the device (on a GPU, each read
+        // would stall the launch queue).
         Ops.Fill(lossTotal, 0f);
         for (int micro = 0; micro < t.Accumulation; micro++)
         {
@@ -203,68 +210,54 @@ public sealed class Trainer : IDisposable
             }
         }
         reducer.AllReduce(replicated);
-        double lossSum;
+        double tokens = (double)t.BatchSize * t.Accumulation * Config.Model.Context;
+        StepResult result;
         using (Device.Profiler?.Enter(ProfilePhase.Optimizer))
         {
-            // One read per step, before the optimizer: the summed loss and the gradient norm (the one clipping computes, or with
-            // clipping off the same reduction without the scaling), both left on the device until then and copied together. A
-            // non-finite loss or gradient stops the run here, before the optimizer applies it.
-            float norm;
-            if (sharded.Length > 0)
+            if (group.Size > 1 || sharded.Length > 0)
             {
-                // Split tables: the norm's sharded part is all-reduced on the host (it reads the norm there); with clipping off, a
-                // bound no norm reaches scales nothing.
-                norm = GradClip.ClipGlobalNorm(replicated.Select(p => p.Param), sharded, group, t.ClipNorm > 0 ? t.ClipNorm : float.MaxValue);
-                lossTotal.View.CopyToCPU(host.AsSpan(0, 1));
-                lossSum = host[0];
+                double meanLoss = DistributedCheck(step) / t.Accumulation;
+                ApplyStep(lr);
+                result = new StepResult(step, meanLoss, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds)) { BytesReceived = group.BytesReceived - bytesBefore };
             }
             else
             {
+                // The norm the clipping computes (with clipping off, the same reduction without the scaling), checked on the device
+                // with the loss before the optimizer, which skips the step if the guard's flag is set.
                 if (t.ClipNorm > 0) GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm, gradNorm);
                 else GradClip.GlobalNorm(Model.Parameters(), gradNorm);
-                readback.View.SubView(0, 1).CopyFrom(lossTotal.View);
-                readback.View.SubView(1, 1).CopyFrom(gradNorm.View);
-                readback.View.CopyToCPU(host.AsSpan()); // waits for the device; the span overload pins the array
-                lossSum = host[0];
-                norm = host[1];
+                guard.Observe(lossTotal, gradNorm, step);
+                losses.View.SubView((step - 1) % MaxUnreadSteps, 1).CopyFrom(lossTotal.View.SubView(0, 1));
+                ApplyStep(lr);
+                result = new StepResult(step, this, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds)) { BytesReceived = group.BytesReceived - bytesBefore };
+                unread.Add(result);
             }
-            if (group.Size > 1)
-            {
-                // Each rank's loss is its share's; the step's is their sum, the same on every rank, so that all ranks stop together.
-                var total = new[] { lossSum };
-                group.AllReduce(total.AsSpan());
-                lossSum = total[0];
-            }
-            if (!double.IsFinite(lossSum) || !float.IsFinite(norm))
-            {
-                Model.ZeroGrad();
-                throw new TrainingDivergedException(!double.IsFinite(lossSum)
-                    ? $"the loss of step {step} is {Words(lossSum)}"
-                    : $"the gradient norm of step {step} is {Words(norm)}", step);
-            }
-            foreach (var (name, g) in Optimizer.Groups)
-                g.LearningRate = (float)(name == "sparse" && t.SparseLearningRate is { } peak ? lr * peak / t.LearningRate : lr);
-            Optimizer.Step();
-            Model.ZeroGrad();
         }
-        double meanLoss = lossSum / t.Accumulation;
         Device.Profiler?.MarkStep();
         StepCount = step;
-        double tokens = (double)t.BatchSize * t.Accumulation * Config.Model.Context;
-        return new StepResult(step, meanLoss, lr, tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds))
-        {
-            BytesReceived = group.BytesReceived - bytesBefore,
-        };
+        if (unread.Count >= MaxUnreadSteps) ReadBack();
+        return result;
     }
 
-    static string Words(double v) => double.IsNaN(v) ? "NaN" : v > 0 ? "infinity" : "-infinity";
+    /// <summary>Sets each group's learning rate for a step at <paramref name="lr"/>, steps the optimizer and clears the gradients.</summary>
+    void ApplyStep(double lr)
+    {
+        var t = Config.Train;
+        foreach (var (name, g) in Optimizer.Groups)
+            g.LearningRate = (float)(name == "sparse" && t.SparseLearningRate is { } peak ? lr * peak / t.LearningRate : lr);
+        Optimizer.Step();
+        Model.ZeroGrad();
+    }
+
 
     /// <summary>Mean loss over the validation windows <paramref name="coverage"/> selects, the n-gram baselines on the same windows,
     /// and PEER expert usage, in evaluation mode without gradients. Every module is left in the mode (training or evaluation) it was in before.</summary>
     /// <param name="coverage">A spread sample of <see cref="TrainConfig.EvalWindows"/> windows, or the whole split.</param>
     /// <param name="progress">Called after each batch with the windows done and the total.</param>
+    /// <exception cref="TrainingDivergedException">A step since the last read diverged (<see cref="ReadBack"/>, which this calls first).</exception>
     public EvalResult Evaluate(EvalCoverage coverage = EvalCoverage.Sample, Action<int, int>? progress = null)
     {
+        ReadBack();
         int context = Config.Model.Context, batch = Config.Train.BatchSize;
         int[][] windows = coverage == EvalCoverage.Whole ? BatchSampler.Tile(Data.Validation, context)
             : BatchSampler.Windows(Data.Validation, context, Config.Train.EvalWindows, out _).Chunk(context + 1).ToArray();
@@ -328,7 +321,11 @@ public sealed class Trainer : IDisposable
     /// <inheritdoc />
     public void Dispose()
     {
+        if (disposed) return;
+        disposed = true;
         Optimizer.Dispose();
+        guard.Dispose();
+        losses.Dispose();
         Model.Dispose();
         lossTotal.Dispose();
         gradNorm.Dispose();

@@ -17,15 +17,17 @@ namespace Peer.Optim;
 internal static unsafe class AdamWCpu
 {
     // p, g, m, v: [n]; updates p, m, v in place, each worker's chunks through Dense
-    internal static void DenseKernel(Index1D w, Work work, ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, AdamArgs a)
+    internal static void DenseKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, AdamArgs a)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride) Dense(p, g, m, v, a, s, work.End(s));
     }
 
     // rows: [R] distinct, values: [R, cols] (work.N = R * cols); only the listed rows of p, m, v change; chunks through Sparse
-    internal static void SparseKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> values, int cols,
+    internal static void SparseKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<int> rows, ArrayView<float> values, int cols,
         ArrayView<float> p, ArrayView<float> m, ArrayView<float> v, AdamArgs a)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride) Sparse(rows, values, cols, p, m, v, a, s, work.End(s));
     }
 

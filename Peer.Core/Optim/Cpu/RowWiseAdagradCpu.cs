@@ -19,15 +19,17 @@ namespace Peer.Optim;
 internal static unsafe class RowWiseAdagradCpu
 {
     // p, g: [rows, cols], sum: [rows] (work.N = rows); each worker's chunks of rows through Dense
-    internal static void DenseKernel(Index1D w, Work work, ArrayView<float> p, ArrayView<float> g, ArrayView<float> sum, int cols, RowAdagradArgs a)
+    internal static void DenseKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<float> p, ArrayView<float> g, ArrayView<float> sum, int cols, RowAdagradArgs a)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride) Dense(p, g, sum, cols, a, s, work.End(s));
     }
 
     // rows: [R] distinct, values: [R, cols] (work.N = R); only the listed rows of p and sum change; chunks through Sparse
-    internal static void SparseKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> values, int cols,
+    internal static void SparseKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<int> rows, ArrayView<float> values, int cols,
         ArrayView<float> p, ArrayView<float> sum, RowAdagradArgs a)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride) Sparse(rows, values, cols, p, sum, a, s, work.End(s));
     }
 

@@ -17,28 +17,32 @@ namespace Peer.Optim;
 internal static unsafe class RowWiseAdamWCpu
 {
     // p, g, m: [rows, cols], v: [rows] (work.N = rows); chunks of rows through Dense
-    internal static void DenseKernel(Index1D w, Work work, ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, int cols, AdamArgs a)
+    internal static void DenseKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, int cols, AdamArgs a)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride) Dense(p, g, m, v, cols, a, s, work.End(s));
     }
 
     // as DenseKernel with m = g
-    internal static void DenseNoMomentumKernel(Index1D w, Work work, ArrayView<float> p, ArrayView<float> g, ArrayView<float> v, int cols, AdamArgs a)
+    internal static void DenseNoMomentumKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<float> p, ArrayView<float> g, ArrayView<float> v, int cols, AdamArgs a)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride) Dense(p, g, default, v, cols, a, s, work.End(s));
     }
 
     // rows: [R] distinct, values: [R, cols] (work.N = R); only the listed rows change; chunks through Sparse
-    internal static void SparseKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> values, int cols,
+    internal static void SparseKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<int> rows, ArrayView<float> values, int cols,
         ArrayView<float> p, ArrayView<float> m, ArrayView<float> v, AdamArgs a)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride) Sparse(rows, values, cols, p, m, v, a, s, work.End(s));
     }
 
     // as SparseKernel with m = g
-    internal static void SparseNoMomentumKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> values, int cols,
+    internal static void SparseNoMomentumKernel(Index1D w, Work work, ArrayView<int> skip, ArrayView<int> rows, ArrayView<float> values, int cols,
         ArrayView<float> p, ArrayView<float> v, AdamArgs a)
     {
+        if (skip[0] != 0) return; // a skipped step (Optimizer.SkipFlag) changes nothing
         for (int s = work.Start(w); s < work.N; s += work.Stride) Sparse(rows, values, cols, p, default, v, a, s, work.End(s));
     }
 
