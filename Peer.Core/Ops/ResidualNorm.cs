@@ -1,8 +1,8 @@
 // The residual add fused with the row norm that follows it in a pre-norm transformer block: one kernel gives both
 // the new residual stream s = x + r and its normalised rows LayerNorm(s) or RMSNorm(s), and one kernel gives the
 // gradients of x and r from both outputs' gradients. Unfused, the same chain is an add, a norm, and in the backward a
-// norm backward, an accumulate of it into the residual's gradient and two copies of that for x and r: five launches
-// become two (plus the norm's parameter gradients, shared). Each output element is computed by the same float
+// norm backward, an accumulate of it into the residual's gradient and two copies of that for x and r: six launches
+// become two (the norm's parameter gradients, one more launch, in both). Each output element is computed by the same float
 // operations in the same order as the unfused ops (Norms.cs's row helpers, their CPU bodies), so the values agree bit
 // for bit on a backend (ResidualNormTests). On the CPU accelerator the launcher loads Cpu/ResidualNormCpu.cs's bodies.
 using ILGPU;
