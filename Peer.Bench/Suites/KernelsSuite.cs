@@ -4,13 +4,14 @@
 // ceiling when it is installed; softmax and layer norm (GB/s, one read and one write of the rows) and causal
 // attention (GFLOP/s), forward, as fractions of the device's ceilings; the table optimizers' sparse steps, portable
 // and chosen (OptimizerStepBench); and the fixed cost of a launch (a kernel over one element) and of an op with a
-// fresh output, in µs, which bounds small models' steps. The references are checked first.
+// fresh output, in µs, which bounds small models' steps; the fused chains against the unfused ops (FusedChainsBench). The
+// references are checked first.
 namespace Peer.Bench;
 
 internal sealed class KernelsSuite : ISuite
 {
     public string Name => "kernels";
-    public string Summary => "matmul, axpy, bias add, softmax, layer norm, attention, table optimizer steps per device; matmul and elementwise vs plain-C# references, matmul vs OpenBLAS sgemm";
+    public string Summary => "matmul, axpy, bias add, softmax, layer norm, attention, table optimizer steps, fused chains per device; matmul and elementwise vs plain-C# references, matmul vs OpenBLAS sgemm";
 
     public void Run(BenchRun run, SuiteResults s)
     {
@@ -25,6 +26,7 @@ internal sealed class KernelsSuite : ISuite
         run.Log.WriteLine($"OpenBLAS: {OpenBlas.Describe()}");
         var ew = new Table("device", "op", "shape", "portable", "Peer (chosen)", "unit", "plain SIMD", "Peer/plain", "of ceiling");
         var fixedCosts = new Table("device", "what", "us per call", "plain C# us per call");
+        var fusedChains = new Table("device", "chain", "shape", "fused ms", "unfused ms", "unfused/fused");
         foreach (var (name, device) in run.Open)
         {
             string path = MatMulBench.ChosenName(device);
@@ -67,9 +69,11 @@ internal sealed class KernelsSuite : ISuite
             Attention(run, s, ew, name, device, heads, seq, headDim, warmup, repeats);
             LaunchCost(s, fixedCosts, name, device, warmup, repeats);
             OptimizerStepBench.Run(run, s, ew, name, device, warmup, repeats);
+            FusedChainsBench.Run(s, fusedChains, name, device, warmup, repeats);
         }
         run.Show(s, "matmul C = A B (row-major, fp32)", mm);
         run.Show(s, "memory-bound ops and attention (forward)", ew);
+        run.Show(s, "fused chains against the unfused ops, forward + backward (ms per chain, interleaved)", fusedChains);
         run.Show(s, "fixed costs: a launch of a kernel over one element, and an op that allocates its one-element output (µs per call, median of batches of 200)", fixedCosts);
         s.Notes.Add($"OpenBLAS (the machine's matmul ceiling, an implementation independent of Peer): {OpenBlas.Describe()}.");
         s.Notes.Add("Peer, plain-C# and OpenBLAS runs interleaved; plain and OpenBLAS columns are host code on this machine's cores. Softmax and layer norm count one read " +

@@ -174,25 +174,28 @@ internal sealed class NormKernels
     static void RowForwardKernel(Index1D w, Work work, NormShape s, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> bias,
         ArrayView<float> y, ArrayView<float> mean, ArrayView<float> rstd)
     {
-        int c = s.Cols;
         for (int st = work.Start(w); st < work.N; st += work.Stride)
-            for (int r = st, e = work.End(st); r < e; r++)
-            {
-                int o = r * c;
-                float mu = 0f;
-                if (s.Center != 0)
-                {
-                    for (int j = 0; j < c; j++) mu += x[o + j];
-                    mu /= c;
-                }
-                float var = 0f;
-                for (int j = 0; j < c; j++) { float dv = x[o + j] - mu; var += dv * dv; }
-                float rs = XMath.Rsqrt(var / c + s.Eps);
-                mean[r] = mu;
-                rstd[r] = rs;
-                for (int j = 0; j < c; j++)
-                    y[o + j] = (x[o + j] - mu) * rs * weight[j] + (s.HasBias != 0 ? bias[j] : 0f);
-            }
+            for (int r = st, e = work.End(st); r < e; r++) ForwardRow(s, x, weight, bias, y, mean, rstd, r);
+    }
+
+    // Row r of the row-norm forward; also the fused residual norm's (ResidualNorm.cs), so that both compute the same bits.
+    internal static void ForwardRow(NormShape s, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> bias,
+        ArrayView<float> y, ArrayView<float> mean, ArrayView<float> rstd, int r)
+    {
+        int c = s.Cols, o = r * c;
+        float mu = 0f;
+        if (s.Center != 0)
+        {
+            for (int j = 0; j < c; j++) mu += x[o + j];
+            mu /= c;
+        }
+        float var = 0f;
+        for (int j = 0; j < c; j++) { float dv = x[o + j] - mu; var += dv * dv; }
+        float rs = XMath.Rsqrt(var / c + s.Eps);
+        mean[r] = mu;
+        rstd[r] = rs;
+        for (int j = 0; j < c; j++)
+            y[o + j] = (x[o + j] - mu) * rs * weight[j] + (s.HasBias != 0 ? bias[j] : 0f);
     }
 
     // x, dy: [rows, C], weight: [C], mean, rstd: [rows] -> dx: [rows, C]. With xh = (x - mean) rstd and g = dy weight:
@@ -200,26 +203,29 @@ internal sealed class NormKernels
     static void RowBackwardKernel(Index1D w, Work work, NormShape s, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> dy,
         ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dx)
     {
-        int c = s.Cols;
         for (int st = work.Start(w); st < work.N; st += work.Stride)
-            for (int r = st, e = work.End(st); r < e; r++)
-            {
-                int o = r * c;
-                float mu = mean[r], rs = rstd[r];
-                float sumG = 0f, sumGx = 0f;
-                for (int j = 0; j < c; j++)
-                {
-                    float g = dy[o + j] * weight[j];
-                    sumG += g;
-                    sumGx += g * (x[o + j] - mu) * rs;
-                }
-                float meanG = s.Center != 0 ? sumG / c : 0f, meanGx = sumGx / c;
-                for (int j = 0; j < c; j++)
-                {
-                    float xh = (x[o + j] - mu) * rs;
-                    dx[o + j] = rs * (dy[o + j] * weight[j] - meanG - xh * meanGx);
-                }
-            }
+            for (int r = st, e = work.End(st); r < e; r++) BackwardRow(s, x, weight, dy, mean, rstd, dx, r);
+    }
+
+    // Row r of the row-norm input backward; also the fused residual norm's.
+    internal static void BackwardRow(NormShape s, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> dy,
+        ArrayView<float> mean, ArrayView<float> rstd, ArrayView<float> dx, int r)
+    {
+        int c = s.Cols, o = r * c;
+        float mu = mean[r], rs = rstd[r];
+        float sumG = 0f, sumGx = 0f;
+        for (int j = 0; j < c; j++)
+        {
+            float g = dy[o + j] * weight[j];
+            sumG += g;
+            sumGx += g * (x[o + j] - mu) * rs;
+        }
+        float meanG = s.Center != 0 ? sumG / c : 0f, meanGx = sumGx / c;
+        for (int j = 0; j < c; j++)
+        {
+            float xh = (x[o + j] - mu) * rs;
+            dx[o + j] = rs * (dy[o + j] * weight[j] - meanG - xh * meanGx);
+        }
     }
 
     // x, dy: [rows, C], mean, rstd: [rows] -> dweight: [C] = Σ_rows dy xh, dbias: [C] = Σ_rows dy; one column per item

@@ -92,16 +92,27 @@ public sealed class LanguageModel : Module
         int b = tokens.Shape[0], t = tokens.Shape[1];
         // Dense table gradients: the vocabulary and context are small, and the tied head adds a dense gradient anyway.
         var x = Ops.Embedding(tokens.Reshape(b * t), tokenEmbedding, sparseGrad: false); // [B*T, d]
+        // Each residual add runs fused with the norm that reads its sum (Ops.AddLayerNorm): h is the next norm's output.
+        var (firstWeight, firstBias) = NormAfter(-1);
+        Tensor h;
         if (positionEmbedding != null)
         {
             var positions = new int[b * t];
             for (int i = 0; i < positions.Length; i++) positions[i] = i % t;
-            x = Ops.Add(x, Ops.Embedding(Tensor.FromArray(Device, positions, b * t), positionEmbedding, sparseGrad: false));
+            var pos = Ops.Embedding(Tensor.FromArray(Device, positions, b * t), positionEmbedding, sparseGrad: false);
+            (x, h) = Ops.AddLayerNorm(x, pos, firstWeight, firstBias);
         }
-        foreach (var block in blocks) x = block.Forward(x, b, t);
-        x = Ops.LayerNorm(x, normWeight, normBias);
-        return Ops.MatMul(x, head ?? tokenEmbedding, transB: true); // [B*T, V]
+        else h = Ops.LayerNorm(x, firstWeight, firstBias);
+        for (int i = 0; i < blocks.Length; i++)
+        {
+            var (nextWeight, nextBias) = NormAfter(i);
+            (x, h) = blocks[i].Forward(x, h, b, t, nextWeight, nextBias);
+        }
+        return Ops.MatMul(h, head ?? tokenEmbedding, transB: true); // [B*T, V]
     }
+
+    // The parameters of the norm that reads the residual stream after block i (i = -1: the embeddings): the next block's first norm, or the final norm.
+    (Tensor Weight, Tensor Bias) NormAfter(int i) => i + 1 < blocks.Length ? blocks[i + 1].Norm1 : (normWeight, normBias);
 
     /// <summary>Mean next-token cross-entropy (plus weighted auxiliary losses of top-k MoE blocks) of windows I32 <c>[B, T + 1]</c> given row-major (inputs are the first T tokens of each, targets the last T).</summary>
     /// <exception cref="ArgumentException">The windows do not split into <paramref name="batch"/> rows of 2 to context + 1 tokens.</exception>
@@ -170,19 +181,21 @@ public sealed class LanguageModel : Module
             else if (ffw is ProductKeyMemory pkm) pkm.BatchGroup = group;
         }
 
-        // x: [B*T, d] -> [B*T, d]
-        public Tensor Forward(Tensor x, int b, int t)
+        /// <summary>The first norm's weight and bias, which the residual add before this block runs fused with.</summary>
+        public (Tensor Weight, Tensor Bias) Norm1 => (norm1Weight, norm1Bias);
+
+        // x: [B*T, d] the residual stream, h = norm1(x) -> the stream after the block and its next norm (nextWeight, nextBias) [B*T, d]
+        public (Tensor X, Tensor H) Forward(Tensor x, Tensor h, int b, int t, Tensor nextWeight, Tensor nextBias)
         {
             int d = x.Shape[1], dh = d / heads;
-            var h = Ops.LayerNorm(x, norm1Weight, norm1Bias);
             var qkv = Ops.Permute(Ops.Linear(h, qkvWeight, qkvBias).Reshape(b, t, 3 * heads, dh), 0, 2, 1, 3); // [B, 3H, T, Dh]
             var q = Ops.Slice(qkv, 1, 0, heads);                                                             // [B, H, T, Dh]
             var k = Ops.Slice(qkv, 1, heads, heads);
             if (rotary) (q, k) = (Ops.Rotary(q), Ops.Rotary(k));
             var v = Ops.Slice(qkv, 1, 2 * heads, heads);
             var attended = Ops.Permute(Ops.CausalAttention(q, k, v), 0, 2, 1, 3).Reshape(b * t, d);          // [B*T, d]
-            x = Ops.Add(x, Ops.Linear(attended, outWeight, outBias));
-            return Ops.Add(x, ffw.Forward(Ops.LayerNorm(x, norm2Weight, norm2Bias)));
+            var (mid, h2) = Ops.AddLayerNorm(x, Ops.Linear(attended, outWeight, outBias), norm2Weight, norm2Bias);
+            return Ops.AddLayerNorm(mid, ffw.Forward(h2), nextWeight, nextBias);
         }
     }
 }

@@ -36,7 +36,9 @@ public sealed class DenseFfw : FeedForwardLayer
     public override Tensor Forward(Tensor x)
     {
         CheckInput(x);
-        return fc2.Forward(Activate(fc1.Forward(x), Activation));
+        // fc1's bias and the activation run fused (Ops.LinearGelu, Ops.LinearRelu): the same values as fc1 then the activation.
+        var h = Activation == PeerActivation.Relu ? Ops.LinearRelu(x, fc1.Weight, fc1.Bias!) : Ops.LinearGelu(x, fc1.Weight, fc1.Bias!);
+        return fc2.Forward(h);
     }
 }
 

@@ -63,4 +63,59 @@ public sealed class LinearCpuTests
         D.Tape.Backward(y, Tensor.Zeros(D, 0, 5));
         Assert.That(bias.Grad!.ToArray(), Is.EqualTo(new float[5]));
     }
+
+    // The fused bias + activation kernels (act: the activation's number, GeluExact, GeluTanh, Relu, Silu) as device d loads them.
+    static (float[] Z, float[] Y, float[] Dz, float[] Db) RunFused(Device d, int act, float[] hz, float[] hbias, float[] hg, int rows, int cols)
+    {
+        using var s = Scope.Begin();
+        var k = d.Get(static d => new LinearKernels(d));
+        var z = Tensor.FromArray(d, hz, rows, cols);
+        var bias = Tensor.FromArray(d, hbias, cols);
+        var g = Tensor.FromArray(d, hg, rows, cols);
+        var (y, dz, db) = (Tensor.Empty(d, DType.F32, rows, cols), Tensor.Empty(d, DType.F32, rows, cols), Tensor.Empty(d, DType.F32, cols));
+        var rowWork = d.Split(rows);
+        if (rows > 0) k.BiasActivation[act](rowWork.Workers, rowWork, z.View, bias.View, y.View, cols);
+        var colWork = d.Split(cols);
+        k.BiasActivationBackward[act](colWork.Workers, colWork, z.View, g.View, dz.View, db.View, rows);
+        return (z.ToArray(), y.ToArray(), dz.ToArray(), db.ToArray());
+    }
+
+    [Test]
+    public void FusedBiasActivationBodiesAgreeWithPortableKernels([Values(0, 1, 2, 3)] int act,
+        [Values(1, 7, 33, 0)] int rows, [Values(1, 5, 8, 13, 37)] int cols)
+    {
+        const double U = 1.0 / (1 << 24);
+        foreach (var d in new[] { D, Devices.CpuNarrow })
+        {
+            Assume.That(d.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable kernels");
+            var hz = GradCheck.Rand(rows * cols, rows + 3 * cols, 4f);
+            var hbias = GradCheck.Rand(cols, 5);
+            var hg = GradCheck.Rand(rows * cols, 9);
+            var fast = RunFused(d, act, hz, hbias, hg, rows, cols);
+            var portable = RunFused(P, act, hz, hbias, hg, rows, cols);
+            // The bias add is one IEEE addition per element on both paths: identical bits.
+            Assert.That(fast.Z, Is.EqualTo(portable.Z), "z + bias");
+            if (act != 0)
+            {
+                // The other activations' bodies call ActivationMath per element, and the columns are summed in row order: identical bits.
+                Assert.That(fast.Y, Is.EqualTo(portable.Y), "y");
+                Assert.That(fast.Dz, Is.EqualTo(portable.Dz), "dz");
+                Assert.That(fast.Db, Is.EqualTo(portable.Db), "dbias");
+                continue;
+            }
+            // The exact GELU's eight-lane exponential (ActivationsCpu.cs): within 5 u |z| forward and 9 u |g| backward per element;
+            // the bias gradient sums those over the rows, adding (rows + 1) u of Σ|dz| for the sums' own rounding.
+            for (int i = 0; i < rows * cols; i++)
+            {
+                Assert.That(fast.Y[i], Is.EqualTo(portable.Y[i]).Within(5 * U * Math.Abs(portable.Z[i]) + 1e-30), $"y[{i}]");
+                Assert.That(fast.Dz[i], Is.EqualTo(portable.Dz[i]).Within(9 * U * Math.Abs(hg[i]) + 1e-30), $"dz[{i}]");
+            }
+            for (int j = 0; j < cols; j++)
+            {
+                double abs = 0;
+                for (int r = 0; r < rows; r++) abs += Math.Abs(hg[r * cols + j]) * 1.13 + Math.Abs(portable.Dz[r * cols + j]);
+                Assert.That(fast.Db[j], Is.EqualTo(portable.Db[j]).Within((rows + 10) * U * abs + 1e-30), $"dbias[{j}]");
+            }
+        }
+    }
 }
