@@ -6,7 +6,7 @@
 // counted per block and the block counts scanned in log2(blocks) steps. No atomics: the same inputs give the same bits
 // on a backend, whatever the worker count. Costs O(P log P + P * cols), never O(rows of the table). Nothing is read back to
 // the host: the outputs are sized by a bound known there, B = min(P, limit) segments, and the real count R stays on the
-// device (docs/row-sparse-gradients.md, "Padded layout"). On the CPU accelerator
+// device (docs/layers.md, "Row-sparse gradients"). On the CPU accelerator
 // the runs pass's body sorts everything at once and the merge levels are skipped; the sums have a SIMD body
 // (Cpu/SortSegmentCpu.cs, the same bits).
 using ILGPU;
