@@ -144,8 +144,12 @@ internal static class SortSegment
         var rows = Tensor.Empty(d, DType.I32, bound);
         var starts = Tensor.Empty(d, DType.I32, bound + 1);
         var count = Tensor.Empty(d, DType.I32, 1);
-        k.WriteHeads(bw.Workers, bw, keys.IntView, counts.IntView, inclusive.IntView, rows.IntView, starts.IntView, count.IntView, blockLen);
-        if (bound > 0)
+        // Chunked devices write the padding in the heads kernel's last block (a few stores, and a launch saved: measured in
+        // docs/layers.md, "Row-sparse gradients"); GPUs in a pass of their own, one segment per item.
+        bool padInHeads = sh.BlockLength == 0;
+        k.WriteHeads(bw.Workers, bw, keys.IntView, counts.IntView, inclusive.IntView, rows.IntView, starts.IntView, count.IntView, blockLen,
+            padInHeads ? bound : 0);
+        if (bound > 0 && !padInHeads)
         {
             var tw = d.Split(bound);
             k.Pad(tw.Workers, tw, count.IntView, rows.IntView, starts.IntView);
@@ -197,7 +201,7 @@ internal sealed class SortSegmentKernels
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int> Merge;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int> CountHeads;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int> ScanStep;
-    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int> WriteHeads;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int> WriteHeads;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>> Pad;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SegmentSource, ArrayView<float>> Sum;
 
@@ -308,9 +312,11 @@ internal sealed class SortSegmentKernels
 
     // sorted keys: [P], counts and inclusive sums: [blocks] -> rows[0 .. R-1] the distinct kept keys, starts[0 .. R] segment
     // bounds, count[0] = R (the last inclusive sum). starts[R] is the first dropped position (written by its block) or P (by
-    // the last block when none is dropped).
+    // the last block when none is dropped). pad = B > 0: the last block also writes the padding up to B as PadKernel does,
+    // taking the end of the kept pairs from a binary search of the sorted keys (another block may be writing starts[R]).
+    // B comes as an argument: a view's length may exceed its tensor's (an empty tensor's buffer is not empty).
     static void WriteHeadsKernel(Index1D w, Work work, ArrayView<int> keys, ArrayView<int> counts, ArrayView<int> inclusive,
-        ArrayView<int> rows, ArrayView<int> starts, ArrayView<int> count, int len)
+        ArrayView<int> rows, ArrayView<int> starts, ArrayView<int> count, int len, int pad)
     {
         int p = (int)keys.Length, r = inclusive[work.N - 1];
         if (w == 0) count[0] = r;
@@ -330,6 +336,21 @@ internal sealed class SortSegmentKernels
                     else if (keys[i] == int.MaxValue && (i == 0 || keys[i - 1] != int.MaxValue)) starts[r] = i;
                 }
                 if (to == p && keys[p - 1] != int.MaxValue) starts[r] = p;
+                if (pad > 0 && b == work.N - 1)
+                {
+                    int lo = 0, hi = p; // the first dropped (int.MaxValue) position, or P
+                    while (lo < hi)
+                    {
+                        int mid = (lo + hi) >> 1;
+                        if (keys[mid] == int.MaxValue) hi = mid;
+                        else lo = mid + 1;
+                    }
+                    for (int q = r; q < pad; q++)
+                    {
+                        rows[q] = RowSparseGrad.NoRow;
+                        starts[q + 1] = lo;
+                    }
+                }
             }
     }
 
