@@ -53,7 +53,7 @@ internal static class NaivePeerCheck
         var dense = new float[experts * dim];
         var rows = sparse.Rows.ToIntArray();
         var values = sparse.Values.ToArray();
-        for (int r = 0; r < rows.Length; r++)
+        for (int r = 0, real = sparse.CountRows(); r < real; r++) // the real rows; the padding after them names no row
             for (int c = 0; c < dim; c++) dense[rows[r] * dim + c] += values[r * dim + c];
         var got = Down(naive).Grad?.ToArray() ?? throw new BenchCheckException("the naive design's experts.down got no dense gradient");
         double dy = a.Select((v, i) => (double)Math.Abs(v - b[i])).Max();

@@ -46,7 +46,9 @@ public sealed class GradientReducer
         for (int i = 0; i < p; i++)
         {
             var t = parameters[i].Param;
-            mine[i] = t.Grad is not null ? DenseGradient : t.SparseGrad is { } sg ? sg.Rows.Length : NoGradient;
+            // The real rows only, not the padding (RowSparseGrad.NoRow): counting them reads the rows back, which this exchange
+            // through the host does anyway.
+            mine[i] = t.Grad is not null ? DenseGradient : t.SparseGrad is { } sg ? sg.CountRows() : NoGradient;
         }
         var all = new int[p * size];
         group.AllGather<int>(mine, all);
@@ -115,8 +117,10 @@ public sealed class GradientReducer
         Check.That((long)total * cols <= int.MaxValue, t.Name ?? "parameter", $"{total} gradient rows of {cols}", "at most 2^31 - 1 gathered gradient values per parameter");
         var rows = new int[total];
         var values = new float[(long)total * cols];
-        var mineRows = t.SparseGrad?.Rows.ToIntArray() ?? [];
-        var mineValues = t.SparseGrad?.Values.ToArray() ?? [];
+        // This rank's real rows lead its (possibly padded) gradient: its count was gathered as counts[rank].
+        int mine = counts[group.Rank];
+        var mineRows = t.SparseGrad?.Rows.ToIntArray().AsSpan(0, mine).ToArray() ?? [];
+        var mineValues = t.SparseGrad?.Values.ToArray().AsSpan(0, mine * cols).ToArray() ?? [];
         group.AllGatherV<int>(mineRows, rows, counts);
         group.AllGatherV<float>(mineValues, values, counts.Select(c => c * cols).ToArray());
         using var scope = Scope.Begin();

@@ -61,7 +61,7 @@ public sealed class ExpertUsage : IDisposable
         var w = weights.Detach().Reshape(p);
         using var segments = SortSegment.Run(null, flat, Experts);
         var one = Tensor.Full(Device, 1f, 1);
-        var sums = SortSegment.Sum(segments, null, w, one, p, 0, 0, 1); // [R, 1]: sum of the weights of each distinct expert
+        var sums = SortSegment.Sum(segments, null, w, one, p, 0, 0, 1); // [B, 1]: sum of the weights of each distinct expert, then padding
         var rows = segments.Rows;
         if (rows.Length > 0)
         {
@@ -106,11 +106,13 @@ internal sealed class ExpertUsageKernels
         Combine = d.LoadKernel(CombineKernel);
     }
 
-    // rows: [R] distinct, sums: [R] -> acc[rows[s]] += sums[s]; rows are distinct, so no two items touch one element
+    // rows: [B] distinct, sums: [B] -> acc[rows[s]] += sums[s]; rows are distinct, so no two items touch one element; the
+    // sort-and-segment's padding rows (NoRow, outside acc) are skipped
     static void ScatterKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> sums, ArrayView<float> acc)
     {
         for (int st = work.Start(w); st < work.N; st += work.Stride)
-            for (int s = st, e = work.End(st); s < e; s++) acc[rows[s]] += sums[s];
+            for (int s = st, e = work.End(st); s < e; s++)
+                if ((uint)rows[s] < (uint)acc.Length) acc[rows[s]] += sums[s];
     }
 
     // acc: [N] -> partial[b] = (count of z' != 0, sum z', sum z' log z') over block b = [b*len, (b+1)*len)

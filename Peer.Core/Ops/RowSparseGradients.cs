@@ -10,7 +10,7 @@ namespace Peer;
 internal static class RowSparseGradients
 {
     /// <summary>
-    /// The row-sparse gradients of a table with <paramref name="cols"/> columns from per-pair keys (in [0, <paramref name="limit"/>))
+    /// The row-sparse gradients (padded: see <see cref="RowSparseGrad"/>; nothing is read back from the device) of a table with <paramref name="cols"/> columns from per-pair keys (in [0, <paramref name="limit"/>))
     /// and one or more (coefficient, source) sets sharing one sort: set i gives rows and
     /// <c>values[s] = sum over pairs o of segment s of Coef[o] * Src[(o / Div) * Stride + Offset ..]</c>. Not owned by any scope.
     /// </summary>
@@ -30,7 +30,9 @@ internal static class RowSparseGradients
     /// <summary>
     /// Sums rows with equal ids: <paramref name="old"/>'s rows (if any) then <paramref name="values"/> <c>[n, cols]</c> at
     /// <paramref name="ids"/> (n of them), dropping ids outside [0, <paramref name="limit"/>); within a row the terms are added
-    /// in that order. The result has distinct ascending rows and is not owned by any scope; takes no ownership of its arguments.
+    /// in that order. The result has distinct ascending rows, padded to min(old rows + n, limit) (<see cref="RowSparseGrad"/>:
+    /// old padding rows are dropped like any id outside the table, and nothing is read back from the device), and is not owned
+    /// by any scope; takes no ownership of its arguments.
     /// </summary>
     public static RowSparseGrad Coalesce(RowSparseGrad? old, Tensor ids, Tensor values, int limit)
     {
@@ -86,12 +88,15 @@ internal sealed class RowSparseGradientKernels
 
     public RowSparseGradientKernels(Device d) => Scatter = d.LoadKernel(ScatterKernel);
 
-    // rows: [R] distinct, values: [R, cols] -> dense[rows[s], :] = values[s, :]; one row per item (distinct rows: no conflicts)
+    // rows: [B] distinct (padding NoRow), values: [B, cols] -> dense[rows[s], :] = values[s, :]; one row per item (distinct
+    // rows: no conflicts); a row outside dense (padding) is skipped
     static void ScatterKernel(Index1D w, Work work, ArrayView<int> rows, ArrayView<float> values, ArrayView<float> dense, int cols)
     {
+        int n = (int)(dense.Length / cols);
         for (int st = work.Start(w); st < work.N; st += work.Stride)
             for (int s = st, e = work.End(st); s < e; s++)
             {
+                if ((uint)rows[s] >= (uint)n) continue;
                 int to = rows[s] * cols, from = s * cols;
                 for (int c = 0; c < cols; c++) dense[to + c] = values[from + c];
             }

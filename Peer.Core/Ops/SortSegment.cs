@@ -4,7 +4,9 @@
 // in ascending pair order. Every pass is parallel over all workers: sorted runs of RunLength are built by ranking, each
 // merge level splits its output evenly between workers by merge path (a co-rank binary search), segment heads are
 // counted per block and the block counts scanned in log2(blocks) steps. No atomics: the same inputs give the same bits
-// on a backend, whatever the worker count. Costs O(P log P + P * cols), never O(rows of the table). On the CPU accelerator
+// on a backend, whatever the worker count. Costs O(P log P + P * cols), never O(rows of the table). Nothing is read back to
+// the host: the outputs are sized by a bound known there, B = min(P, limit) segments, and the real count R stays on the
+// device (docs/layers.md, "Row-sparse gradients"). On the CPU accelerator
 // the runs pass's body sorts everything at once and the merge levels are skipped; the sums have a SIMD body
 // (Cpu/SortSegmentCpu.cs, the same bits).
 using ILGPU;
@@ -12,8 +14,12 @@ using ILGPU.Runtime;
 
 namespace Peer;
 
-/// <summary>Sorted pairs cut into segments of equal key (from <see cref="SortSegment.Run"/>); owns its tensors.</summary>
-internal sealed class SortedSegments(int first, Tensor keys, Tensor order, Tensor rows, Tensor starts) : IDisposable
+/// <summary>
+/// Sorted pairs cut into segments of equal key (from <see cref="SortSegment.Run"/>); owns its tensors. Sized by the bound
+/// B = min(P, limit) known on the host, not by the segment count R (which would take a read back from the device): segments
+/// R .. B-1 are padding, with row <see cref="RowSparseGrad.NoRow"/> and no pairs, so their sums are zero rows.
+/// </summary>
+internal sealed class SortedSegments(int first, Tensor keys, Tensor order, Tensor rows, Tensor starts, Tensor count) : IDisposable
 {
     /// <summary>How many pairs came from the first key set (the older gradient's rows), n1.</summary>
     public int First { get; } = first;
@@ -21,10 +27,14 @@ internal sealed class SortedSegments(int first, Tensor keys, Tensor order, Tenso
     public Tensor Keys { get; } = keys;
     /// <summary>The pair index at each sorted position, I32 [P], ascending within equal keys.</summary>
     public Tensor Order { get; } = order;
-    /// <summary>The distinct kept keys, ascending, I32 [R].</summary>
+    /// <summary>The distinct kept keys, ascending, then <see cref="RowSparseGrad.NoRow"/> for the padding: I32 [B].</summary>
     public Tensor Rows { get; } = rows;
-    /// <summary>Segment bounds, I32 [R + 1]: segment s covers sorted positions <c>Starts[s] .. Starts[s+1]-1</c>.</summary>
+    /// <summary>Segment bounds, I32 [B + 1]: segment s covers sorted positions <c>Starts[s] .. Starts[s+1]-1</c>; from
+    /// <c>Starts[R]</c> on (the first dropped position, or P) every entry repeats it, so padding segments are empty.</summary>
     public Tensor Starts { get; } = starts;
+    /// <summary>The number of segments R (distinct kept keys), I32 [1], on the device only: a host that needs it reads it
+    /// explicitly (a synchronisation on an asynchronous device).</summary>
+    public Tensor Count { get; } = count;
 
     public void Dispose()
     {
@@ -32,6 +42,7 @@ internal sealed class SortedSegments(int first, Tensor keys, Tensor order, Tenso
         Order.Dispose();
         Rows.Dispose();
         Starts.Dispose();
+        Count.Dispose();
     }
 }
 
@@ -71,7 +82,8 @@ internal static class SortSegment
     /// <summary>
     /// Sorts the pairs whose keys are <paramref name="keys1"/> (pairs 0 .. n1-1, may be null) then <paramref name="keys2"/>
     /// (pairs n1 ..), stably, and cuts them into segments of equal key. Keys outside [0, <paramref name="limit"/>) are dropped:
-    /// they sort last and belong to no segment. Reads the number of segments back to the host (one synchronisation).
+    /// they sort last and belong to no segment. Reads nothing back to the host: the outputs have B = min(P, limit) segments,
+    /// the real ones first (see <see cref="SortedSegments"/>).
     /// </summary>
     public static SortedSegments Run(Tensor? keys1, Tensor keys2, int limit, SortSegmentShape? shape = null)
     {
@@ -90,7 +102,8 @@ internal static class SortSegment
         var sh = shape ?? SortSegmentShape.For(d);
         var keys = Tensor.Empty(d, DType.I32, p);
         var order = Tensor.Empty(d, DType.I32, p);
-        if (p == 0) return new SortedSegments(n1, keys, order, Tensor.Empty(d, DType.I32, 0), Tensor.ZerosInt(d, 1));
+        if (p == 0) return new SortedSegments(n1, keys, order, Tensor.Empty(d, DType.I32, 0), Tensor.ZerosInt(d, 1), Tensor.ZerosInt(d, 1));
+        int bound = Bound(p, limit);
 
         var w = d.Split(p);
         k.Runs(w.Workers, w, (keys1 ?? keys2).IntView, keys2.IntView, n1, limit, keys.IntView, order.IntView);
@@ -127,25 +140,37 @@ internal static class SortSegment
             k.ScanStep(bw.Workers, bw, inclusive.IntView, to.IntView, step);
             inclusive = to;
         }
-        var last = new int[1];
-        inclusive.IntView.SubView(blocks - 1, 1).CopyToCPU(last);
-        int r = last[0];
-        var rows = Tensor.Empty(d, DType.I32, r);
-        var starts = Tensor.Empty(d, DType.I32, r + 1);
-        k.WriteHeads(bw.Workers, bw, keys.IntView, counts.IntView, inclusive.IntView, rows.IntView, starts.IntView, blockLen, r);
-        return new SortedSegments(n1, keys, order, rows, starts);
+        // R = inclusive[blocks - 1] stays on the device: the heads kernel reads it there, and a second pass pads rows R .. B-1.
+        var rows = Tensor.Empty(d, DType.I32, bound);
+        var starts = Tensor.Empty(d, DType.I32, bound + 1);
+        var count = Tensor.Empty(d, DType.I32, 1);
+        // Chunked devices write the padding in the heads kernel's last block (a few stores, and a launch saved: measured in
+        // docs/layers.md, "Row-sparse gradients"); GPUs in a pass of their own, one segment per item.
+        bool padInHeads = sh.BlockLength == 0;
+        k.WriteHeads(bw.Workers, bw, keys.IntView, counts.IntView, inclusive.IntView, rows.IntView, starts.IntView, count.IntView, blockLen,
+            padInHeads ? bound : 0);
+        if (bound > 0 && !padInHeads)
+        {
+            var tw = d.Split(bound);
+            k.Pad(tw.Workers, tw, count.IntView, rows.IntView, starts.IntView);
+        }
+        return new SortedSegments(n1, keys, order, rows, starts, count);
     }
 
+    /// <summary>How many segments the outputs of <paramref name="pairs"/> pairs keyed in [0, <paramref name="limit"/>) are
+    /// sized for: at most one per pair and one per key, B = min(P, limit) (0 for a negative limit).</summary>
+    internal static int Bound(int pairs, int limit) => Math.Max(0, Math.Min(pairs, limit));
+
     /// <summary>
-    /// Segment sums, F32 [R, cols]: row s is the sum over the sorted positions of segment s, in ascending pair order, of each
+    /// Segment sums, F32 [B, cols]: row s is the sum over the sorted positions of segment s, in ascending pair order, of each
     /// pair's contribution (see <see cref="SegmentSource"/>; <paramref name="first"/> F32 [n1, cols] or null when n1 = 0,
-    /// <paramref name="coef"/> F32 indexed by pair - n1, or null for weight 1).
+    /// <paramref name="coef"/> F32 indexed by pair - n1, or null for weight 1); the padding rows R .. B-1 are zero.
     /// </summary>
     public static Tensor Sum(SortedSegments s, Tensor? first, Tensor? coef, Tensor src, int div, int stride, int offset, int cols,
         SortSegmentShape? shape = null)
     {
         var d = s.Order.Device;
-        int r = s.Rows.Length, n1 = first?.Shape[0] ?? 0;
+        int r = s.Rows.Length, n1 = first?.Shape[0] ?? 0; // B segments, padding included (whose sums are zero rows)
         Check.That(n1 == s.First, nameof(first), $"{n1} rows", $"one row per pair of the first key set ({s.First})");
         var values = Tensor.Empty(d, DType.F32, r, cols);
         if (r == 0 || cols == 0) return values;
@@ -176,7 +201,8 @@ internal sealed class SortSegmentKernels
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int> Merge;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int> CountHeads;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int> ScanStep;
-    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int> WriteHeads;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int, int> WriteHeads;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>> Pad;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SegmentSource, ArrayView<float>> Sum;
 
     public SortSegmentKernels(Device d)
@@ -188,6 +214,7 @@ internal sealed class SortSegmentKernels
         CountHeads = d.LoadKernel(CountHeadsKernel);
         ScanStep = d.LoadKernel(ScanStepKernel);
         WriteHeads = d.LoadKernel(WriteHeadsKernel);
+        Pad = d.LoadKernel(PadKernel);
         Sum = d.LoadKernel(SumKernel, SortSegmentCpu.SumKernel, 256);
     }
 
@@ -283,12 +310,16 @@ internal sealed class SortSegmentKernels
             for (int b = s, e = work.End(s); b < e; b++) to[b] = b >= step ? from[b] + from[b - step] : from[b];
     }
 
-    // sorted keys: [P], counts and inclusive sums: [blocks] -> rows: [R] the distinct kept keys, starts: [R + 1] segment
-    // bounds. starts[R] is the first dropped position (written by its block) or P (by the last block when none is dropped).
+    // sorted keys: [P], counts and inclusive sums: [blocks] -> rows[0 .. R-1] the distinct kept keys, starts[0 .. R] segment
+    // bounds, count[0] = R (the last inclusive sum). starts[R] is the first dropped position (written by its block) or P (by
+    // the last block when none is dropped). pad = B > 0: the last block also writes the padding up to B as PadKernel does,
+    // taking the end of the kept pairs from a binary search of the sorted keys (another block may be writing starts[R]).
+    // B comes as an argument: a view's length may exceed its tensor's (an empty tensor's buffer is not empty).
     static void WriteHeadsKernel(Index1D w, Work work, ArrayView<int> keys, ArrayView<int> counts, ArrayView<int> inclusive,
-        ArrayView<int> rows, ArrayView<int> starts, int len, int r)
+        ArrayView<int> rows, ArrayView<int> starts, ArrayView<int> count, int len, int pad)
     {
-        int p = (int)keys.Length;
+        int p = (int)keys.Length, r = inclusive[work.N - 1];
+        if (w == 0) count[0] = r;
         for (int s = work.Start(w); s < work.N; s += work.Stride)
             for (int b = s, e = work.End(s); b < e; b++)
             {
@@ -305,6 +336,34 @@ internal sealed class SortSegmentKernels
                     else if (keys[i] == int.MaxValue && (i == 0 || keys[i - 1] != int.MaxValue)) starts[r] = i;
                 }
                 if (to == p && keys[p - 1] != int.MaxValue) starts[r] = p;
+                if (pad > 0 && b == work.N - 1)
+                {
+                    int lo = 0, hi = p; // the first dropped (int.MaxValue) position, or P
+                    while (lo < hi)
+                    {
+                        int mid = (lo + hi) >> 1;
+                        if (keys[mid] == int.MaxValue) hi = mid;
+                        else lo = mid + 1;
+                    }
+                    for (int q = r; q < pad; q++)
+                    {
+                        rows[q] = RowSparseGrad.NoRow;
+                        starts[q + 1] = lo;
+                    }
+                }
+            }
+    }
+
+    // count: [1] = R, rows: [B], starts: [B + 1] as the heads kernel left them -> padding segments s in [R, B): rows[s] = NoRow,
+    // starts[s + 1] = starts[R] (empty). One segment per item; no item writes starts[R], which they all read.
+    static void PadKernel(Index1D w, Work work, ArrayView<int> count, ArrayView<int> rows, ArrayView<int> starts)
+    {
+        int r = count[0];
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+            for (int s = st > r ? st : r, e = work.End(st); s < e; s++)
+            {
+                rows[s] = RowSparseGrad.NoRow;
+                starts[s + 1] = starts[r];
             }
     }
 

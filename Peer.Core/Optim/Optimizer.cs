@@ -389,7 +389,8 @@ public abstract class Optimizer : IDisposable
         if (RowWise && cols != RowWidth(p))
             throw Bad(s, $"has SparseGrad values of shape {Tensor.FormatShape(values.Shape)}: expected rows of the parameter's row width {RowWidth(p)} (shape {Tensor.FormatShape(p.Shape)}; a row-wise optimizer keeps its state per row of the first dimension)");
         // The rows are read back only where that stalls nothing (DeviceOptions.CheckIndices): the sort-and-segment that builds
-        // sparse gradients gives distinct, increasing rows inside the table, and the sparse kernels skip a row outside it.
+        // sparse gradients gives distinct, increasing rows inside the table then padding (RowSparseGrad.NoRow), and the sparse
+        // kernels skip a row outside it.
         if (!Device.ChecksIndices) return;
         int total = p.Length / cols;
         if (rowsHost.Length < r) rowsHost = new int[Math.Max(r, 2 * rowsHost.Length)];
@@ -398,7 +399,14 @@ public abstract class Optimizer : IDisposable
         for (int i = 0; i < r; i++)
         {
             int row = rowsHost[i];
-            if (row < 0 || row >= total) throw Bad(s, $"has SparseGrad row {row} at position {i}: expected rows in [0, {total})");
+            if (row == RowSparseGrad.NoRow)
+            {
+                for (int j = i + 1; j < r; j++)
+                    if (rowsHost[j] != RowSparseGrad.NoRow)
+                        throw Bad(s, $"has SparseGrad row {rowsHost[j]} at position {j} after padding (RowSparseGrad.NoRow) at position {i}: expected padding only at the end");
+                break;
+            }
+            if (row < 0 || row >= total) throw Bad(s, $"has SparseGrad row {row} at position {i}: expected rows in [0, {total}), or RowSparseGrad.NoRow as trailing padding");
             if (row <= previous) throw Bad(s, $"has SparseGrad rows {previous}, {row} at positions {i - 1}, {i}: expected distinct rows in increasing order");
             previous = row;
         }

@@ -17,14 +17,30 @@ public enum DType
 }
 
 /// <summary>Row-sparse gradient of a table parameter: the rows that received gradient and their values.</summary>
-/// <remarks>Rows are distinct and sorted ascending. Produced by layers whose parameters are looked up by row
-/// (PEER experts, product keys, PKM values); consumed by the optimizers' sparse step.</remarks>
+/// <remarks>Rows are distinct and sorted ascending, and may be followed by padding: entries equal to <see cref="NoRow"/>
+/// whose values are zero. The layers' gradients (PEER experts, product keys, PKM values, sparse embeddings) are padded to a
+/// size known on the host without reading the device, <c>min(pairs, table rows)</c>, so that building one never waits for
+/// the device; the number of real rows stays on the device (<see cref="CountRows"/> reads it). Consumers skip padding: the
+/// optimizers' sparse step, densifying, merging. Consumed by the optimizers' sparse step.</remarks>
 public sealed class RowSparseGrad : IDisposable
 {
-    /// <summary>Row indices, I32 <c>[R]</c>.</summary>
+    /// <summary>The row index of padding entries (<see cref="int.MaxValue"/>): outside every table, so it names no row, and
+    /// larger than every real row, so the rows stay ascending.</summary>
+    public const int NoRow = int.MaxValue;
+
+    /// <summary>Row indices, I32 <c>[B]</c>: the R real rows, then B - R entries <see cref="NoRow"/>.</summary>
     public Tensor Rows { get; }
-    /// <summary>Gradient rows, F32 <c>[R, cols]</c>.</summary>
+    /// <summary>Gradient rows, F32 <c>[B, cols]</c> (zero for padding).</summary>
     public Tensor Values { get; }
+
+    /// <summary>The number of real rows R (those before the padding). Reads the rows back to the host: a synchronisation on an
+    /// asynchronous device, for host-facing uses (tests, the distributed merge, reports), never inside a training step.</summary>
+    public int CountRows()
+    {
+        var rows = Rows.ToIntArray();
+        int r = Array.IndexOf(rows, NoRow);
+        return r < 0 ? rows.Length : r;
+    }
 
     /// <summary>Wraps rows and values; takes ownership of both.</summary>
     public RowSparseGrad(Tensor rows, Tensor values)

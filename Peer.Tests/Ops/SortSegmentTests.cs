@@ -10,15 +10,19 @@ public sealed class SortSegmentTests(string backend)
 {
     Device D => Devices.Get(backend);
 
-    /// <summary>Host reference: stable sort of the kept pairs (dropped keys last, in pair order), distinct kept keys, bounds.</summary>
-    static (int[] Keys, int[] Order, int[] Rows, int[] Starts) Reference(int[] keys, int limit)
+    /// <summary>Host reference: stable sort of the kept pairs (dropped keys last, in pair order), distinct kept keys, bounds,
+    /// in the padded layout: B = min(P, limit) segments, the R real ones then rows NoRow with empty bounds (the last repeated).</summary>
+    static (int[] Keys, int[] Order, int[] Rows, int[] Starts, int Count) Reference(int[] keys, int limit)
     {
         int Key(int i) => keys[i] >= 0 && keys[i] < limit ? keys[i] : int.MaxValue;
         var order = Enumerable.Range(0, keys.Length).OrderBy(Key).ToArray();
         var sorted = order.Select(Key).ToArray();
         var rows = sorted.Where(k => k != int.MaxValue).Distinct().ToArray();
-        var starts = rows.Select(r => Array.IndexOf(sorted, r)).Append(sorted.Count(k => k != int.MaxValue)).ToArray();
-        return (sorted, order, rows, starts);
+        int kept = sorted.Count(k => k != int.MaxValue), bound = Math.Min(keys.Length, limit);
+        var starts = rows.Select(r => Array.IndexOf(sorted, r)).Append(kept).ToList();
+        var padded = rows.Concat(Enumerable.Repeat(RowSparseGrad.NoRow, bound - rows.Length)).ToArray();
+        starts.AddRange(Enumerable.Repeat(kept, bound - rows.Length));
+        return (sorted, order, padded, keys.Length == 0 ? [0] : starts.ToArray(), rows.Length);
     }
 
     /// <summary>Host sums in float, each segment in ascending pair order, as the kernel adds them.</summary>
@@ -64,6 +68,7 @@ public sealed class SortSegmentTests(string backend)
         Assert.That(s.Order.ToIntArray(), Is.EqualTo(want.Order), "order (stable)");
         Assert.That(s.Rows.ToIntArray(), Is.EqualTo(want.Rows), "rows");
         Assert.That(s.Starts.ToIntArray(), Is.EqualTo(want.Starts), "starts");
+        Assert.That(s.Count.ToIntArray(), Is.EqualTo(new[] { want.Count }), "the count of segments, on the device");
         var sums = SortSegment.Sum(s, null, Tensor.FromArray(D, coef, p), Tensor.FromArray(D, src, p, cols), 1, cols, 0, cols);
         Assert.That(sums.Shape, Is.EqualTo(new[] { want.Rows.Length, cols }));
         AssertSums(sums.ToArray(), HostSums(want.Order, want.Starts, coef, src, cols), "sums");
@@ -78,8 +83,11 @@ public sealed class SortSegmentTests(string backend)
         using var scope = Scope.Begin();
         using var s = SortSegment.Run(null, Tensor.FromArray(D, keys, p), 7);
         Assert.That(s.Order.ToIntArray(), Is.EqualTo(Enumerable.Range(0, p).ToArray()));
-        Assert.That(s.Rows.ToIntArray(), Is.EqualTo(new[] { 6 }));
-        Assert.That(s.Starts.ToIntArray(), Is.EqualTo(new[] { 0, p }));
+        // One segment, padded to min(P, 7) rows: the padding rows are empty segments at P.
+        int bound = Math.Min(p, 7);
+        Assert.That(s.Rows.ToIntArray(), Is.EqualTo(new[] { 6 }.Concat(Enumerable.Repeat(RowSparseGrad.NoRow, bound - 1))));
+        Assert.That(s.Starts.ToIntArray(), Is.EqualTo(new[] { 0 }.Concat(Enumerable.Repeat(p, bound))));
+        Assert.That(s.Count.ToIntArray(), Is.EqualTo(new[] { 1 }));
     }
 
     [TestCase(0, 12)]
@@ -103,6 +111,7 @@ public sealed class SortSegmentTests(string backend)
         Assert.That(s.Order.ToIntArray(), Is.EqualTo(want.Order), "order");
         Assert.That(s.Rows.ToIntArray(), Is.EqualTo(want.Rows), "rows");
         Assert.That(s.Starts.ToIntArray(), Is.EqualTo(want.Starts), "starts: the last bound is the first dropped position");
+        Assert.That(s.Count.ToIntArray(), Is.EqualTo(new[] { want.Count }), "the count of segments, on the device");
         var first = n1 == 0 ? null : Tensor.FromArray(D, oldValues, n1, cols);
         var sums = SortSegment.Sum(s, first, null, Tensor.FromArray(D, values, n2, cols), 1, cols, 0, cols);
         var ones = Enumerable.Repeat(1f, n1 + n2).ToArray();

@@ -126,6 +126,8 @@ public sealed class OptimizerStateTests
         Assert.That(order.Message, Does.Contain("rows 2, 1").And.Contain("increasing"));
         Sparse([1, 1]);
         Assert.That(Assert.Throws<InvalidOperationException>(opt.Step)!.Message, Does.Contain("distinct"));
+        Sparse([1, RowSparseGrad.NoRow, 2]); // padding is accepted only at the end
+        Assert.That(Assert.Throws<InvalidOperationException>(opt.Step)!.Message, Does.Contain("row 2 at position 2 after padding"));
         Sparse([0], cols: 5);
         Assert.That(Assert.Throws<InvalidOperationException>(opt.Step)!.Message, Does.Contain("[1, 5]").And.Contain("dividing"));
         Sparse([1]);

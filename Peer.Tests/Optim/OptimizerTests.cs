@@ -24,8 +24,14 @@ public sealed class OptimizerTests(string backend)
         p.Grad = Tensor.FromArray(p.Device, g, p.Shape);
     }
 
-    static void SetSparse(Tensor p, int[] rows, float[] values)
+    // pad > 0: the gradient ends in that many padding rows (RowSparseGrad.NoRow, zero values), as a layer's gradient may.
+    static void SetSparse(Tensor p, int[] rows, float[] values, int pad = 0)
     {
+        if (pad > 0)
+        {
+            values = values.Concat(new float[pad * (values.Length / Math.Max(1, rows.Length))]).ToArray();
+            rows = rows.Concat(Enumerable.Repeat(RowSparseGrad.NoRow, pad)).ToArray();
+        }
         p.SparseGrad?.Dispose();
         p.SparseGrad = new RowSparseGrad(Tensor.FromArray(p.Device, rows, rows.Length), Tensor.FromArray(p.Device, values, rows.Length, values.Length / Math.Max(1, rows.Length)));
     }
@@ -115,8 +121,9 @@ public sealed class OptimizerTests(string backend)
 
     // Sparse (lazy) AdamW beside a dense parameter in one optimizer, several steps with different row sets, against
     // the host: listed rows take AdamW's update at the parameter's step count; every other row (values and moments) is untouched.
-    [Test]
-    public void SparseAdamWIsLazyAndMatchesHost()
+    [TestCase(0)]
+    [TestCase(3)]
+    public void SparseAdamWIsLazyAndMatchesHost(int pad)
     {
         using var s = Scope.Begin();
         const int n = 10, cols = 4;
@@ -137,7 +144,7 @@ public sealed class OptimizerTests(string backend)
         {
             var rows = rowSets[step - 1];
             var values = GradCheck.Rand(rows.Length * cols, 300 + step);
-            SetSparse(table, rows, values);
+            SetSparse(table, rows, values, pad);
             var dg = GradCheck.Rand(6, 400 + step);
             SetGrad(dense, dg);
             var before = table.ToArray();
@@ -201,9 +208,11 @@ public sealed class OptimizerTests(string backend)
         Assert.That((double)gb[0], Is.EqualTo(init[0] * (1 - 1e-2 * 0.05)).Within(1e-7), "dense decays row 0");
     }
 
-    [TestCase(0f, 0.1f)]
-    [TestCase(0.9f, 0.1f)]
-    public void SparseSgdIsLazyAndMatchesHost(float momentum, float wd)
+    [TestCase(0f, 0.1f, 0)]
+    [TestCase(0.9f, 0.1f, 0)]
+    [TestCase(0f, 0.1f, 2)]
+    [TestCase(0.9f, 0.1f, 2)]
+    public void SparseSgdIsLazyAndMatchesHost(float momentum, float wd, int pad)
     {
         using var s = Scope.Begin();
         const int n = 6, cols = 2;
@@ -217,7 +226,7 @@ public sealed class OptimizerTests(string backend)
         {
             var rows = rowSets[step];
             var values = GradCheck.Rand(rows.Length * cols, 500 + step);
-            SetSparse(table, rows, values);
+            SetSparse(table, rows, values, pad);
             var before = table.ToArray();
             opt.Step();
             for (int r = 0; r < rows.Length; r++)

@@ -9,8 +9,7 @@ public static class PeerReference
     /// <summary>A row-sparse gradient as a dense [rows, cols] array (zero where no row was kept).</summary>
     public static double[] Densify(RowSparseGrad g, int rows, int cols)
     {
-        var r = g.Rows.ToIntArray();
-        var v = g.Values.ToArray();
+        var (r, v) = g.Real();
         var dense = new double[rows * cols];
         for (int i = 0; i < r.Length; i++)
             for (int c = 0; c < cols; c++) dense[r[i] * cols + c] = v[i * cols + c];

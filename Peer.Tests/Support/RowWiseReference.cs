@@ -40,9 +40,10 @@ internal static class RowWiseReference
     /// (p, row, cols, gradient, offset in it, step, learning rate), each step's learning rate from <paramref name="lrAt"/>.
     /// Checks every element against the host within <paramref name="tol"/>, the state through <paramref name="checkState"/>,
     /// and that a sparse step leaves the other rows' values and every state tensor's entries of those rows unchanged, bit for bit.
+    /// <paramref name="pad"/> > 0: each sparse gradient ends in that many padding rows (RowSparseGrad.NoRow, zero values).
     /// </summary>
     public static void Run(Optimizer opt, Tensor p, int rows, int cols, int[]?[] steps, Func<int, float> lrAt,
-        Action<double[], int, float[], int, long, double> host, Action<int> checkState, double tol, int seed)
+        Action<double[], int, float[], int, long, double> host, Action<int> checkState, double tol, int seed, int pad = 0)
     {
         var hp = p.ToArray().Select(x => (double)x).ToArray();
         for (int step = 1; step <= steps.Length; step++)
@@ -65,7 +66,9 @@ internal static class RowWiseReference
                 p.Grad?.Dispose();
                 p.Grad = null;
                 p.SparseGrad?.Dispose();
-                p.SparseGrad = new RowSparseGrad(Tensor.FromArray(p.Device, listed, listed.Length), Tensor.FromArray(p.Device, g, listed.Length, cols));
+                var padded = listed.Concat(Enumerable.Repeat(RowSparseGrad.NoRow, pad)).ToArray();
+                p.SparseGrad = new RowSparseGrad(Tensor.FromArray(p.Device, padded, padded.Length),
+                    Tensor.FromArray(p.Device, g.Concat(new float[pad * cols]).ToArray(), padded.Length, cols));
             }
             var before = p.ToArray();
             var stateBefore = opt.StateDict().Where(e => e.T.DType == DType.F32).Select(e => (e.Name, Values: e.T.ToArray())).ToList();

@@ -47,11 +47,16 @@ internal static unsafe class AdamWCpu
         if (end <= start) return;
         int* pr = (int*)Unsafe.AsPointer(ref rows[0]);
         float* pg = Ptr(values), pp = Ptr(p), pm = Ptr(m), pv = Ptr(v);
+        int rowsOfP = p.IntLength / cols;
         for (int i = start; i < end;)
         {
             int r = i / cols, c = i - r * cols, n = Math.Min(cols - c, end - i);
-            long j = (long)pr[r] * cols + c;
-            Run(pp + j, pg + i, pm + j, pv + j, n, a);
+            // A row outside p (padding, RowSparseGrad.NoRow) changes nothing, as in the portable kernel.
+            if ((uint)pr[r] < (uint)rowsOfP)
+            {
+                long j = (long)pr[r] * cols + c;
+                Run(pp + j, pg + i, pm + j, pv + j, n, a);
+            }
             i += n;
         }
     }

@@ -50,7 +50,8 @@ internal static unsafe class RowWiseAdagradCpu
         if (end <= start) return;
         int* pr = (int*)Unsafe.AsPointer(ref rows[0]);
         float* pg = Ptr(values), pp = Ptr(p), ps = Ptr(sum);
-        for (int i = start; i < end; i++) Row(pp + (long)pr[i] * cols, pg + (long)i * cols, ps + pr[i], cols, a);
+        for (int i = start; i < end; i++)
+            if ((uint)pr[i] < (uint)sum.IntLength) Row(pp + (long)pr[i] * cols, pg + (long)i * cols, ps + pr[i], cols, a); // else padding (NoRow): skipped
     }
 
     internal static float* Ptr(ArrayView<float> x) => (float*)Unsafe.AsPointer(ref x[0]);

@@ -71,6 +71,7 @@ internal static unsafe class RowWiseAdamWCpu
         float* pm = m.Length > 0 ? RowWiseAdagradCpu.Ptr(m) : null;
         for (int i = start; i < end; i++)
         {
+            if ((uint)pr[i] >= (uint)v.IntLength) continue; // a row outside p (padding, RowSparseGrad.NoRow) changes nothing
             long at = (long)pr[i] * cols;
             Row(pp + at, pm is null ? null : pm + at, pv + pr[i], pg + (long)i * cols, cols, a);
         }
