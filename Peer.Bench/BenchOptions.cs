@@ -22,6 +22,11 @@ internal sealed record BenchOptions
     /// <summary>Smaller still than <see cref="Quick"/>: the end-to-end test's sizes, to check that every suite runs (its figures mean little).</summary>
     public bool Smoke { get; init; }
 
+    /// <summary>The half of the torch suite to run: "lm" (the language-model step) or "peer" (the PEER layer step); null runs both.</summary>
+    public string? TorchPart { get; init; }
+
+    static readonly string[] TorchParts = ["lm", "peer"];
+
     static readonly string[] KnownDevices = ["cpu", "opencl", "cuda"];
 
     /// <summary>Parses the arguments; <paramref name="suites"/> are the known suite names.</summary>
@@ -55,6 +60,13 @@ internal sealed record BenchOptions
                     o = o with { SparseOptimizer = v };
                     break;
                 }
+                case "--torch-part":
+                {
+                    string v = Value();
+                    if (!TorchParts.Contains(v)) throw new ArgumentException($"--torch-part = '{v}': expected lm or peer.");
+                    o = o with { TorchPart = v };
+                    break;
+                }
                 case "--devices":
                 {
                     string v = Value().Trim().ToLowerInvariant();
@@ -76,10 +88,11 @@ internal sealed record BenchOptions
 
     public static string Usage(IEnumerable<ISuite> suites) =>
         "usage: dotnet run -c Release --project Peer.Bench -- [suites...] [--devices cpu,opencl,cuda|all] [--quick|--smoke] [--repeats N] [--profile] [--out DIR]\n" +
-        "       [--sparse-optimizer adamw|rowwise-adamw|rowwise-adagrad]\n" +
+        "       [--sparse-optimizer adamw|rowwise-adamw|rowwise-adagrad] [--torch-part lm|peer]\n" +
         "  no suite named: all of them, in this order. Default devices: cpu. Default output folder: bench-results.\n" +
         "  --quick: small sizes and few repeats; --smoke: the test's tiny sizes, to check that every suite runs (figures mean little).\n" +
         "  --profile: the training, peer and torch suites also profile Peer's steps (after the timed rounds) and write profile-*.txt.\n" +
         "  --sparse-optimizer: the optimizer of the expert tables and sub-keys in the peer suite (default adamw).\n" +
+        "  --torch-part: the torch suite runs only its language-model step (lm) or only its PEER layer step (peer); default both.\n" +
         "suites:\n" + string.Join("\n", suites.Select(s => $"  {s.Name,-10} {s.Summary}"));
 }

@@ -56,7 +56,7 @@ internal sealed partial class TorchSuite
                 foreach (var (design, sparse) in Designs)
                 {
                     string label = $"PEER step, N = {Fmt.Experts(n)}";
-                    var c = new SideBySide(label, Variant(design, sparse), tokens, Threads);
+                    var c = new SideBySide(label, Variant(design, sparse), tokens, Threads, [PeerKey(device)]);
                     long need = TorchEstimate(n, dim, opts, tokens, design);
                     if (peer is not null && peer.SparseOptimizer != sparse)
                     {
@@ -91,7 +91,7 @@ internal sealed partial class TorchSuite
                         using var torch = new TorchWorker(python, "peer_step.py", PeerArgs(dim, opts, tokens, design), Answer);
                         c.Parameters = CheckParameters(peer?.Layer.ParameterCount ?? c.Parameters, torch, label);
                         int from = peer?.Total.Count ?? 0;
-                        Rounds(warmup, repeats, c, torch, peer is null ? null : record => peer.Run(record));
+                        Rounds(warmup, repeats, c, torch, peer is null ? null : (_, record) => peer.Run(record));
                         (c.TorchPeakRss, c.TorchImportRss) = torch.Quit();
                         if (peer is not null) Record(c, peer, from);
                         rows.Add(c);
@@ -106,7 +106,7 @@ internal sealed partial class TorchSuite
             }
             finally { peer?.Dispose(); }
         }
-        Report(run, s, name, rows, $"PEER layer step: d = {dim}, h = {options.Heads}, k = {options.TopK}, dq = {options.QueryDim}, T = {tokens}, BatchNorm query " +
+        Report(run, s, name, rows, [PeerKey(device)], $"PEER layer step: d = {dim}, h = {options.Heads}, k = {options.TopK}, dq = {options.QueryDim}, T = {tokens}, BatchNorm query " +
             "(forward, backward, optimizer step)");
         PeerGoals(s, name, rows, experts, full);
         s.Notes.Add("PEER step: Peer's is PeerStepRunner's (as the peer suite: PeerLayer's fused kernels, row-sparse gradients, the lazy AdamW step over " +
@@ -126,7 +126,7 @@ internal sealed partial class TorchSuite
 
     static void Record(SideBySide c, PeerStepRunner peer, int from)
     {
-        for (int i = from; i < peer.Total.Count; i++) c.Peer.Add(peer.Forward[i], peer.Backward[i], peer.Step[i], peer.Total[i]);
+        for (int i = from; i < peer.Total.Count; i++) c.PeerAt.Values.Single().Add(peer.Forward[i], peer.Backward[i], peer.Step[i], peer.Total[i]);
         c.PeerPeak = peer.PeakBytes;
     }
 
@@ -170,27 +170,40 @@ internal sealed partial class TorchSuite
     }
 
     static string Detail(SideBySide c) =>
-        $"{c.Ratio:F2}x ({Fmt.Num(c.PeerRate.Median)} vs {Fmt.Num(c.TorchRate(c.BestThreads).Median)} tokens/s at {c.BestThreads} thread(s){(c.Interleaved ? "" : ", not interleaved")})";
+        $"{c.Ratio:F2}x (Peer {Fmt.Num(c.PeerBest.Median)} tokens/s{SideBySide.At(c.PeerBestThreads)} vs PyTorch {Fmt.Num(c.TorchRate(c.BestThreads).Median)} " +
+        $"at {c.BestThreads} thread(s){(c.Interleaved ? "" : ", not interleaved")})";
 
     /// <summary>The two tables of one part (speed; phases and memory) and its measurements.</summary>
-    static void Report(BenchRun run, SuiteResults s, string name, List<SideBySide> rows, string title)
+    /// <param name="peerThreads">Peer's thread counts measured in every row (0 alone: a device that is not the CPU accelerator).</param>
+    static void Report(BenchRun run, SuiteResults s, string name, List<SideBySide> rows, int[] peerThreads, string title)
     {
         var threads = Threads;
-        var speed = new Table(["work", "PyTorch", "Peer tokens/s", .. threads.Select(t => $"PyTorch {t} thr tokens/s"), "Peer / PyTorch best"]);
+        bool several = peerThreads.Length > 1;
+        var speed = new Table(["work", "PyTorch", .. peerThreads.Select(t => t > 0 ? $"Peer {t} thr tokens/s" : "Peer tokens/s"),
+            .. threads.Select(t => $"PyTorch {t} thr tokens/s"), "Peer / PyTorch best"]);
         var phases = new Table("work", "PyTorch", "params", "Peer fwd / bwd / opt ms", "PyTorch fwd / bwd / opt ms", "Peer bwd/fwd", "PyTorch bwd/fwd",
             "Peer peak", "PyTorch peak", "memory Peer/PyTorch");
         foreach (var c in rows)
         {
             string work = c.Label + (c.Interleaved ? "" : " (not interleaved: memory)");
-            int best = c.BestThreads;
-            speed.Add([work, c.Variant, c.PeerRate.ToString(), .. threads.Select(t => (t == best ? "*" : "") + c.TorchRate(t)), Fmt.Ratio(c.Ratio)]);
-            phases.Add(work, c.Variant, c.Parameters.ToString("N0"), c.Peer.Describe(), $"{c.Torch[best].Describe()} ({best} thr)",
+            int best = c.BestThreads, mine = c.PeerBestThreads;
+            speed.Add([work, c.Variant, .. peerThreads.Select(t => (several && t == mine ? "*" : "") + c.PeerRate(t)),
+                .. threads.Select(t => (t == best ? "*" : "") + c.TorchRate(t)), Fmt.Ratio(c.Ratio)]);
+            phases.Add(work, c.Variant, c.Parameters.ToString("N0"), c.Peer.Describe() + (several ? $" ({mine} thr)" : ""), $"{c.Torch[best].Describe()} ({best} thr)",
                 Fmt.Ratio(c.Peer.BackwardOverForward), Fmt.Ratio(c.Torch[best].BackwardOverForward),
                 Fmt.Bytes(c.PeerPeak), Fmt.Bytes(c.TorchPeak), $"{(double)c.PeerPeak / c.TorchPeak:F2}");
             string label = $"{c.Label}, {c.Variant}";
-            var peer = c.PeerRate;
+            var peer = c.PeerBest;
             var top = c.TorchRate(best);
+            // "Peer" is Peer's best thread count (the figure the ratio uses); each thread count's own figure follows when there are several.
             s.Add(new Measurement(name, label, "Peer", "tokens/s", peer.Median, peer.Low, peer.High) { Reference = top.Median, ReferenceName = $"PyTorch, {best} thread(s)" });
+            if (mine > 0) s.Add(new Measurement(name, label, "Peer best thread count", "threads", mine));
+            if (several)
+                foreach (int t in peerThreads)
+                {
+                    var r = c.PeerRate(t);
+                    s.Add(new Measurement(name, label, $"Peer {t} thread(s)", "tokens/s", r.Median, r.Low, r.High));
+                }
             foreach (int t in threads)
             {
                 var r = c.TorchRate(t);
@@ -204,8 +217,9 @@ internal sealed partial class TorchSuite
             s.Add(new Measurement(name, label, "PyTorch peak resident memory", "bytes", c.TorchPeakRss));
             s.Add(new Measurement(name, label, "parameters (each side)", "count", c.Parameters));
         }
-        run.Show(s, $"{name}: {title}; tokens/s median (min..max), * marks PyTorch's best thread count", speed);
-        run.Show(s, $"{name}: phases (medians; PyTorch at its best thread count) and peak memory", phases);
+        string side = several ? "each side's best thread count" : "PyTorch's best thread count";
+        run.Show(s, $"{name}: {title}; tokens/s median (min..max), * marks {side}", speed);
+        run.Show(s, $"{name}: phases (medians; {(several ? "each side" : "PyTorch")} at its best thread count) and peak memory", phases);
     }
 }
 
@@ -231,13 +245,15 @@ internal sealed class Phases
 }
 
 /// <summary>One piece of work measured on both sides in the same rounds.</summary>
-internal sealed class SideBySide(string label, string variant, double tokens, int[] threads)
+/// <param name="peerThreads">Peer's CPU accelerator thread counts measured (0 alone: a device that is not the CPU accelerator).</param>
+internal sealed class SideBySide(string label, string variant, double tokens, int[] threads, int[] peerThreads)
 {
     public string Label { get; } = label;
     public string Variant { get; } = variant;
     /// <summary>Tokens per step.</summary>
     public double Tokens { get; } = tokens;
-    public Phases Peer { get; } = new();
+    /// <summary>Peer's phases by its thread count (0: the device's own, not the CPU accelerator).</summary>
+    public Dictionary<int, Phases> PeerAt { get; } = peerThreads.ToDictionary(t => t, _ => new Phases());
     public Dictionary<int, Phases> Torch { get; } = threads.ToDictionary(t => t, _ => new Phases());
     public long Parameters { get; set; }
     public long PeerPeak { get; set; }
@@ -248,8 +264,16 @@ internal sealed class SideBySide(string label, string variant, double tokens, in
     /// <summary>False when memory made the two sides run one after the other.</summary>
     public bool Interleaved { get; set; } = true;
 
-    public Rate PeerRate => Stat.Of(Peer.Total).Per(Tokens);
+    public Rate PeerRate(int threads) => Stat.Of(PeerAt[threads].Total).Per(Tokens);
+    public int PeerBestThreads => PeerAt.Keys.MaxBy(t => PeerRate(t).Median);
+    /// <summary>Peer's phases at its best thread count.</summary>
+    public Phases Peer => PeerAt[PeerBestThreads];
+    public Rate PeerBest => PeerRate(PeerBestThreads);
     public Rate TorchRate(int threads) => Stat.Of(Torch[threads].Total).Per(Tokens);
     public int BestThreads => Torch.Keys.MaxBy(t => TorchRate(t).Median);
-    public double Ratio => PeerRate.Median / TorchRate(BestThreads).Median;
+    /// <summary>Peer's best thread count over PyTorch's best.</summary>
+    public double Ratio => PeerBest.Median / TorchRate(BestThreads).Median;
+
+    /// <summary>"at 1 thread(s)", or nothing for a device that is not the CPU accelerator.</summary>
+    public static string At(int threads) => threads > 0 ? $" at {threads} thread(s)" : "";
 }

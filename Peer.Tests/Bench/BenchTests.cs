@@ -32,6 +32,8 @@ public sealed class BenchTests
     [TestCase("--repeats 0", "--repeats = '0': expected a positive integer.")]
     [TestCase("--fast", "unknown option '--fast'.")]
     [TestCase("--sparse-optimizer adagrad", "--sparse-optimizer = 'adagrad': expected one of adamw, rowwise-adamw, rowwise-adagrad.")]
+    [TestCase("torch --torch-part ffw", "--torch-part = 'ffw': expected lm or peer.")]
+    [TestCase("torch --torch-part", "--torch-part needs a value.")]
     public void BadArgumentsExitWithTheReason(string args, string message)
     {
         var (exit, output, error) = Bench(Repo.Root, args.Split(' '));

@@ -24,9 +24,9 @@ public sealed class TorchSuiteTests
     /// <summary>The variable that names the bench's interpreter (Peer.Bench/README.md, "PyTorch for the torch suite").</summary>
     const string PythonVariable = "PEER_BENCH_PYTHON";
 
-    static JsonElement RunSuite(string output, IReadOnlyDictionary<string, string>? env = null)
+    static JsonElement RunSuite(string output, IReadOnlyDictionary<string, string>? env = null, params string[] extra)
     {
-        var (exit, stdout, stderr) = BenchProgram.Run(output, ["torch", "--smoke", "--out", output], env);
+        var (exit, stdout, stderr) = BenchProgram.Run(output, ["torch", "--smoke", "--out", output, .. extra], env);
         Assert.That(exit, Is.EqualTo(0), Repo.Tail(stdout) + "\n" + stderr);
         using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "results.json")));
         return doc.RootElement.GetProperty("suites").EnumerateArray().Single().Clone();
@@ -84,12 +84,54 @@ public sealed class TorchSuiteTests
             double v = m.GetProperty("value").GetDouble();
             Assert.That(double.IsFinite(v) && v > 0, m.ToString());
         }
+        CheckThreadCounts(measurements, names);
         var goals = suite.GetProperty("goals").EnumerateArray().Select(g => g.GetProperty("name").GetString()!).ToArray();
         Assert.That(goals, Has.Exactly(2).StartsWith("LM, smoke"));
         Assert.That(goals, Has.Exactly(2).Contains("Peer / PyTorch's best with"), "the large N against each design");
         Assert.That(goals, Has.One.Contains("backward / forward"));
         Assert.That(goals, Has.One.Contains("peak memory with rowwise-adagrad"), "the memory goal asks for row-wise optimizer state");
         Assert.That(File.ReadAllText(Path.Combine(dir, "results.md")), Does.Contain("Peer / PyTorch best"));
+    }
+
+    /// <summary>
+    /// Each side's thread counts: the LM step's Peer figure at 1 thread and at one per processor (the CPU accelerator's default),
+    /// "Peer" being the better of them, the PEER step's at one per processor only; PyTorch's at 1, 2 and the processor count; the
+    /// ratio is Peer's best over PyTorch's best.
+    /// </summary>
+    static void CheckThreadCounts(JsonElement[] measurements, string[] names)
+    {
+        int cores = Environment.ProcessorCount;
+        int[] torchThreads = new[] { 1, 2, cores }.Distinct().Order().ToArray();
+        int[] peerLm = new[] { 1, cores }.Distinct().Order().ToArray();
+        foreach (var name in names)
+        {
+            var of = measurements.Where(m => m.GetProperty("name").GetString() == name)
+                .ToDictionary(m => m.GetProperty("variant").GetString()!, m => m.GetProperty("value").GetDouble());
+            int[] peerThreads = name.StartsWith("LM, ") ? peerLm : [cores];
+            var peerRates = peerThreads.Length > 1 ? peerThreads.Select(t => of[$"Peer {t} thread(s)"]).ToArray() : [of["Peer"]];
+            Assert.That(of.Keys.Where(k => k.StartsWith("Peer ") && k.EndsWith(" thread(s)")).Count(), Is.EqualTo(peerThreads.Length > 1 ? peerThreads.Length : 0), name);
+            Assert.That(of["Peer"], Is.EqualTo(peerRates.Max()), $"{name}: Peer's figure is its best thread count's");
+            Assert.That(of["Peer best thread count"], Is.EqualTo(peerThreads[Array.IndexOf(peerRates, peerRates.Max())]), name);
+            double torchBest = torchThreads.Max(t => of[$"PyTorch {t} thread(s)"]);
+            Assert.That(of["Peer / PyTorch best"], Is.EqualTo(of["Peer"] / torchBest).Within(1e-9).Percent, $"{name}: the ratio is best over best");
+        }
+    }
+
+    /// <summary>--torch-part lm runs the language-model step only, and says so; --torch-part peer the PEER layer step only.</summary>
+    [TestCase("lm", "LM, ")]
+    [TestCase("peer", "PEER step, ")]
+    public void TorchPartRunsOneHalf(string part, string prefix)
+    {
+        var suite = RunSuite(dir, null, "--torch-part", part);
+        var notes = Notes(suite);
+        if (TorchPython() is null)
+        {
+            Assert.That(notes, Has.Some.StartsWith("PyTorch absent: "), string.Join("\n", notes));
+            return;
+        }
+        Assert.That(notes, Has.One.StartsWith($"--torch-part {part}: only the "));
+        var names = suite.GetProperty("measurements").EnumerateArray().Select(m => m.GetProperty("name").GetString()!).Distinct().ToArray();
+        Assert.That(names, Is.Not.Empty.And.All.StartsWith(prefix));
     }
 
     /// <summary>An interpreter that does not exist (the variable overrides the search): PyTorch is reported absent, the run goes on.</summary>
