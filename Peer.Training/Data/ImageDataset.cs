@@ -118,6 +118,9 @@ public sealed class ImageDataset
         return ((float)mean, (float)Math.Sqrt(variance));
     }
 
+    /// <summary>A blank (0) pixel normalised, <c>-Mean / Std</c>: what augmentation fills the border with.</summary>
+    public float Blank => (0f - Mean) / Std;
+
     /// <summary>The normalised pixels <c>(p / 255 - Mean) / Std</c> of images <paramref name="ids"/> of <paramref name="split"/>, row-major [n, H*W].</summary>
     public float[] Batch(ImageSplit split, ReadOnlySpan<int> ids)
     {

@@ -91,6 +91,13 @@ public sealed record VisionTrainConfig
     public float WeightDecay { get; init; } = 0.05f;
     /// <summary>Global gradient-norm clip; 0 disables.</summary>
     public float ClipNorm { get; init; } = 1f;
+    /// <summary>Augmentation: each training image is translated by up to this many pixels in each direction (uniform, blank
+    /// border); 0 disables. The moves are drawn from (seed, step), so a resumed run sees the same ones.</summary>
+    public int AugmentShift { get; init; }
+    /// <summary>Augmentation: each training image is mirrored left to right with probability 1/2.</summary>
+    public bool AugmentFlip { get; init; }
+    /// <summary>Label smoothing ε of the training loss: the target puts 1 - ε on the label and ε spread evenly over all classes.</summary>
+    public float LabelSmoothing { get; init; }
     /// <summary>Evaluate on the validation images every this many steps (and on the test images at the end); 0 only at the end.</summary>
     public int EvalEvery { get; init; } = 500;
     /// <summary>Write a checkpoint every this many steps (and at the end); 0 only at the end.</summary>
@@ -112,6 +119,8 @@ public sealed record VisionTrainConfig
         ModelConfig.Require(WarmupSteps >= 0 && WarmupSteps <= Steps, $"warmup_steps = {WarmupSteps}: expected 0..steps ({Steps})");
         ModelConfig.Require(WeightDecay >= 0, $"weight_decay = {WeightDecay}: expected 0 or more");
         ModelConfig.Require(ClipNorm >= 0, $"clip_norm = {ClipNorm}: expected 0 (off) or a positive norm");
+        ModelConfig.Require(AugmentShift >= 0, $"augment_shift = {AugmentShift}: expected 0 (off) or a positive number of pixels");
+        ModelConfig.Require(LabelSmoothing is >= 0 and < 1, $"label_smoothing = {LabelSmoothing}: expected 0 (off) up to below 1");
         ModelConfig.Require(EvalEvery >= 0, $"eval_every = {EvalEvery}: expected 0 or more");
         ModelConfig.Require(CheckpointEvery >= 0, $"checkpoint_every = {CheckpointEvery}: expected 0 or more");
         ModelConfig.Require(Device is "cpu" or "cuda" or "opencl" or "auto", $"device = '{Device}': expected one of cpu, cuda, opencl, auto");

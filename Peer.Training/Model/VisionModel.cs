@@ -82,12 +82,17 @@ public sealed class VisionModel : Module
     }
 
     /// <summary>Mean cross-entropy of <paramref name="images"/> F32 <c>[B, H*W]</c> against <paramref name="labels"/> I32 <c>[B]</c>,
-    /// plus the weighted auxiliary losses of top-k MoE blocks; also returns the logits.</summary>
-    /// <exception cref="ArgumentException">Shapes or dtypes that do not fit.</exception>
-    public (Tensor Loss, Tensor Logits) Loss(Tensor images, Tensor labels)
+    /// with the labels smoothed by <paramref name="smoothing"/> ε (the target is 1 - ε on the label plus ε / C on every class, so the
+    /// loss is (1 - ε) CE + ε times the mean over classes of -log p), plus the weighted auxiliary losses of top-k MoE blocks; also
+    /// returns the logits.</summary>
+    /// <exception cref="ArgumentException">Shapes or dtypes that do not fit, or ε outside [0, 1).</exception>
+    public (Tensor Loss, Tensor Logits) Loss(Tensor images, Tensor labels, float smoothing = 0f)
     {
+        Check.That(smoothing is >= 0f and < 1f, nameof(smoothing), smoothing, "a label smoothing in [0, 1)");
         var logits = Forward(images);
         var loss = Ops.CrossEntropy(logits, labels);
+        if (smoothing > 0f)
+            loss = Ops.Add(Ops.Scale(loss, 1f - smoothing), Ops.Scale(Ops.Mean(Ops.LogSoftmax(logits)), -smoothing));
         foreach (var block in blocks)
             if (block.Ffw.AuxiliaryLoss is { } aux && Config.Moe.AuxLossWeight > 0) loss = Ops.Add(loss, Ops.Scale(aux, Config.Moe.AuxLossWeight));
         return (loss, logits);

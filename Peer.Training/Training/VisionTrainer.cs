@@ -149,7 +149,13 @@ public sealed class VisionTrainer : IDisposable
         using (Scope.Begin())
         {
             var (images, labels) = Batch(Data.Train, ids);
-            var (l, logits) = Model.Loss(images, labels);
+            if (t.AugmentShift > 0 || t.AugmentFlip)
+            {
+                var moves = Tensor.FromArray(Device, AugmentMoves(t.Seed, step, ids.Length, t.AugmentShift, t.AugmentFlip), ids.Length, 3);
+                int size = Config.Model.ImageSize;
+                images = Ops.ShiftFlip(images, size, size, moves, Data.Blank);
+            }
+            var (l, logits) = Model.Loss(images, labels, t.LabelSmoothing);
             l.Backward();
             loss = l.Item();
             accuracy = Correct(logits.ToArray(), Data.Train.Labels, ids, Config.Model.Classes, null) / (double)ids.Length;
@@ -160,6 +166,24 @@ public sealed class VisionTrainer : IDisposable
         Model.ZeroGrad();
         StepCount = step;
         return new VisionStepResult(step, loss, accuracy, lr, ids.Length / Math.Max(1e-9, clock.Elapsed.TotalSeconds));
+    }
+
+    /// <summary>
+    /// The augmentation moves <c>(dy, dx, flip)</c> of the <paramref name="batch"/> images of step <paramref name="step"/>, row-major
+    /// <c>[batch, 3]</c> for <see cref="Ops.ShiftFlip"/>: shifts uniform in <c>-shift..shift</c>, flip 1 with probability 1/2 when
+    /// <paramref name="flip"/>. A function of (seed, step) alone, so a resumed run draws the same moves as an unbroken one.
+    /// </summary>
+    public static int[] AugmentMoves(ulong seed, int step, int batch, int shift, bool flip)
+    {
+        var moves = new int[3 * batch];
+        ulong s = (seed * 0x9E3779B97F4A7C15UL) ^ ((ulong)step * 0xD1B54A32D192ED03UL) ^ 0xA0761D6478BD642FUL;
+        for (int i = 0; i < batch; i++)
+        {
+            moves[3 * i] = shift > 0 ? (int)(BatchSampler.Next(ref s) % (ulong)(2 * shift + 1)) - shift : 0;
+            moves[3 * i + 1] = shift > 0 ? (int)(BatchSampler.Next(ref s) % (ulong)(2 * shift + 1)) - shift : 0;
+            moves[3 * i + 2] = flip ? (int)(BatchSampler.Next(ref s) & 1) : 0;
+        }
+        return moves;
     }
 
     (Tensor Images, Tensor Labels) Batch(ImageSplit split, int[] ids)
