@@ -29,7 +29,9 @@ public static partial class Ops
     /// <exception cref="ArgumentException">Non-F32 operands, different devices, shapes that disagree, or eps &lt;= 0.</exception>
     public static Tensor RMSNorm(Tensor x, Tensor weight, float eps = 1e-6f) => RowNorm(x, weight, null, eps, center: false);
 
-    static Tensor RowNorm(Tensor x, Tensor weight, Tensor? bias, float eps, bool center)
+    /// <summary>The host checks of a norm over the last dimension of <paramref name="x"/> (also the fused residual norms':
+    /// ResidualNorm.cs); returns its rows and columns.</summary>
+    static (int Rows, int Cols) CheckRowNorm(Tensor x, Tensor weight, Tensor? bias, float eps)
     {
         Check.DType(x, DType.F32, nameof(x));
         Check.DType(weight, DType.F32, nameof(weight));
@@ -44,8 +46,13 @@ public static partial class Ops
             Check.Shape(bias, nameof(bias), cols);
         }
         Check.That(eps > 0 && float.IsFinite(eps), nameof(eps), eps, "a positive finite epsilon");
+        return ((int)Tensor.Numel(x.Shape[..^1]), cols);
+    }
+
+    static Tensor RowNorm(Tensor x, Tensor weight, Tensor? bias, float eps, bool center)
+    {
+        var (rows, cols) = CheckRowNorm(x, weight, bias, eps);
         var d = x.Device;
-        int rows = (int)Tensor.Numel(x.Shape[..^1]);
         var shape = new NormShape(cols, eps, center, bias is not null);
         var k = d.Get(static d => new NormKernels(d));
         var y = Tensor.Empty(d, DType.F32, x.Shape);

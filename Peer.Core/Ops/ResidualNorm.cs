@@ -36,24 +36,11 @@ public static partial class Ops
 
     static (Tensor Sum, Tensor Normed) ResidualNorm(Tensor x, Tensor r, Tensor weight, Tensor? bias, float eps, bool center)
     {
-        Check.DType(x, DType.F32, nameof(x));
+        var (rows, cols) = CheckRowNorm(x, weight, bias, eps);
         Check.DType(r, DType.F32, nameof(r));
         Check.SameDevice(x, r, nameof(r));
-        Check.That(x.Rank >= 1, nameof(x), x.Shape, "a tensor [.., C] of rank >= 1");
         Check.Shape(r, nameof(r), x.Shape);
-        Check.DType(weight, DType.F32, nameof(weight));
-        Check.SameDevice(x, weight, nameof(weight));
-        int cols = x.Shape[^1];
-        Check.Shape(weight, nameof(weight), cols);
-        if (bias is not null)
-        {
-            Check.DType(bias, DType.F32, nameof(bias));
-            Check.SameDevice(x, bias, nameof(bias));
-            Check.Shape(bias, nameof(bias), cols);
-        }
-        Check.That(eps > 0 && float.IsFinite(eps), nameof(eps), eps, "a positive finite epsilon");
         var d = x.Device;
-        int rows = (int)Tensor.Numel(x.Shape[..^1]);
         var shape = new NormShape(cols, eps, center, bias is not null);
         var k = d.Get(static d => new ResidualNormKernels(d));
         var sum = Tensor.Empty(d, DType.F32, x.Shape);

@@ -47,18 +47,9 @@ public static class GradClip
     /// <exception cref="ArgumentException">Parameters on different devices, or <paramref name="norm"/> not a live F32 tensor on theirs.</exception>
     public static void ClipGlobalNorm(IEnumerable<Tensor> parameters, float maxNorm, Tensor norm)
     {
-        ArgumentNullException.ThrowIfNull(norm);
-        Check.Alive(norm, nameof(norm));
-        Check.DType(norm, DType.F32, nameof(norm));
-        Check.That(norm.Length >= 1, nameof(norm), norm.Shape, "at least one element (the norm goes to the first)");
-        var grads = Gradients(parameters, maxNorm);
-        if (grads.Count == 0)
-        {
-            norm.View.SubView(0, 1).MemSetToZero();
-            return;
-        }
+        var grads = GradientsFor(parameters, maxNorm, norm);
+        if (grads is null) return;
         var d = grads[0].Device;
-        Check.SameDevice(grads[0], norm, nameof(norm));
         var k = d.Get(static d => new ClipKernels(d));
         using var phase = d.Profiler?.Enter(ProfilePhase.Optimizer);
         lock (k)
@@ -95,18 +86,9 @@ public static class GradClip
     /// <exception cref="ArgumentException">Parameters on different devices, or <paramref name="norm"/> not a live F32 tensor on theirs.</exception>
     public static void GlobalNorm(IEnumerable<Tensor> parameters, Tensor norm)
     {
-        ArgumentNullException.ThrowIfNull(norm);
-        Check.Alive(norm, nameof(norm));
-        Check.DType(norm, DType.F32, nameof(norm));
-        Check.That(norm.Length >= 1, nameof(norm), norm.Shape, "at least one element (the norm goes to the first)");
-        var grads = Gradients(parameters, 1f);
-        if (grads.Count == 0)
-        {
-            norm.View.SubView(0, 1).MemSetToZero();
-            return;
-        }
+        var grads = GradientsFor(parameters, 1f, norm);
+        if (grads is null) return;
         var d = grads[0].Device;
-        Check.SameDevice(grads[0], norm, nameof(norm));
         var k = d.Get(static d => new ClipKernels(d));
         lock (k)
         {
@@ -116,6 +98,24 @@ public static class GradClip
     }
 
     // The gradients to clip, validated; maxNorm checked.
+    /// <summary>The gradients whose norm goes into <paramref name="norm"/>[0] (the overloads that leave it on the device), after checking
+    /// <paramref name="norm"/>; null, with the norm set to 0, when no parameter has a gradient.</summary>
+    static List<Tensor>? GradientsFor(IEnumerable<Tensor> parameters, float maxNorm, Tensor norm)
+    {
+        ArgumentNullException.ThrowIfNull(norm);
+        Check.Alive(norm, nameof(norm));
+        Check.DType(norm, DType.F32, nameof(norm));
+        Check.That(norm.Length >= 1, nameof(norm), norm.Shape, "at least one element (the norm goes to the first)");
+        var grads = Gradients(parameters, maxNorm);
+        if (grads.Count == 0)
+        {
+            norm.View.SubView(0, 1).MemSetToZero();
+            return null;
+        }
+        Check.SameDevice(grads[0], norm, nameof(norm));
+        return grads;
+    }
+
     static List<Tensor> Gradients(IEnumerable<Tensor> parameters, float maxNorm)
     {
         ArgumentNullException.ThrowIfNull(parameters);

@@ -19,16 +19,8 @@ public sealed class BackendParityTests
     [TestCaseSource(nameof(OtherBackends))]
     public void ShortTrainingRunMatchesTheCpuAccelerator(string backend)
     {
-        var data = Dataset.Create(TrainingFixtures.SmallCorpus, new ByteTokenizer(), 16);
-        double[] Run(Device d)
-        {
-            using var t = new Trainer(d, TrainingFixtures.Micro(6), data);
-            var losses = Enumerable.Range(0, 6).Select(_ => t.Step().Loss).ToList();
-            losses.Add(t.Evaluate().Loss);
-            return losses.ToArray();
-        }
-        var cpu = Run(Devices.Cpu);
-        var other = Run(Devices.Get(backend));
+        var cpu = TrainingFixtures.ShortRunLosses(Devices.Cpu);
+        var other = TrainingFixtures.ShortRunLosses(Devices.Get(backend));
         TestContext.Out.WriteLine($"cpu:     {string.Join(" ", cpu.Select(v => v.ToString("F6")))}");
         TestContext.Out.WriteLine($"{backend}: {string.Join(" ", other.Select(v => v.ToString("F6")))}");
         Assert.That(other[0], Is.EqualTo(cpu[0]).Within(FirstStepTolerance), "step 1");

@@ -15,18 +15,10 @@ public sealed class ThreadCountParityTests
     [TestCase(3)]
     public void ShortTrainingRunMatchesTheDefaultThreadCount(int threads)
     {
-        var data = Dataset.Create(TrainingFixtures.SmallCorpus, new ByteTokenizer(), 16);
-        double[] Run(Device d)
-        {
-            using var t = new Trainer(d, TrainingFixtures.Micro(6), data);
-            var losses = Enumerable.Range(0, 6).Select(_ => t.Step().Loss).ToList();
-            losses.Add(t.Evaluate().Loss);
-            return losses.ToArray();
-        }
         using var other = Device.Open("cpu", new DeviceOptions { CpuThreads = threads });
         Assert.That(other.Workers, Is.EqualTo(threads));
-        var baseline = Run(Devices.Cpu);
-        var theirs = Run(other);
+        var baseline = TrainingFixtures.ShortRunLosses(Devices.Cpu);
+        var theirs = TrainingFixtures.ShortRunLosses(other);
         TestContext.Out.WriteLine($"{Devices.Cpu.Workers} thr: {string.Join(" ", baseline.Select(v => v.ToString("R")))}");
         TestContext.Out.WriteLine($"{threads} thr: {string.Join(" ", theirs.Select(v => v.ToString("R")))}");
         // A float32 sum of n terms in another order differs by at most about n * eps relative: n is the tokens of one batch for a step's

@@ -19,6 +19,17 @@ static class TrainingFixtures
         return path;
     }
 
+    /// <summary>The losses of six steps of <see cref="Micro"/> on <see cref="SmallCorpus"/> (context 16), then its validation loss:
+    /// the run the parity tests compare across devices and thread counts.</summary>
+    public static double[] ShortRunLosses(Device d)
+    {
+        var data = Dataset.Create(SmallCorpus, new ByteTokenizer(), 16);
+        using var t = new Trainer(d, Micro(6), data);
+        var losses = Enumerable.Range(0, 6).Select(_ => t.Step().Loss).ToList();
+        losses.Add(t.Evaluate().Loss);
+        return losses.ToArray();
+    }
+
     /// <summary>Two blocks (dense, then PEER with 16x16 experts), width 32, context 16.</summary>
     public static RunConfig Micro(int steps = 30, ulong seed = 7) => new()
     {
