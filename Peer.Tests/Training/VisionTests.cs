@@ -53,6 +53,25 @@ public sealed class VisionTests
         Assert.Throws<ArgumentException>(() => model.Patches(Tensor.Zeros(Devices.Cpu, 2, 35)));
     }
 
+    [Test]
+    public void APatchWindowEmbedsTheOverlappingPixels()
+    {
+        // 3x3 patches of a 6x6 image with 5x5 windows: the patch embedding takes 25 inputs, and the first token's window
+        // holds the pixel just right of its patch (image column 3), which the plain patch does not.
+        var cfg = new VisionModelConfig { ImageSize = 6, PatchSize = 3, PatchWindow = 5, Classes = 2, DModel = 4, Layers = 1, Heads = 1, Blocks = ["ffw"] };
+        using var model = new VisionModel(Devices.Cpu, cfg, 1);
+        Assert.That(model.NamedParameters().Single(p => p.Name == "patch_embed.weight").Tensor.Shape, Is.EqualTo(new[] { 4, 25 }));
+        var px = Enumerable.Range(0, 36).Select(i => (float)i + 1).ToArray();
+        using var s = Scope.Begin();
+        var first = model.Patches(Tensor.FromArray(Devices.Cpu, px, 1, 36)).ToArray().Take(25).ToArray();
+        // Window rows -1..3, columns -1..3 of the image: row -1 and column -1 are outside (0).
+        Assert.That(first[0..5], Is.All.EqualTo(0f));
+        Assert.That(first[5], Is.EqualTo(0f));
+        Assert.That(first[6..10], Is.EqualTo(new[] { px[0], px[1], px[2], px[3] }));
+        Assert.That(Assert.Throws<ConfigException>(() => (cfg with { PatchWindow = 4 }).Validate())!.Message, Does.Contain("patch_window = 4"));
+        Assert.That(Assert.Throws<ConfigException>(() => (cfg with { PatchWindow = 1 }).Validate())!.Message, Does.Contain("patch_window = 1"));
+    }
+
     [TestCase("attention")]
     [TestCase("mlp")]
     public void EveryTokenSeesTheOthers(string mixing)

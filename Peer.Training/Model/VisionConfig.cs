@@ -16,6 +16,10 @@ public sealed record VisionModelConfig
     public int ImageSize { get; init; } = 28;
     /// <summary>Patch side in pixels; must divide <see cref="ImageSize"/>. Each patch is one token.</summary>
     public int PatchSize { get; init; } = 7;
+    /// <summary>Side of the pixel window each token embeds, centred on its patch (0 means the patch itself). A larger window,
+    /// by an even number of pixels, makes neighbouring tokens overlap (an overlapping patch embedding); pixels outside the
+    /// image read as 0, the mean of the normalised pixels.</summary>
+    public int PatchWindow { get; init; }
     /// <summary>Number of classes.</summary>
     public int Classes { get; init; } = 10;
     /// <summary>Token width <c>d</c>.</summary>
@@ -41,6 +45,8 @@ public sealed record VisionModelConfig
 
     /// <summary>Patches (tokens) per image.</summary>
     public int Tokens => PatchSize > 0 ? (ImageSize / PatchSize) * (ImageSize / PatchSize) : 0;
+    /// <summary>The side of the pixel window each token embeds, with the default resolved.</summary>
+    public int WindowSize => PatchWindow > 0 ? PatchWindow : PatchSize;
     /// <summary>The feed-forward kind of every block, with the default resolved.</summary>
     public string[] BlockKinds() => Blocks ?? Enumerable.Repeat("peer", Layers).ToArray();
     /// <summary>The dense hidden width in effect.</summary>
@@ -54,6 +60,8 @@ public sealed record VisionModelConfig
     {
         ModelConfig.Require(ImageSize >= 1, $"image_size = {ImageSize}: expected a positive size");
         ModelConfig.Require(PatchSize >= 1 && ImageSize % PatchSize == 0, $"patch_size = {PatchSize}: expected a positive divisor of image_size = {ImageSize}");
+        ModelConfig.Require(PatchWindow == 0 || (PatchWindow >= PatchSize && (PatchWindow - PatchSize) % 2 == 0),
+            $"patch_window = {PatchWindow}: expected 0 (the patch itself) or a window of at least patch_size = {PatchSize}, larger by an even number of pixels");
         ModelConfig.Require(Classes >= 2, $"classes = {Classes}: expected at least 2");
         ModelConfig.Require(DModel >= 1, $"d_model = {DModel}: expected a positive width");
         ModelConfig.Require(Layers >= 1, $"layers = {Layers}: expected at least 1");

@@ -1,5 +1,5 @@
-// The image classifier: square grey-scale images cut into p x p patches (one token each, by reshapes and a permute on
-// the device), a linear patch embedding plus learned position embeddings, pre-norm blocks of token mixing (non-causal
+// The image classifier: square grey-scale images cut into p x p patches (one token each; a token may embed a larger
+// window centred on its patch, overlapping its neighbours: Ops.PatchWindows), a linear patch embedding plus learned position embeddings, pre-norm blocks of token mixing (non-causal
 // multi-head self-attention as in ViT, or an MLP across the tokens as in MLP-Mixer) and a feed-forward layer of any
 // kind (Peer.Nn's FeedForwardFactory), a final LayerNorm, mean pooling over the tokens and a linear head.
 // Shapes: B images of H x W pixels, P = (H/p)(W/p) tokens of width d; activations are kept as [B*P, d] rows.
@@ -29,7 +29,7 @@ public sealed class VisionModel : Module
         config.Validate();
         Config = config;
         ulong s = seed * 1000;
-        int d = config.DModel, patch = config.PatchSize * config.PatchSize;
+        int d = config.DModel, patch = config.WindowSize * config.WindowSize;
         patchWeight = Parameter("patch_embed.weight", LanguageModel.LinearWeight(device, s + 1, d, patch));
         patchBias = Parameter("patch_embed.bias", LanguageModel.LinearBias(device, s + 2, d, patch));
         positionEmbedding = Parameter("pos_emb.weight", Ops.Normal(device, s + 3, 0f, 0.02f, config.Tokens, d));
@@ -50,18 +50,16 @@ public sealed class VisionModel : Module
             if (blocks[i].Ffw is PeerLayer p) yield return ($"blocks.{i}.ffw", p);
     }
 
-    /// <summary>The tokens <c>[B*P, p*p]</c> of images F32 <c>[B, H*W]</c>: patch <c>(gy, gx)</c> of image b is row <c>b P + gy (W/p) + gx</c>,
-    /// its pixels row-major. Not differentiable (images are data).</summary>
+    /// <summary>The tokens <c>[B*P, w*w]</c> of images F32 <c>[B, H*W]</c>: the w x w pixel window centred on patch <c>(gy, gx)</c> of image b
+    /// (w = <see cref="VisionModelConfig.WindowSize"/>, the patch itself by default) is row <c>b P + gy (W/p) + gx</c>, its pixels row-major,
+    /// 0 outside the image (<see cref="Ops.PatchWindows"/>). Not differentiable (images are data).</summary>
     /// <exception cref="ArgumentException">The images are not F32 [B, H*W] for this model's image size.</exception>
     public Tensor Patches(Tensor images)
     {
-        int size = Config.ImageSize, p = Config.PatchSize, g = size / p;
+        int size = Config.ImageSize;
         Check.DType(images, DType.F32, nameof(images));
         Check.That(images.Rank == 2 && images.Shape[1] == size * size, nameof(images), images.Shape, $"[B, {size * size}] ({size}x{size} pixels per image)");
-        int b = images.Shape[0];
-        // [B, g, p, g, p] as [B*g, p, g, p] -> [B*g, g, p, p]: (image, patch row, patch column, pixel row, pixel column)
-        using var rows = images.Detach().Reshape(b * g, p, g, p);
-        return Ops.Permute(rows, 0, 2, 1, 3).Reshape(b * g * g, p * p);
+        return Ops.PatchWindows(images.Detach(), size, size, Config.PatchSize, Config.WindowSize);
     }
 
     /// <summary>Class logits F32 <c>[B, classes]</c> of images F32 <c>[B, H*W]</c> (normalised pixels, row-major).</summary>
