@@ -40,11 +40,13 @@ sealed class VisionTrainLoop(VisionTrainer trainer, string runDir, TextWriter ou
 {
     readonly string metricsPath = Path.Combine(runDir, "metrics.csv");
     volatile bool interrupted;
+    int lastCheckpoint;
 
     public int Run()
     {
         var cfg = trainer.Config;
         int total = cfg.Train.Steps, start = trainer.StepCount;
+        lastCheckpoint = start; // a resumed run starts from its checkpoint
         var rows = File.Exists(metricsPath)
             ? File.ReadLines(metricsPath).Skip(1).Where(l => l.Length > 0).Select(VisionMetricRow.Parse).Where(r => r.Step <= start).ToList()
             : new List<VisionMetricRow>();
@@ -109,7 +111,17 @@ sealed class VisionTrainLoop(VisionTrainer trainer, string runDir, TextWriter ou
         VisionEvalResult? test = null;
         while (trainer.StepCount < cfg.Steps && !interrupted)
         {
-            var s = trainer.Step();
+            VisionStepResult s;
+            try
+            {
+                s = trainer.Step();
+            }
+            catch (TrainingDivergedException e)
+            {
+                string kept = lastCheckpoint > 0 ? $"the last checkpoint, step {lastCheckpoint}, is unchanged in {runDir}" : "no checkpoint was written";
+                throw new TrainingDivergedException($"training stopped: {e.Message}; the step was not applied; {kept}. "
+                    + "Lower train.learning_rate" + (cfg.ClipNorm > 0 ? "" : ", or set train.clip_norm,") + " and start a new run (another --out)", e.Step);
+            }
             bool final = s.Step == cfg.Steps, evaluate = final || (cfg.EvalEvery > 0 && s.Step % cfg.EvalEvery == 0);
             var val = evaluate && trainer.Data.Validation.Count > 0 ? trainer.Evaluate(trainer.Data.Validation) : null;
             if (final) test = trainer.Evaluate(trainer.Data.Test);
@@ -131,7 +143,11 @@ sealed class VisionTrainLoop(VisionTrainer trainer, string runDir, TextWriter ou
             }
             if (test != null) WriteTest(test);
             bool save = final || interrupted || (cfg.CheckpointEvery > 0 && s.Step % cfg.CheckpointEvery == 0);
-            if (save) VisionCheckpoint.Save(trainer, runDir);
+            if (save)
+            {
+                VisionCheckpoint.Save(trainer, runDir);
+                lastCheckpoint = s.Step;
+            }
             report(row, line);
         }
         return test;

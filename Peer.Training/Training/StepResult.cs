@@ -8,6 +8,9 @@ public sealed class TrainingDivergedException(string message, int step) : Except
 {
     /// <summary>The step (1-based) that produced the non-finite value.</summary>
     public int Step { get; } = step;
+
+    /// <summary>A non-finite value in words: NaN, infinity or -infinity.</summary>
+    internal static string Words(double v) => double.IsNaN(v) ? "NaN" : v > 0 ? "infinity" : "-infinity";
 }
 
 /// <summary>What one optimizer step did.</summary>

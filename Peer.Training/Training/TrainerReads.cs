@@ -50,8 +50,8 @@ public sealed partial class Trainer
         {
             Model.ZeroGrad();
             throw new TrainingDivergedException(!double.IsFinite(lossSum)
-                ? $"the loss of step {step} is {Words(lossSum)}"
-                : $"the gradient norm of step {step} is {Words(norm)}", step);
+                ? $"the loss of step {step} is {TrainingDivergedException.Words(lossSum)}"
+                : $"the gradient norm of step {step} is {TrainingDivergedException.Words(norm)}", step);
         }
         return lossSum;
     }
@@ -81,8 +81,8 @@ public sealed partial class Trainer
         HostReads += 2;
         if (bad is { } b)
         {
-            diverged = new TrainingDivergedException(b.IsLoss ? $"the loss of step {b.Step} is {Words(b.Value)}"
-                : $"the gradient norm of step {b.Step} is {Words(b.Value)}", b.Step);
+            diverged = new TrainingDivergedException(b.IsLoss ? $"the loss of step {b.Step} is {TrainingDivergedException.Words(b.Value)}"
+                : $"the gradient norm of step {b.Step} is {TrainingDivergedException.Words(b.Value)}", b.Step);
             StepCount = b.Step - 1;
         }
         foreach (var r in unread)
@@ -90,6 +90,4 @@ public sealed partial class Trainer
             else r.Resolve((double)sums[(r.Step - 1) % MaxUnreadSteps] / Config.Train.Accumulation, null);
         unread.Clear();
     }
-
-    static string Words(double v) => double.IsNaN(v) ? "NaN" : v > 0 ? "infinity" : "-infinity";
 }

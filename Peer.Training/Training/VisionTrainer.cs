@@ -137,6 +137,8 @@ public sealed class VisionTrainer : IDisposable
     public double LearningRateAt(int step) => schedule.LearningRateAt(step - 1);
 
     /// <summary>Takes one optimizer step.</summary>
+    /// <exception cref="TrainingDivergedException">The step's loss, or its gradient norm when clipping, is not finite: the update is not
+    /// applied (parameters, optimizer state and <see cref="StepCount"/> stay those of the step before; the sampler has moved on).</exception>
     public VisionStepResult Step()
     {
         var t = Config.Train;
@@ -160,7 +162,14 @@ public sealed class VisionTrainer : IDisposable
             loss = l.Item();
             accuracy = Correct(logits.ToArray(), Data.Train.Labels, ids, Config.Model.Classes, null) / (double)ids.Length;
         }
-        if (t.ClipNorm > 0) GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm);
+        float norm = t.ClipNorm > 0 ? GradClip.ClipGlobalNorm(Model.Parameters(), t.ClipNorm) : 0f;
+        if (!double.IsFinite(loss) || !float.IsFinite(norm))
+        {
+            // Not applied: the parameters and the optimizer's state stay those after the step before.
+            Model.ZeroGrad();
+            throw new TrainingDivergedException(!double.IsFinite(loss) ? $"the loss of step {step} is {TrainingDivergedException.Words(loss)}"
+                : $"the gradient norm of step {step} is {TrainingDivergedException.Words(norm)}", step);
+        }
         Optimizer.LearningRate = (float)lr;
         Optimizer.Step();
         Model.ZeroGrad();
