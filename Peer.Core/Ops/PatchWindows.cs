@@ -1,8 +1,9 @@
-// The tokens of an image classifier: each image cut into a grid of p x p patches, each token the w x w window of pixels
-// centred on its patch (w >= p, w - p even; pixels outside the image read as a constant). With w = p the windows are the
-// patches themselves (ViT's tokens); with w > p neighbouring tokens overlap by w - p pixels, as the overlapping patch
-// embeddings of convolutional-stem vision transformers do, so a linear patch embedding sees the edges that cross patch
-// borders. A gather, one output element per work item; not differentiable (images are data).
+// The tokens of an image model: each image (channels last) cut into a grid of p x p patches, each token the w x w window of
+// pixels centred on its patch with all their channels (w >= p, w - p even; pixels outside the image read as a constant).
+// With w = p the windows are the patches themselves (ViT's tokens); with w > p neighbouring tokens overlap by w - p pixels,
+// as overlapping patch embeddings do; with p = 1 every pixel gets the window around it, so a Linear after it is a
+// convolution (a convolutional stem). A gather, one output element per work item. Differentiable: the backward gathers,
+// for each input element, the gradients of the window entries that copied it (in window order: deterministic, no atomics).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -11,56 +12,98 @@ namespace Peer;
 public static partial class Ops
 {
     /// <summary>
-    /// The patch windows of <paramref name="images"/> F32 <c>[B, H*W]</c> (row-major <c>H x W</c> pixels): result F32
-    /// <c>[B * (H/p) * (W/p), w*w]</c>, row <c>b (H/p)(W/p) + gy (W/p) + gx</c> holding the pixels
-    /// <c>x[b, gy p - o + i, gx p - o + j]</c> for <c>i, j</c> in <c>0..w-1</c> row-major, <c>o = (w - p) / 2</c>, and
-    /// <paramref name="fill"/> where that pixel lies outside the image. With <paramref name="window"/> = <paramref name="patch"/>
-    /// it is the plain cut into patches. Returns a new tensor; not recorded on the tape.
+    /// The patch windows of <paramref name="images"/> F32 <c>[B, H*W*C]</c> (row-major <c>H x W</c> pixels of
+    /// <paramref name="channels"/> C values each): result F32 <c>[B * (H/p) * (W/p), w*w*C]</c>, row <c>b (H/p)(W/p) + gy (W/p) + gx</c>
+    /// holding at <c>(i w + j) C + c</c> the value <c>x[b, gy p - o + i, gx p - o + j, c]</c> for <c>i, j</c> in <c>0..w-1</c>,
+    /// <c>o = (w - p) / 2</c>, and <paramref name="fill"/> where that pixel lies outside the image. With <paramref name="window"/> =
+    /// <paramref name="patch"/> it is the plain cut into patches. Differentiable in <paramref name="images"/>: each input element
+    /// receives the sum of the gradients of the entries that copied it.
     /// </summary>
     /// <exception cref="ArgumentException">Wrong dtype or shape, a patch size that does not divide the image, a window smaller than
-    /// the patch or of the other parity, or images that require gradient.</exception>
-    public static Tensor PatchWindows(Tensor images, int height, int width, int patch, int window, float fill = 0f)
+    /// the patch or of the other parity, or fewer than one channel.</exception>
+    public static Tensor PatchWindows(Tensor images, int height, int width, int patch, int window, float fill = 0f, int channels = 1)
     {
         Check.DType(images, DType.F32, nameof(images));
         Check.Positive(height, nameof(height));
         Check.Positive(width, nameof(width));
-        Check.That(images.Rank == 2 && images.Shape[1] == height * width, nameof(images), images.Shape, $"[B, {height * width}] ({height}x{width} pixels per image)");
+        Check.Positive(channels, nameof(channels));
+        Check.That(images.Rank == 2 && images.Shape[1] == height * width * channels, nameof(images), images.Shape,
+            $"[B, {height * width * channels}] ({height}x{width} pixels of {channels} channel(s) per image)");
         Check.That(patch >= 1 && height % patch == 0 && width % patch == 0, nameof(patch), patch, $"a positive divisor of the height {height} and the width {width}");
         Check.That(window >= patch && (window - patch) % 2 == 0, nameof(window), window, $"a window of at least the patch size {patch}, larger by an even number of pixels");
         var d = images.Device;
-        Check.That(!d.Tape.Needs(images), nameof(images), "an input that requires gradient", "image data (the op is not differentiable)");
         int b = images.Shape[0], tokens = (height / patch) * (width / patch);
-        var y = Tensor.Empty(d, DType.F32, b * tokens, window * window);
+        var shape = new PatchWindowShape(height, width, patch, window, channels);
+        var y = Tensor.Empty(d, DType.F32, b * tokens, window * window * channels);
+        var k = d.Get(static d => new PatchWindowKernels(d));
         var w = d.Split(y.Length);
-        if (w.N > 0) d.Get(static d => new PatchWindowKernels(d)).Gather(w.Workers, w, images.View, y.View, new PatchWindowShape(height, width, patch, window), fill);
+        if (w.N > 0) k.Gather(w.Workers, w, images.View, y.View, shape, fill);
+        if (d.Tape.Needs(images))
+            d.Tape.Record(y, [images], g =>
+            {
+                var dx = Tensor.Empty(d, DType.F32, images.Shape);
+                var wx = d.Split(dx.Length);
+                if (wx.N > 0) k.Backward(wx.Workers, wx, g.View, dx.View, shape);
+                Tape.Accumulate(images, dx);
+            });
         return y;
     }
 }
 
 /// <summary>Sizes of a <see cref="Ops.PatchWindows"/> gather.</summary>
-internal readonly struct PatchWindowShape(int height, int width, int patch, int window)
+internal readonly struct PatchWindowShape(int height, int width, int patch, int window, int channels)
 {
-    public readonly int Height = height, Width = width, Patch = patch, Window = window;
+    public readonly int Height = height, Width = width, Patch = patch, Window = window, Channels = channels;
 }
 
 /// <summary>Kernels of <see cref="Ops.PatchWindows"/>.</summary>
 internal sealed class PatchWindowKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, PatchWindowShape, float> Gather;
+    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, PatchWindowShape> Backward;
 
-    public PatchWindowKernels(Device d) => Gather = d.LoadKernel(GatherKernel);
+    public PatchWindowKernels(Device d)
+    {
+        Gather = d.LoadKernel(GatherKernel);
+        Backward = d.LoadKernel(BackwardKernel);
+    }
 
-    // x: [B, H*W] -> y: [B*P, w*w], P = (H/p)(W/p)
+    // x: [B, H*W*C] -> y: [B*P, w*w*C], P = (H/p)(W/p)
     static void GatherKernel(Index1D w, Work work, ArrayView<float> x, ArrayView<float> y, PatchWindowShape s, float fill)
     {
-        int gw = s.Width / s.Patch, tokens = (s.Height / s.Patch) * gw, area = s.Window * s.Window, o = (s.Window - s.Patch) / 2;
+        int gw = s.Width / s.Patch, tokens = (s.Height / s.Patch) * gw, c = s.Channels, area = s.Window * s.Window * c, o = (s.Window - s.Patch) / 2;
         for (int st = work.Start(w); st < work.N; st += work.Stride)
             for (int e = work.End(st), i = st; i < e; i++)
             {
-                int row = i / area, f = i - row * area;
+                int row = i / area, f = i - row * area, pixel = f / c, ch = f - pixel * c;
                 int b = row / tokens, t = row - b * tokens, gy = t / gw, gx = t - gy * gw;
-                int r = gy * s.Patch - o + f / s.Window, c = gx * s.Patch - o + f % s.Window;
-                y[i] = r >= 0 && r < s.Height && c >= 0 && c < s.Width ? x[b * s.Height * s.Width + r * s.Width + c] : fill;
+                int r = gy * s.Patch - o + pixel / s.Window, col = gx * s.Patch - o + pixel % s.Window;
+                y[i] = r >= 0 && r < s.Height && col >= 0 && col < s.Width ? x[((b * s.Height + r) * s.Width + col) * c + ch] : fill;
             }
     }
+
+    // dy: [B*P, w*w*C] -> dx: [B, H*W*C]; input pixel (r, col) lies in the windows gy with gy p - o <= r <= gy p - o + w - 1
+    static void BackwardKernel(Index1D w, Work work, ArrayView<float> dy, ArrayView<float> dx, PatchWindowShape s)
+    {
+        int gh = s.Height / s.Patch, gw = s.Width / s.Patch, c = s.Channels, area = s.Window * s.Window * c, o = (s.Window - s.Patch) / 2;
+        int image = s.Height * s.Width * c;
+        for (int st = work.Start(w); st < work.N; st += work.Stride)
+            for (int e = work.End(st), i = st; i < e; i++)
+            {
+                int b = i / image, rest = i - b * image, pixel = rest / c, ch = rest - pixel * c, r = pixel / s.Width, col = pixel - r * s.Width;
+                // gy from ceil((r + o - w + 1) / p) to floor((r + o) / p), within the grid (r + o >= 0, so the division floors)
+                int y0 = Ceil(r + o - s.Window + 1, s.Patch), y1 = (r + o) / s.Patch, x0 = Ceil(col + o - s.Window + 1, s.Patch), x1 = (col + o) / s.Patch;
+                float sum = 0f;
+                for (int gy = y0 < 0 ? 0 : y0; gy <= y1 && gy < gh; gy++)
+                    for (int gx = x0 < 0 ? 0 : x0; gx <= x1 && gx < gw; gx++)
+                    {
+                        int i0 = r - gy * s.Patch + o, j0 = col - gx * s.Patch + o;
+                        sum += dy[((b * gh + gy) * gw + gx) * area + (i0 * s.Window + j0) * c + ch];
+                    }
+                dx[i] = sum;
+            }
+    }
+
+    // ceil(a / b) for b > 0 and any a
+    static int Ceil(int a, int b) => a >= 0 ? (a + b - 1) / b : -(-a / b);
 }
