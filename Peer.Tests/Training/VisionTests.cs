@@ -72,6 +72,37 @@ public sealed class VisionTests
         Assert.That(Assert.Throws<ConfigException>(() => (cfg with { PatchWindow = 1 }).Validate())!.Message, Does.Contain("patch_window = 1"));
     }
 
+    [Test]
+    public void TheStemIsAConvolutionWithGeluWhoseFeaturesTheTokensEmbed()
+    {
+        // A 3x3 convolution of 2 channels (zero padding) and GELU on a 4x4 image, then 2x2 patches: token (gy, gx) holds, for
+        // each pixel of its patch row-major, the 2 channels. Host reference in double from the stem's weights.
+        var cfg = new VisionModelConfig { ImageSize = 4, PatchSize = 2, StemChannels = 2, StemKernel = 3, Classes = 2, DModel = 4, Layers = 1, Heads = 1, Blocks = ["ffw"] };
+        using var model = new VisionModel(Devices.Cpu, cfg, 1);
+        var named = model.NamedParameters().ToDictionary(p => p.Name, p => p.Tensor.ToArray());
+        float[] w = named["stem.weight"], bias = named["stem.bias"];
+        Assert.That(named["patch_embed.weight"].Length, Is.EqualTo(4 * 2 * 2 * 2), "d x (2x2 pixels x 2 channels)");
+        var px = GradCheck.Rand(16, 5);
+        using var s = Scope.Begin();
+        var tokens = model.Patches(Tensor.FromArray(Devices.Cpu, px, 1, 16)).ToArray();
+        Assert.That(tokens.Length, Is.EqualTo(4 * 8));
+        for (int gy = 0; gy < 2; gy++)
+            for (int gx = 0; gx < 2; gx++)
+                for (int i = 0; i < 2; i++)
+                    for (int j = 0; j < 2; j++)
+                        for (int c = 0; c < 2; c++)
+                        {
+                            int r = gy * 2 + i, col = gx * 2 + j;
+                            double z = bias[c];
+                            for (int a = -1; a <= 1; a++)
+                                for (int b = -1; b <= 1; b++)
+                                    if (r + a is >= 0 and < 4 && col + b is >= 0 and < 4) z += w[c * 9 + (a + 1) * 3 + b + 1] * px[(r + a) * 4 + col + b];
+                            Assert.That(tokens[(gy * 2 + gx) * 8 + (i * 2 + j) * 2 + c], Is.EqualTo(PeerMath.Gelu(z)).Within(1e-5), $"token ({gy}, {gx}) pixel ({i}, {j}) channel {c}");
+                        }
+        Assert.That(Assert.Throws<ConfigException>(() => (cfg with { StemKernel = 2 }).Validate())!.Message, Does.Contain("stem_kernel = 2"));
+        Assert.That(Assert.Throws<ConfigException>(() => (cfg with { StemChannels = -1 }).Validate())!.Message, Does.Contain("stem_channels = -1"));
+    }
+
     [TestCase("attention")]
     [TestCase("mlp")]
     public void EveryTokenSeesTheOthers(string mixing)

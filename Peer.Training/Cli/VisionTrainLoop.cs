@@ -55,7 +55,7 @@ sealed class VisionTrainLoop(VisionTrainer trainer, string runDir, TextWriter ou
         output.WriteLine($"run folder  {runDir}");
         output.WriteLine($"device      {trainer.Device.Name}");
         output.WriteLine($"data        {trainer.Data.Name}: {trainer.Data.Train.Count:N0} training, {trainer.Data.Validation.Count:N0} validation, {trainer.Data.Test.Count:N0} test images of {m.ImageSize}x{m.ImageSize}");
-        output.WriteLine($"model       {m.TokenMixing} d={m.DModel} layers={m.Layers} patch={m.PatchSize}{(m.WindowSize != m.PatchSize ? $" window={m.WindowSize}" : "")} ({m.Tokens} tokens) blocks=[{string.Join(",", m.BlockKinds())}] parameters={trainer.Model.ParameterCount:N0}"
+        output.WriteLine($"model       {m.TokenMixing} d={m.DModel} layers={m.Layers} {(m.StemChannels > 0 ? $"stem={m.StemKernel}x{m.StemKernel}x{m.StemChannels} " : "")}patch={m.PatchSize}{(m.WindowSize != m.PatchSize ? $" window={m.WindowSize}" : "")} ({m.Tokens} tokens) blocks=[{string.Join(",", m.BlockKinds())}] parameters={trainer.Model.ParameterCount:N0}"
             + (m.BlockKinds().Contains("peer") ? $" experts={m.Peer.Experts:N0} (h={m.Peer.Heads}, k={m.Peer.TopK})" : ""));
         output.WriteLine($"training    steps {start + 1}..{total}, batch {cfg.Train.BatchSize} ({(double)total * cfg.Train.BatchSize / trainer.Data.Train.Count:F1} epochs), lr {cfg.Train.LearningRate}, seed {cfg.Train.Seed}"
             + (cfg.Train.AugmentShift > 0 || cfg.Train.AugmentFlip ? ", augmentation: " + string.Join(" and ",

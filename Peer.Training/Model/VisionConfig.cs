@@ -20,6 +20,12 @@ public sealed record VisionModelConfig
     /// by an even number of pixels, makes neighbouring tokens overlap (an overlapping patch embedding); pixels outside the
     /// image read as 0, the mean of the normalised pixels.</summary>
     public int PatchWindow { get; init; }
+    /// <summary>Channels of the convolutional stem (0: none, the tokens embed the pixels themselves). With C channels, a
+    /// <see cref="StemKernel"/> x <see cref="StemKernel"/> convolution (stride 1, zero padding) and GELU turn every pixel into C
+    /// features first, and each token embeds the C features of every pixel of its window.</summary>
+    public int StemChannels { get; init; }
+    /// <summary>Kernel side of the convolutional stem (odd); read when <see cref="StemChannels"/> is positive.</summary>
+    public int StemKernel { get; init; } = 3;
     /// <summary>Number of classes.</summary>
     public int Classes { get; init; } = 10;
     /// <summary>Token width <c>d</c>.</summary>
@@ -47,6 +53,8 @@ public sealed record VisionModelConfig
     public int Tokens => PatchSize > 0 ? (ImageSize / PatchSize) * (ImageSize / PatchSize) : 0;
     /// <summary>The side of the pixel window each token embeds, with the default resolved.</summary>
     public int WindowSize => PatchWindow > 0 ? PatchWindow : PatchSize;
+    /// <summary>Values per pixel the patch embedding reads: the stem's channels, or 1 (the grey level).</summary>
+    public int PixelFeatures => StemChannels > 0 ? StemChannels : 1;
     /// <summary>The feed-forward kind of every block, with the default resolved.</summary>
     public string[] BlockKinds() => Blocks ?? Enumerable.Repeat("peer", Layers).ToArray();
     /// <summary>The dense hidden width in effect.</summary>
@@ -62,6 +70,8 @@ public sealed record VisionModelConfig
         ModelConfig.Require(PatchSize >= 1 && ImageSize % PatchSize == 0, $"patch_size = {PatchSize}: expected a positive divisor of image_size = {ImageSize}");
         ModelConfig.Require(PatchWindow == 0 || (PatchWindow >= PatchSize && (PatchWindow - PatchSize) % 2 == 0),
             $"patch_window = {PatchWindow}: expected 0 (the patch itself) or a window of at least patch_size = {PatchSize}, larger by an even number of pixels");
+        ModelConfig.Require(StemChannels >= 0, $"stem_channels = {StemChannels}: expected 0 (no stem) or a positive number of channels");
+        ModelConfig.Require(StemChannels == 0 || (StemKernel >= 1 && StemKernel % 2 == 1), $"stem_kernel = {StemKernel}: expected a positive odd kernel side");
         ModelConfig.Require(Classes >= 2, $"classes = {Classes}: expected at least 2");
         ModelConfig.Require(DModel >= 1, $"d_model = {DModel}: expected a positive width");
         ModelConfig.Require(Layers >= 1, $"layers = {Layers}: expected at least 1");

@@ -1,7 +1,9 @@
 // The image classifier: square grey-scale images cut into p x p patches (one token each; a token may embed a larger
-// window centred on its patch, overlapping its neighbours: Ops.PatchWindows), a linear patch embedding plus learned position embeddings, pre-norm blocks of token mixing (non-causal
-// multi-head self-attention as in ViT, or an MLP across the tokens as in MLP-Mixer) and a feed-forward layer of any
-// kind (Peer.Nn's FeedForwardFactory), a final LayerNorm, mean pooling over the tokens and a linear head.
+// window centred on its patch, overlapping its neighbours: Ops.PatchWindows; an optional convolutional stem of one
+// k x k convolution + GELU gives every pixel C features first), a linear patch embedding plus learned position
+// embeddings, pre-norm blocks of token mixing (non-causal multi-head self-attention as in ViT, or an MLP across the
+// tokens as in MLP-Mixer) and a feed-forward layer of any kind (Peer.Nn's FeedForwardFactory), a final LayerNorm, mean
+// pooling over the tokens and a linear head.
 // Shapes: B images of H x W pixels, P = (H/p)(W/p) tokens of width d; activations are kept as [B*P, d] rows.
 // Initialisation (ours): position embeddings N(0, 0.02); linear maps U(-1/sqrt(in), 1/sqrt(in)) as PyTorch's Linear,
 // the output projection of each block's token mixing scaled by 1/sqrt(2 * layers) as in GPT-2.
@@ -12,7 +14,8 @@ namespace Peer.Training;
 /// <summary>A ViT- or Mixer-style image classifier (see <see cref="VisionModelConfig"/>).</summary>
 public sealed class VisionModel : Module
 {
-    readonly Tensor patchWeight, patchBias;   // [d, p*p], [d]
+    readonly Tensor? stemWeight, stemBias;    // [C, k*k], [C]
+    readonly Tensor patchWeight, patchBias;   // [d, w*w*C], [d]
     readonly Tensor positionEmbedding;        // [P, d]
     readonly VisionBlock[] blocks;
     readonly Tensor normWeight, normBias;     // [d]
@@ -29,7 +32,13 @@ public sealed class VisionModel : Module
         config.Validate();
         Config = config;
         ulong s = seed * 1000;
-        int d = config.DModel, patch = config.WindowSize * config.WindowSize;
+        int d = config.DModel, patch = config.WindowSize * config.WindowSize * config.PixelFeatures;
+        if (config.StemChannels > 0)
+        {
+            int k2 = config.StemKernel * config.StemKernel;
+            stemWeight = Parameter("stem.weight", LanguageModel.LinearWeight(device, s + 5, config.StemChannels, k2));
+            stemBias = Parameter("stem.bias", LanguageModel.LinearBias(device, s + 6, config.StemChannels, k2));
+        }
         patchWeight = Parameter("patch_embed.weight", LanguageModel.LinearWeight(device, s + 1, d, patch));
         patchBias = Parameter("patch_embed.bias", LanguageModel.LinearBias(device, s + 2, d, patch));
         positionEmbedding = Parameter("pos_emb.weight", Ops.Normal(device, s + 3, 0f, 0.02f, config.Tokens, d));
@@ -50,16 +59,25 @@ public sealed class VisionModel : Module
             if (blocks[i].Ffw is PeerLayer p) yield return ($"blocks.{i}.ffw", p);
     }
 
-    /// <summary>The tokens <c>[B*P, w*w]</c> of images F32 <c>[B, H*W]</c>: the w x w pixel window centred on patch <c>(gy, gx)</c> of image b
-    /// (w = <see cref="VisionModelConfig.WindowSize"/>, the patch itself by default) is row <c>b P + gy (W/p) + gx</c>, its pixels row-major,
-    /// 0 outside the image (<see cref="Ops.PatchWindows"/>). Not differentiable (images are data).</summary>
+    /// <summary>The tokens <c>[B*P, w*w*C]</c> of images F32 <c>[B, H*W]</c>: the w x w pixel window centred on patch <c>(gy, gx)</c> of
+    /// image b (w = <see cref="VisionModelConfig.WindowSize"/>, the patch itself by default) is row <c>b P + gy (W/p) + gx</c>, its pixels
+    /// row-major, 0 outside the image (<see cref="Ops.PatchWindows"/>); each pixel is its grey level (C = 1) or, with a convolutional
+    /// stem, the stem's C features of it. Differentiable in the stem's weights only (images are data).</summary>
     /// <exception cref="ArgumentException">The images are not F32 [B, H*W] for this model's image size.</exception>
     public Tensor Patches(Tensor images)
     {
         int size = Config.ImageSize;
         Check.DType(images, DType.F32, nameof(images));
         Check.That(images.Rank == 2 && images.Shape[1] == size * size, nameof(images), images.Shape, $"[B, {size * size}] ({size}x{size} pixels per image)");
-        return Ops.PatchWindows(images.Detach(), size, size, Config.PatchSize, Config.WindowSize);
+        var pixels = images.Detach();
+        if (stemWeight is not null)
+        {
+            // The convolution: the k x k window around every pixel, then one Linear + GELU over it; rows are pixels, so the
+            // result read as [B, H*W*C] is the feature map channels last.
+            var around = Ops.PatchWindows(pixels, size, size, 1, Config.StemKernel);                        // [B*H*W, k*k]
+            pixels = Ops.LinearGelu(around, stemWeight, stemBias!).Reshape(images.Shape[0], size * size * Config.StemChannels);
+        }
+        return Ops.PatchWindows(pixels, size, size, Config.PatchSize, Config.WindowSize, 0f, Config.PixelFeatures);
     }
 
     /// <summary>Class logits F32 <c>[B, classes]</c> of images F32 <c>[B, H*W]</c> (normalised pixels, row-major).</summary>
