@@ -7,8 +7,8 @@
 // on a backend, whatever the worker count. Costs O(P log P + P * cols), never O(rows of the table). Nothing is read back to
 // the host: the outputs are sized by a bound known there, B = min(P, limit) segments, and the real count R stays on the
 // device (docs/layers.md, "Row-sparse gradients"). On the CPU accelerator
-// the runs pass's body sorts everything at once and the merge levels are skipped; the sums have a SIMD body
-// (Cpu/SortSegmentCpu.cs, the same bits).
+// the runs pass's body sorts everything at once and writes the segments, and the merge and heads passes are skipped; the
+// sums have a SIMD body (Cpu/SortSegmentCpu.cs, the same bits).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -48,28 +48,30 @@ internal static class SortSegment
         if (p == 0) return new SortedSegments(n1, keys, order, Tensor.Empty(d, DType.I32, 0), Tensor.ZerosInt(d, 1), Tensor.ZerosInt(d, 1));
         int bound = Bound(p, limit);
 
+        var rows = Tensor.Empty(d, DType.I32, bound);
+        var starts = Tensor.Empty(d, DType.I32, bound + 1);
+        var count = Tensor.Empty(d, DType.I32, 1);
         var w = d.Split(p);
-        k.Runs(w.Workers, w, (keys1 ?? keys2).IntView, keys2.IntView, n1, limit, keys.IntView, order.IntView);
+        k.Runs(w.Workers, w, (keys1 ?? keys2).IntView, keys2.IntView, n1, limit, keys.IntView, order.IntView, rows.IntView, starts.IntView,
+            count.IntView, bound);
+        // The CPU body has sorted everything and written the segments: one launch in all.
+        if (k.RunsSegmentAll) return new SortedSegments(n1, keys, order, rows, starts, count);
         // Bottom-up merges of the sorted runs, ping-ponging with a scratch pair. Each level splits its P outputs into
         // equal contiguous ranges, one per worker, whatever the run widths (so the last levels, two or four long merges,
         // keep every worker busy). Ties take the left run: stable.
-        if (!k.RunsSortAll)
+        var (keysB, orderB) = (Tensor.Empty(d, DType.I32, p), Tensor.Empty(d, DType.I32, p));
+        var mw = Contiguous(d, p, sh.MergeGrain);
+        for (int width = RunLength; width < p; width *= 2)
         {
-            var (keysB, orderB) = (Tensor.Empty(d, DType.I32, p), Tensor.Empty(d, DType.I32, p));
-            var mw = Contiguous(d, p, sh.MergeGrain);
-            for (int width = RunLength; width < p; width *= 2)
-            {
-                k.Merge(mw.Workers, mw, keys.IntView, order.IntView, keysB.IntView, orderB.IntView, width);
-                (keys, order, keysB, orderB) = (keysB, orderB, keys, order);
-            }
-            keysB.Dispose();
-            orderB.Dispose();
+            k.Merge(mw.Workers, mw, keys.IntView, order.IntView, keysB.IntView, orderB.IntView, width);
+            (keys, order, keysB, orderB) = (keysB, orderB, keys, order);
         }
+        keysB.Dispose();
+        orderB.Dispose();
 
         // Segment heads (a kept key differing from its predecessor): counted per block of contiguous positions, the block
         // counts scanned (inclusive, log-step, ping-pong buffers), then each block writes its heads from its offset.
-        // After a whole sort on one worker (RunsSortAll) one block is as fast as a split and saves the scan's launches.
-        int blockLen = sh.BlockLength > 0 ? sh.BlockLength : k.RunsSortAll ? p : (p + d.Workers - 1) / d.Workers;
+        int blockLen = sh.BlockLength > 0 ? sh.BlockLength : (p + d.Workers - 1) / d.Workers;
         int blocks = (p + blockLen - 1) / blockLen;
         var bw = d.Split(blocks);
         using var counts = Tensor.Empty(d, DType.I32, blocks);
@@ -84,9 +86,6 @@ internal static class SortSegment
             inclusive = to;
         }
         // R = inclusive[blocks - 1] stays on the device: the heads kernel reads it there, and a second pass pads rows R .. B-1.
-        var rows = Tensor.Empty(d, DType.I32, bound);
-        var starts = Tensor.Empty(d, DType.I32, bound + 1);
-        var count = Tensor.Empty(d, DType.I32, 1);
         // Chunked devices write the padding in the heads kernel's last block (a few stores, and a launch saved: measured in
         // docs/layers.md, "Row-sparse gradients"); GPUs in a pass of their own, one segment per item.
         bool padInHeads = sh.BlockLength == 0;
@@ -138,9 +137,10 @@ internal static class SortSegment
 /// kernels (Cpu/SortSegmentCpu.cs) where <see cref="Device.Choose"/> picks them.</summary>
 internal sealed class SortSegmentKernels
 {
-    /// <summary>Whether <see cref="Runs"/> sorts the pairs completely (its CPU body), so that no merge level is needed.</summary>
-    public readonly bool RunsSortAll;
-    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int, int, ArrayView<int>, ArrayView<int>> Runs;
+    /// <summary>Whether <see cref="Runs"/> sorts the pairs completely and writes the segments (its CPU body), so that no
+    /// merge level and no heads pass is needed.</summary>
+    public readonly bool RunsSegmentAll;
+    public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int, int, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int> Runs;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int> Merge;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int> CountHeads;
     public readonly Action<Index1D, Work, ArrayView<int>, ArrayView<int>, int> ScanStep;
@@ -151,7 +151,7 @@ internal sealed class SortSegmentKernels
     public SortSegmentKernels(Device d)
     {
         // The sort body is plain C# (it needs no vector unit); the sums use 256-bit vectors.
-        RunsSortAll = d.CpuBodyBits >= 0; // where Device.Choose picks a body that needs 0 bits
+        RunsSegmentAll = d.CpuBodyBits >= 0; // where Device.Choose picks a body that needs 0 bits
         Runs = d.LoadKernel(RunsKernel, SortSegmentCpu.RunsKernel, 0);
         Merge = d.LoadKernel(MergeKernel);
         CountHeads = d.LoadKernel(CountHeadsKernel);
@@ -169,8 +169,10 @@ internal sealed class SortSegmentKernels
     }
 
     // keys1: [n1], keys2: [P - n1] -> keys, order: [P] sorted (stably) within each run of RunLength; one pair per item, placed
-    // at its rank in its run (reads only the inputs, so no element is read after another item wrote it)
-    static void RunsKernel(Index1D w, Work work, ArrayView<int> keys1, ArrayView<int> keys2, int n1, int limit, ArrayView<int> keys, ArrayView<int> order)
+    // at its rank in its run (reads only the inputs, so no element is read after another item wrote it). The segment outputs
+    // (rows, starts, count; bound B) are the CPU body's, which segments in the same launch; here the later passes write them.
+    static void RunsKernel(Index1D w, Work work, ArrayView<int> keys1, ArrayView<int> keys2, int n1, int limit, ArrayView<int> keys,
+        ArrayView<int> order, ArrayView<int> rows, ArrayView<int> starts, ArrayView<int> count, int bound)
     {
         int p = work.N;
         for (int s = work.Start(w); s < p; s += work.Stride)
