@@ -2,8 +2,9 @@
 // pixels centred on its patch with all their channels (w >= p, w - p even; pixels outside the image read as a constant).
 // With w = p the windows are the patches themselves (ViT's tokens); with w > p neighbouring tokens overlap by w - p pixels,
 // as overlapping patch embeddings do; with p = 1 every pixel gets the window around it, so a Linear after it is a
-// convolution (a convolutional stem). A gather, one output element per work item. Differentiable: the backward gathers,
-// for each input element, the gradients of the window entries that copied it (in window order: deterministic, no atomics).
+// convolution (a convolutional stem). A gather, one token (output row) per work item. Differentiable: the backward
+// gathers, for each input element, the gradients of the window entries that copied it (one image row per work item, in
+// window order: deterministic, no atomics).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -36,13 +37,13 @@ public static partial class Ops
         var shape = new PatchWindowShape(height, width, patch, window, channels);
         var y = Tensor.Empty(d, DType.F32, b * tokens, window * window * channels);
         var k = d.Get(static d => new PatchWindowKernels(d));
-        var w = d.Split(y.Length);
+        var w = d.Split(b * tokens);
         if (w.N > 0) k.Gather(w.Workers, w, images.View, y.View, shape, fill);
         if (d.Tape.Needs(images))
             d.Tape.Record(y, [images], g =>
             {
                 var dx = Tensor.Empty(d, DType.F32, images.Shape);
-                var wx = d.Split(dx.Length);
+                var wx = d.Split(b * height);
                 if (wx.N > 0) k.Backward(wx.Workers, wx, g.View, dx.View, shape);
                 Tape.Accumulate(images, dx);
             });
@@ -68,39 +69,57 @@ internal sealed class PatchWindowKernels
         Backward = d.LoadKernel(BackwardKernel);
     }
 
-    // x: [B, H*W*C] -> y: [B*P, w*w*C], P = (H/p)(W/p)
+    // x: [B, H*W*C] -> y: [B*P, w*w*C], P = (H/p)(W/p); one output row (token) per item, its window copied row by row
     static void GatherKernel(Index1D w, Work work, ArrayView<float> x, ArrayView<float> y, PatchWindowShape s, float fill)
     {
-        int gw = s.Width / s.Patch, tokens = (s.Height / s.Patch) * gw, c = s.Channels, area = s.Window * s.Window * c, o = (s.Window - s.Patch) / 2;
+        int gw = s.Width / s.Patch, tokens = (s.Height / s.Patch) * gw, c = s.Channels, span = s.Window * c, o = (s.Window - s.Patch) / 2;
         for (int st = work.Start(w); st < work.N; st += work.Stride)
-            for (int e = work.End(st), i = st; i < e; i++)
+            for (int e = work.End(st), row = st; row < e; row++)
             {
-                int row = i / area, f = i - row * area, pixel = f / c, ch = f - pixel * c;
                 int b = row / tokens, t = row - b * tokens, gy = t / gw, gx = t - gy * gw;
-                int r = gy * s.Patch - o + pixel / s.Window, col = gx * s.Patch - o + pixel % s.Window;
-                y[i] = r >= 0 && r < s.Height && col >= 0 && col < s.Width ? x[((b * s.Height + r) * s.Width + col) * c + ch] : fill;
+                int r0 = gy * s.Patch - o, c0 = gx * s.Patch - o;
+                for (int i = 0; i < s.Window; i++)
+                {
+                    int r = r0 + i, to = (row * s.Window + i) * span;
+                    bool inside = r >= 0 && r < s.Height;
+                    for (int j = 0; j < s.Window; j++)
+                    {
+                        int col = c0 + j, from = ((b * s.Height + r) * s.Width + col) * c;
+                        bool valid = inside && col >= 0 && col < s.Width;
+                        for (int ch = 0; ch < c; ch++) y[to + j * c + ch] = valid ? x[from + ch] : fill;
+                    }
+                }
             }
     }
 
-    // dy: [B*P, w*w*C] -> dx: [B, H*W*C]; input pixel (r, col) lies in the windows gy with gy p - o <= r <= gy p - o + w - 1
+    // dy: [B*P, w*w*C] -> dx: [B, H*W*C]; one image row (b, r) per item. Pixel (r, col) lies in the windows gy with
+    // gy p - o <= r <= gy p - o + w - 1 (and likewise gx), whose entries are summed in window order.
     static void BackwardKernel(Index1D w, Work work, ArrayView<float> dy, ArrayView<float> dx, PatchWindowShape s)
     {
         int gh = s.Height / s.Patch, gw = s.Width / s.Patch, c = s.Channels, area = s.Window * s.Window * c, o = (s.Window - s.Patch) / 2;
-        int image = s.Height * s.Width * c;
         for (int st = work.Start(w); st < work.N; st += work.Stride)
-            for (int e = work.End(st), i = st; i < e; i++)
+            for (int e = work.End(st), line = st; line < e; line++)
             {
-                int b = i / image, rest = i - b * image, pixel = rest / c, ch = rest - pixel * c, r = pixel / s.Width, col = pixel - r * s.Width;
+                int b = line / s.Height, r = line - b * s.Height;
                 // gy from ceil((r + o - w + 1) / p) to floor((r + o) / p), within the grid (r + o >= 0, so the division floors)
-                int y0 = Ceil(r + o - s.Window + 1, s.Patch), y1 = (r + o) / s.Patch, x0 = Ceil(col + o - s.Window + 1, s.Patch), x1 = (col + o) / s.Patch;
-                float sum = 0f;
-                for (int gy = y0 < 0 ? 0 : y0; gy <= y1 && gy < gh; gy++)
-                    for (int gx = x0 < 0 ? 0 : x0; gx <= x1 && gx < gw; gx++)
+                int y0 = Ceil(r + o - s.Window + 1, s.Patch), y1 = (r + o) / s.Patch;
+                if (y0 < 0) y0 = 0;
+                if (y1 > gh - 1) y1 = gh - 1;
+                for (int col = 0; col < s.Width; col++)
+                {
+                    int x0 = Ceil(col + o - s.Window + 1, s.Patch), x1 = (col + o) / s.Patch;
+                    if (x0 < 0) x0 = 0;
+                    if (x1 > gw - 1) x1 = gw - 1;
+                    int to = (line * s.Width + col) * c;
+                    for (int ch = 0; ch < c; ch++)
                     {
-                        int i0 = r - gy * s.Patch + o, j0 = col - gx * s.Patch + o;
-                        sum += dy[((b * gh + gy) * gw + gx) * area + (i0 * s.Window + j0) * c + ch];
+                        float sum = 0f;
+                        for (int gy = y0; gy <= y1; gy++)
+                            for (int gx = x0; gx <= x1; gx++)
+                                sum += dy[((b * gh + gy) * gw + gx) * area + ((r - gy * s.Patch + o) * s.Window + col - gx * s.Patch + o) * c + ch];
+                        dx[to + ch] = sum;
                     }
-                dx[i] = sum;
+                }
             }
     }
 
