@@ -1,5 +1,6 @@
-// Causal multi-head scaled dot-product attention as fused kernels. Forward: one work item per (batch, head,
-// query row) streams over the keys at or before it with an online softmax (running maximum and sum, the output
+// Multi-head scaled dot-product attention as fused kernels, causal (each query sees the keys at or before it, the
+// language model's) or not (each query sees every key of its sequence, the vision model's). Forward: one work item per
+// (batch, head, query row) streams over the keys it sees with an online softmax (running maximum and sum, the output
 // row rescaled when the maximum grows), and saves the row's log-sum-exp. Backward recomputes probabilities from
 // the log-sum-exp: one pass per query row (dQ and D = dO·O), one pass per key row (dK, dV), no atomics.
 // These kernels are the definition; on the CPU accelerator the launcher loads the same loops as SIMD bodies (Cpu/AttentionCpu.cs).
@@ -14,10 +15,20 @@ public static partial class Ops
     /// <summary>
     /// Causal scaled dot-product attention per batch and head: for <paramref name="q"/>, <paramref name="k"/>, <paramref name="v"/>
     /// <c>[B, H, T, Dh]</c>, <c>y[b, h, i] = Σ_{j ≤ i} softmax_j(q_i · k_j / sqrt(Dh)) v_j</c>, result <c>[B, H, T, Dh]</c>.
-    /// Differentiable in all three inputs.
+    /// Differentiable in all three inputs. The same as <see cref="Attention"/> with <c>causal: true</c>.
     /// </summary>
     /// <exception cref="ArgumentException">Operands not F32 or on different devices, q not rank 4, or k, v shaped differently from q.</exception>
-    public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v)
+    public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v) => Attention(q, k, v, causal: true);
+
+    /// <summary>
+    /// Scaled dot-product attention per batch and head: for <paramref name="q"/>, <paramref name="k"/>, <paramref name="v"/>
+    /// <c>[B, H, T, Dh]</c>, <c>y[b, h, i] = Σ_j softmax_j(q_i · k_j / sqrt(Dh)) v_j</c> over the keys <c>j ≤ i</c> when
+    /// <paramref name="causal"/>, over all <c>T</c> keys of the sequence when not; result <c>[B, H, T, Dh]</c>. Differentiable in
+    /// all three inputs. One fused kernel each way (the scores are never stored), so prefer it to a composition of matrix
+    /// products and a softmax.
+    /// </summary>
+    /// <exception cref="ArgumentException">Operands not F32 or on different devices, q not rank 4, or k, v shaped differently from q.</exception>
+    public static Tensor Attention(Tensor q, Tensor k, Tensor v, bool causal)
     {
         Check.DType(q, DType.F32, nameof(q));
         Check.DType(k, DType.F32, nameof(k));
@@ -30,7 +41,7 @@ public static partial class Ops
         int t = q.Shape[2], dh = q.Shape[3], rows = q.Shape[0] * q.Shape[1] * t;
         var d = q.Device;
         var kern = d.Get(static d => new AttentionKernels(d));
-        var shape = new AttentionShape(t, dh, dh == 0 ? 1f : 1f / MathF.Sqrt(dh));
+        var shape = new AttentionShape(t, dh, dh == 0 ? 1f : 1f / MathF.Sqrt(dh), causal);
         var y = Tensor.Empty(d, DType.F32, q.Shape);
         var lse = Tensor.Empty(d, DType.F32, Math.Max(rows, 1));
         var w = d.Split(rows);
@@ -60,14 +71,22 @@ public static partial class Ops
     }
 }
 
-/// <summary>Sequence length, head size and score scale of one attention call.</summary>
-internal readonly struct AttentionShape(int t, int dh, float scale)
+/// <summary>Sequence length, head size, score scale and mask of one attention call.</summary>
+internal readonly struct AttentionShape(int t, int dh, float scale, bool causal)
 {
     public readonly int T = t, Dh = dh;
     public readonly float Scale = scale;
+    /// <summary>1: query i sees keys 0..i; 0: it sees all T keys.</summary>
+    public readonly int Causal = causal ? 1 : 0;
+
+    /// <summary>The last key query row <paramref name="i"/> of its sequence sees.</summary>
+    public int LastKey(int i) => Causal != 0 ? i : T - 1;
+
+    /// <summary>The first query row that sees key row <paramref name="j"/> of its sequence.</summary>
+    public int FirstQuery(int j) => Causal != 0 ? j : 0;
 }
 
-/// <summary>Kernels of causal attention: the portable kernels below (the definition), or the SIMD bodies' kernels
+/// <summary>Kernels of attention, causal or not: the portable kernels below (the definition), or the SIMD bodies' kernels
 /// (Cpu/AttentionCpu.cs) where <see cref="Device.Choose"/> picks them.</summary>
 internal sealed class AttentionKernels
 {
@@ -89,7 +108,7 @@ internal sealed class AttentionKernels
         return acc;
     }
 
-    // q, k, v: [B*H*T, Dh] -> o: [B*H*T, Dh], lse: [B*H*T]; one query row per item, online softmax over keys j <= i
+    // q, k, v: [B*H*T, Dh] -> o: [B*H*T, Dh], lse: [B*H*T]; one query row per item, online softmax over the keys it sees (j <= i when causal)
     static void ForwardKernel(Index1D w, Work work, AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> o, ArrayView<float> lse)
     {
         int dh = s.Dh;
@@ -99,7 +118,7 @@ internal sealed class AttentionKernels
                 int i = r % s.T, first = r - i, ro = r * dh;
                 float m = float.NegativeInfinity, l = 0f;
                 for (int c = 0; c < dh; c++) o[ro + c] = 0f;
-                for (int j = 0; j <= i; j++)
+                for (int j = 0, last = s.LastKey(i); j <= last; j++)
                 {
                     int ko = (first + j) * dh;
                     float score = Dot(q, ro, k, ko, dh) * s.Scale;
@@ -120,7 +139,7 @@ internal sealed class AttentionKernels
             }
     }
 
-    // per query row i: delta_i = dO_i · O_i; dQ_i = scale Σ_{j<=i} P_ij (dO_i · v_j - delta_i) k_j, P_ij = exp(q_i·k_j scale - lse_i)
+    // per query row i: delta_i = dO_i · O_i; dQ_i = scale Σ_{j seen by i} P_ij (dO_i · v_j - delta_i) k_j, P_ij = exp(q_i·k_j scale - lse_i)
     static void BackwardQueryKernel(Index1D w, Work work, AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
         ArrayView<float> o, ArrayView<float> dO, ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> dQ)
     {
@@ -132,7 +151,7 @@ internal sealed class AttentionKernels
                 float di = Dot(dO, ro, o, ro, dh), l = lse[r];
                 delta[r] = di;
                 for (int c = 0; c < dh; c++) dQ[ro + c] = 0f;
-                for (int j = 0; j <= i; j++)
+                for (int j = 0, last = s.LastKey(i); j <= last; j++)
                 {
                     int ko = (first + j) * dh;
                     float p = XMath.Exp(Dot(q, ro, k, ko, dh) * s.Scale - l);
@@ -142,7 +161,7 @@ internal sealed class AttentionKernels
             }
     }
 
-    // per key row j: dK_j = scale Σ_{i>=j} P_ij (dO_i · v_j - delta_i) q_i, dV_j = Σ_{i>=j} P_ij dO_i
+    // per key row j, over the queries i that see it (i >= j when causal): dK_j = scale Σ_i P_ij (dO_i · v_j - delta_i) q_i, dV_j = Σ_i P_ij dO_i
     static void BackwardKeyKernel(Index1D w, Work work, AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
         ArrayView<float> dO, ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> dK, ArrayView<float> dV)
     {
@@ -152,7 +171,7 @@ internal sealed class AttentionKernels
             {
                 int j = r % s.T, first = r - j, ko = r * dh;
                 for (int c = 0; c < dh; c++) { dK[ko + c] = 0f; dV[ko + c] = 0f; }
-                for (int i = j; i < s.T; i++)
+                for (int i = s.FirstQuery(j); i < s.T; i++)
                 {
                     int qr = first + i, qo = qr * dh;
                     float p = XMath.Exp(Dot(q, qo, k, ko, dh) * s.Scale - lse[qr]);

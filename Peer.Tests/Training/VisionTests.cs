@@ -103,6 +103,13 @@ public sealed class VisionTests
         Assert.That(Assert.Throws<ConfigException>(() => (cfg with { StemChannels = -1 }).Validate())!.Message, Does.Contain("stem_channels = -1"));
     }
 
+    // One block alone: its norm1 before it, and its output stream x (the next norm, here its own norm1 again, is not read).
+    static Tensor Run(VisionBlock block, Tensor x, int b, int tokens)
+    {
+        var (w, bias) = block.Norm1;
+        return block.Forward(x, Peer.Ops.LayerNorm(x, w, bias), b, tokens, w, bias).X;
+    }
+
     [TestCase("attention")]
     [TestCase("mlp")]
     public void EveryTokenSeesTheOthers(string mixing)
@@ -115,11 +122,11 @@ public sealed class VisionTests
         var a = GradCheck.Rand(4 * 8, 5);
         var b = (float[])a.Clone();
         for (int i = 24; i < 32; i++) b[i] += 0.5f * i - 14f; // token 3 (not a constant shift, which its LayerNorm would undo)
-        var ya = block.Forward(Tensor.FromArray(Devices.Cpu, a, 4, 8), 1, 4).ToArray();
-        var yb = block.Forward(Tensor.FromArray(Devices.Cpu, b, 4, 8), 1, 4).ToArray();
+        var ya = Run(block, Tensor.FromArray(Devices.Cpu, a, 4, 8), 1, 4).ToArray();
+        var yb = Run(block, Tensor.FromArray(Devices.Cpu, b, 4, 8), 1, 4).ToArray();
         Assert.That(Enumerable.Range(0, 8).Max(i => Math.Abs(ya[i] - yb[i])), Is.GreaterThan(1e-4), "token 0 changed");
         // And two images of a batch do not see each other.
-        var two = block.Forward(Tensor.FromArray(Devices.Cpu, [.. a, .. b], 8, 8), 2, 4).ToArray();
+        var two = Run(block, Tensor.FromArray(Devices.Cpu, [.. a, .. b], 8, 8), 2, 4).ToArray();
         Assert.That(two[..32], Is.EqualTo(ya).Within(1e-5));
     }
 
@@ -127,12 +134,12 @@ public sealed class VisionTests
     [TestCase("mlp")]
     public void ABlocksGradientMatchesFiniteDifferences(string mixing)
     {
-        // The block's token mixing is composed of reshapes, permutes, slices, batched products and a softmax: its wiring is
-        // checked end to end against central differences in the input (two images of nine tokens).
+        // The block's token mixing is composed of reshapes, permutes, slices and the fused attention (or the token MLP), its adds
+        // fused with the norms: its wiring is checked end to end against central differences in the input (two images of nine tokens).
         var cfg = new VisionModelConfig { ImageSize = 3, PatchSize = 1, Classes = 2, DModel = 4, Layers = 1, Heads = 2, TokenMixing = mixing,
             Blocks = ["ffw"], FfwHidden = 6 };
         using var block = new VisionBlock(Devices.Cpu, cfg, "ffw", 4);
-        GradCheck.Check(Devices.Cpu, t => block.Forward(t[0], 2, 9), [(GradCheck.Rand(2 * 9 * 4, 3), [18, 4])], maxCoords: 24);
+        GradCheck.Check(Devices.Cpu, t => Run(block, t[0], 2, 9), [(GradCheck.Rand(2 * 9 * 4, 3), [18, 4])], maxCoords: 24);
     }
 
     [Test]

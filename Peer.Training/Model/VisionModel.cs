@@ -89,13 +89,23 @@ public sealed class VisionModel : Module
         int b = images.Shape[0];
         var positions = new int[b * tokens];
         for (int i = 0; i < positions.Length; i++) positions[i] = i % tokens;
-        var x = Ops.Add(Ops.Linear(patches, patchWeight, patchBias),
-                        Ops.Embedding(Tensor.FromArray(Device, positions, b * tokens), positionEmbedding, sparseGrad: false)); // [B*P, d]
-        foreach (var block in blocks) x = block.Forward(x, b, tokens);
-        x = Ops.LayerNorm(x, normWeight, normBias);
-        var pooled = Ops.MeanLastDim(Ops.Transpose(x.Reshape(b, tokens, d))); // [B, d]
+        // Every residual add runs fused with the LayerNorm that reads its sum: the first block's norm1 after the position
+        // embedding, each block's norm2 after its token mixing, the next block's norm1 (the final norm after the last block)
+        // after its feed-forward layer. Only the normed rows h go on; the sums x carry the residual stream.
+        var (w0, b0) = NormBefore(0);
+        var (x, h) = Ops.AddLayerNorm(Ops.Linear(patches, patchWeight, patchBias),
+            Ops.Embedding(Tensor.FromArray(Device, positions, b * tokens), positionEmbedding, sparseGrad: false), w0, b0); // [B*P, d]
+        for (int i = 0; i < blocks.Length; i++)
+        {
+            var (w, bias) = NormBefore(i + 1);
+            (x, h) = blocks[i].Forward(x, h, b, tokens, w, bias);
+        }
+        var pooled = Ops.MeanLastDim(Ops.Transpose(h.Reshape(b, tokens, d))); // [B, d]
         return Ops.Linear(pooled, headWeight, headBias);                       // [B, C]
     }
+
+    // The LayerNorm that reads the stream before block i: its norm1, or after the last block the final norm.
+    (Tensor Weight, Tensor Bias) NormBefore(int i) => i < blocks.Length ? blocks[i].Norm1 : (normWeight, normBias);
 
     /// <summary>Mean cross-entropy of <paramref name="images"/> F32 <c>[B, H*W]</c> against <paramref name="labels"/> I32 <c>[B]</c>,
     /// with the labels smoothed by <paramref name="smoothing"/> ε (the target is 1 - ε on the label plus ε / C on every class, so the
@@ -115,7 +125,7 @@ public sealed class VisionModel : Module
     }
 }
 
-/// <summary>One block: <c>x += mix(LN(x))</c>, <c>x += ffw(LN(x))</c>.</summary>
+/// <summary>One block: <c>x += mix(LN(x))</c>, <c>x += ffw(LN(x))</c>, each add fused with the LayerNorm after it.</summary>
 internal sealed class VisionBlock : Module
 {
     readonly Tensor norm1Weight, norm1Bias, norm2Weight, norm2Bias; // [d]
@@ -165,25 +175,27 @@ internal sealed class VisionBlock : Module
         }));
     }
 
-    // x: [B*P, d] -> [B*P, d]
-    public Tensor Forward(Tensor x, int b, int tokens)
+    /// <summary>The first norm's weight and bias, which the residual add before this block runs fused with.</summary>
+    public (Tensor Weight, Tensor Bias) Norm1 => (norm1Weight, norm1Bias);
+
+    // x: [B*P, d] the residual stream, h = norm1(x) -> the stream after the block and its next norm (nextWeight, nextBias) [B*P, d]
+    public (Tensor X, Tensor H) Forward(Tensor x, Tensor h, int b, int tokens, Tensor nextWeight, Tensor nextBias)
     {
         int d = x.Shape[1];
-        var h = Ops.LayerNorm(x, norm1Weight, norm1Bias);
-        x = Ops.Add(x, attention ? Attend(h, b, tokens, d) : MixTokens(h, b, tokens, d));
-        return Ops.Add(x, Ffw.Forward(Ops.LayerNorm(x, norm2Weight, norm2Bias)));
+        var (mid, h2) = Ops.AddLayerNorm(x, attention ? Attend(h, b, tokens, d) : MixTokens(h, b, tokens, d), norm2Weight, norm2Bias);
+        return Ops.AddLayerNorm(mid, Ffw.Forward(h2), nextWeight, nextBias);
     }
 
-    // Non-causal multi-head self-attention over the P tokens of each image, from batched matrix products and a softmax.
+    // Non-causal multi-head self-attention over the P tokens of each image: one Linear for q, k, v, the fused attention
+    // kernel (Ops.Attention, which never stores the [P, P] scores), the heads joined and the output Linear.
     Tensor Attend(Tensor h, int b, int tokens, int d)
     {
         int dh = d / heads;
         var qkv = Ops.Permute(Ops.Linear(h, mixInWeight, mixInBias).Reshape(b, tokens, 3 * heads, dh), 0, 2, 1, 3); // [B, 3H, P, Dh]
-        var q = Ops.Slice(qkv, 1, 0, heads).Reshape(b * heads, tokens, dh);
-        var k = Ops.Slice(qkv, 1, heads, heads).Reshape(b * heads, tokens, dh);
-        var v = Ops.Slice(qkv, 1, 2 * heads, heads).Reshape(b * heads, tokens, dh);
-        var weights = Ops.Softmax(Ops.Scale(Ops.MatMul(q, k, transB: true), 1f / MathF.Sqrt(dh)));                // [B*H, P, P]
-        var attended = Ops.Permute(Ops.MatMul(weights, v).Reshape(b, heads, tokens, dh), 0, 2, 1, 3).Reshape(b * tokens, d);
+        var q = Ops.Slice(qkv, 1, 0, heads);                                                                      // [B, H, P, Dh]
+        var k = Ops.Slice(qkv, 1, heads, heads);
+        var v = Ops.Slice(qkv, 1, 2 * heads, heads);
+        var attended = Ops.Permute(Ops.Attention(q, k, v, causal: false), 0, 2, 1, 3).Reshape(b * tokens, d);      // [B*P, d]
         return Ops.Linear(attended, mixOutWeight, mixOutBias);
     }
 

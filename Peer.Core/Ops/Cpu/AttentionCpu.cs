@@ -1,4 +1,4 @@
-// The CPU accelerator's causal attention bodies, reached through [External] so that they run as plain .NET
+// The CPU accelerator's attention bodies (causal or not), reached through [External] so that they run as plain .NET
 // code: the same loops as the portable kernels in Attention.cs (the definition), in the same order (online
 // softmax with the running maximum and sum, log-sum-exp saved; backward recomputes P from it), but every
 // Dh-long dot product and row update is a Vector256 FMA loop over refs. Measured reason: the portable
@@ -12,7 +12,7 @@ using ILGPU.Runtime;
 
 namespace Peer;
 
-/// <summary>SIMD causal attention over CPU memory and the kernels that call it, which <see cref="AttentionKernels"/> loads in
+/// <summary>SIMD attention (causal or not) over CPU memory and the kernels that call it, which <see cref="AttentionKernels"/> loads in
 /// place of its portable kernels on the CPU accelerator with 256-bit vectors (the bodies cannot compile for GPUs).</summary>
 internal static class AttentionCpu
 {
@@ -51,7 +51,7 @@ internal static class AttentionCpu
             ref float oi = ref Row(ref o0, r, dh);
             Fill(ref oi, 0f, dh);
             float m = float.NegativeInfinity, l = 0f;
-            for (int j = 0; j <= i; j++)
+            for (int j = 0, last = s.LastKey(i); j <= last; j++)
             {
                 float score = Dot(ref qi, ref Row(ref k0, first + j, dh), dh) * s.Scale;
                 if (score > m)
@@ -87,7 +87,7 @@ internal static class AttentionCpu
             float di = Dot(ref gi, ref Row(ref o0, r, dh), dh), l = Unsafe.Add(ref lse0, r);
             Unsafe.Add(ref delta0, r) = di;
             Fill(ref dqi, 0f, dh);
-            for (int j = 0; j <= i; j++)
+            for (int j = 0, last = s.LastKey(i); j <= last; j++)
             {
                 ref float kj = ref Row(ref k0, first + j, dh);
                 float p = MathF.Exp(Dot(ref qi, ref kj, dh) * s.Scale - l);
@@ -114,7 +114,7 @@ internal static class AttentionCpu
             ref float dvj = ref Row(ref dV0, r, dh);
             Fill(ref dkj, 0f, dh);
             Fill(ref dvj, 0f, dh);
-            for (int i = j; i < s.T; i++)
+            for (int i = s.FirstQuery(j); i < s.T; i++)
             {
                 int qr = first + i;
                 ref float qi = ref Row(ref q0, qr, dh);

@@ -12,12 +12,12 @@ public sealed class AttentionCpuTests
     sealed record Outputs(float[] O, float[] Lse, float[] Delta, float[] DQ, float[] DK, float[] DV);
 
     // Forward and both backward kernels on [bh * t, dh] rows, as device d's launcher loads them.
-    static Outputs Run(Device d, float[] q, float[] k, float[] v, float[] dO, int bh, int t, int dh)
+    static Outputs Run(Device d, float[] q, float[] k, float[] v, float[] dO, int bh, int t, int dh, bool causal)
     {
         using var s = Scope.Begin();
         var kern = d.Get(static d => new AttentionKernels(d));
         int rows = bh * t;
-        var shape = new AttentionShape(t, dh, 1f / MathF.Sqrt(dh));
+        var shape = new AttentionShape(t, dh, 1f / MathF.Sqrt(dh), causal);
         var tq = Tensor.FromArray(d, q, rows, dh);
         var tk = Tensor.FromArray(d, k, rows, dh);
         var tv = Tensor.FromArray(d, v, rows, dh);
@@ -35,13 +35,20 @@ public sealed class AttentionCpuTests
         return new Outputs(o.ToArray(), lse.ToArray(), delta.ToArray(), dq.ToArray(), dk.ToArray(), dv.ToArray());
     }
 
-    // Odd sizes: T = 1 (a single key), Dh below, at and across the 8-lane width with scalar tails, B*H > workers.
-    [TestCase(1, 1, 8)]
-    [TestCase(3, 13, 5)]
-    [TestCase(5, 17, 24)]
-    [TestCase(2, 70, 37)]
-    [TestCase(1, 33, 64)]
-    public void SimdBodiesAgreeWithPortableKernels(int bh, int t, int dh)
+    // Odd sizes: T = 1 (a single key), Dh below, at and across the 8-lane width with scalar tails, B*H > workers; both masks,
+    // and the vision model's short rows (T = 16 and 49 tokens, Dh = 16) without the mask.
+    [TestCase(1, 1, 8, true)]
+    [TestCase(3, 13, 5, true)]
+    [TestCase(5, 17, 24, true)]
+    [TestCase(2, 70, 37, true)]
+    [TestCase(1, 33, 64, true)]
+    [TestCase(1, 1, 8, false)]
+    [TestCase(3, 13, 5, false)]
+    [TestCase(5, 17, 24, false)]
+    [TestCase(2, 70, 37, false)]
+    [TestCase(7, 16, 16, false)]
+    [TestCase(3, 49, 16, false)]
+    public void SimdBodiesAgreeWithPortableKernels(int bh, int t, int dh, bool causal)
     {
         Assume.That(D.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable kernels");
         int n = bh * t * dh;
@@ -49,15 +56,15 @@ public sealed class AttentionCpuTests
         var k = GradCheck.Rand(n, 12 + t, 2f);
         var v = GradCheck.Rand(n, 13);
         var dO = GradCheck.Rand(n, 14);
-        var fast = Run(D, q, k, v, dO, bh, t, dh);
-        var portable = Run(P, q, k, v, dO, bh, t, dh);
+        var fast = Run(D, q, k, v, dO, bh, t, dh, causal);
+        var portable = Run(P, q, k, v, dO, bh, t, dh, causal);
 
         // Same loops in the same order; only the Dh-long dot products (8 lanes, then the lanes summed) and the FMA row
         // updates round differently, so the paths differ by float32 rounding, not bit for bit. Bound per element: every
         // score carries at most (Dh + 2) u S absolute error (S the largest scale Σ_c |q_c k_c|), which exp turns into that
         // relative error of each P; each further dot, sum over at most T keys and row update adds (T + Dh + 6) u relative
         // to the sum of absolute terms of the element (Magnitudes). Either path may err that much, hence the 2.
-        var (mag, s) = Magnitudes(q, k, v, dO, bh, t, dh);
+        var (mag, s) = Magnitudes(q, k, v, dO, bh, t, dh, causal);
         double rel = 2 * ((dh + 2) * U * s + (t + dh + 6) * U);
         Close(fast.O, portable.O, rel, mag.O, "o");
         Close(fast.Lse, portable.Lse, rel, mag.Lse, "lse");
@@ -70,7 +77,7 @@ public sealed class AttentionCpuTests
     // In double: per output element the sum of absolute values of the terms that make it (the scale of its float32 error),
     // and S = max over (i, j) of scale Σ_c |q_ic k_jc|. For dS_ij = P_ij (dO_i·v_j - delta_i) scale the error scale is
     // A_ij = P_ij scale (|dO_i·v_j - delta_i| + Σ_c |dO_ic v_jc| + Σ_c |dO_ic o_ic|); dQ_i sums A_ij |k_j|, dK_j sums A_ij |q_i|.
-    static (Outputs Mag, double S) Magnitudes(float[] q, float[] k, float[] v, float[] dO, int bh, int t, int dh)
+    static (Outputs Mag, double S) Magnitudes(float[] q, float[] k, float[] v, float[] dO, int bh, int t, int dh, bool causal)
     {
         int n = bh * t * dh;
         double scale = 1 / Math.Sqrt(dh), sMax = 0;
@@ -82,8 +89,9 @@ public sealed class AttentionCpuTests
             var o = new double[t, dh];
             for (int i = 0; i < t; i++)
             {
-                var sc = new double[i + 1];
-                for (int j = 0; j <= i; j++)
+                int seen = causal ? i + 1 : t;
+                var sc = new double[seen];
+                for (int j = 0; j < seen; j++)
                 {
                     double acc = 0, abs = 0;
                     for (int c = 0; c < dh; c++)
@@ -97,9 +105,9 @@ public sealed class AttentionCpuTests
                 }
                 double m = sc.Max(), z = sc.Sum(x => Math.Exp(x - m));
                 mlse[b * t + i] = Math.Abs(m) + Math.Log(z);
-                for (int j = 0; j <= i; j++) p[i, j] = Math.Exp(sc[j] - m) / z;
+                for (int j = 0; j < seen; j++) p[i, j] = Math.Exp(sc[j] - m) / z;
                 for (int c = 0; c < dh; c++)
-                    for (int j = 0; j <= i; j++)
+                    for (int j = 0; j < seen; j++)
                     {
                         o[i, c] += p[i, j] * v[(b * t + j) * dh + c];
                         mo[(b * t + i) * dh + c] += p[i, j] * Math.Abs(v[(b * t + j) * dh + c]);
@@ -114,7 +122,7 @@ public sealed class AttentionCpuTests
                     deltaAbs += Math.Abs(dO[(b * t + i) * dh + c] * o[i, c]);
                 }
                 mdelta[b * t + i] = deltaAbs;
-                for (int j = 0; j <= i; j++)
+                for (int j = 0, seen = causal ? i + 1 : t; j < seen; j++)
                 {
                     double dp = 0, dpAbs = 0;
                     for (int c = 0; c < dh; c++)
@@ -137,8 +145,9 @@ public sealed class AttentionCpuTests
         return (new Outputs(F(mo), F(mlse), F(mdelta), F(mdq), F(mdk), F(mdv)), sMax);
     }
 
-    [Test]
-    public void PublicOpOnTheCpuMatchesDoubleReference()
+    [TestCase(true)]
+    [TestCase(false)]
+    public void PublicOpOnTheCpuMatchesDoubleReference(bool causal)
     {
         Assume.That(D.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable kernels");
         using var s = Scope.Begin();
@@ -146,13 +155,14 @@ public sealed class AttentionCpuTests
         var q = GradCheck.Rand(n, 21, 2f);
         var k = GradCheck.Rand(n, 22, 2f);
         var v = GradCheck.Rand(n, 23);
-        var got = Peer.Ops.CausalAttention(Tensor.FromArray(D, q, b, h, t, dh), Tensor.FromArray(D, k, b, h, t, dh), Tensor.FromArray(D, v, b, h, t, dh)).ToArray();
+        var got = Peer.Ops.Attention(Tensor.FromArray(D, q, b, h, t, dh), Tensor.FromArray(D, k, b, h, t, dh), Tensor.FromArray(D, v, b, h, t, dh), causal).ToArray();
         int bh = b * h;
         for (int bi = 0; bi < bh; bi++)
             for (int i = 0; i < t; i++)
             {
-                var scores = new double[i + 1];
-                for (int j = 0; j <= i; j++)
+                int seen = causal ? i + 1 : t;
+                var scores = new double[seen];
+                for (int j = 0; j < seen; j++)
                 {
                     double acc = 0;
                     for (int c = 0; c < dh; c++) acc += (double)q[(bi * t + i) * dh + c] * k[(bi * t + j) * dh + c];
@@ -162,20 +172,21 @@ public sealed class AttentionCpuTests
                 for (int c = 0; c < dh; c++)
                 {
                     double want = 0;
-                    for (int j = 0; j <= i; j++) want += Math.Exp(scores[j] - m) / z * v[(bi * t + j) * dh + c];
+                    for (int j = 0; j < seen; j++) want += Math.Exp(scores[j] - m) / z * v[(bi * t + j) * dh + c];
                     // As the portable op's own test (AttentionTests): values in [-1, 1], scores of a few units.
                     Assert.That(got[(bi * t + i) * dh + c], Is.EqualTo(want).Within(1e-5), $"row {bi * t + i}, column {c}");
                 }
             }
     }
 
-    [Test]
-    public void PublicOpGradientsMatchFiniteDifferencesOnSimdWidths()
+    [TestCase(true)]
+    [TestCase(false)]
+    public void PublicOpGradientsMatchFiniteDifferencesOnSimdWidths(bool causal)
     {
         Assume.That(D.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable kernels");
         int[] shape = [1, 2, 5, 11]; // Dh = 11: one 8-lane step and a 3-element tail
         int n = 110;
-        GradCheck.Check(D, x => Peer.Ops.CausalAttention(x[0], x[1], x[2]),
+        GradCheck.Check(D, x => Peer.Ops.Attention(x[0], x[1], x[2], causal),
             [(GradCheck.Rand(n, 31, 1.5f), shape), (GradCheck.Rand(n, 32, 1.5f), shape), (GradCheck.Rand(n, 33), shape)]);
     }
 
