@@ -164,7 +164,8 @@ internal readonly struct ExpertShape(int d, int hk, int act, int n)
 }
 
 /// <summary>Kernels of the PEER router and fused experts: the portable kernels below (the definition); on the CPU accelerator the
-/// fused experts' SIMD bodies (Cpu/PeerExpertsCpu.cs) where <see cref="Device.Choose"/> picks them; on GPUs the grouped kernels of
+/// fused experts' SIMD bodies (Cpu/PeerExpertsCpu.cs) and the router's and range check's plain bodies (Cpu/PeerRouterCpu.cs) where
+/// <see cref="Device.Choose"/> picks them; on GPUs the grouped kernels of
 /// Gpu/PeerExpertsGpu.cs (a group of threads per token instead of one thread).</summary>
 internal sealed class PeerExpertKernels
 {
@@ -184,9 +185,9 @@ internal sealed class PeerExpertKernels
     /// <see cref="PeerExpertsGpu.MaxGroupSize"/>), or one token per item with 0; tests run the grouped kernels on CPU devices.</summary>
     internal PeerExpertKernels(Device d, int groupSize)
     {
-        Router = d.LoadKernel(RouterKernel);
-        RouterBackward = d.LoadKernel(RouterBackwardKernel);
-        OutOfRange = d.LoadKernel(OutOfRangeKernel);
+        Router = d.LoadKernel(RouterKernel, PeerRouterCpu.RouterKernel, 0);
+        RouterBackward = d.LoadKernel(RouterBackwardKernel, PeerRouterCpu.RouterBackwardKernel, 0);
+        OutOfRange = d.LoadKernel(OutOfRangeKernel, PeerRouterCpu.OutOfRangeKernel, 0);
         if (groupSize > 0) grouped = new PeerExpertsGpu(d, groupSize);
         else
         {

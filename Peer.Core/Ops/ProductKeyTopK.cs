@@ -163,10 +163,10 @@ internal sealed class ProductKeyKernels
     /// thread with 0; tests run the grouped kernel on CPU devices.</summary>
     internal ProductKeyKernels(Device d, int groupSize)
     {
-        // The selection and the halves' copy are plain C#: they need no vector unit; the query's gradient uses 256-bit vectors.
+        // The halves' copy is plain C#: it needs no vector unit; the selection's scan and the query's gradient use 256-bit vectors.
         SplitHalves = d.LoadKernel(SplitHalvesKernel, ProductKeyTopKCpu.SplitHalvesKernel, 0);
         if (groupSize > 0) grouped = new ProductKeyTopKGpu(d, groupSize);
-        else select = d.LoadKernel(SelectKernel, ProductKeyTopKCpu.SelectKernel, 0);
+        else select = d.LoadKernel(SelectKernel, ProductKeyTopKCpu.SelectKernel, 256);
         BackwardQuery = d.LoadKernel(BackwardQueryKernel, ProductKeyTopKCpu.BackwardQueryKernel, 256);
         SplitIndices = d.LoadKernel(SplitIndicesKernel);
     }

@@ -15,7 +15,7 @@ using ILGPU.Runtime;
 namespace Peer;
 
 /// <summary>SIMD fused-expert bodies over CPU memory and the kernels that call them, which <see cref="PeerExpertKernels"/> loads
-/// in place of its fused expert kernels on the CPU accelerator with 256-bit vectors (router and range check stay portable;
+/// in place of its fused expert kernels on the CPU accelerator with 256-bit vectors (router and range check: Cpu/PeerRouterCpu.cs;
 /// the bodies cannot compile for GPUs).</summary>
 internal static class PeerExpertsCpu
 {

@@ -31,8 +31,19 @@ public sealed class ProductKeyTopKCpuTests
     [TestCase(3, 2, 20, 20, true)]
     [TestCase(9, 5, 33, 16, true)]
     [TestCase(2, 3, 80, 64, true)]
+    // The body's floor (k <= 8, n >= 16): every group size (k = 1, 2, 3..4, 5..8), n at, above and off a multiple of 8, columns
+    // past the last 8-wide block, ties at the floor itself.
+    [TestCase(6, 4, 64, 4, true)]
+    [TestCase(6, 4, 64, 4, false)]
+    [TestCase(5, 3, 16, 1, true)]
+    [TestCase(4, 3, 17, 2, true)]
+    [TestCase(7, 2, 37, 3, true)]
+    [TestCase(3, 4, 100, 5, false)]
+    [TestCase(3, 3, 71, 8, true)]
+    [TestCase(2, 2, 256, 8, false)]
     public void SelectionBodyMatchesPortableKernelBitForBit(int t, int h, int n, int k, bool ties)
     {
+        Assume.That(Devices.Cpu.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable selection");
         float[] Data(int seed) => GradCheck.Rand(t * h * n, seed).Select(v => ties ? MathF.Round(v * 2f) / 2f : v).ToArray();
         var (s1, s2) = (Data(22), Data(23));
         var (fi, fs) = Select(Devices.Cpu, s1, s2, t, h, n, k);
@@ -46,6 +57,41 @@ public sealed class ProductKeyTopKCpuTests
                 .OrderByDescending(p => p.S).ThenBy(p => p.I).Take(k).ToArray();
             Assert.That(pi.Skip(item * k).Take(k), Is.EqualTo(want.Select(p => p.I)), $"item {item}");
         }
+    }
+
+    // Scores the floor must not mislead: rows of one repeated value (every column ties), +0 and -0 mixed (equal, different
+    // bits: each kept score must be its own column's), a NaN in a row (the body then scans as the portable kernel does,
+    // whose result depends on where the NaN falls), infinities.
+    [TestCase(16, 4)]
+    [TestCase(64, 4)]
+    [TestCase(40, 8)]
+    [TestCase(64, 1)]
+    public void SelectionBodyMatchesPortableKernelOnTiesZerosAndNaNs(int n, int k)
+    {
+        Assume.That(Devices.Cpu.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable selection");
+        const int t = 6, h = 2;
+        var rng = new Random(n * 10 + k);
+        float[] Data()
+        {
+            var a = new float[t * h * n];
+            for (int row = 0; row < t * h; row++)
+                for (int c = 0; c < n; c++)
+                    a[row * n + c] = (row % 6) switch
+                    {
+                        0 => 1.5f,
+                        1 => rng.Next(2) == 0 ? 0f : -0f,
+                        2 => c == rng.Next(n) ? float.NaN : rng.Next(-3, 4) * 0.5f,
+                        3 => c % 9 == 4 ? float.NaN : (float)rng.NextDouble(),
+                        4 => rng.Next(4) == 0 ? float.PositiveInfinity : rng.Next(4) == 0 ? float.NegativeInfinity : (float)rng.NextDouble(),
+                        _ => rng.Next(-1, 2) * 0.25f,
+                    };
+            return a;
+        }
+        var (s1, s2) = (Data(), Data());
+        var (fi, fs) = Select(Devices.Cpu, s1, s2, t, h, n, k);
+        var (pi, ps) = Select(Devices.CpuPortable, s1, s2, t, h, n, k);
+        Assert.That(fi, Is.EqualTo(pi), "indices");
+        Assert.That(fs.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(ps.Select(BitConverter.SingleToInt32Bits)), "scores");
     }
 
     // The query's gradient and the halves' copy of device d's launcher: dS, ids [t, h, k] and sub-keys [n, dq/2] -> dq [t, h*dq];
