@@ -3,7 +3,7 @@
 // sums. Expert i = r*n + c. Ties break toward the smaller index at every stage (TopKList.Better), which makes the
 // result exactly the brute-force top-k over all N = n*n full keys (see the argument above SelectKernel). The sub-key
 // scores are computed by the device's matmul; a selection kernel does the rest (on the CPU accelerator the launcher
-// loads its plain-C# body, Cpu/ProductKeyTopKCpu.cs, which gives identical results).
+// loads its plain-C# body, Cpu/ProductKeyTopKCpu.cs, which gives identical results, when the machine has 256-bit vectors).
 // Backward: dense gradient of the query, row-sparse gradients of the retrieved sub-key rows only.
 using ILGPU;
 using ILGPU.Runtime;
