@@ -36,21 +36,30 @@ public sealed class AttentionCpuTests
     }
 
     // Odd sizes: T = 1 (a single key), Dh below, at and across the 8-lane width with scalar tails, B*H > workers; both masks,
-    // and the vision model's short rows (T = 16 and 49 tokens, Dh = 16) without the mask.
+    // and the vision model's short rows (T = 16 and 49 tokens, Dh = 16) without the mask. The last three of each mask
+    // exceed the short-sequence path's stack block ((T + 8) Dh > 4096 floats) and run the row-at-a-time bodies; the others
+    // take the short path (AttentionCpu.ShortRows, asserted).
     [TestCase(1, 1, 8, true)]
     [TestCase(3, 13, 5, true)]
     [TestCase(5, 17, 24, true)]
     [TestCase(2, 70, 37, true)]
     [TestCase(1, 33, 64, true)]
+    [TestCase(2, 60, 72, true)]
+    [TestCase(1, 130, 33, true)]
+    [TestCase(3, 300, 16, true)]
     [TestCase(1, 1, 8, false)]
     [TestCase(3, 13, 5, false)]
     [TestCase(5, 17, 24, false)]
     [TestCase(2, 70, 37, false)]
     [TestCase(7, 16, 16, false)]
     [TestCase(3, 49, 16, false)]
+    [TestCase(2, 60, 72, false)]
+    [TestCase(1, 130, 33, false)]
+    [TestCase(3, 300, 16, false)]
     public void SimdBodiesAgreeWithPortableKernels(int bh, int t, int dh, bool causal)
     {
         Assume.That(D.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable kernels");
+        Assert.That(AttentionCpu.ShortRows(new AttentionShape(t, dh, 1f, causal)), Is.EqualTo((t + 8) * dh <= 4096), "the path this case is meant to take");
         int n = bh * t * dh;
         var q = GradCheck.Rand(n, 11 + dh, 2f);
         var k = GradCheck.Rand(n, 12 + t, 2f);
@@ -59,8 +68,10 @@ public sealed class AttentionCpuTests
         var fast = Run(D, q, k, v, dO, bh, t, dh, causal);
         var portable = Run(P, q, k, v, dO, bh, t, dh, causal);
 
-        // Same loops in the same order; only the Dh-long dot products (8 lanes, then the lanes summed) and the FMA row
-        // updates round differently, so the paths differ by float32 rounding, not bit for bit. Bound per element: every
+        // Row-at-a-time bodies: the same loops in the same order; only the Dh-long dot products (8 lanes, then the lanes summed)
+        // and the FMA row updates round differently. Short-sequence bodies: each dot one FMA per element in order, the softmax
+        // in two passes instead of online, Vector256.Exp (within 3 u of MathF.Exp). Either way the paths differ by float32
+        // rounding, not bit for bit. Bound per element: every
         // score carries at most (Dh + 2) u S absolute error (S the largest scale Σ_c |q_c k_c|), which exp turns into that
         // relative error of each P; each further dot, sum over at most T keys and row update adds (T + Dh + 6) u relative
         // to the sum of absolute terms of the element (Magnitudes). Either path may err that much, hence the 2.
