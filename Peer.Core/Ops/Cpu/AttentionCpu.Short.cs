@@ -35,8 +35,7 @@ internal static partial class AttentionCpu
             Scores(ref Row(ref q0, r, dh), kT, stride, dh, 0, n, s.Scale, p);
             float m = Max(p, 0, n);
             float l = ExpSum(p, 0, n, m);
-            Fill(ref oi, 0f, dh);
-            for (int j = 0; j < n; j++) Axpy(ref oi, p[j], ref Row(ref v0, first + j, dh), dh);
+            WeightedSum(ref oi, p, 0, n, ref Row(ref v0, first, dh), dh);
             Scale(ref oi, 1f / l, dh);
             Unsafe.Add(ref lse0, r) = m + MathF.Log(l);
         }
@@ -77,8 +76,7 @@ internal static partial class AttentionCpu
                 var pj = Vector256.Exp(Vector256.Create(p[j..]) - l);
                 (pj * (Vector256.Create(dp[j..]) - dv) * sc).CopyTo(dp[j..]);
             }
-            Fill(ref dqi, 0f, dh);
-            for (int j = 0; j < n; j++) Axpy(ref dqi, dp[j], ref Row(ref k0, first + j, dh), dh);
+            WeightedSum(ref dqi, dp, 0, n, ref Row(ref k0, first, dh), dh);
         }
     }
 
@@ -121,13 +119,8 @@ internal static partial class AttentionCpu
                 pi.CopyTo(p[i..]);
                 (pi * (Vector256.Create(ds[i..]) - Vector256.Create(seqDelta[i..])) * sc).CopyTo(ds[i..]);
             }
-            Fill(ref dkj, 0f, dh);
-            Fill(ref dvj, 0f, dh);
-            for (int i = lo; i < s.T; i++)
-            {
-                Axpy(ref dkj, ds[i], ref Row(ref q0, first + i, dh), dh);
-                Axpy(ref dvj, p[i], ref Row(ref dO0, first + i, dh), dh);
-            }
+            WeightedSum(ref dkj, ds, lo, s.T, ref Row(ref q0, first, dh), dh);
+            WeightedSum(ref dvj, p, lo, s.T, ref Row(ref dO0, first, dh), dh);
         }
     }
 
@@ -141,18 +134,64 @@ internal static partial class AttentionCpu
         }
     }
 
-    // s[j] = scale Σ_c a[c] xT[c, j] for j in [lo, hi), eight at a time: the last step writes up to 7 entries past hi (inside
-    // the T + 8 padding; never read as scores). Each s[j] sums over c in order, one FMA per c.
+    // s[j] = scale Σ_c a[c] xT[c, j] for j in [lo, hi), sixteen then eight at a time (two independent FMA chains hide the
+    // FMA latency): the last step writes up to 7 entries past hi (inside the T + 8 padding; never read as scores). Each s[j]
+    // sums over c in order, one FMA per c.
     static void Scores(ref float a, Span<float> xT, int stride, int dh, int lo, int hi, float scale, Span<float> s)
     {
         ref float t0 = ref xT[0];
         var sc = Vector256.Create(scale);
-        for (int j = lo; j < hi; j += 8)
+        int j = lo;
+        for (; j + 8 < hi; j += 16)
+        {
+            Vector256<float> acc0 = Vector256<float>.Zero, acc1 = Vector256<float>.Zero;
+            for (int c = 0; c < dh; c++)
+            {
+                var ac = Vector256.Create(Unsafe.Add(ref a, c));
+                acc0 = Vector256.FusedMultiplyAdd(ac, Vector256.LoadUnsafe(ref t0, (nuint)(c * stride + j)), acc0);
+                acc1 = Vector256.FusedMultiplyAdd(ac, Vector256.LoadUnsafe(ref t0, (nuint)(c * stride + j + 8)), acc1);
+            }
+            (acc0 * sc).CopyTo(s[j..]);
+            (acc1 * sc).CopyTo(s[(j + 8)..]);
+        }
+        for (; j < hi; j += 8)
         {
             var acc = Vector256<float>.Zero;
             for (int c = 0; c < dh; c++)
                 acc = Vector256.FusedMultiplyAdd(Vector256.Create(Unsafe.Add(ref a, c)), Vector256.LoadUnsafe(ref t0, (nuint)(c * stride + j)), acc);
             (acc * sc).CopyTo(s[j..]);
+        }
+    }
+
+    // y[c] = Σ_{j in [lo, hi)} w[j] x[j, c] over the rows x[j] = x0 + j dh, each sum in order of j with FMAs; the sums of
+    // sixteen, then eight columns are kept in registers across all j (an Axpy per row would store and reload y every time).
+    static void WeightedSum(ref float y, Span<float> w, int lo, int hi, ref float x0, int dh)
+    {
+        int c = 0;
+        for (; c + 16 <= dh; c += 16)
+        {
+            Vector256<float> a0 = Vector256<float>.Zero, a1 = Vector256<float>.Zero;
+            for (int j = lo; j < hi; j++)
+            {
+                var wj = Vector256.Create(w[j]);
+                ref float xr = ref Row(ref x0, j, dh);
+                a0 = Vector256.FusedMultiplyAdd(wj, Vector256.LoadUnsafe(ref xr, (nuint)c), a0);
+                a1 = Vector256.FusedMultiplyAdd(wj, Vector256.LoadUnsafe(ref xr, (nuint)(c + 8)), a1);
+            }
+            a0.StoreUnsafe(ref y, (nuint)c);
+            a1.StoreUnsafe(ref y, (nuint)(c + 8));
+        }
+        for (; c + 8 <= dh; c += 8)
+        {
+            var a0 = Vector256<float>.Zero;
+            for (int j = lo; j < hi; j++) a0 = Vector256.FusedMultiplyAdd(Vector256.Create(w[j]), Vector256.LoadUnsafe(ref Row(ref x0, j, dh), (nuint)c), a0);
+            a0.StoreUnsafe(ref y, (nuint)c);
+        }
+        for (; c < dh; c++)
+        {
+            float acc = 0f;
+            for (int j = lo; j < hi; j++) acc = MathF.FusedMultiplyAdd(w[j], Unsafe.Add(ref x0, (nint)j * dh + c), acc);
+            Unsafe.Add(ref y, c) = acc;
         }
     }
 
