@@ -2,7 +2,7 @@
 // bodies (AttentionCpu.cs) take one Dh-long dot product per (query, key) pair and sum its eight lanes, which for Dh = 16
 // costs more than the two FMAs it sums, and call MathF.Exp once per pair. Here the sequence's keys (or queries) are
 // first transposed into a [Dh, T + 8] block on the stack, so that one row's scores against eight keys at a time are Dh
-// broadcast FMAs with no lane sums, and the exponentials are Vector256.Exp over eight scores (within 3 u of MathF.Exp,
+// broadcast FMAs with no lane sums, and the exponentials are Vector256.Exp over eight scores (exp(0) set to 1 exactly; within 3 u of MathF.Exp,
 // ActivationsCpu.cs). With all of a row's scores at hand the softmax is taken in two passes (maximum, then exponentials and
 // their sum) instead of online; the result is the portable kernels' (Attention.cs) up to float32 rounding, which
 // AttentionCpuTests bounds element by element. Used when the transposed blocks fit the stack (ShortRows).
@@ -63,7 +63,7 @@ internal static partial class AttentionCpu
             loaded = first;
             ref float gi = ref Row(ref dO0, r, dh);
             ref float dqi = ref Row(ref dQ0, r, dh);
-            float di = Dot(ref gi, ref Row(ref o0, r, dh), dh);
+            float di = DotInOrder(ref gi, ref Row(ref o0, r, dh), dh);
             Unsafe.Add(ref delta0, r) = di;
             Scores(ref Row(ref q0, r, dh), kT, stride, dh, 0, n, s.Scale, p);
             Scores(ref gi, vT, stride, dh, 0, n, 1f, dp);
@@ -73,7 +73,7 @@ internal static partial class AttentionCpu
             var sc = Vector256.Create(s.Scale);
             for (int j = 0; j < n; j += 8)
             {
-                var pj = Vector256.Exp(Vector256.Create(p[j..]) - l);
+                var pj = Exp(Vector256.Create(p[j..]) - l);
                 (pj * (Vector256.Create(dp[j..]) - dv) * sc).CopyTo(dp[j..]);
             }
             WeightedSum(ref dqi, dp, 0, n, ref Row(ref k0, first, dh), dh);
@@ -115,7 +115,7 @@ internal static partial class AttentionCpu
             var sc = Vector256.Create(s.Scale);
             for (int i = lo; i < s.T; i += 8)
             {
-                var pi = Vector256.Exp(Vector256.Create(p[i..]) - Vector256.Create(seqLse[i..]));
+                var pi = Exp(Vector256.Create(p[i..]) - Vector256.Create(seqLse[i..]));
                 pi.CopyTo(p[i..]);
                 (pi * (Vector256.Create(ds[i..]) - Vector256.Create(seqDelta[i..])) * sc).CopyTo(ds[i..]);
             }
@@ -207,9 +207,26 @@ internal static partial class AttentionCpu
     static float ExpSum(Span<float> s, int lo, int hi, float m)
     {
         var mv = Vector256.Create(m);
-        for (int j = lo; j < hi; j += 8) Vector256.Exp(Vector256.Create(s[j..]) - mv).CopyTo(s[j..]);
+        for (int j = lo; j < hi; j += 8) Exp(Vector256.Create(s[j..]) - mv).CopyTo(s[j..]);
         float l = 0f;
         for (int j = lo; j < hi; j++) l += s[j];
         return l;
+    }
+
+    // Vector256.Exp with exp(0) = 1 exactly (Vector256.Exp(0) is 1.0000001): the row's largest score then weighs exactly 1, so
+    // that a row with one key (a single token, or the first query under the mask) gets o = v and lse = its score bit for bit,
+    // and its backward p = 1 and dS = 0 exactly, as the portable kernels (MathF.Exp) give; otherwise the rounding of exp(0)
+    // leaves dQ and dK of such rows small non-zero values where they are zero.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> Exp(Vector256<float> x) =>
+        Vector256.ConditionalSelect(Vector256.Equals(x, Vector256<float>.Zero), Vector256<float>.One, Vector256.Exp(x));
+
+    // Σ_c a[c] b[c], one FMA per c in order: the same rounding as Scores' lanes, so that delta_i = dO_i · o_i equals dO_i · v_j
+    // bit for bit when o_i = v_j (a single key), and dS_ij = p (dO_i · v_j - delta_i) scale is exactly 0 there.
+    static float DotInOrder(ref float a, ref float b, int n)
+    {
+        float acc = 0f;
+        for (int c = 0; c < n; c++) acc = MathF.FusedMultiplyAdd(Unsafe.Add(ref a, c), Unsafe.Add(ref b, c), acc);
+        return acc;
     }
 }
