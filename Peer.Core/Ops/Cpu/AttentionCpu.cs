@@ -3,7 +3,7 @@
 // softmax with the running maximum and sum, log-sum-exp saved; backward recomputes P from it), but every
 // Dh-long dot product and row update is a Vector256 FMA loop over refs. Measured reason: the portable
 // attention took ~53% of a tiny-preset training step on the CPU accelerator (~0.2 GFLOP/s through the
-// ArrayView indexer). Never compiled for GPUs.
+// ArrayView indexer). Short sequences take the transposed path of AttentionCpu.Short.cs instead. Never compiled for GPUs.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using ILGPU;
@@ -14,7 +14,7 @@ namespace Peer;
 
 /// <summary>SIMD attention (causal or not) over CPU memory and the kernels that call it, which <see cref="AttentionKernels"/> loads in
 /// place of its portable kernels on the CPU accelerator with 256-bit vectors (the bodies cannot compile for GPUs).</summary>
-internal static class AttentionCpu
+internal static partial class AttentionCpu
 {
     // q, k, v: [B*H*T, Dh] -> o: [B*H*T, Dh], lse: [B*H*T]; one index per worker, whose chunks of query rows the body processes
     internal static void ForwardKernel(Index1D w, Work work, AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> o, ArrayView<float> lse)
@@ -42,6 +42,11 @@ internal static class AttentionCpu
     [External("peer_attention_forward_cpu")]
     public static void Forward(AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> o, ArrayView<float> lse, int start, int end)
     {
+        if (ShortRows(s))
+        {
+            ForwardShort(s, q, k, v, o, lse, start, end);
+            return;
+        }
         int dh = s.Dh;
         ref float q0 = ref CpuView.First(q), k0 = ref CpuView.First(k), v0 = ref CpuView.First(v), o0 = ref CpuView.First(o), lse0 = ref lse[0];
         for (int r = start; r < end; r++)
@@ -75,6 +80,11 @@ internal static class AttentionCpu
     public static void BackwardQuery(AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> o, ArrayView<float> dO,
         ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> dQ, int start, int end)
     {
+        if (ShortRows(s))
+        {
+            BackwardQueryShort(s, q, k, v, o, dO, lse, delta, dQ, start, end);
+            return;
+        }
         int dh = s.Dh;
         ref float q0 = ref CpuView.First(q), k0 = ref CpuView.First(k), v0 = ref CpuView.First(v), o0 = ref CpuView.First(o), dO0 = ref CpuView.First(dO);
         ref float lse0 = ref lse[0], delta0 = ref delta[0], dQ0 = ref CpuView.First(dQ);
@@ -102,6 +112,11 @@ internal static class AttentionCpu
     public static void BackwardKey(AttentionShape s, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dO,
         ArrayView<float> lse, ArrayView<float> delta, ArrayView<float> dK, ArrayView<float> dV, int start, int end)
     {
+        if (ShortRows(s))
+        {
+            BackwardKeyShort(s, q, k, v, dO, lse, delta, dK, dV, start, end);
+            return;
+        }
         int dh = s.Dh;
         ref float q0 = ref CpuView.First(q), k0 = ref CpuView.First(k), v0 = ref CpuView.First(v), dO0 = ref CpuView.First(dO);
         ref float lse0 = ref lse[0], delta0 = ref delta[0], dK0 = ref CpuView.First(dK), dV0 = ref CpuView.First(dV);

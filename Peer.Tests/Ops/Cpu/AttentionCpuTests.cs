@@ -1,3 +1,5 @@
+using ILGPU.Runtime;
+
 namespace Peer.Tests.Ops.Cpu;
 
 /// <summary>The CPU SIMD attention bodies (loaded on <see cref="Devices.Cpu"/>) against the portable kernels (the definition,
@@ -12,7 +14,8 @@ public sealed class AttentionCpuTests
     sealed record Outputs(float[] O, float[] Lse, float[] Delta, float[] DQ, float[] DK, float[] DV);
 
     // Forward and both backward kernels on [bh * t, dh] rows, as device d's launcher loads them.
-    static Outputs Run(Device d, float[] q, float[] k, float[] v, float[] dO, int bh, int t, int dh, bool causal)
+    // dirt: when non-zero, the outputs start filled with random values of that seed instead of whatever the pool held.
+    static Outputs Run(Device d, float[] q, float[] k, float[] v, float[] dO, int bh, int t, int dh, bool causal, int dirt = 0)
     {
         using var s = Scope.Begin();
         var kern = d.Get(static d => new AttentionKernels(d));
@@ -22,12 +25,18 @@ public sealed class AttentionCpuTests
         var tk = Tensor.FromArray(d, k, rows, dh);
         var tv = Tensor.FromArray(d, v, rows, dh);
         var tg = Tensor.FromArray(d, dO, rows, dh);
-        var o = Tensor.Empty(d, DType.F32, rows, dh);
-        var lse = Tensor.Empty(d, DType.F32, rows);
-        var delta = Tensor.Empty(d, DType.F32, rows);
-        var dq = Tensor.Empty(d, DType.F32, rows, dh);
-        var dk = Tensor.Empty(d, DType.F32, rows, dh);
-        var dv = Tensor.Empty(d, DType.F32, rows, dh);
+        Tensor Out(params int[] shape)
+        {
+            var x = Tensor.Empty(d, DType.F32, shape);
+            if (dirt != 0) x.View.SubView(0, x.Length).CopyFromCPU(GradCheck.Rand((int)x.Length, dirt++, 1e3f));
+            return x;
+        }
+        var o = Out(rows, dh);
+        var lse = Out(rows);
+        var delta = Out(rows);
+        var dq = Out(rows, dh);
+        var dk = Out(rows, dh);
+        var dv = Out(rows, dh);
         var w = d.Split(rows);
         kern.Forward(w.Workers, w, shape, tq.View, tk.View, tv.View, o.View, lse.View);
         kern.BackwardQuery(w.Workers, w, shape, tq.View, tk.View, tv.View, o.View, tg.View, lse.View, delta.View, dq.View);
@@ -36,21 +45,118 @@ public sealed class AttentionCpuTests
     }
 
     // Odd sizes: T = 1 (a single key), Dh below, at and across the 8-lane width with scalar tails, B*H > workers; both masks,
-    // and the vision model's short rows (T = 16 and 49 tokens, Dh = 16) without the mask.
+    // and the vision model's short rows (T = 16 and 49 tokens, Dh = 16) without the mask. The last three of each mask
+    // exceed the short-sequence path's stack block ((T + 8) Dh > 4096 floats) and run the row-at-a-time bodies; the others
+    // take the short path (AttentionCpu.ShortRows, asserted).
     [TestCase(1, 1, 8, true)]
     [TestCase(3, 13, 5, true)]
     [TestCase(5, 17, 24, true)]
     [TestCase(2, 70, 37, true)]
     [TestCase(1, 33, 64, true)]
+    [TestCase(2, 60, 72, true)]
+    [TestCase(1, 130, 33, true)]
+    [TestCase(3, 300, 16, true)]
     [TestCase(1, 1, 8, false)]
     [TestCase(3, 13, 5, false)]
     [TestCase(5, 17, 24, false)]
     [TestCase(2, 70, 37, false)]
     [TestCase(7, 16, 16, false)]
     [TestCase(3, 49, 16, false)]
+    [TestCase(2, 60, 72, false)]
+    [TestCase(1, 130, 33, false)]
+    [TestCase(3, 300, 16, false)]
     public void SimdBodiesAgreeWithPortableKernels(int bh, int t, int dh, bool causal)
     {
         Assume.That(D.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable kernels");
+        Assert.That(AttentionCpu.ShortRows(new AttentionShape(t, dh, 1f, causal)), Is.EqualTo((t + 8) * dh <= 4096), "the path this case is meant to take");
+        AgreeWithPortable(bh, t, dh, causal);
+    }
+
+    // The short-sequence path at every kind of length against the 8-lane width (below it, at one more or one less than a
+    // multiple, the 16-key step and its 8-key tail) and the head sizes that step its FMA columns 16 and 8 at a time.
+    [Test]
+    public void ShortPathAgreesWithPortableKernelsAtEveryLengthAndWidth([Values(1, 2, 3, 7, 9, 15, 17, 33, 49)] int t,
+        [Values(8, 16, 24, 32)] int dh, [Values] bool causal)
+    {
+        Assume.That(D.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable kernels");
+        Assert.That(AttentionCpu.ShortRows(new AttentionShape(t, dh, 1f, causal)), Is.True, "a short-path case");
+        AgreeWithPortable(3, t, dh, causal);
+    }
+
+    // A row that sees one key (every row at T = 1, the first query of each sequence under the mask) has softmax weight 1
+    // exactly: o = v, dV = dO (at T = 1), and dS = p (dO·v - dO·o) scale = 0, so dQ = dK = 0 exactly on that path.
+    // The portable kernels give exactly that; the short path must too (with exp(0) rounded to 1.0000001 and delta summed in
+    // another order than dO·v it left dQ and dK tiny non-zero values, which a resumed training run could not repeat bit for
+    // bit once the global-norm clipping summed them in another order). Also bit-equal to the portable kernels there.
+    [TestCase(1, 8, false)]
+    [TestCase(1, 16, false)]
+    [TestCase(1, 12, true)]
+    [TestCase(5, 8, true)]
+    public void RowsWithOneKeyAreExact(int t, int dh, bool causal)
+    {
+        Assume.That(D.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable kernels");
+        int bh = 37, n = bh * t * dh;
+        var q = GradCheck.Rand(n, 41, 2f);
+        var k = GradCheck.Rand(n, 42, 2f);
+        var v = GradCheck.Rand(n, 43);
+        var dO = GradCheck.Rand(n, 44);
+        var fast = Run(D, q, k, v, dO, bh, t, dh, causal);
+        var portable = Run(P, q, k, v, dO, bh, t, dh, causal);
+        for (int b = 0; b < bh; b++)
+        {
+            int r = b * t; // the sequence's first row sees key 0 alone (t = 1, or the mask)
+            for (int c = 0; c < dh; c++)
+            {
+                int e = r * dh + c;
+                Assert.That(fast.O[e], Is.EqualTo(v[e]), $"o, row {r}");
+                Assert.That(fast.DQ[e], Is.EqualTo(0f), $"dQ, row {r}");
+                if (t > 1) continue; // key 0 is seen by the later queries too
+                Assert.That(fast.DV[e], Is.EqualTo(dO[e]), $"dV, row {r}");
+                Assert.That(fast.DK[e], Is.EqualTo(0f), $"dK, row {r}");
+            }
+        }
+        if (t == 1)
+        {
+            Assert.That(fast.O, Is.EqualTo(portable.O));
+            Assert.That(fast.DQ, Is.EqualTo(portable.DQ));
+            Assert.That(fast.DK, Is.EqualTo(portable.DK));
+            Assert.That(fast.DV, Is.EqualTo(portable.DV));
+        }
+    }
+
+    // The bodies' stack blocks (skipped initialisation) and the output tensors hold whatever was there before; lanes past T
+    // must never reach a result. The same inputs, run with different values in the outputs beforehand and after calls of
+    // other shapes (which leave their own values on the workers' stacks), give the same bits.
+    [TestCase(1, 8, false)]
+    [TestCase(3, 8, true)]
+    [TestCase(9, 16, false)]
+    [TestCase(17, 24, true)]
+    [TestCase(49, 16, false)]
+    public void ResultsDoNotDependOnWhatTheBuffersHeld(int t, int dh, bool causal)
+    {
+        Assume.That(D.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable kernels");
+        int bh = 64, n = bh * t * dh;
+        var q = GradCheck.Rand(n, 51, 2f);
+        var k = GradCheck.Rand(n, 52, 2f);
+        var v = GradCheck.Rand(n, 53);
+        var dO = GradCheck.Rand(n, 54);
+        var first = Run(D, q, k, v, dO, bh, t, dh, causal, dirt: 100);
+        foreach (var (ot, odh) in new[] { (49, 16), (40, 24), (7, 32) })
+        {
+            int m = 32 * ot * odh;
+            Run(D, GradCheck.Rand(m, 61, 50f), GradCheck.Rand(m, 62, 50f), GradCheck.Rand(m, 63, 1e4f), GradCheck.Rand(m, 64, 1e4f), 32, ot, odh, !causal);
+        }
+        var second = Run(D, q, k, v, dO, bh, t, dh, causal, dirt: 200);
+        Assert.That(second.O, Is.EqualTo(first.O));
+        Assert.That(second.Lse, Is.EqualTo(first.Lse));
+        Assert.That(second.Delta, Is.EqualTo(first.Delta));
+        Assert.That(second.DQ, Is.EqualTo(first.DQ));
+        Assert.That(second.DK, Is.EqualTo(first.DK));
+        Assert.That(second.DV, Is.EqualTo(first.DV));
+    }
+
+    void AgreeWithPortable(int bh, int t, int dh, bool causal)
+    {
         int n = bh * t * dh;
         var q = GradCheck.Rand(n, 11 + dh, 2f);
         var k = GradCheck.Rand(n, 12 + t, 2f);
@@ -59,8 +165,10 @@ public sealed class AttentionCpuTests
         var fast = Run(D, q, k, v, dO, bh, t, dh, causal);
         var portable = Run(P, q, k, v, dO, bh, t, dh, causal);
 
-        // Same loops in the same order; only the Dh-long dot products (8 lanes, then the lanes summed) and the FMA row
-        // updates round differently, so the paths differ by float32 rounding, not bit for bit. Bound per element: every
+        // Row-at-a-time bodies: the same loops in the same order; only the Dh-long dot products (8 lanes, then the lanes summed)
+        // and the FMA row updates round differently. Short-sequence bodies: each dot one FMA per element in order, the softmax
+        // in two passes instead of online, Vector256.Exp (within 3 u of MathF.Exp). Either way the paths differ by float32
+        // rounding, not bit for bit. Bound per element: every
         // score carries at most (Dh + 2) u S absolute error (S the largest scale Σ_c |q_c k_c|), which exp turns into that
         // relative error of each P; each further dot, sum over at most T keys and row update adds (T + Dh + 6) u relative
         // to the sum of absolute terms of the element (Magnitudes). Either path may err that much, hence the 2.
