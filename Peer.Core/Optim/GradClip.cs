@@ -5,9 +5,10 @@
 // clipping factor, which the scaling kernels read on the device: clipping never waits for the device. Dense grads and
 // RowSparseGrad values both count. These kernels are the definition; on the CPU accelerator the launcher loads the SIMD
 // bodies of Cpu/GradClipCpu.cs (Device.Choose; the same sum to rounding, the same scaling bit for bit).
-// Gradients lying side by side in one buffer (an optimizer's parameter arena, ParameterArena.cs) are read as one
-// tensor: a launch per run instead of per parameter. That changes which worker sums which elements, so the norm may
-// differ from the per-parameter sum in its last bits.
+// The sum of squares takes one launch per gradient, so which worker sums which elements depends on each gradient's
+// length alone: the norm has the same bits wherever the gradients lie (a resumed trainer lays them out differently from
+// the one it continues). The scaling, exact element by element, reads gradients lying side by side in one buffer (an
+// optimizer's parameter arena, ParameterArena.cs) as one tensor: a launch per run instead of per parameter.
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -147,17 +148,21 @@ public static class GradClip
         return grads;
     }
 
-    // Launches the norm and, unless scale is false, the scaling over the gradients' runs; the caller holds the lock on k.
+    // Launches the norm over the gradients one by one and, unless scale is false, the scaling over their runs; the caller
+    // holds the lock on k.
     static void Clip(Device d, ClipKernels k, List<Tensor> gradients, float maxNorm, bool scale = true)
     {
-        var grads = Runs(gradients);
+        SumSquares(d, k, gradients);
+        k.RunFinal(k.Scratch.View, k.Workers, maxNorm);
+        if (!scale) return;
+        var runs = Runs(gradients);
         try
         {
-            ClipRuns(d, k, grads, maxNorm, scale);
+            Scale(d, k, runs, k.Scratch.View.SubView(2 * k.Workers + 1, 1));
         }
         finally
         {
-            foreach (var r in grads) if (!gradients.Contains(r)) r.Dispose();
+            foreach (var r in runs) if (!gradients.Contains(r)) r.Dispose();
         }
     }
 
@@ -176,13 +181,6 @@ public static class GradClip
             i = j;
         }
         return runs;
-    }
-
-    static void ClipRuns(Device d, ClipKernels k, List<Tensor> grads, float maxNorm, bool scale)
-    {
-        SumSquares(d, k, grads);
-        k.RunFinal(k.Scratch.View, k.Workers, maxNorm);
-        if (scale) Scale(d, k, grads, k.Scratch.View.SubView(2 * k.Workers + 1, 1));
     }
 
     // The compensated per-worker partial sums of squares of every gradient, carried across all of them in order.
