@@ -1,7 +1,6 @@
 // A non-finite loss or gradient stops training at the step it appears, before the optimizer applies it, with a
 // message naming the step (found at the next read of the device: here the step's loss); the last checkpoint stays as it was. Checked with clipping on (the norm it computes
 // anyway) and off (the trainer then computes the norm itself).
-using ILGPU.Runtime;
 using Peer.Training;
 using static Peer.Tests.Training.CliHarness;
 
@@ -20,9 +19,7 @@ public sealed class DivergenceTests
         using var trainer = new Trainer(device, micro with { Train = micro.Train with { ClipNorm = clip } }, data);
         trainer.Step();
         var (_, weight) = trainer.Model.NamedParameters().First(p => p.Name == "blocks.0.norm1.weight");
-        var values = weight.ToArray();
-        values[3] = float.PositiveInfinity;
-        weight.View.SubView(0, values.Length).CopyFromCPU(values);
+        TrainingFixtures.SetElement(weight, 3, float.PositiveInfinity);
         var before = trainer.Model.NamedParameters().Where(p => p.Name != "blocks.0.norm1.weight").ToDictionary(p => p.Name, p => p.Tensor.ToArray());
         Assert.That(() => trainer.Step().Loss, Throws.TypeOf<TrainingDivergedException>().With.Message.Contains("step 2"));
         Assert.That(trainer.StepCount, Is.EqualTo(1), "the step was not counted");
@@ -106,9 +103,7 @@ public sealed class DivergenceTests
             trainer.Step();
             // An expert row no token retrieved: the loss and the gradients stay finite, the parameters do not.
             var (_, table) = trainer.Model.NamedParameters().First(p => p.Name.EndsWith("experts.up", StringComparison.Ordinal));
-            var values = table.ToArray();
-            values[^1] = float.NaN;
-            table.View.SubView(0, values.Length).CopyFromCPU(values);
+            TrainingFixtures.SetElement(table, ^1, float.NaN);
             Assert.That(() => Checkpoint.Save(trainer, dir), Throws.TypeOf<TrainingDivergedException>()
                 .With.Message.Contains("after step 2").And.Message.Contains("experts.up").And.Message.Contains("NaN"));
             Assert.That(CliHarness.Snapshot(dir), Is.EqualTo(before), "the step-1 checkpoint is as it was, and no temporary folder is left");

@@ -1,5 +1,6 @@
 // Shared set-up of the training tests: a micro model (a few milliseconds per step) and a slice of the
 // built-in corpus written to a temporary file, so tests exercise the real paths without the full corpus.
+using ILGPU.Runtime;
 using Peer.Training;
 
 namespace Peer.Tests.Training;
@@ -7,6 +8,15 @@ namespace Peer.Tests.Training;
 static class TrainingFixtures
 {
     static readonly Lazy<string> Text = new(() => Corpus.Load(null).Text[..120_000]);
+
+    /// <summary>Writes <paramref name="value"/> into element <paramref name="at"/> of <paramref name="t"/> (F32) on its device, as a bad
+    /// update would: the divergence tests poison a parameter with it.</summary>
+    public static void SetElement(Tensor t, Index at, float value)
+    {
+        var values = t.ToArray();
+        values[at] = value;
+        t.View.SubView(0, values.Length).CopyFromCPU(values);
+    }
 
     /// <summary>A slice of the built-in corpus.</summary>
     public static Corpus SmallCorpus => new("small", Text.Value);

@@ -119,12 +119,8 @@ sealed class TrainLoop(Trainer trainer, string runDir, TextWriter output, Cancel
     }
 
     // One line: which step, what was not finite, what happened to it, and that the last checkpoint is as it was.
-    TrainingDivergedException Stopped(TrainingDivergedException e, string consequence)
-    {
-        string kept = hasCheckpoint ? $"the last checkpoint, step {lastCheckpoint}, is unchanged in {runDir}" : "no checkpoint was written";
-        return new TrainingDivergedException($"training stopped: {e.Message}; {consequence}; {kept}. "
-            + $"Lower train.learning_rate or train.weight_decay{(trainer.Config.Train.ClipNorm > 0 ? "" : ", or set train.clip_norm,")} and start a new run (another --out)", e.Step);
-    }
+    TrainingDivergedException Stopped(TrainingDivergedException e, string consequence) =>
+        TrainingDivergedException.Stopped(e, consequence, hasCheckpoint ? lastCheckpoint : null, runDir, trainer.Config.Train.ClipNorm > 0);
 
     void Loop(List<MetricRow> rows, double unigram, Action<MetricRow, string?> report, Action<int, int> finalProgress)
     {

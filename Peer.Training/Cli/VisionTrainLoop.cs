@@ -118,9 +118,7 @@ sealed class VisionTrainLoop(VisionTrainer trainer, string runDir, TextWriter ou
             }
             catch (TrainingDivergedException e)
             {
-                string kept = lastCheckpoint > 0 ? $"the last checkpoint, step {lastCheckpoint}, is unchanged in {runDir}" : "no checkpoint was written";
-                throw new TrainingDivergedException($"training stopped: {e.Message}; the step was not applied; {kept}. "
-                    + "Lower train.learning_rate" + (cfg.ClipNorm > 0 ? "" : ", or set train.clip_norm,") + " and start a new run (another --out)", e.Step);
+                throw TrainingDivergedException.Stopped(e, "the step was not applied", lastCheckpoint > 0 ? lastCheckpoint : null, runDir, cfg.ClipNorm > 0);
             }
             bool final = s.Step == cfg.Steps, evaluate = final || (cfg.EvalEvery > 0 && s.Step % cfg.EvalEvery == 0);
             var val = evaluate && trainer.Data.Validation.Count > 0 ? trainer.Evaluate(trainer.Data.Validation) : null;

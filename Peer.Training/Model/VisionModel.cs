@@ -67,9 +67,7 @@ public sealed class VisionModel : Module
     public Tensor Patches(Tensor images)
     {
         int size = Config.ImageSize;
-        Check.DType(images, DType.F32, nameof(images));
-        Check.That(images.Rank == 2 && images.Shape[1] == size * size, nameof(images), images.Shape, $"[B, {size * size}] ({size}x{size} pixels per image)");
-        var pixels = images.Detach();
+        var pixels = images.Detach(); // the first PatchWindows checks it is F32 [B, size * size]
         if (stemWeight is not null)
         {
             // The convolution: the k x k window around every pixel, then one Linear + GELU over it; rows are pixels, so the

@@ -11,6 +11,16 @@ public sealed class TrainingDivergedException(string message, int step) : Except
 
     /// <summary>A non-finite value in words: NaN, infinity or -infinity.</summary>
     internal static string Words(double v) => double.IsNaN(v) ? "NaN" : v > 0 ? "infinity" : "-infinity";
+
+    /// <summary>The one line a training command stops with: which step, what was not finite, what happened to it
+    /// (<paramref name="consequence"/>), that the last checkpoint (step <paramref name="lastCheckpoint"/>, or none) is as it was,
+    /// and what to change.</summary>
+    internal static TrainingDivergedException Stopped(TrainingDivergedException e, string consequence, int? lastCheckpoint, string runDir, bool clips)
+    {
+        string kept = lastCheckpoint is { } step ? $"the last checkpoint, step {step}, is unchanged in {runDir}" : "no checkpoint was written";
+        return new TrainingDivergedException($"training stopped: {e.Message}; {consequence}; {kept}. "
+            + $"Lower train.learning_rate or train.weight_decay{(clips ? "" : ", or set train.clip_norm,")} and start a new run (another --out)", e.Step);
+    }
 }
 
 /// <summary>What one optimizer step did.</summary>

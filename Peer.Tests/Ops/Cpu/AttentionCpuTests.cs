@@ -44,6 +44,10 @@ public sealed class AttentionCpuTests
         return new Outputs(o.ToArray(), lse.ToArray(), delta.ToArray(), dq.ToArray(), dk.ToArray(), dv.ToArray());
     }
 
+    // q, k (spread 2) and v, dO (spread 1) of n values each, from seeds seed .. seed + 3.
+    static (float[] Q, float[] K, float[] V, float[] DO) Inputs(int n, int seed) =>
+        (GradCheck.Rand(n, seed, 2f), GradCheck.Rand(n, seed + 1, 2f), GradCheck.Rand(n, seed + 2), GradCheck.Rand(n, seed + 3));
+
     // Odd sizes: T = 1 (a single key), Dh below, at and across the 8-lane width with scalar tails, B*H > workers; both masks,
     // and the vision model's short rows (T = 16 and 49 tokens, Dh = 16) without the mask. The last three of each mask
     // exceed the short-sequence path's stack block ((T + 8) Dh > 4096 floats) and run the row-at-a-time bodies; the others
@@ -96,10 +100,7 @@ public sealed class AttentionCpuTests
     {
         Assume.That(D.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable kernels");
         int bh = 37, n = bh * t * dh;
-        var q = GradCheck.Rand(n, 41, 2f);
-        var k = GradCheck.Rand(n, 42, 2f);
-        var v = GradCheck.Rand(n, 43);
-        var dO = GradCheck.Rand(n, 44);
+        var (q, k, v, dO) = Inputs(n, 41);
         var fast = Run(D, q, k, v, dO, bh, t, dh, causal);
         var portable = Run(P, q, k, v, dO, bh, t, dh, causal);
         for (int b = 0; b < bh; b++)
@@ -136,10 +137,7 @@ public sealed class AttentionCpuTests
     {
         Assume.That(D.CpuBodyBits, Is.GreaterThanOrEqualTo(256), "no 256-bit vector unit: the CPU device loads the portable kernels");
         int bh = 64, n = bh * t * dh;
-        var q = GradCheck.Rand(n, 51, 2f);
-        var k = GradCheck.Rand(n, 52, 2f);
-        var v = GradCheck.Rand(n, 53);
-        var dO = GradCheck.Rand(n, 54);
+        var (q, k, v, dO) = Inputs(n, 51);
         var first = Run(D, q, k, v, dO, bh, t, dh, causal, dirt: 100);
         foreach (var (ot, odh) in new[] { (49, 16), (40, 24), (7, 32) })
         {
