@@ -118,14 +118,27 @@ public static partial class Ops
             var db = Tensor.Empty(d, DType.F32, outF);
             if (outF > 0)
             {
+                // The fused kernel gives each worker a chunk of columns: with fewer than NarrowColumns per worker (a stem's 16
+                // channels over 100k pixels) it leaves workers idle or pays per row for a few floats, so the gradient runs as
+                // the unfused pair instead, an element-wise map over all of dz and the column sums (the same values).
                 var w = d.Split(outF);
-                k.BiasActivationBackward[(int)act](w.Workers, w, z.View, g.View, dz.View, db.View, rows);
+                if (outF >= NarrowColumns * w.Workers)
+                    k.BiasActivationBackward[(int)act](w.Workers, w, z.View, g.View, dz.View, db.View, rows);
+                else
+                {
+                    var we = d.Split(rows * outF);
+                    if (we.N > 0) d.Get(static d => new ActivationKernels(d)).Backward[(int)act](we.Workers, we, z.View, g.View, dz.View);
+                    k.ColumnSums(w.Workers, w, dz.View, db.View, rows);
+                }
             }
             LinearMatMulGradients(dz, x, weight, rows, outF, inF);
             Tape.Accumulate(bias, db);
         }, z);
         return y;
     }
+
+    /// <summary>Columns per worker below which <see cref="LinearActivation"/>'s gradient runs as two launches (see there).</summary>
+    internal const int NarrowColumns = 32;
 
     // Validates Linear's operands (bias optional) and returns (rows, out, in).
     static (int Rows, int Out, int In) CheckLinear(Tensor x, Tensor weight, Tensor? bias)

@@ -4,7 +4,8 @@
 // as overlapping patch embeddings do; with p = 1 every pixel gets the window around it, so a Linear after it is a
 // convolution (a convolutional stem). A gather, one token (output row) per work item. Differentiable: the backward
 // gathers, for each input element, the gradients of the window entries that copied it (one image row per work item, in
-// window order: deterministic, no atomics).
+// window order: deterministic, no atomics). On the CPU accelerator the launcher loads run-copy bodies instead
+// (Cpu/PatchWindowsCpu.cs, identical bits).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -57,7 +58,8 @@ internal readonly struct PatchWindowShape(int height, int width, int patch, int 
     public readonly int Height = height, Width = width, Patch = patch, Window = window, Channels = channels;
 }
 
-/// <summary>Kernels of <see cref="Ops.PatchWindows"/>.</summary>
+/// <summary>Kernels of <see cref="Ops.PatchWindows"/>: the portable kernels below, or the run-copy bodies' kernels
+/// (Cpu/PatchWindowsCpu.cs) on the CPU accelerator.</summary>
 internal sealed class PatchWindowKernels
 {
     public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, PatchWindowShape, float> Gather;
@@ -65,8 +67,8 @@ internal sealed class PatchWindowKernels
 
     public PatchWindowKernels(Device d)
     {
-        Gather = d.LoadKernel(GatherKernel);
-        Backward = d.LoadKernel(BackwardKernel);
+        Gather = d.LoadKernel(GatherKernel, PatchWindowsCpu.GatherKernel, 0);
+        Backward = d.LoadKernel(BackwardKernel, PatchWindowsCpu.BackwardKernel, 0);
     }
 
     // x: [B, H*W*C] -> y: [B*P, w*w*C], P = (H/p)(W/p); one output row (token) per item, its window copied row by row

@@ -69,6 +69,17 @@ public sealed class LinearActivationTests(string backend)
         GradCheck.Check(D, t => Fused(act, t[0], t[1], t[2]),
             [(GradCheck.Rand(2 * 3 * 4, 4), [2, 3, 4]), (GradCheck.Rand(5 * 4, 5), [5, 4]), (GradCheck.Rand(5, 6), [5])]);
 
+    // Outputs at least Ops.NarrowColumns wide per worker take the fused column kernel for the gradient, narrower ones the
+    // element-wise map and the column sums (Linear.cs): both against finite differences (on 2 to 8 CPU workers the wide case is
+    // the fused kernel; where the device has more workers, both cases are the pair).
+    [Test]
+    public void GradientsMatchFiniteDifferencesNarrowAndWide([Values] bool wide)
+    {
+        int outF = wide ? Math.Min(Peer.Ops.NarrowColumns * D.Split(1 << 20).Workers, 256) : 3;
+        GradCheck.Check(D, t => Fused(Act.Gelu, t[0], t[1], t[2]),
+            [(GradCheck.Rand(3 * 4, 9), [3, 4]), (GradCheck.Rand(outF * 4, 10), [outF, 4]), (GradCheck.Rand(outF, 11), [outF])]);
+    }
+
     [Test]
     public void ReluGradientsMatchFiniteDifferencesAwayFromTheKink()
     {
