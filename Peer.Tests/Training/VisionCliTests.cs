@@ -72,6 +72,23 @@ public sealed class VisionCliTests
     }
 
     [Test]
+    public void EvalFlipScoresTheTestImagesWithTheirMirrorsAndReportsBoth()
+    {
+        var c = SyntheticImages.Config(steps: 20, validation: 100);
+        File.WriteAllText(config, (c with { Train = c.Train with { AugmentFlip = true, EvalFlip = true } }).ToJson());
+        string run = Path.Combine(dir, "flip");
+        var r = Peer("vision", "train", "--config", config, "--data", data, "--out", run);
+        Assert.That(r.Code, Is.EqualTo(0), r.Err + r.Out);
+        Assert.That(r.Out, Does.Contain("evaluation scores each image with its mirror image"));
+        var m = System.Text.RegularExpressions.Regex.Match(r.Out, @"each scored with its mirror image \(eval_flip; the images alone: (\d+\.\d\d) ?%\)");
+        Assert.That(m.Success, r.Out);
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(run, "test.json")));
+        Assert.That(json.RootElement.GetProperty("flip_averaged").GetBoolean(), Is.True);
+        double alone = json.RootElement.GetProperty("accuracy_images_alone").GetDouble();
+        Assert.That(100 * alone, Is.EqualTo(double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).Within(0.006));
+    }
+
+    [Test]
     public void CtrlCSavesACheckpointThatResumeContinuesWithTheSameLosses()
     {
         string straight = Path.Combine(dir, "straight"), stopped = Path.Combine(dir, "stopped");

@@ -153,6 +153,50 @@ public sealed class VisionTests
     }
 
     [Test]
+    public void FlipAveragedEvaluationScoresTheMeanLogitsOfEachImageAndItsMirror()
+    {
+        var t = Trained.Value;
+        var split = t.Data.Test;
+        var got = t.Evaluate(split, flip: true);
+        Assert.That(got.FlipAveraged, Is.True);
+        Assert.That(t.Evaluate(split).FlipAveraged, Is.False, "eval_flip is off in this config");
+        // Reference: the model's logits of the images and of their mirrors made on the host, averaged and scored in double.
+        int n = split.Count, c = SyntheticImages.Classes, size = SyntheticImages.Size;
+        var ids = Enumerable.Range(0, n).ToArray();
+        var pixels = t.Data.Batch(split, ids);
+        var mirrored = new float[pixels.Length];
+        for (int i = 0; i < n; i++)
+            for (int r = 0; r < size; r++)
+                for (int x = 0; x < size; x++) mirrored[(i * size + r) * size + x] = pixels[(i * size + r) * size + size - 1 - x];
+        float[] a, b;
+        t.Model.Eval();
+        using (t.Device.Tape.NoGrad())
+        using (Scope.Begin())
+        {
+            a = t.Model.Forward(Tensor.FromArray(t.Device, pixels, n, size * size)).ToArray();
+            b = t.Model.Forward(Tensor.FromArray(t.Device, mirrored, n, size * size)).ToArray();
+        }
+        t.Model.Train();
+        double loss = 0;
+        int correct = 0, differ = 0;
+        for (int i = 0; i < n; i++)
+        {
+            var mean = Enumerable.Range(0, c).Select(k => 0.5 * ((double)a[i * c + k] + b[i * c + k])).ToArray();
+            double max = mean.Max(), lse = max + Math.Log(mean.Sum(v => Math.Exp(v - max)));
+            loss += lse - mean[split.Labels[i]];
+            int best = Array.IndexOf(mean, max), alone = Enumerable.Range(0, c).MaxBy(k => a[i * c + k]);
+            if (best == split.Labels[i]) correct++;
+            if (best != alone) differ++;
+        }
+        Assert.That(differ, Is.GreaterThan(0), "the mirrors change some predictions, so the test can tell the two evaluations apart");
+        Assert.That(got.Accuracy, Is.EqualTo((double)correct / n));
+        Assert.That(got.Loss, Is.EqualTo(loss / n).Within(1e-5 * Math.Max(1, loss / n)));
+        using var trace = new RetrievalTrace(t.Model.PeerLayers().ToArray());
+        var e = Assert.Throws<ArgumentException>(() => t.Evaluate(split, trace, flip: true));
+        Assert.That(e!.ParamName, Is.EqualTo("flip"));
+    }
+
+    [Test]
     public void ExpertsSpecialiseByClassFarAboveRandomRouting()
     {
         var t = Trained.Value;

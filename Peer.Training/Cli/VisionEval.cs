@@ -35,7 +35,8 @@ static class VisionEval
         }
 
         var before = trainer.Evaluate(images);
-        output.WriteLine($"step {state.Step}  {split} accuracy {before.Accuracy:P2}  loss {before.Loss:F4}  on {before.Images:N0} images");
+        output.WriteLine($"step {state.Step}  {split} accuracy {before.Accuracy:P2}  loss {before.Loss:F4}  on {before.Images:N0} images"
+            + (before.FlipAveraged ? ", each scored with its mirror image (eval_flip)" : ""));
         foreach (var layer in before.Experts)
             output.WriteLine($"{layer.Layer}: expert usage {layer.Usage:P2}  unevenness {layer.Unevenness:F4}");
         if (edits.Count == 0)

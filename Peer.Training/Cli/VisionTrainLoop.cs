@@ -41,6 +41,7 @@ sealed class VisionTrainLoop(VisionTrainer trainer, string runDir, TextWriter ou
     readonly string metricsPath = Path.Combine(runDir, "metrics.csv");
     volatile bool interrupted;
     int lastCheckpoint;
+    VisionEvalResult? testAlone; // the final test evaluation on the images alone, when the run scores them with their mirrors
 
     public int Run()
     {
@@ -60,7 +61,8 @@ sealed class VisionTrainLoop(VisionTrainer trainer, string runDir, TextWriter ou
         output.WriteLine($"training    steps {start + 1}..{total}, batch {cfg.Train.BatchSize} ({(double)total * cfg.Train.BatchSize / trainer.Data.Train.Count:F1} epochs), lr {cfg.Train.LearningRate}, seed {cfg.Train.Seed}"
             + (cfg.Train.AugmentShift > 0 || cfg.Train.AugmentFlip ? ", augmentation: " + string.Join(" and ",
                 new[] { cfg.Train.AugmentShift > 0 ? $"shifts up to {cfg.Train.AugmentShift} pixels" : null, cfg.Train.AugmentFlip ? "left-right flips" : null }.OfType<string>()) : "")
-            + (cfg.Train.LabelSmoothing > 0 ? $", label smoothing {cfg.Train.LabelSmoothing}" : ""));
+            + (cfg.Train.LabelSmoothing > 0 ? $", label smoothing {cfg.Train.LabelSmoothing}" : "")
+            + (cfg.Train.EvalFlip ? "; evaluation scores each image with its mirror image" : ""));
 
         void OnSignal(PosixSignalContext context)
         {
@@ -99,7 +101,8 @@ sealed class VisionTrainLoop(VisionTrainer trainer, string runDir, TextWriter ou
             return PeerCli.InterruptedExit;
         }
         var classes = trainer.Data.Classes;
-        output.WriteLine($"test        accuracy {test!.Accuracy:P2} (loss {test.Loss:F4}) on {test.Images:N0} test images");
+        output.WriteLine($"test        accuracy {test!.Accuracy:P2} (loss {test.Loss:F4}) on {test.Images:N0} test images"
+            + (testAlone != null ? $", each scored with its mirror image (eval_flip; the images alone: {testAlone.Accuracy:P2})" : ""));
         output.WriteLine("per class   " + string.Join(", ", test.ClassAccuracy.Select((a, c) => $"{classes[c]} {a:P1}")));
         output.WriteLine($"done: metrics.csv, accuracy.png{(trainer.Model.PeerLayers().Any() ? ", experts.png" : "")}, test.json and the checkpoint are in {runDir}");
         return 0;
@@ -122,7 +125,11 @@ sealed class VisionTrainLoop(VisionTrainer trainer, string runDir, TextWriter ou
             }
             bool final = s.Step == cfg.Steps, evaluate = final || (cfg.EvalEvery > 0 && s.Step % cfg.EvalEvery == 0);
             var val = evaluate && trainer.Data.Validation.Count > 0 ? trainer.Evaluate(trainer.Data.Validation) : null;
-            if (final) test = trainer.Evaluate(trainer.Data.Test);
+            if (final)
+            {
+                test = trainer.Evaluate(trainer.Data.Test);
+                testAlone = test.FlipAveraged ? trainer.Evaluate(trainer.Data.Test, flip: false) : null;
+            }
             var usage = test ?? val;
             var row = new VisionMetricRow(s.Step, s.Loss, s.Accuracy, s.LearningRate, s.ImagesPerSecond, val?.Loss, val?.Accuracy, test?.Loss, test?.Accuracy,
                 usage?.Usage, usage?.Unevenness, trainer.Device.PeakBytes / 1048576.0);
@@ -167,8 +174,10 @@ sealed class VisionTrainLoop(VisionTrainer trainer, string runDir, TextWriter ou
             ["images"] = test.Images,
             ["accuracy"] = test.Accuracy,
             ["loss"] = test.Loss,
+            ["flip_averaged"] = test.FlipAveraged,
             ["class_accuracy"] = classes.Select((c, i) => (c, i)).ToDictionary(p => p.c, p => test.ClassAccuracy[p.i]),
         };
+        if (testAlone != null) doc["accuracy_images_alone"] = testAlone.Accuracy;
         AtomicFile.WriteAllText(Path.Combine(runDir, "test.json"), JsonSerializer.Serialize(doc, ModelConfig.Json));
     }
 

@@ -69,7 +69,7 @@ public static partial class Inspector
         try
         {
             ExpertEditing.Apply(layers, disable);
-            after = trainer.Evaluate(split);
+            after = trainer.Evaluate(split, flip: false); // as the traced evaluation before it: the images alone
         }
         finally
         {

@@ -116,6 +116,10 @@ public sealed record VisionTrainConfig
     public bool AugmentFlip { get; init; }
     /// <summary>Label smoothing ε of the training loss: the target puts 1 - ε on the label and ε spread evenly over all classes.</summary>
     public float LabelSmoothing { get; init; }
+    /// <summary>Test-time flips: evaluation scores each image by the mean of the class logits of the image and of its left-right
+    /// mirror (for models trained with <see cref="AugmentFlip"/>); the loss is the cross-entropy of those mean logits. Off: the
+    /// images alone.</summary>
+    public bool EvalFlip { get; init; }
     /// <summary>Evaluate on the validation images every this many steps (and on the test images at the end); 0 only at the end.</summary>
     public int EvalEvery { get; init; } = 500;
     /// <summary>Write a checkpoint every this many steps (and at the end); 0 only at the end.</summary>
@@ -180,7 +184,8 @@ public sealed record VisionRunConfig
             PatchSize = 7, StemChannels = 16, StemKernel = 3, DModel = 64, Layers = 4, Heads = 4,
             Peer = new PeerConfig { Experts = 64 * 64, Heads = 4, TopK = 4, QueryDim = 32 },
         };
-        var train = new VisionTrainConfig { Steps = 4000, BatchSize = 128, LearningRate = 2e-3f, WarmupSteps = 100, AugmentFlip = true, EvalEvery = 500, CheckpointEvery = 500 };
+        var train = new VisionTrainConfig { Steps = 4000, BatchSize = 128, LearningRate = 2e-3f, WarmupSteps = 100, AugmentFlip = true, EvalFlip = true,
+            EvalEvery = 500, CheckpointEvery = 500 };
         return name switch
         {
             "peer" => new VisionRunConfig { Model = model with { Blocks = Enumerable.Repeat("peer", model.Layers).ToArray() }, Train = train },

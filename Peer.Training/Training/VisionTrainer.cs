@@ -26,6 +26,8 @@ public sealed record VisionEvalResult(double Loss, double Accuracy, long[,] Conf
 {
     /// <summary>Images scored.</summary>
     public int Images { get; init; }
+    /// <summary>Whether each image was scored by the mean logits of it and its mirror (<see cref="VisionTrainConfig.EvalFlip"/>).</summary>
+    public bool FlipAveraged { get; init; }
     /// <summary>Accuracy per true class (NaN for a class without images).</summary>
     public double[] ClassAccuracy
     {
@@ -226,10 +228,16 @@ public sealed class VisionTrainer : IDisposable
     /// <param name="trace">A trace attached to this model's PEER layers, or null.</param>
     /// <param name="progress">Called after each batch with the images done and the total.</param>
     /// <param name="batch">Images per forward (0: 500).</param>
-    public VisionEvalResult Evaluate(ImageSplit split, RetrievalTrace? trace = null, Action<int, int>? progress = null, int batch = 0)
+    /// <param name="flip">Score each image by the mean logits of it and its left-right mirror (both passes count towards the expert
+    /// usage); null: as <see cref="VisionTrainConfig.EvalFlip"/> says, and the images alone when tracing (a trace records one
+    /// pass over the images).</param>
+    /// <exception cref="ArgumentException">An empty split, or <paramref name="flip"/> true with a trace.</exception>
+    public VisionEvalResult Evaluate(ImageSplit split, RetrievalTrace? trace = null, Action<int, int>? progress = null, int batch = 0, bool? flip = null)
     {
         ArgumentNullException.ThrowIfNull(split);
         Check.That(split.Count > 0, nameof(split), "no images", "at least one image");
+        Check.That(flip != true || trace is null, nameof(flip), flip, "false or null with a retrieval trace, which records one pass over the images");
+        bool mirror = flip ?? (Config.Train.EvalFlip && trace is null);
         batch = batch > 0 ? batch : 500;
         int classes = Config.Model.Classes;
         var peers = Model.PeerLayers().ToArray();
@@ -250,7 +258,7 @@ public sealed class VisionTrainer : IDisposable
                 using (Scope.Begin())
                 {
                     var (images, labels) = Batch(split, ids);
-                    var (loss, logits) = Model.Loss(images, labels);
+                    var (loss, logits) = mirror ? MirrorAveraged(images, labels) : Model.Loss(images, labels);
                     lossSum += loss.Item() * n;
                     correct += Correct(logits.ToArray(), split.Labels, ids, classes, confusion);
                 }
@@ -261,13 +269,24 @@ public sealed class VisionTrainer : IDisposable
                 var stats = usage[i].Compute();
                 return new LayerUsage(p.Name, usage[i].Accumulated.ToArray(), stats.Usage, stats.Unevenness);
             }).ToArray();
-            return new VisionEvalResult(lossSum / split.Count, (double)correct / split.Count, confusion, layers) { Images = split.Count };
+            return new VisionEvalResult(lossSum / split.Count, (double)correct / split.Count, confusion, layers) { Images = split.Count, FlipAveraged = mirror };
         }
         finally
         {
             foreach (var (_, layer) in peers) layer.Usage = null;
             foreach (var u in usage) u.Dispose();
         }
+    }
+
+    // The cross-entropy of the mean logits of the images and their left-right mirrors, and those logits.
+    (Tensor Loss, Tensor Logits) MirrorAveraged(Tensor images, Tensor labels)
+    {
+        int n = images.Shape[0], size = Config.Model.ImageSize;
+        var moves = new int[3 * n];
+        for (int i = 0; i < n; i++) moves[3 * i + 2] = 1;
+        var mirrored = Ops.ShiftFlip(images, size, size, Tensor.FromArray(Device, moves, n, 3), Data.Blank);
+        var logits = Ops.Scale(Ops.Add(Model.Forward(images), Model.Forward(mirrored)), 0.5f);
+        return (Ops.CrossEntropy(logits, labels), logits);
     }
 
     /// <inheritdoc />
