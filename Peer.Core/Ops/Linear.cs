@@ -59,14 +59,29 @@ public static partial class Ops
         var d = g.Device;
         if (x.RequiresGrad)
         {
-            var dx = Tensor.Zeros(d, x.Shape);
-            if (dx.Length > 0 && outF > 0) MatMulInto(g, weight, dx, false, false, 1, rows, inF, outF, false, false, accumulate: false);
+            bool product = x.Length > 0 && outF > 0; // the product writes every element; otherwise the gradient is zero
+            var dx = product ? Tensor.Empty(d, DType.F32, x.Shape) : Tensor.Zeros(d, x.Shape);
+            if (product) MatMulInto(g, weight, dx, false, false, 1, rows, inF, outF, false, false, accumulate: false);
             Tape.Accumulate(x, dx);
         }
         if (weight.RequiresGrad)
         {
-            var dw = Tensor.Zeros(d, outF, inF);
-            if (dw.Length > 0 && rows > 0) MatMulInto(g, x, dw, true, false, 1, outF, inF, rows, false, false, accumulate: false);
+            Tensor dw;
+            if (d.ChunksWork && rows > 0 && outF > 0 && outF < inF)
+            {
+                // Chunked over cores by rows of the product, each worker packs all of the right operand: with few outputs and
+                // many inputs (a patch embedding's 64 x 784) that is the [rows, in] input twice over. The transposed product
+                // xᵀ g packs only g (the same products in the same order), and a transpose of the small result follows.
+                using var dwT = Tensor.Empty(d, DType.F32, inF, outF);
+                MatMulInto(x, g, dwT, true, false, 1, inF, outF, rows, false, false, accumulate: false);
+                dw = Transpose(dwT);
+            }
+            else
+            {
+                bool product = outF * inF > 0 && rows > 0;
+                dw = product ? Tensor.Empty(d, DType.F32, outF, inF) : Tensor.Zeros(d, outF, inF);
+                if (product) MatMulInto(g, x, dw, true, false, 1, outF, inF, rows, false, false, accumulate: false);
+            }
             Tape.Accumulate(weight, dw);
         }
     }

@@ -24,6 +24,8 @@ public sealed class LinearTests(string backend)
                 Assert.That(got[i * 5 + j], Is.EqualTo(want[i, j] + (withBias ? b[j] : 0)).Within(1e-5));
     }
 
+    // Both orientations of the weight gradient: out 5 > in 4 here, out 2 < in 4 below (where cores chunk the work, the weight
+    // gradient of a layer with fewer outputs than inputs comes from the transposed product xᵀ g, Linear.cs).
     [Test]
     public void GradientsMatchFiniteDifferences() =>
         GradCheck.Check(D, x => Peer.Ops.Linear(x[0], x[1], x[2]),
