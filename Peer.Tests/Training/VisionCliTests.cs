@@ -86,6 +86,13 @@ public sealed class VisionCliTests
         Assert.That(json.RootElement.GetProperty("flip_averaged").GetBoolean(), Is.True);
         double alone = json.RootElement.GetProperty("accuracy_images_alone").GetDouble();
         Assert.That(100 * alone, Is.EqualTo(double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).Within(0.006));
+        // vision eval follows the run's eval_flip, and --flip off scores the images alone: the same figure as test.json's.
+        double flipped = json.RootElement.GetProperty("accuracy").GetDouble();
+        var on = Peer("vision", "eval", "--checkpoint", run);
+        var off = Peer("vision", "eval", "--checkpoint", run, "--flip", "off");
+        Assert.That(on.Out, Does.Contain($"test accuracy {flipped:P2}").And.Contain("each scored with its mirror image"), on.Err + on.Out);
+        Assert.That(off.Out, Does.Contain($"test accuracy {alone:P2}").And.Not.Contain("mirror"), off.Err + off.Out);
+        Assert.That(Peer("vision", "eval", "--checkpoint", run, "--flip", "maybe").Code, Is.Not.EqualTo(0));
     }
 
     [Test]

@@ -153,12 +153,17 @@ static class VisionCommand
         {
             Description = "Switch off a class's most specific experts (CLASS or CLASS:M, M per PEER layer, default 16; CLASS a label number or name), chosen on the validation split.",
         };
+        var flip = new Option<string>("--flip")
+        {
+            Description = "on: score each image by the mean logits of it and its mirror image; off: the images alone (default: the run's eval_flip).",
+        };
+        flip.AcceptOnlyFromAmong("on", "off");
         var cmd = new Command("eval", "Evaluate an image classifier's checkpoint: loss, accuracy per class, PEER expert usage; optionally with experts switched off.")
         {
-            checkpoint, data, device, split, disable, disableClass,
+            checkpoint, data, device, split, disable, disableClass, flip,
         };
         cmd.SetAction(r => PeerCli.Guard(error, () => VisionEval.Run(r.GetValue(checkpoint)!, r.GetValue(data), r.GetValue(device), r.GetValue(split)!,
-            r.GetValue(disable) ?? [], r.GetValue(disableClass), output)));
+            r.GetValue(disable) ?? [], r.GetValue(disableClass), output, r.GetValue(flip) is { } f ? f == "on" : null)));
         return cmd;
     }
 }

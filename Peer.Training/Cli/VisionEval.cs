@@ -4,7 +4,8 @@ namespace Peer.Training;
 
 static class VisionEval
 {
-    public static int Run(string checkpoint, string? dataFolder, string? deviceName, string split, string[] disable, string? disableClass, TextWriter output)
+    public static int Run(string checkpoint, string? dataFolder, string? deviceName, string split, string[] disable, string? disableClass, TextWriter output,
+        bool? flip = null)
     {
         var (state, _) = VisionCheckpoint.ReadState(checkpoint);
         var config = state.Config with { Train = state.Config.Train with { Device = deviceName ?? state.Config.Train.Device } };
@@ -34,7 +35,7 @@ static class VisionEval
             }
         }
 
-        var before = trainer.Evaluate(images);
+        var before = trainer.Evaluate(images, flip: flip);
         output.WriteLine($"step {state.Step}  {split} accuracy {before.Accuracy:P2}  loss {before.Loss:F4}  on {before.Images:N0} images"
             + (before.FlipAveraged ? ", each scored with its mirror image (eval_flip)" : ""));
         foreach (var layer in before.Experts)
@@ -45,7 +46,7 @@ static class VisionEval
             return 0;
         }
         ExpertEditing.Apply(layers, edits);
-        var after = trainer.Evaluate(images);
+        var after = trainer.Evaluate(images, flip: flip);
         foreach (var (layer, set) in edits)
             output.WriteLine($"switched off in {layer}: {set.Count} expert{(set.Count == 1 ? "" : "s")} ({string.Join(",", set.Take(24))}{(set.Count > 24 ? ",..." : "")})");
         output.WriteLine($"{split} accuracy {before.Accuracy:P2} -> {after.Accuracy:P2} ({100 * (after.Accuracy - before.Accuracy):+0.00;-0.00} points), loss {before.Loss:F4} -> {after.Loss:F4}");
