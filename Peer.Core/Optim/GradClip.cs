@@ -5,9 +5,9 @@
 // clipping factor, which the scaling kernels read on the device: clipping never waits for the device. Dense grads and
 // RowSparseGrad values both count. These kernels are the definition; on the CPU accelerator the launcher loads the SIMD
 // bodies of Cpu/GradClipCpu.cs (Device.Choose; the same sum to rounding, the same scaling bit for bit).
-// The sum of squares takes one launch per gradient, so which worker sums which elements depends on each gradient's
-// length alone: the norm has the same bits wherever the gradients lie (a resumed trainer lays them out differently from
-// the one it continues). The scaling, exact element by element, reads gradients lying side by side in one buffer (an
+// Each gradient's elements are split between the workers by its length alone (as if it were launched by itself; gradients
+// lying side by side in one buffer share one launch that walks them in order), so the norm has the same bits wherever the
+// gradients lie (a resumed trainer lays them out differently from the one it continues). The scaling, exact element by element, reads gradients lying side by side in one buffer (an
 // optimizer's parameter arena, ParameterArena.cs) as one tensor: a launch per run instead of per parameter.
 using ILGPU;
 using ILGPU.Runtime;
@@ -183,16 +183,33 @@ public static class GradClip
         return runs;
     }
 
-    // The compensated per-worker partial sums of squares of every gradient, carried across all of them in order.
+    // The compensated per-worker partial sums of squares of every gradient, carried across all of them in order: a launch per
+    // gradient, or one per run of gradients lying side by side in one buffer (each split between the workers as alone).
     static void SumSquares(Device d, ClipKernels k, List<Tensor> grads)
     {
         int workers = k.Workers;
         var scratch = k.Scratch.View; // [0, W): partial sums, [W, 2W): their compensations, [2W]: the norm, [2W + 1]: the factor
         k.Zero(2 * workers + 2, new Work(2 * workers + 2, 2 * workers + 2, 1), scratch);
-        foreach (var g in grads)
+        for (int i = 0; i < grads.Count;)
         {
-            var w = Split(d, g.Length, workers);
-            k.SumSquares(w.Workers, w, g.View, scratch, workers);
+            var (buffer, at) = grads[i].Place;
+            long length = grads[i].Length;
+            int j = i + 1;
+            while (j < grads.Count && grads[j].Place == (buffer, at + length) && length + grads[j].Length <= int.MaxValue) length += grads[j++].Length;
+            if (j == i + 1)
+            {
+                var w = Split(d, grads[i].Length, workers);
+                k.SumSquares(w.Workers, w, grads[i].View, scratch, workers);
+            }
+            else
+            {
+                var offsets = new int[j - i + 1];
+                for (int g = i; g < j; g++) offsets[g - i + 1] = offsets[g - i] + grads[g].Length;
+                using var run = Scope.Unscope(Tensor.ViewOf(buffer, at, [(int)length], DType.F32));
+                using var bounds = Scope.Unscope(Tensor.FromArray(d, offsets));
+                k.SumSquaresRun(workers, run.View, bounds.IntView, j - i, scratch, workers, d.ChunksWork ? 1 : 0);
+            }
+            i = j;
         }
     }
 
@@ -264,134 +281,5 @@ public static class GradClip
 
     // At most `workers` indices, each a contiguous chunk where the device chunks work (CPU accelerator, PoCL) and
     // grid-stride on GPUs, so index w only ever writes partial w.
-    static Work Split(Device d, int n, int workers)
-    {
-        int w = Math.Min(workers, n);
-        return d.ChunksWork ? new Work(n, w, (n + w - 1) / w) : new Work(n, w, 1);
-    }
-}
-
-/// <summary>Clipping kernels and the per-device scratch of partial sums (callers lock the object while using the scratch): the
-/// portable kernels below, or for the sum of squares and the scaling the SIMD bodies' kernels (Cpu/GradClipCpu.cs) where
-/// <see cref="Device.Choose"/> picks them, and on GPUs the grouped final pass.</summary>
-internal sealed class ClipKernels
-{
-    /// <summary>Threads of the grouped final pass on GPUs.</summary>
-    public const int FinalGroup = 256;
-
-    public readonly Action<Index1D, Work, ArrayView<float>> Zero;
-    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>, int> SumSquares;
-    public readonly Action<Index1D, Work, ArrayView<float>, ArrayView<float>> Scale;
-    readonly Action<Index1D, ArrayView<float>, int, float>? final;
-    readonly Action<KernelConfig, ArrayView<float>, int, float>? finalGrouped;
-    readonly int finalGroupSize;
-    public readonly int Workers;
-    public readonly Tensor Scratch;
-    public readonly float[] Host = new float[1];
-
-    /// <summary>The kernels for <paramref name="d"/>: the grouped final pass on GPUs whose groups hold <see cref="FinalGroup"/> threads.</summary>
-    public ClipKernels(Device d) : this(d, !d.ChunksWork && d.MaxGroupSize >= FinalGroup) { }
-
-    /// <summary>The kernels with the final pass grouped or not (tests run the grouped one on CPU devices).</summary>
-    internal ClipKernels(Device d, bool groupedFinal)
-    {
-        Zero = d.LoadKernel(ZeroKernel);
-        // The CPU bodies use Vector<float>, whatever width it has here (scalar without SIMD): they need no vector unit.
-        SumSquares = d.LoadKernel(SumSquaresKernel, GradClipCpu.SumSquaresKernel, 0);
-        Scale = d.LoadKernel(ScaleKernel, GradClipCpu.ScaleKernel, 0);
-        if (groupedFinal)
-        {
-            finalGrouped = d.LoadGroupedKernel<Action<KernelConfig, ArrayView<float>, int, float>>(FinalGroupKernel);
-            finalGroupSize = 1 << System.Numerics.BitOperations.Log2((uint)Math.Min(FinalGroup, d.MaxGroupSize)); // a power of two
-        }
-        else final = d.LoadKernel(FinalKernel);
-        // Partials per worker; on a GPU a few thousand, so that the final pass stays short.
-        Workers = d.IsCpu ? d.Workers : Math.Min(d.Workers, 4096);
-        Scratch = Scope.Unscope(Tensor.Zeros(d, 2 * Workers + 2));
-    }
-
-    /// <summary>The final pass over the scratch: the norm into [2W], the clipping factor into [2W + 1].</summary>
-    public void RunFinal(ArrayView<float> scratch, int workers, float maxNorm)
-    {
-        if (finalGrouped is not null) finalGrouped(new KernelConfig(1, finalGroupSize), scratch, workers, maxNorm);
-        else final!(1, scratch, workers, maxNorm);
-    }
-
-    // scratch: [m] <- 0
-    static void ZeroKernel(Index1D w, Work work, ArrayView<float> scratch)
-    {
-        for (int s = work.Start(w); s < work.N; s += work.Stride)
-            for (int i = s, e = work.End(s); i < e; i++) scratch[i] = 0f;
-    }
-
-    // g: [n]; partial[w] (+ compensation partial[W + w]) += sum over worker w's items of g^2
-    static void SumSquaresKernel(Index1D w, Work work, ArrayView<float> g, ArrayView<float> partial, int workers)
-    {
-        float sum = partial[w], comp = partial[workers + w];
-        for (int s = work.Start(w); s < work.N; s += work.Stride)
-            for (int i = s, e = work.End(s); i < e; i++)
-            {
-                float y = g[i] * g[i] - comp;
-                float t = sum + y;
-                comp = (t - sum) - y;
-                sum = t;
-            }
-        partial[w] = sum;
-        partial[workers + w] = comp;
-    }
-
-    // partial: [2W + 2]; partial[2W] <- n = sqrt(sum of the W compensated partials, in index order), partial[2W + 1] <- the factor
-    static void FinalKernel(Index1D w, ArrayView<float> partial, int workers, float maxNorm)
-    {
-        float sum = 0f, comp = 0f;
-        for (int i = 0; i < workers; i++)
-        {
-            float y = partial[i] - partial[workers + i] - comp;
-            float t = sum + y;
-            comp = (t - sum) - y;
-            sum = t;
-        }
-        WriteNorm(partial, workers, MathF.Sqrt(sum), maxNorm);
-    }
-
-    // One group of G threads (a power of two), as FinalKernel: thread l sums partials l, l + G, .. compensated, then the G sums
-    // meet in a tree in shared memory (log2 G steps).
-    static void FinalGroupKernel(ArrayView<float> partial, int workers, float maxNorm)
-    {
-        var sums = SharedMemory.Allocate<float>(FinalGroup);
-        int l = Group.IdxX, size = Group.DimX;
-        float sum = 0f, comp = 0f;
-        for (int i = l; i < workers; i += size)
-        {
-            float y = partial[i] - partial[workers + i] - comp;
-            float t = sum + y;
-            comp = (t - sum) - y;
-            sum = t;
-        }
-        sums[l] = sum;
-        Group.Barrier();
-        for (int half = size / 2; half > 0; half /= 2)
-        {
-            if (l < half) sums[l] += sums[l + half];
-            Group.Barrier();
-        }
-        if (l == 0) WriteNorm(partial, workers, MathF.Sqrt(sums[0]), maxNorm);
-    }
-
-    // As PyTorch: the gradients are scaled by maxNorm / (n + 1e-6) when that is below 1 (or not a number); factor 1 means no scaling.
-    static void WriteNorm(ArrayView<float> partial, int workers, float norm, float maxNorm)
-    {
-        float scale = maxNorm / (norm + 1e-6f);
-        partial[2 * workers] = norm;
-        partial[2 * workers + 1] = !(scale >= 1f) ? scale : 1f;
-    }
-
-    // g: [n] *= factor[0], unless the factor is exactly 1
-    static void ScaleKernel(Index1D w, Work work, ArrayView<float> g, ArrayView<float> factor)
-    {
-        float scale = factor[0];
-        if (scale == 1f) return;
-        for (int s = work.Start(w); s < work.N; s += work.Stride)
-            for (int i = s, e = work.End(s); i < e; i++) g[i] *= scale;
-    }
+    static Work Split(Device d, int n, int workers) => ClipKernels.Chunks(n, workers, d.ChunksWork ? 1 : 0);
 }

@@ -21,6 +21,18 @@ internal static unsafe class GradClipCpu
         for (int s = work.Start(w); s < work.N; s += work.Stride) SumSquares(g, s, work.End(s), partial, workers, w);
     }
 
+    // run: gradients side by side at offsets [count + 1]; for each in order, worker w's chunks (ClipKernels.Chunks) into partial w
+    internal static void SumSquaresRunKernel(Index1D w, ArrayView<float> run, ArrayView<int> offsets, int count, ArrayView<float> partial, int workers, int chunked)
+    {
+        for (int g = 0; g < count; g++)
+        {
+            int a = offsets[g];
+            var work = ClipKernels.Chunks(offsets[g + 1] - a, workers, chunked);
+            if (w >= work.Workers) continue;
+            for (int s = work.Start(w); s < work.N; s += work.Stride) SumSquares(run, a + s, a + work.End(s), partial, workers, w);
+        }
+    }
+
     // g: [n] *= scale, worker w's chunks
     internal static void ScaleKernel(Index1D w, Work work, ArrayView<float> g, ArrayView<float> factor)
     {

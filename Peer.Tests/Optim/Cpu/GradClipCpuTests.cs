@@ -39,4 +39,27 @@ public sealed class GradClipCpuTests
         Assert.That(BitConverter.SingleToInt32Bits(again.Norm), Is.EqualTo(BitConverter.SingleToInt32Bits(clippedCpu.Norm)), "deterministic");
         Assert.That(again.Grads, Is.EqualTo(clippedCpu.Grads));
     }
+
+    // Gradients side by side in one buffer share one launch of the run kernel; each is still split between the workers by its
+    // length alone, so the norm has the bits of one launch per gradient: for the portable kernels and for the CPU bodies.
+    [Test]
+    public void OneLaunchOverSideBySideGradientsGivesTheBitsOfOneLaunchEach([Values] bool portable)
+    {
+        var d = portable ? Devices.CpuPortable : Devices.Cpu;
+        int[] sizes = [1, 15, 3001, 64, 7, 4097, 2];
+        var values = sizes.Select((n, i) => GradCheck.Rand(n, 800 + i).Select(v => v * MathF.Pow(10f, i % 5 - 2)).ToArray()).ToArray();
+        using var s = Scope.Begin();
+        var apart = sizes.Select((n, i) => { var p = Tensor.Zeros(d, n); p.Grad = Tensor.FromArray(d, values[i], n); return p; }).ToArray();
+        var (storage, at) = Tensor.FromArray(d, values.SelectMany(v => v).ToArray(), sizes.Sum()).Place;
+        var together = new Tensor[sizes.Length];
+        for (int i = 0; i < sizes.Length; at += sizes[i], i++)
+        {
+            together[i] = Tensor.Zeros(d, sizes[i]);
+            together[i].Grad = Tensor.ViewOf(storage, at, [sizes[i]], DType.F32);
+        }
+        float a = GradClip.GlobalNorm(apart), b = GradClip.GlobalNorm(together);
+        Assert.That(BitConverter.SingleToInt32Bits(b), Is.EqualTo(BitConverter.SingleToInt32Bits(a)), $"{a:R} apart, {b:R} side by side");
+        double host = Math.Sqrt(values.Sum(v => v.Sum(x => (double)x * x)));
+        Assert.That(b, Is.EqualTo(host).Within(1e-6 * host));
+    }
 }
