@@ -9,7 +9,7 @@ namespace Peer.Tests.Bench;
 
 public sealed class BenchTests
 {
-    static readonly string[] SuiteNames = ["ceilings", "kernels", "peer", "ablation", "layers", "training", "torch", "distributed"];
+    static readonly string[] SuiteNames = ["ceilings", "kernels", "peer", "ablation", "layers", "training", "vision", "torch", "distributed"];
     // The smoke run below leaves torch and distributed out: TorchSuiteTests runs torch, and PyTorch's scripts, on their own;
     // DistributedSuiteMeasuresBytesAsTheCostModelSays runs distributed where MPI is.
     static readonly string[] Smoked = SuiteNames[..^2];
