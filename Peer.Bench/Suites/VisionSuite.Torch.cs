@@ -124,7 +124,7 @@ internal sealed partial class VisionSuite
         try
         {
             var (peak, import) = side.Worker.Quit();
-            s.Notes.Add($"PyTorch's {side.Preset} process: peak resident memory above its memory once torch was imported {Fmt.Bytes(Math.Max(0, peak - import))}.");
+            s.Notes.Add($"PyTorch's {side.Preset} process: peak resident memory above its memory once torch was imported (its copy of the images included) {Fmt.Bytes(Math.Max(0, peak - import))}.");
         }
         catch (InvalidOperationException e)
         {
