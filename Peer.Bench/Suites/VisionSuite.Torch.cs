@@ -24,8 +24,9 @@ internal sealed partial class VisionSuite
         public Stat Totals(int threads) => Stat.Of(Steps[threads].Skip(warmup).Select(t => t.Total));
     }
 
-    /// <summary>Starts torch/vit_step.py for each preset when a CPU device is open and a Python imports torch; else a note and none.</summary>
-    static List<TorchSide> StartTorch(BenchRun run, SuiteResults s, IEnumerable<(string Preset, VisionRunConfig Config)> presets, ImageDataset data)
+    /// <summary>Starts torch/vit_step.py for each preset when a CPU device is open and a Python imports torch; else a note and none.
+    /// <paramref name="warmup"/>: the rounds before the measured ones, whose steps the figures leave out.</summary>
+    static List<TorchSide> StartTorch(BenchRun run, SuiteResults s, IEnumerable<(string Preset, VisionRunConfig Config)> presets, ImageDataset data, int warmup)
     {
         var sides = new List<TorchSide>();
         if (!run.Open.Any(d => d.Device.IsCpu))
@@ -45,7 +46,7 @@ internal sealed partial class VisionSuite
         {
             try
             {
-                sides.Add(new TorchSide(preset, new TorchWorker(python, "vit_step.py", TorchArgs(config, data), Answer), threads, Sizes.Pick(run.Options, 2, 1, 1)));
+                sides.Add(new TorchSide(preset, new TorchWorker(python, "vit_step.py", TorchArgs(config, data), Answer), threads, warmup));
             }
             catch (InvalidOperationException e)
             {

@@ -21,7 +21,7 @@ internal sealed partial class VisionSuite : ISuite
         var peerConfig = Configure(VisionRunConfig.Preset("peer"), o, data);
         var denseConfig = Configure(VisionRunConfig.Preset("dense"), o, data);
         int batch = peerConfig.Train.BatchSize;
-        var torch = StartTorch(run, s, [("peer", peerConfig), ("dense", denseConfig)], data);
+        var torch = StartTorch(run, s, [("peer", peerConfig), ("dense", denseConfig)], data, warmup);
         var table = new Table("device", "preset", "blocks", "parameters", "step ms", "images/s", "vs Peer dense");
         try
         {
