@@ -8,7 +8,7 @@ internal static class Bench
 {
     /// <summary>Every suite, in the default order (ceilings first: later suites show fractions of them).</summary>
     public static ISuite[] All() =>
-        [new CeilingsSuite(), new KernelsSuite(), new PeerSuite(), new AblationSuite(), new LayersSuite(), new TrainingSuite(), new TorchSuite(), new DistributedSuite()];
+        [new CeilingsSuite(), new KernelsSuite(), new PeerSuite(), new AblationSuite(), new LayersSuite(), new TrainingSuite(), new VisionSuite(), new TorchSuite(), new DistributedSuite()];
 
     public static Results Run(BenchOptions options, string[] args, TextWriter log)
     {

@@ -9,7 +9,7 @@ namespace Peer.Tests.Bench;
 
 public sealed class BenchTests
 {
-    static readonly string[] SuiteNames = ["ceilings", "kernels", "peer", "ablation", "layers", "training", "torch", "distributed"];
+    static readonly string[] SuiteNames = ["ceilings", "kernels", "peer", "ablation", "layers", "training", "vision", "torch", "distributed"];
     // The smoke run below leaves torch and distributed out: TorchSuiteTests runs torch, and PyTorch's scripts, on their own;
     // DistributedSuiteMeasuresBytesAsTheCostModelSays runs distributed where MPI is.
     static readonly string[] Smoked = SuiteNames[..^2];
@@ -170,6 +170,19 @@ public sealed class BenchTests
             foreach (var kind in new[] { "ffw", "moe-ec", "moe-topk", "pkm", "peer" })
                 Assert.That(Figures("layers"), Has.Some.StartsWith(kind + " (").And.Some.EndsWith("| forward + backward | tokens/s"), kind);
             Assert.That(Figures("training"), Does.Contain("tiny preset | training step | tokens/s"));
+            // The vision suite measures both presets; with a Python that imports torch (VisionSuiteTests runs it without one), PyTorch's
+            // steps of both models at 1 and 2 threads too, the suite having checked their parameter counts against Peer's.
+            var visionNotes = byName["vision"].GetProperty("notes").EnumerateArray().Select(n => n.GetString()!).ToArray();
+            bool torchHere = !visionNotes.Any(n => n.StartsWith("PyTorch absent: "));
+            Assert.That(visionNotes.Where(n => n.StartsWith("WARNING")), Is.Empty, string.Join("\n", visionNotes));
+            foreach (var preset in new[] { "peer", "dense" })
+            {
+                Assert.That(Figures("vision"), Does.Contain($"{preset} preset | training step | images/s"));
+                if (!torchHere) continue;
+                Assert.That(Figures("vision"), Does.Contain($"{preset} preset | Peer / PyTorch at its best thread count | x"));
+                foreach (var threads in new[] { 1, 2 })
+                    Assert.That(Figures("vision"), Does.Contain($"{preset} preset, PyTorch {threads} thread(s) | training step | images/s"));
+            }
             Assert.That(byName["peer"].GetProperty("goals").GetArrayLength(), Is.EqualTo(1));
             Assert.That(byName["ablation"].GetProperty("goals").GetArrayLength(), Is.EqualTo(4));
             foreach (var plot in suites.SelectMany(s => s.Suite.GetProperty("plots").EnumerateArray()))
