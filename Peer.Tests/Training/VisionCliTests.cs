@@ -93,6 +93,9 @@ public sealed class VisionCliTests
         Assert.That(on.Out, Does.Contain($"test accuracy {flipped:P2}").And.Contain("each scored with its mirror image"), on.Err + on.Out);
         Assert.That(off.Out, Does.Contain($"test accuracy {alone:P2}").And.Not.Contain("mirror"), off.Err + off.Out);
         Assert.That(Peer("vision", "eval", "--checkpoint", run, "--flip", "maybe").Code, Is.Not.EqualTo(0));
+        // inspect traces the images alone and says so, with their accuracy
+        Assert.That(Peer("inspect", "--checkpoint", run).Code, Is.EqualTo(0));
+        Assert.That(File.ReadAllText(Path.Combine(run, "inspect", "report.md")), Does.Contain($"accuracy {alone:P2}").And.Contain("on the images alone"));
     }
 
     [Test]

@@ -35,7 +35,8 @@ public static partial class Inspector
         md.AppendLine($"# Inspection of an image classifier at step {trainer.StepCount}").AppendLine();
         md.AppendLine($"{cfg.TokenMixing} model, d = {cfg.DModel}, {cfg.Layers} blocks [{string.Join(", ", cfg.BlockKinds())}], {cfg.Tokens} patches of "
             + $"{cfg.PatchSize}x{cfg.PatchSize} pixels per image, {trainer.Model.ParameterCount:N0} parameters. Inspected on the {split.Count:N0} {splitName} "
-            + $"images of {trainer.Data.Name}: accuracy {eval.Accuracy:P2}, loss {eval.Loss:F4}.").AppendLine();
+            + $"images of {trainer.Data.Name}: accuracy {eval.Accuracy:P2}, loss {eval.Loss:F4}"
+            + (trainer.Config.Train.EvalFlip ? " on the images alone (the run's own evaluation, eval_flip, averages each image with its mirror)." : ".")).AppendLine();
         md.AppendLine(Row(["class", .. classes]));
         md.AppendLine(Row(Enumerable.Repeat((object)"---", classes.Length + 1).ToArray()));
         md.AppendLine(Row(["accuracy", .. eval.ClassAccuracy.Select(a => (object)a.ToString("P1", Inv))])).AppendLine();
