@@ -17,10 +17,10 @@ internal sealed partial class TorchSuite : ISuite
     public string Summary => "Peer beside PyTorch (the scripts in Peer.Bench/torch): language-model training step and PEER layer step, interleaved";
 
     /// <summary>Longest wait for one answer of a PyTorch process (building a 1024^2-expert layer under load takes minutes).</summary>
-    static readonly TimeSpan Answer = TimeSpan.FromMinutes(10);
+    internal static readonly TimeSpan Answer = TimeSpan.FromMinutes(10);
 
     /// <summary>Thread counts PyTorch is timed at (torch's and OpenBLAS's): 1, 2 and the machine's cores.</summary>
-    static int[] Threads => new[] { 1, 2, Environment.ProcessorCount }.Distinct().Order().ToArray();
+    internal static int[] Threads => new[] { 1, 2, Environment.ProcessorCount }.Distinct().Order().ToArray();
 
     /// <summary>The key of Peer's figures on <paramref name="d"/>: its thread count on the CPU accelerator, else 0 (not a thread count).</summary>
     static int PeerKey(Device d) => d.IsCpu ? d.Workers : 0;
@@ -181,7 +181,7 @@ internal sealed partial class TorchSuite : ISuite
 
     /// <summary>Peer's parameter count, after checking that the PyTorch process built a model of the same size.</summary>
     /// <exception cref="ParameterMismatchException">The counts differ: the two sides would not be computing the same model.</exception>
-    static long CheckParameters(long peer, TorchWorker torch, string what)
+    internal static long CheckParameters(long peer, TorchWorker torch, string what)
     {
         long theirs = torch.Ready.GetProperty("params").GetInt64();
         if (theirs != peer) throw new ParameterMismatchException($"{what}: PyTorch's model has {theirs} parameters, Peer's {peer}: the scripts do not build the same model");

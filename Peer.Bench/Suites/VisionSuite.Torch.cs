@@ -8,9 +8,6 @@ namespace Peer.Bench;
 internal sealed partial class VisionSuite
 {
     /// <summary>Longest wait for one answer of the PyTorch process.</summary>
-    static readonly TimeSpan Answer = TimeSpan.FromMinutes(10);
-
-    /// <summary>One PyTorch process (one preset's model) and the step times it reported per thread count (warm-up steps included, first).</summary>
     sealed class TorchSide(string preset, TorchWorker worker, int[] threads, int warmup)
     {
         public string Preset => preset;
@@ -41,12 +38,12 @@ internal sealed partial class VisionSuite
             run.Log.WriteLine($"  PyTorch absent: {reason}");
             return sides;
         }
-        var threads = new[] { 1, 2, Environment.ProcessorCount }.Distinct().Order().ToArray();
+        var threads = TorchSuite.Threads;
         foreach (var (preset, config) in presets)
         {
             try
             {
-                sides.Add(new TorchSide(preset, new TorchWorker(python, "vit_step.py", TorchArgs(config, data), Answer), threads, warmup));
+                sides.Add(new TorchSide(preset, new TorchWorker(python, "vit_step.py", TorchArgs(config, data), TorchSuite.Answer), threads, warmup));
             }
             catch (InvalidOperationException e)
             {
@@ -91,14 +88,6 @@ internal sealed partial class VisionSuite
 
     /// <summary>Checks that the PyTorch model of <paramref name="side"/>'s preset has Peer's <paramref name="peer"/> parameters.</summary>
     /// <exception cref="ParameterMismatchException">The counts differ: the two sides would not compute the same model.</exception>
-    static void CheckParameters(long peer, TorchSide side)
-    {
-        long theirs = side.Worker.Ready.GetProperty("params").GetInt64();
-        if (theirs != peer)
-            throw new ParameterMismatchException($"vision, {side.Preset} preset: PyTorch's model has {theirs} parameters, Peer's {peer}: torch/vit_step.py does not build the same model");
-    }
-
-    /// <summary>PyTorch's rows of one preset (one per thread count) and the ratio of Peer's images/s to PyTorch's at its best thread count.</summary>
     static void AddTorchRows(SuiteResults s, Table table, TorchSide side, string device, Rate peer, Rate peerDense, int batch, long parameters, string blocks)
     {
         Rate best = default;

@@ -30,7 +30,7 @@ internal sealed partial class VisionSuite : ISuite
                 using var peer = new VisionTrainer(device, peerConfig, data);
                 using var dense = new VisionTrainer(device, denseConfig, data);
                 var sides = device.IsCpu ? torch : [];
-                foreach (var side in sides) CheckParameters((side.Preset == "peer" ? peer : dense).Model.ParameterCount, side);
+                foreach (var side in sides) TorchSuite.CheckParameters((side.Preset == "peer" ? peer : dense).Model.ParameterCount, side.Worker, $"vision, {side.Preset} preset");
                 var actions = new List<Action>
                 {
                     () => { peer.Step(); device.Synchronize(); },

@@ -125,6 +125,6 @@ internal sealed class PatchWindowKernels
             }
     }
 
-    // ceil(a / b) for b > 0 and any a
-    static int Ceil(int a, int b) => a >= 0 ? (a + b - 1) / b : -(-a / b);
+    /// <summary>ceil(a / b) for b &gt; 0 and any a (the window range of a pixel; the CPU body uses it too).</summary>
+    internal static int Ceil(int a, int b) => a >= 0 ? (a + b - 1) / b : -(-a / b);
 }

@@ -148,14 +148,14 @@ public static class GradClip
         return grads;
     }
 
-    // Launches the norm over the gradients one by one and, unless scale is false, the scaling over their runs; the caller
-    // holds the lock on k.
+    // Launches the norm over the gradients (a launch per run of them, Adjacent) and, unless scale is false, the scaling over
+    // the same runs; the caller holds the lock on k.
     static void Clip(Device d, ClipKernels k, List<Tensor> gradients, float maxNorm, bool scale = true)
     {
         SumSquares(d, k, gradients);
         k.RunFinal(k.Scratch.View, k.Workers, maxNorm);
         if (!scale) return;
-        var runs = Runs(gradients);
+        var runs = Adjacent(gradients).Select(r => r.Count == 1 ? gradients[r.First] : Flat(r)).ToList();
         try
         {
             Scale(d, k, runs, k.Scratch.View.SubView(2 * k.Workers + 1, 1));
@@ -166,50 +166,47 @@ public static class GradClip
         }
     }
 
-    // The gradients with neighbours in one buffer (each next one starting where the last ends) merged into flat views of
-    // them: a view per run of two or more, the gradient itself otherwise.
-    static List<Tensor> Runs(List<Tensor> grads)
+    /// <summary>A run of gradients lying side by side in one buffer (each next one starting where the last ends): the first's
+    /// index, how many, and the elements they cover.</summary>
+    readonly record struct Run(int First, int Count, Storage Buffer, long At, int Length);
+
+    // The gradients cut into maximal runs, in order (a run of one where a gradient has no neighbour).
+    static IEnumerable<Run> Adjacent(List<Tensor> grads)
     {
-        var runs = new List<Tensor>();
         for (int i = 0; i < grads.Count;)
         {
             var (buffer, at) = grads[i].Place;
             long length = grads[i].Length;
             int j = i + 1;
             while (j < grads.Count && grads[j].Place == (buffer, at + length) && length + grads[j].Length <= int.MaxValue) length += grads[j++].Length;
-            runs.Add(j == i + 1 ? grads[i] : Scope.Unscope(Tensor.ViewOf(buffer, at, [(int)length], DType.F32)));
+            yield return new Run(i, j - i, buffer, at, (int)length);
             i = j;
         }
-        return runs;
     }
 
+    // A flat view of a run's elements, outside any scope (the caller disposes it).
+    static Tensor Flat(Run r) => Scope.Unscope(Tensor.ViewOf(r.Buffer, r.At, [r.Length], DType.F32));
+
     // The compensated per-worker partial sums of squares of every gradient, carried across all of them in order: a launch per
-    // gradient, or one per run of gradients lying side by side in one buffer (each split between the workers as alone).
+    // run of gradients (Adjacent), each gradient split between the workers by its own length, as if launched alone.
     static void SumSquares(Device d, ClipKernels k, List<Tensor> grads)
     {
-        int workers = k.Workers;
+        int workers = k.Workers, chunked = d.ChunksWork ? 1 : 0;
         var scratch = k.Scratch.View; // [0, W): partial sums, [W, 2W): their compensations, [2W]: the norm, [2W + 1]: the factor
         k.Zero(2 * workers + 2, new Work(2 * workers + 2, 2 * workers + 2, 1), scratch);
-        for (int i = 0; i < grads.Count;)
+        foreach (var r in Adjacent(grads))
         {
-            var (buffer, at) = grads[i].Place;
-            long length = grads[i].Length;
-            int j = i + 1;
-            while (j < grads.Count && grads[j].Place == (buffer, at + length) && length + grads[j].Length <= int.MaxValue) length += grads[j++].Length;
-            if (j == i + 1)
+            if (r.Count == 1)
             {
-                var w = Split(d, grads[i].Length, workers);
-                k.SumSquares(w.Workers, w, grads[i].View, scratch, workers);
+                var w = ClipKernels.Chunks(r.Length, workers, chunked);
+                k.SumSquares(w.Workers, w, grads[r.First].View, scratch, workers);
+                continue;
             }
-            else
-            {
-                var offsets = new int[j - i + 1];
-                for (int g = i; g < j; g++) offsets[g - i + 1] = offsets[g - i] + grads[g].Length;
-                using var run = Scope.Unscope(Tensor.ViewOf(buffer, at, [(int)length], DType.F32));
-                using var bounds = Scope.Unscope(Tensor.FromArray(d, offsets));
-                k.SumSquaresRun(workers, run.View, bounds.IntView, j - i, scratch, workers, d.ChunksWork ? 1 : 0);
-            }
-            i = j;
+            var offsets = new int[r.Count + 1];
+            for (int g = 0; g < r.Count; g++) offsets[g + 1] = offsets[g] + grads[r.First + g].Length;
+            using var run = Flat(r);
+            using var bounds = Scope.Unscope(Tensor.FromArray(d, offsets));
+            k.SumSquaresRun(workers, run.View, bounds.IntView, r.Count, scratch, workers, chunked);
         }
     }
 
@@ -279,7 +276,4 @@ public static class GradClip
         return ClipGlobalNorm(parameters.Select(p => p.Param), maxNorm);
     }
 
-    // At most `workers` indices, each a contiguous chunk where the device chunks work (CPU accelerator, PoCL) and
-    // grid-stride on GPUs, so index w only ever writes partial w.
-    static Work Split(Device d, int n, int workers) => ClipKernels.Chunks(n, workers, d.ChunksWork ? 1 : 0);
 }

@@ -54,22 +54,27 @@ public sealed class GradClipTests(string backend)
         var values = sizes.Select((n, i) => GradCheck.Rand(n, 700 + 31 * seed + i).Select(v => v * MathF.Pow(10f, rng.Next(-3, 4))).ToArray()).ToArray();
         using var s = Scope.Begin();
         var apart = sizes.Select((n, i) => { var p = Tensor.Zeros(D, n); p.Grad = Tensor.FromArray(D, values[i], n); return p; }).ToArray();
-        var buffer = Tensor.FromArray(D, values.SelectMany(v => v).ToArray(), sizes.Sum());
-        var (storage, at) = buffer.Place;
-        long offset = at;
-        var together = new Tensor[sizes.Length];
-        for (int i = 0; i < sizes.Length; i++)
-        {
-            together[i] = Tensor.Zeros(D, sizes[i]);
-            together[i].Grad = Tensor.ViewOf(storage, offset, [sizes[i]], DType.F32);
-            offset += sizes[i];
-        }
+        var together = SideBySide(D, values);
         float a = GradClip.GlobalNorm(apart), b = GradClip.GlobalNorm(together);
         Assert.That(BitConverter.SingleToInt32Bits(b), Is.EqualTo(BitConverter.SingleToInt32Bits(a)), $"{a:R} apart, {b:R} in one buffer");
         Assert.That(a, Is.EqualTo(HostNorm(values)).Within(1e-5 * HostNorm(values)));
         float ca = GradClip.ClipGlobalNorm(apart, 1f), cb = GradClip.ClipGlobalNorm(together, 1f);
         Assert.That(cb, Is.EqualTo(ca));
         for (int i = 0; i < sizes.Length; i++) Assert.That(together[i].Grad!.ToArray(), Is.EqualTo(apart[i].Grad!.ToArray()), $"gradient {i} scaled alike");
+    }
+
+    /// <summary>Parameters whose gradients hold <paramref name="values"/> side by side in one buffer, as an optimizer's parameter
+    /// arena lays them out.</summary>
+    internal static Tensor[] SideBySide(Device d, float[][] values)
+    {
+        var (storage, at) = Tensor.FromArray(d, values.SelectMany(v => v).ToArray(), values.Sum(v => v.Length)).Place;
+        var ps = new Tensor[values.Length];
+        for (int i = 0; i < values.Length; at += values[i].Length, i++)
+        {
+            ps[i] = Tensor.Zeros(d, values[i].Length);
+            ps[i].Grad = Tensor.ViewOf(storage, at, [values[i].Length], DType.F32);
+        }
+        return ps;
     }
 
     [Test]

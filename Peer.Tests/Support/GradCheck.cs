@@ -67,6 +67,10 @@ public static class GradCheck
         }
     }
 
+    /// <summary>The bit patterns of <paramref name="x"/>, for comparisons that must be bit for bit (a CPU body against its
+    /// portable kernel).</summary>
+    public static int[] Bits(float[] x) => x.Select(BitConverter.SingleToInt32Bits).ToArray();
+
     /// <summary>Random host data in [-1, 1).</summary>
     public static float[] Rand(int n, int seed, float scale = 1f)
     {

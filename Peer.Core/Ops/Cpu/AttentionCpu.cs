@@ -54,7 +54,7 @@ internal static partial class AttentionCpu
             int i = r % s.T, first = r - i;
             ref float qi = ref Row(ref q0, r, dh);
             ref float oi = ref Row(ref o0, r, dh);
-            Fill(ref oi, 0f, dh);
+            CpuView.Fill(ref oi, 0f, dh);
             float m = float.NegativeInfinity, l = 0f;
             for (int j = 0, last = s.LastKey(i); j <= last; j++)
             {
@@ -96,7 +96,7 @@ internal static partial class AttentionCpu
             ref float dqi = ref Row(ref dQ0, r, dh);
             float di = Dot(ref gi, ref Row(ref o0, r, dh), dh), l = Unsafe.Add(ref lse0, r);
             Unsafe.Add(ref delta0, r) = di;
-            Fill(ref dqi, 0f, dh);
+            CpuView.Fill(ref dqi, 0f, dh);
             for (int j = 0, last = s.LastKey(i); j <= last; j++)
             {
                 ref float kj = ref Row(ref k0, first + j, dh);
@@ -127,8 +127,8 @@ internal static partial class AttentionCpu
             ref float vj = ref Row(ref v0, r, dh);
             ref float dkj = ref Row(ref dK0, r, dh);
             ref float dvj = ref Row(ref dV0, r, dh);
-            Fill(ref dkj, 0f, dh);
-            Fill(ref dvj, 0f, dh);
+            CpuView.Fill(ref dkj, 0f, dh);
+            CpuView.Fill(ref dvj, 0f, dh);
             for (int i = s.FirstQuery(j); i < s.T; i++)
             {
                 int qr = first + i;
@@ -181,10 +181,5 @@ internal static partial class AttentionCpu
         var a = Vector256.Create(alpha);
         for (; c <= n - 8; c += 8) (a * Vector256.LoadUnsafe(ref y, (nuint)c)).StoreUnsafe(ref y, (nuint)c);
         for (; c < n; c++) Unsafe.Add(ref y, c) *= alpha;
-    }
-
-    static void Fill(ref float y, float value, int n)
-    {
-        for (int c = 0; c < n; c++) Unsafe.Add(ref y, c) = value;
     }
 }

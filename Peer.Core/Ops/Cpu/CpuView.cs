@@ -1,6 +1,7 @@
 // What the CPU bodies (Ops/Cpu/*Cpu.cs) share: a plain reference to a view's memory. A body reads its operands through
 // such references (Unsafe.Add, Vector256.LoadUnsafe) instead of the ArrayView indexer, whose bounds check and buffer
-// check on every access are what makes the portable kernels slow on the CPU accelerator.
+// check on every access are what makes the portable kernels slow on the CPU accelerator; and the block copy and fill
+// several bodies use.
 using System.Runtime.CompilerServices;
 using ILGPU;
 
@@ -17,5 +18,15 @@ internal static class CpuView
     {
         if (v.Length == 0) return ref Unsafe.NullRef<T>();
         return ref v[0];
+    }
+
+    /// <summary><c>to[0, n) = from[0, n)</c>, one block copy (the runs do not overlap).</summary>
+    public static void Copy(ref float from, ref float to, int n) =>
+        Unsafe.CopyBlockUnaligned(ref Unsafe.As<float, byte>(ref to), ref Unsafe.As<float, byte>(ref from), (uint)n * sizeof(float));
+
+    /// <summary><c>to[0, n) = value</c>.</summary>
+    public static void Fill(ref float to, float value, int n)
+    {
+        for (int c = 0; c < n; c++) Unsafe.Add(ref to, c) = value;
     }
 }

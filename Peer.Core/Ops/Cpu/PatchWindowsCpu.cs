@@ -46,12 +46,12 @@ internal static class PatchWindowsCpu
                 ref float to = ref Unsafe.Add(ref y0, ((nint)row * s.Window + i) * span);
                 if (r < 0 || r >= s.Height || j1 <= j0)
                 {
-                    Fill(ref to, span, fill);
+                    CpuView.Fill(ref to, fill, span);
                     continue;
                 }
-                Fill(ref to, j0 * c, fill);
-                Copy(ref Unsafe.Add(ref x0, (((nint)b * s.Height + r) * s.Width + c0 + j0) * c), ref Unsafe.Add(ref to, j0 * c), (j1 - j0) * c);
-                Fill(ref Unsafe.Add(ref to, j1 * c), (s.Window - j1) * c, fill);
+                CpuView.Fill(ref to, fill, j0 * c);
+                CpuView.Copy(ref Unsafe.Add(ref x0, (((nint)b * s.Height + r) * s.Width + c0 + j0) * c), ref Unsafe.Add(ref to, j0 * c), (j1 - j0) * c);
+                CpuView.Fill(ref Unsafe.Add(ref to, j1 * c), fill, (s.Window - j1) * c);
             }
         }
     }
@@ -68,9 +68,9 @@ internal static class PatchWindowsCpu
         {
             int b = l / s.Height, r = l - b * s.Height;
             ref float to = ref Unsafe.Add(ref dx0, (nint)l * line);
-            Fill(ref to, line, 0f);
+            CpuView.Fill(ref to, 0f, line);
             // gy from ceil((r + o - w + 1) / p) to floor((r + o) / p), within the grid, as the portable kernel
-            int y0 = Math.Max(0, CeilDiv(r + o - s.Window + 1, s.Patch)), y1 = Math.Min(gh - 1, (r + o) / s.Patch);
+            int y0 = Math.Max(0, PatchWindowKernels.Ceil(r + o - s.Window + 1, s.Patch)), y1 = Math.Min(gh - 1, (r + o) / s.Patch);
             for (int gy = y0; gy <= y1; gy++)
             {
                 int i = r - gy * s.Patch + o; // the window row that holds image row r
@@ -85,17 +85,6 @@ internal static class PatchWindowsCpu
         }
     }
 
-    static void Fill(ref float to, int n, float value)
-    {
-        for (int k = 0; k < n; k++) Unsafe.Add(ref to, k) = value;
-    }
-
-    static void Copy(ref float from, ref float to, int n)
-    {
-        if (n >= 16) Unsafe.CopyBlockUnaligned(ref Unsafe.As<float, byte>(ref to), ref Unsafe.As<float, byte>(ref from), (uint)n * sizeof(float));
-        else for (int k = 0; k < n; k++) Unsafe.Add(ref to, k) = Unsafe.Add(ref from, k);
-    }
-
     // to[k] += from[k]: element by element, so the vector width does not change the bits
     static void Add(ref float from, ref float to, int n)
     {
@@ -105,7 +94,4 @@ internal static class PatchWindowsCpu
                 (Vector256.LoadUnsafe(ref to, (nuint)k) + Vector256.LoadUnsafe(ref from, (nuint)k)).StoreUnsafe(ref to, (nuint)k);
         for (; k < n; k++) Unsafe.Add(ref to, k) += Unsafe.Add(ref from, k);
     }
-
-    // ceil(a / b) for b > 0 and any a
-    static int CeilDiv(int a, int b) => a >= 0 ? (a + b - 1) / b : -(-a / b);
 }

@@ -49,7 +49,7 @@ internal static class ShapeOpsCpu
             int len = Math.Min(end - i, p.D3 - i3);
             nint src = (nint)r * p.S0 + (nint)i1 * p.S1 + (nint)i2 * p.S2 + (nint)i3 * p.S3;
             if (p.S3 == 1)
-                Copy(ref Unsafe.Add(ref x0, src), ref Unsafe.Add(ref y0, i), len);
+                CpuView.Copy(ref Unsafe.Add(ref x0, src), ref Unsafe.Add(ref y0, i), len);
             else
                 for (int j = 0; j < len; j++) Unsafe.Add(ref y0, i + j) = Unsafe.Add(ref x0, src + (nint)j * p.S3);
             i += len;
@@ -65,7 +65,7 @@ internal static class ShapeOpsCpu
         for (int i = start; i < end;)
         {
             int o = i / block, r = i - o * block, len = Math.Min(end - i, block - r);
-            Copy(ref Unsafe.Add(ref x0, (nint)o * s.Size * s.Inner + (nint)s.Start * s.Inner + r), ref Unsafe.Add(ref y0, i), len);
+            CpuView.Copy(ref Unsafe.Add(ref x0, (nint)o * s.Size * s.Inner + (nint)s.Start * s.Inner + r), ref Unsafe.Add(ref y0, i), len);
             i += len;
         }
     }
@@ -79,11 +79,8 @@ internal static class ShapeOpsCpu
         for (int i = start; i < end;)
         {
             int o = i / block, r = i - o * block, len = Math.Min(end - i, block - r);
-            Copy(ref Unsafe.Add(ref s0, i), ref Unsafe.Add(ref d0, (nint)o * s.Size * s.Inner + (nint)s.Start * s.Inner + r), len);
+            CpuView.Copy(ref Unsafe.Add(ref s0, i), ref Unsafe.Add(ref d0, (nint)o * s.Size * s.Inner + (nint)s.Start * s.Inner + r), len);
             i += len;
         }
     }
-
-    static void Copy(ref float from, ref float to, int count) =>
-        Unsafe.CopyBlockUnaligned(ref Unsafe.As<float, byte>(ref to), ref Unsafe.As<float, byte>(ref from), (uint)count * sizeof(float));
 }

@@ -8,8 +8,6 @@ public sealed class ActivationsCpuTests
     static Device D => Devices.Cpu;
     static Device P => Devices.CpuPortable;
 
-    static int[] Bits(float[] t) => t.Select(BitConverter.SingleToInt32Bits).ToArray();
-
     const double U = 1.0 / (1 << 24); // float32 unit roundoff
 
     // The exact GELU's eight-lane body repeats ActivationMath's operations in order; only exp differs: Vector256.Exp is
@@ -63,8 +61,8 @@ public sealed class ActivationsCpuTests
                     continue;
                 }
                 // The other activations call the same ActivationMath function per element: identical bits.
-                Assert.That(Bits(y1), Is.EqualTo(Bits(y2)), what + " forward");
-                Assert.That(Bits(d1), Is.EqualTo(Bits(d2)), what + " backward");
+                Assert.That(GradCheck.Bits(y1), Is.EqualTo(GradCheck.Bits(y2)), what + " forward");
+                Assert.That(GradCheck.Bits(d1), Is.EqualTo(GradCheck.Bits(d2)), what + " backward");
             }
     }
 

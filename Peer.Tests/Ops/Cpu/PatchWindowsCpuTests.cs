@@ -12,8 +12,6 @@ public sealed class PatchWindowsCpuTests
     // The device's own split, and small chunks that start and end inside images and grid rows.
     static IEnumerable<Work> Splits(int n) => [D.Split(n), new Work(n, 3, 5), new Work(n, 2, 1), new Work(n, 4, 7)];
 
-    static int[] Bits(float[] t) => t.Select(BitConverter.SingleToInt32Bits).ToArray();
-
     // The gather and the backward as device d's launcher loads them: y from x, dx from dy.
     static (float[] Y, float[] Dx) Run(Device d, Work gather, Work backward, float[] hx, float[] hdy, int b, PatchWindowShape s, float fill)
     {
@@ -49,8 +47,8 @@ public sealed class PatchWindowsCpuTests
         {
             var (y, dx) = Run(D, gw, bw, hx, hdy, b, s, -0.75f);
             var (wantY, wantDx) = Run(P, gw, bw, hx, hdy, b, s, -0.75f);
-            Assert.That(Bits(y), Is.EqualTo(Bits(wantY)), $"gather, split {gw.Workers}x{gw.Stride}");
-            Assert.That(Bits(dx), Is.EqualTo(Bits(wantDx)), $"backward, split {bw.Workers}x{bw.Stride}");
+            Assert.That(GradCheck.Bits(y), Is.EqualTo(GradCheck.Bits(wantY)), $"gather, split {gw.Workers}x{gw.Stride}");
+            Assert.That(GradCheck.Bits(dx), Is.EqualTo(GradCheck.Bits(wantDx)), $"backward, split {bw.Workers}x{bw.Stride}");
         }
     }
 }

@@ -11,8 +11,6 @@ public sealed class ShapeOpsCpuTests
     // The splits to launch with: the device's own, and small chunks that start and end inside rows (partial runs).
     static IEnumerable<Work> Splits(int n) => [D.Split(n), new Work(n, 3, 5), new Work(n, 2, 1), new Work(n, 4, 13)];
 
-    static int[] Bits(float[] t) => t.Select(BitConverter.SingleToInt32Bits).ToArray();
-
     // The permute kernel as device d's launcher loads it, over chunks w.
     static float[] Permute(Device d, Work w, float[] hx, int[] shape, int[] outShape, PermuteShape p)
     {
@@ -59,9 +57,9 @@ public sealed class ShapeOpsCpuTests
         int Stride(int k) => k < pad ? 0 : inStride[perm[k - pad]];
         var p = new PermuteShape(Dim(1), Dim(2), Dim(3), Stride(0), Stride(1), Stride(2), Stride(3));
         foreach (var w in Splits(x.Length))
-            Assert.That(Bits(Permute(D, w, hx, shape, outShape, p)), Is.EqualTo(Bits(Permute(P, w, hx, shape, outShape, p))), $"workers {w.Workers}, chunk {w.Chunk}");
+            Assert.That(GradCheck.Bits(Permute(D, w, hx, shape, outShape, p)), Is.EqualTo(GradCheck.Bits(Permute(P, w, hx, shape, outShape, p))), $"workers {w.Workers}, chunk {w.Chunk}");
         // The public op takes the block-copy path on the CPU accelerator and gives the portable result.
-        Assert.That(Bits(Peer.Ops.Permute(x, perm).ToArray()), Is.EqualTo(Bits(Permute(P, P.Split(x.Length), hx, shape, outShape, p))), "Ops.Permute");
+        Assert.That(GradCheck.Bits(Peer.Ops.Permute(x, perm).ToArray()), Is.EqualTo(GradCheck.Bits(Permute(P, P.Split(x.Length), hx, shape, outShape, p))), "Ops.Permute");
     }
 
     // [outer, Size, Inner] with a slice [Start, Start + Length) of the middle dimension, including empty outer/inner runs of 1.
@@ -80,8 +78,8 @@ public sealed class ShapeOpsCpuTests
         {
             var fast = TakeAndPut(D, w, hx, hsrc, outer, size, length, inner, sh);
             var portable = TakeAndPut(P, w, hx, hsrc, outer, size, length, inner, sh);
-            Assert.That(Bits(fast.Taken), Is.EqualTo(Bits(portable.Taken)), $"take: workers {w.Workers}, chunk {w.Chunk}");
-            Assert.That(Bits(fast.Put), Is.EqualTo(Bits(portable.Put)), $"put: workers {w.Workers}, chunk {w.Chunk}");
+            Assert.That(GradCheck.Bits(fast.Taken), Is.EqualTo(GradCheck.Bits(portable.Taken)), $"take: workers {w.Workers}, chunk {w.Chunk}");
+            Assert.That(GradCheck.Bits(fast.Put), Is.EqualTo(GradCheck.Bits(portable.Put)), $"put: workers {w.Workers}, chunk {w.Chunk}");
         }
     }
 

@@ -50,13 +50,7 @@ public sealed class GradClipCpuTests
         var values = sizes.Select((n, i) => GradCheck.Rand(n, 800 + i).Select(v => v * MathF.Pow(10f, i % 5 - 2)).ToArray()).ToArray();
         using var s = Scope.Begin();
         var apart = sizes.Select((n, i) => { var p = Tensor.Zeros(d, n); p.Grad = Tensor.FromArray(d, values[i], n); return p; }).ToArray();
-        var (storage, at) = Tensor.FromArray(d, values.SelectMany(v => v).ToArray(), sizes.Sum()).Place;
-        var together = new Tensor[sizes.Length];
-        for (int i = 0; i < sizes.Length; at += sizes[i], i++)
-        {
-            together[i] = Tensor.Zeros(d, sizes[i]);
-            together[i].Grad = Tensor.ViewOf(storage, at, [sizes[i]], DType.F32);
-        }
+        var together = Peer.Tests.Optim.GradClipTests.SideBySide(d, values);
         float a = GradClip.GlobalNorm(apart), b = GradClip.GlobalNorm(together);
         Assert.That(BitConverter.SingleToInt32Bits(b), Is.EqualTo(BitConverter.SingleToInt32Bits(a)), $"{a:R} apart, {b:R} side by side");
         double host = Math.Sqrt(values.Sum(v => v.Sum(x => (double)x * x)));

@@ -42,10 +42,9 @@ public sealed class RowWiseCpuTests
         int[] touched = [0, 2, 5, 6];
         var portable = Run(Devices.CpuPortable, kind, 7, cols, touched);
         var cpu = Run(Devices.Cpu, kind, 7, cols, touched);
-        Assert.That(Bits(cpu.Dense), Is.EqualTo(Bits(portable.Dense)));
-        Assert.That(Bits(cpu.Table), Is.EqualTo(Bits(portable.Table)));
-        Assert.That(Bits(cpu.State), Is.EqualTo(Bits(portable.State)));
+        Assert.That(GradCheck.Bits(cpu.Dense), Is.EqualTo(GradCheck.Bits(portable.Dense)));
+        Assert.That(GradCheck.Bits(cpu.Table), Is.EqualTo(GradCheck.Bits(portable.Table)));
+        Assert.That(GradCheck.Bits(cpu.State), Is.EqualTo(GradCheck.Bits(portable.State)));
     }
 
-    static int[] Bits(float[] x) => x.Select(BitConverter.SingleToInt32Bits).ToArray();
 }
